@@ -1,0 +1,229 @@
+//! The bundle's configuration documents: `tenants.json`, `bundle.json` settings and the
+//! claim-mapping configuration. Unknown fields are errors, so a typo never silently drops a rule.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// `tenants.json`: every tenant and the issuers it trusts.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantsFile {
+    /// Tenants by name.
+    pub tenants: BTreeMap<String, TenantConfig>,
+}
+
+/// One tenant (a client organisation).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantConfig {
+    /// A display name, for humans.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    /// The identity providers whose tokens act in this tenant.
+    #[serde(default)]
+    pub issuers: Vec<IssuerConfig>,
+}
+
+/// One trusted issuer of a tenant.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerConfig {
+    /// The exact `iss` value.
+    pub issuer: String,
+    /// Accepted `aud` values; a token must name at least one.
+    pub audiences: Vec<String>,
+    /// The algorithm allowlist (`RS256`, `ES256`, ...).
+    pub algorithms: Vec<String>,
+    /// An inline JWK set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks: Option<serde_json::Value>,
+    /// A JWK set file, relative to the bundle directory (inlined into `jwks` by compilation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_file: Option<String>,
+    /// A JWK set URL the host fetches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_uri: Option<String>,
+    /// An OIDC discovery URL the host resolves `jwks_uri` from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discovery: Option<String>,
+    /// Claim mapping.
+    #[serde(default)]
+    pub claims: ClaimsConfig,
+    /// Claims that must equal these values for a token of a shared issuer to be this tenant's.
+    #[serde(default, rename = "match", skip_serializing_if = "BTreeMap::is_empty")]
+    pub match_claims: BTreeMap<String, String>,
+    /// Required JOSE header `typ` (compared case-insensitively, `application/` prefix optional).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub typ: Option<String>,
+    /// Maximum age of a token in seconds, measured from `iat` (which becomes required).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_token_age: Option<u64>,
+    /// Allowed clock skew in seconds for `exp`, `nbf` and `iat` (default from settings).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock_skew: Option<u64>,
+}
+
+/// A claim path: a dotted string (`realm_access.roles`) or an explicit list of keys, for claim
+/// names that contain dots (`["https://example.com/roles"]`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ClaimPath {
+    /// Dotted path.
+    Dotted(String),
+    /// Explicit keys.
+    Keys(Vec<String>),
+}
+
+impl ClaimPath {
+    /// The keys of this path.
+    pub fn keys(&self) -> Vec<&str> {
+        match self {
+            Self::Dotted(path) => path.split('.').collect(),
+            Self::Keys(keys) => keys.iter().map(String::as_str).collect(),
+        }
+    }
+
+    /// Look the path up in a claims object.
+    pub fn lookup<'a>(&self, claims: &'a serde_json::Map<String, serde_json::Value>) -> Option<&'a serde_json::Value> {
+        let mut keys = self.keys().into_iter();
+        let mut current = claims.get(keys.next()?)?;
+        for key in keys {
+            current = current.as_object()?.get(key)?;
+        }
+        Some(current)
+    }
+
+    pub(crate) fn is_valid(&self) -> bool {
+        let keys = self.keys();
+        !keys.is_empty() && keys.iter().all(|k| !k.is_empty())
+    }
+}
+
+impl From<&str> for ClaimPath {
+    fn from(path: &str) -> Self {
+        Self::Dotted(path.to_owned())
+    }
+}
+
+/// An identity-provider preset: where roles, groups, scopes, MFA and auth time live.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Preset {
+    /// Microsoft Entra ID.
+    Entra,
+    /// Google Workspace.
+    Google,
+    /// AWS Cognito.
+    Cognito,
+    /// Auth0.
+    Auth0,
+    /// Okta.
+    Okta,
+    /// Keycloak.
+    Keycloak,
+    /// Standard OIDC/OAuth claim names.
+    #[default]
+    Generic,
+}
+
+/// How to turn an issuer's claims into a principal. Unset fields come from the preset.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimsConfig {
+    /// The preset.
+    #[serde(default)]
+    pub preset: Preset,
+    /// The subject claim (the principal id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<ClaimPath>,
+    /// The roles claim: an array of strings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub roles: Option<ClaimPath>,
+    /// The groups claim: an array of strings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub groups: Option<ClaimPath>,
+    /// The scopes claim: a space-delimited string or an array of strings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scopes: Option<ClaimPath>,
+    /// The OAuth client id claim.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<ClaimPath>,
+    /// Extra principal attributes: attribute name → claim path.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub attributes: BTreeMap<String, ClaimPath>,
+    /// `amr` values that mean multi-factor (default `mfa`, `otp`, `hwk`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mfa_amr: Option<Vec<String>>,
+    /// `acr` values that mean multi-factor (default none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mfa_acr: Vec<String>,
+    /// Rename IdP role values to Cedar role ids (`{"finance-analyst": "FinanceAnalyst"}`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub role_map: BTreeMap<String, String>,
+}
+
+/// Bundle-wide settings (`bundle.json` in the authoring directory; all optional).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// Validate policies against the schema on load (turn off only for raw Cedar test corpora).
+    pub validate_policies: bool,
+    /// Require an `@id("...")` annotation on every policy.
+    pub require_policy_ids: bool,
+    /// Entity type names the engine uses for principals.
+    pub entity_types: EntityTypes,
+    /// Token limits.
+    pub tokens: TokenSettings,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            validate_policies: true,
+            require_policy_ids: true,
+            entity_types: EntityTypes::default(),
+            tokens: TokenSettings::default(),
+        }
+    }
+}
+
+/// Entity type names for token principals.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EntityTypes {
+    /// Human users.
+    pub user: String,
+    /// OAuth clients (client-credentials tokens).
+    pub client: String,
+    /// Roles (parents of users and clients).
+    pub role: String,
+    /// Groups (parents of users, when the schema declares the type).
+    pub group: String,
+}
+
+impl Default for EntityTypes {
+    fn default() -> Self {
+        Self { user: "User".into(), client: "Client".into(), role: "Role".into(), group: "Group".into() }
+    }
+}
+
+/// Token limits.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokenSettings {
+    /// Largest accepted token, in bytes, checked before any decoding.
+    pub max_bytes: usize,
+    /// Default clock skew in seconds.
+    pub clock_skew: u64,
+    /// Most verified tokens kept in the cache.
+    pub cache_entries: usize,
+}
+
+impl Default for TokenSettings {
+    fn default() -> Self {
+        Self { max_bytes: 16 * 1024, clock_skew: 60, cache_entries: 10_000 }
+    }
+}
+
+/// The most clock skew a bundle may configure (5 minutes).
+pub const MAX_CLOCK_SKEW: u64 = 300;

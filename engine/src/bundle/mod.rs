@@ -1,0 +1,851 @@
+//! Bundles: everything a decision needs except the request.
+//!
+//! A bundle is authored as a directory (schema, `policies/*.cedar`, `tenants.json`, optional
+//! `entities.json` and `bundle.json`), which a host reads into [`BundleSources`] and compiles
+//! into one JSON document, a [`CompiledBundle`]. Every host loads that document with
+//! [`Bundle::from_json`]. Loading validates everything and reports every problem with its file
+//! and line; a bundle that does not load never replaces one that does.
+
+mod config;
+mod schema_info;
+
+pub use config::{
+    ClaimPath, ClaimsConfig, EntityTypes, IssuerConfig, Preset, Settings, TenantConfig, TenantsFile,
+    TokenSettings, MAX_CLOCK_SKEW,
+};
+pub(crate) use schema_info::{AttrType, SchemaInfo};
+
+use crate::claims::ClaimMapping;
+use crate::error::{BundleError, BundleProblem, SourceLocation, sanitize};
+use crate::keys::{Algorithm, KeySet};
+use cedar_policy::{Entities, Entity, EntityTypeName, EntityUid, PolicyId, PolicySet, Schema};
+use miette::Diagnostic;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::str::FromStr;
+use std::sync::Arc;
+
+/// The `format` tag of compiled bundles this engine reads.
+pub const BUNDLE_FORMAT: &str = "portcullis.bundle/v1";
+
+/// One policy file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicySource {
+    /// Path relative to the bundle directory, for messages.
+    pub file: String,
+    /// The tenant these policies belong to, or none for shared policies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// Cedar source text.
+    pub source: String,
+}
+
+/// The compiled, single-document form of a bundle: what every host loads.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompiledBundle {
+    /// Always [`BUNDLE_FORMAT`].
+    pub format: String,
+    /// Content hash; computed on compilation and checked on load.
+    #[serde(default)]
+    pub revision: String,
+    /// Settings.
+    #[serde(default)]
+    pub settings: Settings,
+    /// Cedar schema, human syntax or JSON.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<String>,
+    /// Policy files.
+    #[serde(default)]
+    pub policies: Vec<PolicySource>,
+    /// Tenants.
+    #[serde(default)]
+    pub tenants: BTreeMap<String, TenantConfig>,
+    /// Static entities (Cedar entity JSON array).
+    #[serde(default = "empty_array")]
+    pub entities: serde_json::Value,
+}
+
+fn empty_array() -> serde_json::Value {
+    serde_json::Value::Array(Vec::new())
+}
+
+impl CompiledBundle {
+    /// A compiled bundle from parts; `revision` is filled in by [`CompiledBundle::seal`].
+    pub fn new(settings: Settings, schema: Option<String>, policies: Vec<PolicySource>) -> Self {
+        Self {
+            format: BUNDLE_FORMAT.to_owned(),
+            revision: String::new(),
+            settings,
+            schema,
+            policies,
+            tenants: BTreeMap::new(),
+            entities: empty_array(),
+        }
+    }
+
+    /// The content hash of everything but the revision itself.
+    pub fn compute_revision(&self) -> String {
+        let mut unsealed = self.clone();
+        unsealed.revision.clear();
+        let bytes = serde_json::to_vec(&unsealed).unwrap_or_default();
+        let digest = Sha256::digest(&bytes);
+        let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
+        hex
+    }
+
+    /// Set the revision from the content.
+    pub fn seal(mut self) -> Self {
+        self.revision = self.compute_revision();
+        self
+    }
+
+    /// Serialise to the JSON document hosts load.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+}
+
+/// The files of an authoring directory, read by a host. Paths are relative to the directory.
+#[derive(Clone, Debug, Default)]
+pub struct BundleSources {
+    /// `schema.cedarschema` (or `.json`): path and text.
+    pub schema: Option<(String, String)>,
+    /// Policy files.
+    pub policies: Vec<PolicySource>,
+    /// `tenants.json`: path and text.
+    pub tenants: Option<(String, String)>,
+    /// `entities.json`: path and text.
+    pub entities: Option<(String, String)>,
+    /// `bundle.json` settings: path and text.
+    pub settings: Option<(String, String)>,
+}
+
+impl BundleSources {
+    /// Compile into the single-document form, validating everything.
+    ///
+    /// `read_file` reads files that `tenants.json` refers to (`jwks_file`), relative to the
+    /// bundle directory; the engine itself does no I/O.
+    ///
+    /// # Errors
+    /// Every problem found, each with its location.
+    pub fn compile(
+        self,
+        read_file: &mut dyn FnMut(&str) -> Result<String, String>,
+    ) -> Result<CompiledBundle, BundleError> {
+        let mut problems = Vec::new();
+        let settings: Settings = match &self.settings {
+            Some((file, text)) => parse_json_file(file, text, &mut problems).unwrap_or_default(),
+            None => Settings::default(),
+        };
+        let tenants: TenantsFile = match &self.tenants {
+            Some((file, text)) => parse_json_file(file, text, &mut problems).unwrap_or_default(),
+            None => TenantsFile::default(),
+        };
+        let entities = match &self.entities {
+            Some((file, text)) => parse_json_file(file, text, &mut problems).unwrap_or_else(empty_array),
+            None => empty_array(),
+        };
+        let mut tenants = tenants.tenants;
+        let tenants_file = self.tenants.as_ref().map_or("tenants.json", |(f, _)| f.as_str()).to_owned();
+        for (name, tenant) in &mut tenants {
+            for issuer in &mut tenant.issuers {
+                let Some(path) = issuer.jwks_file.take() else { continue };
+                if issuer.jwks.is_some() {
+                    problems.push(
+                        BundleProblem::new("tenants", format!("tenant `{name}`: issuer has both `jwks` and `jwks_file`"))
+                            .at(SourceLocation::file(&tenants_file)),
+                    );
+                    continue;
+                }
+                match read_file(&path).and_then(|text| serde_json::from_str(&text).map_err(|e| e.to_string())) {
+                    Ok(jwks) => issuer.jwks = Some(jwks),
+                    Err(why) => problems.push(
+                        BundleProblem::new("keys", format!("tenant `{name}`: cannot read `jwks_file` `{path}`: {why}"))
+                            .at(SourceLocation::file(&tenants_file)),
+                    ),
+                }
+            }
+        }
+        let mut compiled = CompiledBundle::new(settings, self.schema.map(|(_, text)| text), self.policies);
+        compiled.tenants = tenants;
+        compiled.entities = entities;
+        let compiled = compiled.seal();
+        let schema_file = "schema.cedarschema";
+        let loaded = Bundle::load_with_files(compiled.clone(), schema_file, &tenants_file);
+        match loaded {
+            Ok(_) if problems.is_empty() => Ok(compiled),
+            Ok(_) => Err(BundleError { problems }),
+            Err(err) => {
+                problems.extend(err.problems);
+                Err(BundleError { problems })
+            }
+        }
+    }
+}
+
+fn parse_json_file<T: serde::de::DeserializeOwned>(
+    file: &str,
+    text: &str,
+    problems: &mut Vec<BundleProblem>,
+) -> Option<T> {
+    match serde_json::from_str(text) {
+        Ok(value) => Some(value),
+        Err(err) => {
+            problems.push(BundleProblem::new("json", err.to_string()).at(SourceLocation {
+                file: file.to_owned(),
+                line: Some(err.line()),
+                column: Some(err.column()),
+            }));
+            None
+        }
+    }
+}
+
+/// Where a remote issuer's keys come from; the host fetches them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeySource {
+    /// Keys are inline in the bundle.
+    Inline,
+    /// A JWK set URL.
+    JwksUri(String),
+    /// An OIDC discovery document URL.
+    Discovery(String),
+}
+
+/// One issuer entry of one tenant, resolved and validated.
+#[derive(Debug)]
+pub(crate) struct IssuerEntry {
+    pub tenant: String,
+    pub issuer: String,
+    pub audiences: Vec<String>,
+    pub algorithms: Vec<Algorithm>,
+    pub inline_keys: Option<KeySet>,
+    pub source: KeySource,
+    pub mapping: ClaimMapping,
+    pub match_claims: BTreeMap<String, String>,
+    pub typ: Option<String>,
+    pub max_token_age: Option<u64>,
+    pub clock_skew: u64,
+}
+
+/// Entity type names, parsed, and what the schema says about them.
+#[derive(Debug)]
+pub(crate) struct PrincipalTypes {
+    pub user: EntityTypeName,
+    pub client: EntityTypeName,
+    pub role: EntityTypeName,
+    /// Groups become parents only when the schema allows it (or there is no schema).
+    pub group: Option<EntityTypeName>,
+    /// Declared attributes; `None` without a schema (then every mapped attribute is used).
+    pub user_attrs: Option<BTreeMap<String, (AttrType, bool)>>,
+    pub client_attrs: Option<BTreeMap<String, (AttrType, bool)>>,
+}
+
+/// A loaded, validated bundle. Immutable; share it behind an `Arc`.
+#[derive(Debug)]
+pub struct Bundle {
+    compiled: CompiledBundle,
+    pub(crate) schema: Option<Schema>,
+    pub(crate) shared: Arc<PolicySet>,
+    pub(crate) tenant_policies: HashMap<String, Arc<PolicySet>>,
+    pub(crate) issuers: HashMap<String, Vec<IssuerEntry>>,
+    pub(crate) static_entities: Vec<Entity>,
+    pub(crate) static_uids: HashSet<EntityUid>,
+    pub(crate) action_uids: HashSet<EntityUid>,
+    pub(crate) types: PrincipalTypes,
+    policy_count: usize,
+}
+
+impl Bundle {
+    /// Load a compiled bundle from its JSON text.
+    ///
+    /// # Errors
+    /// Malformed JSON, a revision that does not match the content, or any validation problem.
+    pub fn from_json(text: &str) -> Result<Self, BundleError> {
+        let compiled: CompiledBundle = serde_json::from_str(text).map_err(|err| {
+            BundleError::one(BundleProblem::new("json", err.to_string()).at(SourceLocation {
+                file: "bundle.json".to_owned(),
+                line: Some(err.line()),
+                column: Some(err.column()),
+            }))
+        })?;
+        Self::load(compiled)
+    }
+
+    /// Load a compiled bundle.
+    ///
+    /// # Errors
+    /// A revision that does not match the content, or any validation problem.
+    pub fn load(compiled: CompiledBundle) -> Result<Self, BundleError> {
+        if !compiled.revision.is_empty() && compiled.revision != compiled.compute_revision() {
+            return Err(BundleError::one(
+                BundleProblem::new("revision", "bundle revision does not match its content")
+                    .help("the document was edited after compilation; rebuild it with `portcullis bundle`"),
+            ));
+        }
+        Self::load_with_files(compiled.seal(), "schema", "tenants")
+    }
+
+    fn load_with_files(compiled: CompiledBundle, schema_file: &str, tenants_file: &str) -> Result<Self, BundleError> {
+        let mut problems = Vec::new();
+        if compiled.format != BUNDLE_FORMAT {
+            return Err(BundleError::one(
+                BundleProblem::new("format", format!("unknown bundle format `{}`", sanitize(&compiled.format, 40)))
+                    .help(format!("this engine reads `{BUNDLE_FORMAT}`")),
+            ));
+        }
+        let settings = &compiled.settings;
+        if settings.tokens.clock_skew > MAX_CLOCK_SKEW {
+            problems.push(BundleProblem::new(
+                "settings",
+                format!("clock skew of {}s is over the maximum of {MAX_CLOCK_SKEW}s", settings.tokens.clock_skew),
+            ));
+        }
+        if settings.tokens.max_bytes == 0 || settings.tokens.max_bytes > 1024 * 1024 {
+            problems.push(BundleProblem::new("settings", "`tokens.max_bytes` must be between 1 and 1048576"));
+        }
+
+        // Schema.
+        let (schema, schema_info) = match &compiled.schema {
+            Some(text) => match parse_schema(text, schema_file) {
+                Ok((schema, info)) => (Some(schema), Some(info)),
+                Err(problem) => {
+                    problems.push(problem);
+                    (None, None)
+                }
+            },
+            None => (None, None),
+        };
+        let types = resolve_types(&settings.entity_types, schema_info.as_ref(), &mut problems);
+
+        // Policies.
+        let tenant_names: BTreeSet<&str> = compiled.tenants.keys().map(String::as_str).collect();
+        for name in &tenant_names {
+            if !valid_tenant_name(name) {
+                problems.push(
+                    BundleProblem::new("tenants", format!("invalid tenant name `{}`", sanitize(name, 64)))
+                        .at(SourceLocation::file(tenants_file))
+                        .help("use 1-64 letters, digits, `.`, `_` or `-`"),
+                );
+            }
+        }
+        let policies = parse_policies(&compiled, &tenant_names, &mut problems);
+        if settings.validate_policies
+            && let Some(schema) = &schema
+        {
+            validate_policies(schema, &compiled, &policies, &mut problems);
+        }
+        let shared = Arc::new(policies.shared);
+        let mut tenant_policies = HashMap::new();
+        for (tenant, own) in policies.per_tenant {
+            let mut set = (*shared).clone();
+            for policy in own {
+                if let Err(err) = set.add(policy) {
+                    problems.push(BundleProblem::new("policy", err.to_string()));
+                }
+            }
+            tenant_policies.insert(tenant, Arc::new(set));
+        }
+
+        // Tenants and issuers.
+        let issuers = resolve_issuers(&compiled, &types, tenants_file, &mut problems);
+
+        // Entities.
+        let mut action_uids = HashSet::new();
+        if let Some(schema) = &schema {
+            match schema.action_entities() {
+                Ok(actions) => action_uids.extend(actions.into_iter().map(|a| a.uid())),
+                Err(err) => problems.push(BundleProblem::new("schema", err.to_string())),
+            }
+        }
+        let mut static_entities = Vec::new();
+        match Entities::from_json_value(compiled.entities.clone(), schema.as_ref()) {
+            // With a schema, Cedar adds the schema's action entities; `from_entities` adds them
+            // again per request, so they are not kept here.
+            Ok(entities) => static_entities.extend(entities.into_iter().filter(|e| !action_uids.contains(&e.uid()))),
+            Err(err) => problems.push(BundleProblem::new("entities", diagnostic_text(&err)).at(SourceLocation::file("entities.json"))),
+        }
+        let static_uids = static_entities.iter().map(Entity::uid).collect();
+
+        if !problems.is_empty() {
+            return Err(BundleError { problems });
+        }
+        Ok(Self {
+            policy_count: policies.count,
+            compiled,
+            schema,
+            shared,
+            tenant_policies,
+            issuers,
+            static_entities,
+            static_uids,
+            action_uids,
+            types,
+        })
+    }
+
+    /// The content revision, as it appears in every decision.
+    pub fn revision(&self) -> &str {
+        &self.compiled.revision
+    }
+
+    /// The compiled document this bundle was loaded from.
+    pub fn compiled(&self) -> &CompiledBundle {
+        &self.compiled
+    }
+
+    /// Number of policies across shared and tenant sets.
+    pub fn policy_count(&self) -> usize {
+        self.policy_count
+    }
+
+    /// Tenant names.
+    pub fn tenants(&self) -> impl Iterator<Item = &str> {
+        self.compiled.tenants.keys().map(String::as_str)
+    }
+
+    /// Issuers whose keys a host must fetch: issuer URL and where its keys come from.
+    pub fn remote_issuers(&self) -> Vec<(String, KeySource)> {
+        let mut out: Vec<(String, KeySource)> = Vec::new();
+        for (issuer, entries) in &self.issuers {
+            if let Some(entry) = entries.iter().find(|e| e.source != KeySource::Inline)
+                && !out.iter().any(|(i, _)| i == issuer)
+            {
+                out.push((issuer.clone(), entry.source.clone()));
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    pub(crate) fn is_schema_action(&self, uid: &EntityUid) -> bool {
+        self.action_uids.contains(uid)
+    }
+
+    pub(crate) fn policies_for(&self, tenant: Option<&str>) -> &PolicySet {
+        tenant.and_then(|t| self.tenant_policies.get(t)).map_or(&self.shared, |p| p)
+    }
+}
+
+fn valid_tenant_name(name: &str) -> bool {
+    (1..=64).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// The first label's offset of a diagnostic, if any.
+fn diagnostic_offset(diag: &dyn Diagnostic) -> Option<usize> {
+    diag.labels().and_then(|mut labels| labels.next()).map(|label| label.offset())
+}
+
+/// A diagnostic's message with its help, for problems that have no location.
+fn diagnostic_text(diag: &dyn Diagnostic) -> String {
+    let mut text = diag.to_string();
+    if let Some(help) = diag.help() {
+        text.push_str(&format!(" ({help})"));
+    }
+    text
+}
+
+fn parse_schema(text: &str, file: &str) -> Result<(Schema, SchemaInfo), BundleProblem> {
+    let json = if text.trim_start().starts_with('{') {
+        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| {
+            BundleProblem::new("schema", e.to_string()).at(SourceLocation {
+                file: file.to_owned(),
+                line: Some(e.line()),
+                column: Some(e.column()),
+            })
+        })?;
+        value
+    } else {
+        let (fragment, _warnings) = cedar_policy::SchemaFragment::from_cedarschema_str(text).map_err(|err| {
+            let location = diagnostic_offset(&err).map_or_else(|| SourceLocation::file(file), |o| SourceLocation::at_offset(file, text, o));
+            let mut problem = BundleProblem::new("schema", err.to_string()).at(location);
+            if let Some(help) = err.help() {
+                problem = problem.help(help.to_string());
+            }
+            problem
+        })?;
+        fragment.to_json_value().map_err(|e| BundleProblem::new("schema", e.to_string()))?
+    };
+    let schema = Schema::from_json_value(json.clone()).map_err(|err| {
+        let mut problem = BundleProblem::new("schema", err.to_string()).at(SourceLocation::file(file));
+        if let Some(help) = err.help() {
+            problem = problem.help(help.to_string());
+        }
+        problem
+    })?;
+    Ok((schema, SchemaInfo::from_json(&json)))
+}
+
+fn resolve_types(types: &EntityTypes, info: Option<&SchemaInfo>, problems: &mut Vec<BundleProblem>) -> PrincipalTypes {
+    let mut parse = |name: &str, what: &str| match EntityTypeName::from_str(name) {
+        Ok(ty) => ty,
+        Err(_) => {
+            problems.push(BundleProblem::new("settings", format!("invalid {what} entity type name `{}`", sanitize(name, 64))));
+            EntityTypeName::from_str("Invalid").unwrap_or_else(|_| unreachable_type())
+        }
+    };
+    let user = parse(&types.user, "user");
+    let client = parse(&types.client, "client");
+    let role = parse(&types.role, "role");
+    let group_ty = parse(&types.group, "group");
+    let attrs = |name: &str| info.map(|i| i.shape(name).map(|s| s.attrs.clone()).unwrap_or_default());
+    let group = match info {
+        None => Some(group_ty),
+        Some(info) => info
+            .shape(&types.user)
+            .is_some_and(|s| s.member_of.contains(&types.group))
+            .then_some(group_ty),
+    };
+    PrincipalTypes { user_attrs: attrs(&types.user), client_attrs: attrs(&types.client), user, client, role, group }
+}
+
+// A fixed, valid name used only to keep going after an error has been recorded.
+fn unreachable_type() -> EntityTypeName {
+    #[allow(clippy::expect_used)]
+    EntityTypeName::from_str("Portcullis").expect("a valid literal type name")
+}
+
+struct ParsedPolicies {
+    shared: PolicySet,
+    per_tenant: BTreeMap<String, Vec<cedar_policy::Policy>>,
+    /// Policy id → (file index, source offset of the policy).
+    origin: HashMap<PolicyId, usize>,
+    count: usize,
+}
+
+fn parse_policies(compiled: &CompiledBundle, tenants: &BTreeSet<&str>, problems: &mut Vec<BundleProblem>) -> ParsedPolicies {
+    let require_ids = compiled.settings.require_policy_ids;
+    let mut parsed = ParsedPolicies { shared: PolicySet::new(), per_tenant: BTreeMap::new(), origin: HashMap::new(), count: 0 };
+    let mut seen: HashMap<String, String> = HashMap::new();
+    for (index, file) in compiled.policies.iter().enumerate() {
+        if let Some(tenant) = &file.tenant
+            && !tenants.contains(tenant.as_str())
+        {
+            problems.push(
+                BundleProblem::new("policy", format!("policies for unknown tenant `{}`", sanitize(tenant, 64)))
+                    .at(SourceLocation::file(&file.file))
+                    .help("add the tenant to tenants.json or move the file"),
+            );
+            continue;
+        }
+        let set = match PolicySet::from_str(&file.source) {
+            Ok(set) => set,
+            Err(errs) => {
+                for err in errs.errors_as_strings_with_offsets() {
+                    let (message, offset, help) = err;
+                    let location = offset.map_or_else(
+                        || SourceLocation::file(&file.file),
+                        |o| SourceLocation::at_offset(&file.file, &file.source, o),
+                    );
+                    let mut problem = BundleProblem::new("policy_parse", message).at(location);
+                    if let Some(help) = help {
+                        problem = problem.help(help);
+                    }
+                    problems.push(problem);
+                }
+                continue;
+            }
+        };
+        if set.templates().next().is_some() {
+            problems.push(
+                BundleProblem::new("policy", "policy templates are not supported").at(SourceLocation::file(&file.file)),
+            );
+        }
+        // Cedar names the policies of a file `policy0`, `policy1`, ... in source order.
+        let mut policies: Vec<(usize, cedar_policy::Policy)> = set
+            .policies()
+            .map(|p| (p.id().to_string().trim_start_matches("policy").parse().unwrap_or(usize::MAX), p.clone()))
+            .collect();
+        policies.sort_by_key(|(n, _)| *n);
+        let offsets = policy_offsets(&file.source);
+        for (n, policy) in policies {
+            let offset = offsets.get(n).copied().unwrap_or(0);
+            let id = match policy.annotation("id") {
+                Some(id) if !id.trim().is_empty() => id.to_owned(),
+                _ if require_ids => {
+                    problems.push(
+                        BundleProblem::new("policy_id", "policy has no `@id` annotation")
+                            .at(SourceLocation::at_offset(&file.file, &file.source, offset))
+                            .help("add `@id(\"a-stable-name\")` before the policy; it is the reason shown in decisions"),
+                    );
+                    continue;
+                }
+                _ => format!("policy{}", parsed.count),
+            };
+            let location = SourceLocation::at_offset(&file.file, &file.source, offset);
+            if let Some(previous) = seen.insert(id.clone(), location.to_string()) {
+                problems.push(
+                    BundleProblem::new("policy_id", format!("duplicate policy id `{}`", sanitize(&id, 80)))
+                        .at(location)
+                        .help(format!("first used at {previous}")),
+                );
+                continue;
+            }
+            let policy = policy.new_id(PolicyId::new(&id));
+            parsed.origin.insert(policy.id().clone(), index);
+            parsed.count += 1;
+            match &file.tenant {
+                Some(tenant) => parsed.per_tenant.entry(tenant.clone()).or_default().push(policy),
+                None => {
+                    if let Err(err) = parsed.shared.add(policy) {
+                        problems.push(BundleProblem::new("policy", err.to_string()).at(location));
+                    }
+                }
+            }
+        }
+    }
+    parsed
+}
+
+/// Byte offsets where each policy of a Cedar source starts: statements end with `;` outside
+/// string literals and comments (Cedar expressions contain no other `;`).
+fn policy_offsets(source: &str) -> Vec<usize> {
+    let bytes = source.as_bytes();
+    let mut offsets = Vec::new();
+    let mut start: Option<usize> = None;
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        match b {
+            b'/' if bytes.get(i + 1) == Some(&b'/') => {
+                while bytes.get(i).is_some_and(|c| *c != b'\n') {
+                    i += 1;
+                }
+                continue;
+            }
+            b'"' => {
+                start.get_or_insert(i);
+                i += 1;
+                while let Some(&c) = bytes.get(i) {
+                    i += if c == b'\\' { 2 } else { 1 };
+                    if c == b'"' {
+                        break;
+                    }
+                }
+                continue;
+            }
+            b';' => {
+                if let Some(s) = start.take() {
+                    offsets.push(s);
+                }
+            }
+            c if c.is_ascii_whitespace() => {}
+            _ => {
+                start.get_or_insert(i);
+            }
+        }
+        i += 1;
+    }
+    offsets
+}
+
+/// Cedar's parse errors, flattened with offsets.
+trait ParseErrorsExt {
+    fn errors_as_strings_with_offsets(&self) -> Vec<(String, Option<usize>, Option<String>)>;
+}
+
+impl ParseErrorsExt for cedar_policy::ParseErrors {
+    fn errors_as_strings_with_offsets(&self) -> Vec<(String, Option<usize>, Option<String>)> {
+        self.iter()
+            .map(|err| (err.to_string(), diagnostic_offset(err), err.help().map(|h| h.to_string())))
+            .collect()
+    }
+}
+
+fn validate_policies(schema: &Schema, compiled: &CompiledBundle, parsed: &ParsedPolicies, problems: &mut Vec<BundleProblem>) {
+    let validator = cedar_policy::Validator::new(schema.clone());
+    let mut all = parsed.shared.clone();
+    for policy in parsed.per_tenant.values().flatten() {
+        // Ids are unique across the bundle, so adding cannot clash.
+        let _ = all.add(policy.clone());
+    }
+    let result = validator.validate(&all, cedar_policy::ValidationMode::Strict);
+    for err in result.validation_errors() {
+        let file = parsed.origin.get(err.policy_id()).and_then(|i| compiled.policies.get(*i));
+        let location = match (file, diagnostic_offset(err)) {
+            (Some(file), Some(offset)) => SourceLocation::at_offset(&file.file, &file.source, offset),
+            (Some(file), None) => SourceLocation::file(&file.file),
+            (None, _) => SourceLocation::file("policies"),
+        };
+        let mut problem = BundleProblem::new(
+            "policy_validation",
+            format!("policy `{}`: {err}", err.policy_id()),
+        )
+        .at(location);
+        if let Some(help) = err.help() {
+            problem = problem.help(help.to_string());
+        }
+        problems.push(problem);
+    }
+}
+
+fn resolve_issuers(
+    compiled: &CompiledBundle,
+    types: &PrincipalTypes,
+    tenants_file: &str,
+    problems: &mut Vec<BundleProblem>,
+) -> HashMap<String, Vec<IssuerEntry>> {
+    let mut issuers: HashMap<String, Vec<IssuerEntry>> = HashMap::new();
+    let default_skew = compiled.settings.tokens.clock_skew;
+    for (tenant, config) in &compiled.tenants {
+        for (index, issuer) in config.issuers.iter().enumerate() {
+            let at = || SourceLocation::file(tenants_file);
+            let what = format!("tenant `{tenant}` issuer {index} (`{}`)", sanitize(&issuer.issuer, 120));
+            let mut fail = |message: String, help: Option<&str>| {
+                let mut problem = BundleProblem::new("tenants", format!("{what}: {message}")).at(at());
+                if let Some(help) = help {
+                    problem = problem.help(help);
+                }
+                problems.push(problem);
+            };
+            if issuer.issuer.is_empty() {
+                fail("`issuer` is empty".into(), None);
+                continue;
+            }
+            if issuer.audiences.is_empty() || issuer.audiences.iter().any(String::is_empty) {
+                fail("`audiences` must list at least one non-empty audience".into(), Some("tokens without an accepted `aud` are always refused"));
+                continue;
+            }
+            let mut algorithms = Vec::new();
+            for name in &issuer.algorithms {
+                match Algorithm::from_name(name) {
+                    Some(alg) => algorithms.push(alg),
+                    None => fail(
+                        format!("unsupported algorithm `{}`", sanitize(name, 20)),
+                        Some("use RS256/384/512, PS256/384/512, ES256/384, EdDSA or, with a secret, HS256/384/512"),
+                    ),
+                }
+            }
+            if algorithms.is_empty() {
+                fail("`algorithms` must list at least one algorithm".into(), None);
+                continue;
+            }
+            if algorithms.iter().any(|a| a.is_symmetric()) && algorithms.iter().any(|a| !a.is_symmetric()) {
+                fail(
+                    "mixes HMAC and public-key algorithms".into(),
+                    Some("an issuer uses either a shared secret or public keys; mixing them enables key-confusion attacks"),
+                );
+                continue;
+            }
+            let sources = [issuer.jwks.is_some(), issuer.jwks_file.is_some(), issuer.jwks_uri.is_some(), issuer.discovery.is_some()];
+            if sources.iter().filter(|s| **s).count() != 1 {
+                fail(
+                    "needs exactly one of `jwks`, `jwks_file`, `jwks_uri` or `discovery`".into(),
+                    None,
+                );
+                continue;
+            }
+            if issuer.jwks_file.is_some() {
+                fail("`jwks_file` must be inlined by compilation".into(), Some("build the bundle with `portcullis bundle`"));
+                continue;
+            }
+            let (inline_keys, source) = if let Some(jwks) = &issuer.jwks {
+                match KeySet::from_jwks(jwks, &algorithms) {
+                    Ok((keys, _notes)) => (Some(keys), KeySource::Inline),
+                    Err(why) => {
+                        fail(format!("invalid keys: {why}"), None);
+                        continue;
+                    }
+                }
+            } else {
+                if algorithms.iter().any(|a| a.is_symmetric()) {
+                    fail("HMAC secrets must be inline (`jwks` with `oct` keys)".into(), None);
+                    continue;
+                }
+                let (url, source) = match (&issuer.jwks_uri, &issuer.discovery) {
+                    (Some(url), _) => (url, KeySource::JwksUri(url.clone())),
+                    (_, Some(url)) => (url, KeySource::Discovery(url.clone())),
+                    _ => continue,
+                };
+                if !acceptable_url(url) {
+                    fail(
+                        format!("key URL `{}` is not https", sanitize(url, 120)),
+                        Some("keys must come over https (plain http only for localhost)"),
+                    );
+                    continue;
+                }
+                (None, source)
+            };
+            let skew = issuer.clock_skew.unwrap_or(default_skew);
+            if skew > MAX_CLOCK_SKEW {
+                fail(format!("clock skew of {skew}s is over the maximum of {MAX_CLOCK_SKEW}s"), None);
+                continue;
+            }
+            let mapping = match ClaimMapping::resolve(&issuer.claims, types) {
+                Ok(mapping) => mapping,
+                Err(why) => {
+                    fail(why, Some("declare the attribute on the principal entity type in the schema, or remove the mapping"));
+                    continue;
+                }
+            };
+            let typ = match &issuer.typ {
+                Some(t) if t.trim().is_empty() => {
+                    fail("`typ` is empty".into(), None);
+                    continue;
+                }
+                Some(t) => Some(normalize_typ(t)),
+                None => None,
+            };
+            issuers.entry(issuer.issuer.clone()).or_default().push(IssuerEntry {
+                tenant: tenant.clone(),
+                issuer: issuer.issuer.clone(),
+                audiences: issuer.audiences.clone(),
+                algorithms,
+                inline_keys,
+                source,
+                mapping,
+                match_claims: issuer.match_claims.clone(),
+                typ,
+                max_token_age: issuer.max_token_age,
+                clock_skew: skew,
+            });
+        }
+    }
+    // An issuer shared by several entries needs distinguishing `match` claims.
+    let mut shared: Vec<_> = issuers.iter().filter(|(_, entries)| entries.len() > 1).collect();
+    shared.sort_by(|a, b| a.0.cmp(b.0));
+    for (issuer, entries) in shared {
+        for (i, a) in entries.iter().enumerate() {
+            for b in entries.iter().skip(i + 1) {
+                let distinct = a.match_claims.iter().any(|(k, v)| b.match_claims.get(k).is_some_and(|w| w != v));
+                if !distinct {
+                    let message = if a.tenant == b.tenant {
+                        format!("tenant `{}` lists issuer `{}` twice", a.tenant, sanitize(issuer, 120))
+                    } else {
+                        format!(
+                            "issuer `{}` is shared by tenants `{}` and `{}` without distinguishing `match` claims",
+                            sanitize(issuer, 120),
+                            a.tenant,
+                            b.tenant
+                        )
+                    };
+                    problems.push(
+                        BundleProblem::new("tenants", message)
+                            .at(SourceLocation::file(tenants_file))
+                            .help("give each entry a `match` on a claim with different values, e.g. {\"hd\": \"acme.com\"}"),
+                    );
+                }
+            }
+        }
+    }
+    issuers
+}
+
+fn acceptable_url(url: &str) -> bool {
+    if url.starts_with("https://") {
+        return true;
+    }
+    let Some(rest) = url.strip_prefix("http://") else { return false };
+    let host = rest.split(['/', ':']).next().unwrap_or("");
+    matches!(host, "localhost" | "127.0.0.1" | "[::1]")
+}
+
+/// `typ` values compare case-insensitively with an optional `application/` prefix (RFC 7515 §4.1.9).
+pub(crate) fn normalize_typ(typ: &str) -> String {
+    let lower = typ.trim().to_ascii_lowercase();
+    lower.strip_prefix("application/").map_or(lower.clone(), str::to_owned)
+}
+

@@ -1,0 +1,332 @@
+//! Claim mapping: verified token claims → a tenant-scoped [`Principal`].
+//!
+//! Each identity provider puts roles, groups, scopes, MFA and the client id somewhere else;
+//! a [`Preset`] knows where, and the issuer's `claims` configuration overrides or extends it.
+//! Malformed claims (a string where an array is expected, wrong types) are dropped with a note
+//! and never grant anything.
+
+use crate::bundle::{AttrType, ClaimPath, ClaimsConfig, Preset, PrincipalTypes};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+
+/// Most values kept from one multi-valued claim (roles, groups, scopes).
+const MAX_VALUES: usize = 256;
+/// Longest single value kept.
+const MAX_VALUE_LEN: usize = 256;
+
+/// Whether the principal is a person or an OAuth client acting for itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PrincipalKind {
+    /// A signed-in user.
+    User,
+    /// A client-credentials token (partner API client).
+    Client,
+}
+
+impl PrincipalKind {
+    /// `user` or `client`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::User => "user",
+            Self::Client => "client",
+        }
+    }
+}
+
+/// The caller, as the engine understands it from verified claims.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Principal {
+    /// The tenant whose issuer entry verified the token (never a claim's say-so).
+    pub tenant: String,
+    /// User or client.
+    pub kind: PrincipalKind,
+    /// The subject (users) or client id (clients).
+    pub id: String,
+    /// The Cedar entity, `User::"acme/alice"`: ids are tenant-qualified.
+    pub entity: String,
+    /// The issuer.
+    pub issuer: String,
+    /// Roles (after `role_map`).
+    pub roles: Vec<String>,
+    /// Groups.
+    pub groups: Vec<String>,
+    /// OAuth scopes.
+    pub scopes: Vec<String>,
+    /// Mapped attributes (department, ...).
+    pub attributes: BTreeMap<String, Value>,
+    /// Whether the session used multi-factor authentication.
+    pub mfa: bool,
+    /// `auth_time`, when the token has it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth_time: Option<i64>,
+    /// The OAuth client the token was issued to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// Claims that were present but malformed, and therefore ignored.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ignored_claims: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum ClientRule {
+    Never,
+    /// `idtyp` == `app` (Entra app-only tokens).
+    EntraApp,
+    /// `token_use` == `access` and no `username` (Cognito client credentials).
+    CognitoNoUser,
+    /// `gty` == `client-credentials` (Auth0).
+    Auth0Gty,
+    /// `sub` equals the client id (Okta), or `sub` is absent (generic).
+    SubIsClient,
+    /// `preferred_username` starts with `service-account-` (Keycloak).
+    KeycloakServiceAccount,
+}
+
+/// A resolved mapping for one issuer entry.
+#[derive(Clone, Debug)]
+pub(crate) struct ClaimMapping {
+    subject: Vec<ClaimPath>,
+    roles: Option<ClaimPath>,
+    groups: Option<ClaimPath>,
+    scopes: Vec<ClaimPath>,
+    client_id: Vec<ClaimPath>,
+    attributes: Vec<(String, ClaimPath, AttrType)>,
+    mfa_amr: Vec<String>,
+    mfa_acr: Vec<String>,
+    role_map: BTreeMap<String, String>,
+    client_rule: ClientRule,
+}
+
+fn paths(list: &[&str]) -> Vec<ClaimPath> {
+    list.iter().map(|p| ClaimPath::from(*p)).collect()
+}
+
+impl ClaimMapping {
+    /// Combine a preset with explicit overrides; checks attribute names against the schema.
+    pub(crate) fn resolve(config: &ClaimsConfig, types: &PrincipalTypes) -> Result<Self, String> {
+        let (subject, roles, groups, scopes, client_id, client_rule): (&[&str], Option<&str>, Option<&str>, &[&str], &[&str], ClientRule) =
+            match config.preset {
+                Preset::Entra => (&["oid", "sub"], Some("roles"), Some("groups"), &["scp"], &["azp", "appid"], ClientRule::EntraApp),
+                Preset::Google => (&["sub"], None, Some("groups"), &["scope"], &["azp"], ClientRule::Never),
+                Preset::Cognito => (
+                    &["sub"],
+                    Some("cognito:groups"),
+                    Some("cognito:groups"),
+                    &["scope"],
+                    &["client_id", "aud"],
+                    ClientRule::CognitoNoUser,
+                ),
+                Preset::Auth0 => (&["sub"], None, None, &["scope"], &["azp", "client_id"], ClientRule::Auth0Gty),
+                Preset::Okta => (&["sub"], None, Some("groups"), &["scp"], &["cid"], ClientRule::SubIsClient),
+                Preset::Keycloak => (
+                    &["sub"],
+                    Some("realm_access.roles"),
+                    Some("groups"),
+                    &["scope"],
+                    &["azp", "client_id"],
+                    ClientRule::KeycloakServiceAccount,
+                ),
+                Preset::Generic => (&["sub"], Some("roles"), Some("groups"), &["scope", "scp"], &["client_id", "azp"], ClientRule::SubIsClient),
+            };
+        let mut attributes = Vec::new();
+        for (name, path) in &config.attributes {
+            if name == "tenant" {
+                return Err("attribute `tenant` is reserved: it is always the verifying tenant".into());
+            }
+            if !path.is_valid() {
+                return Err(format!("claim path for attribute `{name}` is empty"));
+            }
+            let ty = match &types.user_attrs {
+                Some(declared) => match declared.get(name) {
+                    Some((AttrType::Other, _)) => {
+                        return Err(format!(
+                            "attribute `{name}` has a type claims cannot fill; declare it as String, Long, Bool or Set<String>"
+                        ));
+                    }
+                    Some((ty, _)) => *ty,
+                    None => {
+                        return Err(format!(
+                            "unknown claim mapping: attribute `{name}` is not declared on entity type `{}`",
+                            types.user
+                        ));
+                    }
+                },
+                None => AttrType::Other,
+            };
+            attributes.push((name.clone(), path.clone(), ty));
+        }
+        for (what, path) in [
+            ("subject", &config.subject),
+            ("roles", &config.roles),
+            ("groups", &config.groups),
+            ("scopes", &config.scopes),
+            ("client_id", &config.client_id),
+        ] {
+            if path.as_ref().is_some_and(|p| !p.is_valid()) {
+                return Err(format!("claim path for `{what}` is empty"));
+            }
+        }
+        Ok(Self {
+            subject: config.subject.clone().map_or_else(|| paths(subject), |p| vec![p]),
+            roles: config.roles.clone().or_else(|| roles.map(ClaimPath::from)),
+            groups: config.groups.clone().or_else(|| groups.map(ClaimPath::from)),
+            scopes: config.scopes.clone().map_or_else(|| paths(scopes), |p| vec![p]),
+            client_id: config.client_id.clone().map_or_else(|| paths(client_id), |p| vec![p]),
+            attributes,
+            mfa_amr: config.mfa_amr.clone().unwrap_or_else(|| vec!["mfa".into(), "otp".into(), "hwk".into()]),
+            mfa_acr: config.mfa_acr.clone(),
+            role_map: config.role_map.clone(),
+            client_rule,
+        })
+    }
+
+    /// Map verified claims to a principal. `Err` names the missing identity claim.
+    pub(crate) fn map(
+        &self,
+        claims: &Map<String, Value>,
+        tenant: &str,
+        issuer: &str,
+        user_type: &str,
+        client_type: &str,
+    ) -> Result<Principal, &'static str> {
+        let mut ignored = Vec::new();
+        let first_string = |list: &[ClaimPath]| {
+            list.iter().find_map(|p| p.lookup(claims).and_then(Value::as_str)).filter(|s| !s.is_empty()).map(str::to_owned)
+        };
+        let subject = first_string(&self.subject);
+        let client_id = first_string(&self.client_id);
+        let kind = match self.client_rule {
+            ClientRule::Never => PrincipalKind::User,
+            ClientRule::EntraApp => kind_if(claims.get("idtyp").and_then(Value::as_str) == Some("app")),
+            ClientRule::CognitoNoUser => kind_if(
+                claims.get("token_use").and_then(Value::as_str) == Some("access") && !claims.contains_key("username"),
+            ),
+            ClientRule::Auth0Gty => kind_if(claims.get("gty").and_then(Value::as_str) == Some("client-credentials")),
+            ClientRule::SubIsClient => kind_if(client_id.is_some() && (subject.is_none() || subject == client_id)),
+            ClientRule::KeycloakServiceAccount => kind_if(
+                claims
+                    .get("preferred_username")
+                    .and_then(Value::as_str)
+                    .is_some_and(|u| u.starts_with("service-account-")),
+            ),
+        };
+        let id = match kind {
+            PrincipalKind::User => subject.ok_or("sub")?,
+            PrincipalKind::Client => client_id.clone().ok_or("client_id")?,
+        };
+        let mut roles = self.roles.as_ref().map(|p| string_array(claims, p, "roles", &mut ignored)).unwrap_or_default();
+        for role in &mut roles {
+            if let Some(mapped) = self.role_map.get(role) {
+                role.clone_from(mapped);
+            }
+        }
+        roles.sort();
+        roles.dedup();
+        let groups = self.groups.as_ref().map(|p| string_array(claims, p, "groups", &mut ignored)).unwrap_or_default();
+        let scopes = self.scopes.iter().find(|p| p.lookup(claims).is_some()).map(|p| scope_list(claims, p, &mut ignored)).unwrap_or_default();
+        let mut attributes = BTreeMap::new();
+        for (name, path, ty) in &self.attributes {
+            let Some(value) = path.lookup(claims) else { continue };
+            if conforms(value, *ty) {
+                attributes.insert(name.clone(), value.clone());
+            } else {
+                ignored.push(format!("attribute `{name}`"));
+            }
+        }
+        let amr_mfa = match claims.get("amr") {
+            Some(Value::Array(values)) => values.iter().filter_map(Value::as_str).any(|v| self.mfa_amr.iter().any(|m| m == v)),
+            Some(_) => {
+                ignored.push("amr".into());
+                false
+            }
+            None => false,
+        };
+        let acr_mfa = claims.get("acr").and_then(Value::as_str).is_some_and(|acr| self.mfa_acr.iter().any(|m| m == acr));
+        let auth_time = match claims.get("auth_time") {
+            Some(value) => match value.as_i64() {
+                Some(t) => Some(t),
+                None => {
+                    ignored.push("auth_time".into());
+                    None
+                }
+            },
+            None => None,
+        };
+        let ty = match kind {
+            PrincipalKind::User => user_type,
+            PrincipalKind::Client => client_type,
+        };
+        let entity = format!("{ty}::{}", Value::String(format!("{tenant}/{id}")));
+        Ok(Principal {
+            tenant: tenant.to_owned(),
+            kind,
+            id,
+            entity,
+            issuer: issuer.to_owned(),
+            roles,
+            groups,
+            scopes,
+            attributes,
+            mfa: amr_mfa || acr_mfa,
+            auth_time,
+            client_id,
+            ignored_claims: ignored,
+        })
+    }
+}
+
+fn kind_if(client: bool) -> PrincipalKind {
+    if client { PrincipalKind::Client } else { PrincipalKind::User }
+}
+
+fn bounded(value: &str) -> bool {
+    !value.is_empty() && value.len() <= MAX_VALUE_LEN
+}
+
+/// An array of strings, or nothing (with a note) if the claim is anything else.
+fn string_array(claims: &Map<String, Value>, path: &ClaimPath, what: &str, ignored: &mut Vec<String>) -> Vec<String> {
+    match path.lookup(claims) {
+        None => Vec::new(),
+        Some(Value::Array(values))
+            if values.len() <= MAX_VALUES && values.iter().all(|v| v.as_str().is_some_and(bounded)) =>
+        {
+            values.iter().filter_map(Value::as_str).map(str::to_owned).collect()
+        }
+        Some(_) => {
+            ignored.push(what.to_owned());
+            Vec::new()
+        }
+    }
+}
+
+/// Scopes: a space-delimited string (RFC 8693 `scope`) or an array of strings (`scp`).
+fn scope_list(claims: &Map<String, Value>, path: &ClaimPath, ignored: &mut Vec<String>) -> Vec<String> {
+    match path.lookup(claims) {
+        Some(Value::String(text)) => {
+            let scopes: Vec<String> = text.split(' ').filter(|s| !s.is_empty()).map(str::to_owned).collect();
+            if scopes.len() <= MAX_VALUES && scopes.iter().all(|s| bounded(s)) {
+                scopes
+            } else {
+                ignored.push("scopes".into());
+                Vec::new()
+            }
+        }
+        _ => string_array(claims, path, "scopes", ignored),
+    }
+}
+
+fn conforms(value: &Value, ty: AttrType) -> bool {
+    match ty {
+        AttrType::String => value.as_str().is_some_and(|s| s.len() <= MAX_VALUE_LEN),
+        AttrType::Long => value.is_i64(),
+        AttrType::Bool => value.is_boolean(),
+        AttrType::StringSet => value
+            .as_array()
+            .is_some_and(|a| a.len() <= MAX_VALUES && a.iter().all(|v| v.as_str().is_some_and(bounded))),
+        // Without a schema, only simple values; with one, types the engine cannot build are refused at load.
+        AttrType::Other => matches!(value, Value::String(_) | Value::Bool(_)) || value.is_i64(),
+    }
+}
+

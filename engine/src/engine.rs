@@ -1,0 +1,464 @@
+//! The engine: a loaded bundle, the issuers' keys, a token cache, and `decide`.
+
+use crate::bundle::{Bundle, IssuerEntry, KeySource};
+use crate::cache::TokenCache;
+use crate::cedar_glue::{self, RESERVED_CONTEXT_KEYS};
+use crate::claims::Principal;
+use crate::crypto::SignatureVerifier;
+use crate::decision::{Decision, DecisionError, Outcome, PrincipalSummary, RequestSummary, TokenIdentity};
+use crate::error::{KeyError, RequestError, TokenError, sanitize};
+use crate::keys::{Algorithm, KeySet, VerificationKey};
+use crate::token::{self, TokenTimes};
+use cedar_policy::{Entities, Entity, EntityUid, RestrictedExpression};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+/// A resource reference with optional attributes, as in `{"type": "Report", "id": "q3", "attrs": {...}}`.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceRef {
+    /// Entity type (`Report`).
+    #[serde(rename = "type")]
+    pub entity_type: String,
+    /// Entity id.
+    pub id: String,
+    /// Attributes, in Cedar JSON value form.
+    #[serde(default)]
+    pub attrs: Map<String, Value>,
+}
+
+impl ResourceRef {
+    /// A resource with no attributes.
+    pub fn new(entity_type: impl Into<String>, id: impl Into<String>) -> Self {
+        Self { entity_type: entity_type.into(), id: id.into(), attrs: Map::new() }
+    }
+
+    /// `Type::"id"`.
+    pub fn display(&self) -> String {
+        format!("{}::{}", self.entity_type, Value::String(self.id.clone()))
+    }
+}
+
+/// A decision request with a token (the HTTP body of `POST /v1/decide`).
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionRequest {
+    /// The bearer token (JWT), without `Bearer `.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// The action id (`view`).
+    pub action: String,
+    /// The resource.
+    pub resource: ResourceRef,
+    /// Extra context; the engine adds `mfa`, `session_age`, `scopes`, `token_type`, `client_id`.
+    #[serde(default)]
+    pub context: Map<String, Value>,
+}
+
+/// A decision request for an already-authenticated principal (trusted-principal mode).
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustedRequest {
+    /// The principal.
+    pub principal: ResourceRef,
+    /// The action id.
+    pub action: String,
+    /// The resource.
+    pub resource: ResourceRef,
+    /// Context, as is.
+    #[serde(default)]
+    pub context: Map<String, Value>,
+    /// Extra entities (Cedar entity JSON array), added to the bundle's static entities.
+    #[serde(default)]
+    pub entities: Option<Value>,
+    /// Evaluate the shared policies plus this tenant's.
+    #[serde(default)]
+    pub tenant: Option<String>,
+}
+
+/// What the engine keeps for a verified token.
+#[derive(Debug)]
+pub(crate) struct VerifiedToken {
+    pub principal: Principal,
+    pub uid: EntityUid,
+    pub entity: Entity,
+    pub times: TokenTimes,
+    pub identity: TokenIdentity,
+}
+
+/// A token that passed every check but the signature: what an asynchronous crypto host
+/// (WebCrypto) must verify before calling [`Engine::finish_token`].
+#[derive(Debug)]
+pub struct PendingSignature {
+    token: String,
+    /// The algorithm.
+    pub algorithm: Algorithm,
+    /// The key to verify with.
+    pub key: VerificationKey,
+    /// Bytes that were signed (`header.payload`).
+    pub signing_input: Vec<u8>,
+    /// The decoded signature.
+    pub signature: Vec<u8>,
+    issuer: String,
+    tenant: String,
+    claims: Map<String, Value>,
+    times: TokenTimes,
+}
+
+/// The result of the first half of token verification.
+#[derive(Debug)]
+pub enum TokenStep {
+    /// Already verified (cache hit); decide right away.
+    Cached,
+    /// The signature must be checked.
+    NeedsSignature(Box<PendingSignature>),
+}
+
+/// Engine configuration beyond the bundle.
+#[derive(Clone)]
+pub struct EngineOptions {
+    /// How signatures are checked.
+    pub verifier: Arc<dyn SignatureVerifier>,
+    /// Mixed into decision ids so that several engine instances do not repeat each other's ids
+    /// (a host passes random bytes here).
+    pub decision_id_seed: u64,
+}
+
+#[cfg(feature = "rust-crypto")]
+impl Default for EngineOptions {
+    fn default() -> Self {
+        Self { verifier: Arc::new(crate::crypto::RustCryptoVerifier), decision_id_seed: 0 }
+    }
+}
+
+/// The decision engine. Cheap to share (`Arc<Engine>`); `decide` takes `&self`.
+pub struct Engine {
+    bundle: Arc<Bundle>,
+    remote_keys: RwLock<HashMap<String, KeySet>>,
+    cache: TokenCache<VerifiedToken>,
+    verifier: Arc<dyn SignatureVerifier>,
+    counter: AtomicU64,
+    seed: u64,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("revision", &self.bundle.revision()).finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// An engine over `bundle` with the default (pure-Rust) crypto.
+    #[cfg(feature = "rust-crypto")]
+    pub fn new(bundle: Bundle) -> Self {
+        Self::with_options(Arc::new(bundle), EngineOptions::default())
+    }
+
+    /// An engine with explicit options.
+    pub fn with_options(bundle: Arc<Bundle>, options: EngineOptions) -> Self {
+        let capacity = bundle.compiled().settings.tokens.cache_entries;
+        Self {
+            bundle,
+            remote_keys: RwLock::new(HashMap::new()),
+            cache: TokenCache::new(capacity),
+            verifier: options.verifier,
+            counter: AtomicU64::new(0),
+            seed: options.decision_id_seed,
+        }
+    }
+
+    /// The bundle.
+    pub fn bundle(&self) -> &Arc<Bundle> {
+        &self.bundle
+    }
+
+    /// The bundle revision.
+    pub fn revision(&self) -> &str {
+        self.bundle.revision()
+    }
+
+    /// Issuers whose keys the host must fetch, and whether each has keys yet.
+    pub fn remote_issuers(&self) -> Vec<(String, KeySource, bool)> {
+        let keys = self.remote_keys.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.bundle
+            .remote_issuers()
+            .into_iter()
+            .map(|(issuer, source)| {
+                let loaded = keys.contains_key(&issuer);
+                (issuer, source, loaded)
+            })
+            .collect()
+    }
+
+    /// Hand the engine the current JWK set of a remote issuer (fetched by the host). Replaces
+    /// the previous keys and forgets every cached token, so a removed key stops working at once.
+    ///
+    /// # Errors
+    /// An unknown issuer, or a JWK set with no usable key; the previous keys stay.
+    pub fn set_issuer_keys(&self, issuer: &str, jwks: &Value) -> Result<usize, KeyError> {
+        let entries = self.bundle.issuers.get(issuer).ok_or_else(|| KeyError::UnknownIssuer(sanitize(issuer, 120)))?;
+        let mut algorithms: Vec<Algorithm> = entries.iter().flat_map(|e| e.algorithms.iter().copied()).collect();
+        algorithms.sort();
+        algorithms.dedup();
+        let (keys, _notes) = KeySet::from_jwks(jwks, &algorithms).map_err(KeyError::InvalidJwks)?;
+        let count = keys.keys().len();
+        self.remote_keys.write().unwrap_or_else(std::sync::PoisonError::into_inner).insert(issuer.to_owned(), keys);
+        self.cache.clear();
+        Ok(count)
+    }
+
+    /// Number of verified tokens in the cache.
+    pub fn cached_tokens(&self) -> usize {
+        self.cache.len()
+    }
+
+    fn next_decision_id(&self) -> String {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        // splitmix64 of seed ^ counter: unique per (seed, counter), not guessable from a count.
+        let mut z = (self.seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15)).wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        format!("{z:016x}{n:08x}")
+    }
+
+    /// Verify a token and map its claims to a principal, without deciding anything.
+    ///
+    /// # Errors
+    /// Why the token is not accepted.
+    pub fn authenticate(&self, token: &str, now: i64) -> Result<Principal, TokenError> {
+        self.verified(token, now).map(|v| v.principal.clone())
+    }
+
+    fn verified(&self, token: &str, now: i64) -> Result<Arc<VerifiedToken>, TokenError> {
+        match self.begin_token(token, now)? {
+            TokenStep::Cached => self.cache.get(token, now).ok_or(TokenError::Expired),
+            TokenStep::NeedsSignature(pending) => {
+                let ok = self
+                    .verifier
+                    .verify(pending.algorithm, &pending.key, &pending.signing_input, &pending.signature)
+                    .map_err(TokenError::Crypto)?;
+                self.finish(*pending, ok, now)
+            }
+        }
+    }
+
+    /// First half of verification: every check that needs no signature work. A host with
+    /// asynchronous crypto verifies the returned signature itself and calls
+    /// [`Engine::finish_token`].
+    ///
+    /// # Errors
+    /// Why the token is not accepted.
+    pub fn begin_token(&self, token: &str, now: i64) -> Result<TokenStep, TokenError> {
+        let max_bytes = self.bundle.compiled().settings.tokens.max_bytes;
+        if token.len() > max_bytes {
+            return Err(TokenError::TooLarge { size: token.len(), limit: max_bytes });
+        }
+        if let Some(hit) = self.cache.get(token, now) {
+            hit.times.check(now)?;
+            return Ok(TokenStep::Cached);
+        }
+        let parsed = token::parse(token, max_bytes)?;
+        let issuer = match parsed.claims.get("iss") {
+            Some(Value::String(iss)) => iss,
+            _ => return Err(TokenError::UntrustedIssuer),
+        };
+        let entries = self.bundle.issuers.get(issuer).ok_or(TokenError::UntrustedIssuer)?;
+        let entry = token::select_entry(entries, &parsed.claims)?;
+        token::check_header(&parsed, entry)?;
+        let times = token::check_claims(&parsed.claims, entry, now)?;
+        let key = self.key_for(entry, parsed.alg, parsed.kid.as_deref())?;
+        Ok(TokenStep::NeedsSignature(Box::new(PendingSignature {
+            token: token.to_owned(),
+            algorithm: parsed.alg,
+            key,
+            signing_input: parsed.signing_input.as_bytes().to_vec(),
+            signature: parsed.signature,
+            issuer: entry.issuer.clone(),
+            tenant: entry.tenant.clone(),
+            claims: parsed.claims,
+            times,
+        })))
+    }
+
+    /// Second half of verification, after the host checked the signature of `pending`.
+    ///
+    /// # Errors
+    /// A bad signature, or claims that do not form a principal.
+    pub fn finish_token(&self, pending: PendingSignature, signature_ok: bool, now: i64) -> Result<Principal, TokenError> {
+        self.finish(pending, signature_ok, now).map(|v| v.principal.clone())
+    }
+
+    fn finish(&self, pending: PendingSignature, signature_ok: bool, now: i64) -> Result<Arc<VerifiedToken>, TokenError> {
+        if !signature_ok {
+            return Err(TokenError::BadSignature);
+        }
+        let entry = self
+            .bundle
+            .issuers
+            .get(&pending.issuer)
+            .and_then(|entries| entries.iter().find(|e| e.tenant == pending.tenant))
+            .ok_or(TokenError::UntrustedIssuer)?;
+        let types = &self.bundle.compiled().settings.entity_types;
+        let principal = entry
+            .mapping
+            .map(&pending.claims, &entry.tenant, &entry.issuer, &types.user, &types.client)
+            .map_err(TokenError::BadClaim)?;
+        let (uid, entity) =
+            cedar_glue::principal_entity(&self.bundle, &principal).map_err(|_| TokenError::BadClaim("attributes"))?;
+        let digest = Sha256::digest(pending.token.as_bytes());
+        let fingerprint: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
+        let identity = TokenIdentity {
+            fingerprint: Some(fingerprint),
+            jti: pending.claims.get("jti").and_then(Value::as_str).map(|j| sanitize(j, 128)),
+            issuer: Some(entry.issuer.clone()),
+        };
+        let verified = Arc::new(VerifiedToken { principal, uid, entity, times: pending.times, identity });
+        let expires_at = pending.times.exp.saturating_add(pending.times.skew);
+        self.cache.insert(&pending.token, Arc::clone(&verified), expires_at, now);
+        Ok(verified)
+    }
+
+    fn key_for(&self, entry: &IssuerEntry, alg: Algorithm, kid: Option<&str>) -> Result<VerificationKey, TokenError> {
+        match &entry.inline_keys {
+            Some(keys) => token::select_key(keys, alg, kid).cloned(),
+            None => {
+                let remote = self.remote_keys.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let keys = remote.get(&entry.issuer).ok_or(TokenError::KeysUnavailable)?;
+                token::select_key(keys, alg, kid).cloned()
+            }
+        }
+    }
+
+    /// Decide a request that carries a token, at unix time `now`.
+    pub fn decide(&self, request: &DecisionRequest, now: i64) -> Decision {
+        let summary = RequestSummary { action: request.action.clone(), resource: request.resource.display() };
+        let token = request.token.as_deref().unwrap_or("");
+        let verified = match self.verified(token, now) {
+            Ok(v) => v,
+            Err(err) => {
+                return self.decision(Outcome::Unauthenticated, summary, Vec::new(), vec![err.info().into()], None, TokenIdentity::default(), now);
+            }
+        };
+        let principal = Some(PrincipalSummary::from_principal(&verified.principal));
+        match self.evaluate_token_request(&verified, request, now) {
+            Ok(eval) => {
+                let outcome = if eval.allowed { Outcome::Allow } else { Outcome::Deny };
+                self.decision(outcome, summary, eval.reasons, eval.errors, principal, verified.identity.clone(), now)
+            }
+            Err(err) => self.decision(Outcome::Deny, summary, Vec::new(), vec![err.info().into()], principal, verified.identity.clone(), now),
+        }
+    }
+
+    fn evaluate_token_request(
+        &self,
+        verified: &VerifiedToken,
+        request: &DecisionRequest,
+        now: i64,
+    ) -> Result<cedar_glue::Evaluation, RequestError> {
+        let action = cedar_glue::action_uid(&request.action)?;
+        let resource_uid = cedar_glue::uid(cedar_glue::entity_type(&request.resource.entity_type)?, &request.resource.id);
+        let mut context = cedar_glue::token_context(&verified.principal, now);
+        for (key, value) in &request.context {
+            if RESERVED_CONTEXT_KEYS.contains(&key.as_str()) {
+                return Err(RequestError::Context(format!("`{}` is set by the engine from the token", sanitize(key, 40))));
+            }
+            context.push((key.clone(), cedar_glue::value_to_expr(value, 0)?));
+        }
+        let mut entities: Vec<Entity> = Vec::with_capacity(2 + self.bundle.static_entities.len());
+        entities.push(verified.entity.clone());
+        // The principal's own entity and the bundle's static entities are authoritative: a
+        // request cannot redefine them through resource attributes.
+        if resource_uid != verified.uid && !self.bundle.static_uids.contains(&resource_uid) {
+            entities.push(cedar_glue::resource_entity(&resource_uid, &request.resource.attrs)?);
+        }
+        entities.extend(self.bundle.static_entities.iter().cloned());
+        let store = Entities::from_entities(entities, self.bundle.schema.as_ref())
+            .map_err(|e| RequestError::Schema(e.to_string()))?;
+        let policies = self.bundle.policies_for(Some(&verified.principal.tenant));
+        cedar_glue::evaluate(&self.bundle, policies, verified.uid.clone(), action, resource_uid, context, &store)
+    }
+
+    /// Decide for an explicit, already-authenticated principal (no token).
+    pub fn decide_trusted(&self, request: &TrustedRequest, now: i64) -> Decision {
+        let summary = RequestSummary { action: request.action.clone(), resource: request.resource.display() };
+        let principal = Some(PrincipalSummary {
+            tenant: request.tenant.clone().unwrap_or_default(),
+            kind: crate::claims::PrincipalKind::User,
+            id: request.principal.id.clone(),
+            entity: request.principal.display(),
+            roles: Vec::new(),
+            mfa: None,
+        });
+        match self.evaluate_trusted(request) {
+            Ok(eval) => {
+                let outcome = if eval.allowed { Outcome::Allow } else { Outcome::Deny };
+                self.decision(outcome, summary, eval.reasons, eval.errors, principal, TokenIdentity::default(), now)
+            }
+            Err(err) => self.decision(Outcome::Deny, summary, Vec::new(), vec![err.info().into()], principal, TokenIdentity::default(), now),
+        }
+    }
+
+    fn evaluate_trusted(&self, request: &TrustedRequest) -> Result<cedar_glue::Evaluation, RequestError> {
+        if let Some(tenant) = &request.tenant
+            && !self.bundle.compiled().tenants.contains_key(tenant)
+        {
+            return Err(RequestError::UnknownTenant(sanitize(tenant, 64)));
+        }
+        let principal = cedar_glue::uid(cedar_glue::entity_type(&request.principal.entity_type)?, &request.principal.id);
+        let action = cedar_glue::action_uid(&request.action)?;
+        let resource = cedar_glue::uid(cedar_glue::entity_type(&request.resource.entity_type)?, &request.resource.id);
+        let context: Vec<(String, RestrictedExpression)> = match &self.bundle.schema {
+            // With a schema, Cedar's own JSON parser applies the action's context types
+            // (implicit entity and extension values), exactly as Cedar's reference harness does.
+            Some(schema) => cedar_policy::Context::from_json_value(Value::Object(request.context.clone()), Some((schema, &action)))
+                .map_err(|e| RequestError::Context(e.to_string()))?
+                .into_iter()
+                .collect(),
+            None => request
+                .context
+                .iter()
+                .map(|(k, v)| Ok((k.clone(), cedar_glue::value_to_expr(v, 0)?)))
+                .collect::<Result<_, RequestError>>()?,
+        };
+        let mut entities: Vec<Entity> = self.bundle.static_entities.clone();
+        if let Some(extra) = &request.entities {
+            let parsed = Entities::from_json_value(extra.clone(), self.bundle.schema.as_ref())
+                .map_err(|e| RequestError::Entity { reference: "entities".into(), reason: e.to_string() })?;
+            entities.extend(parsed.into_iter().filter(|e| !self.bundle.is_schema_action(&e.uid())));
+        }
+        let store = Entities::from_entities(entities, self.bundle.schema.as_ref())
+            .map_err(|e| RequestError::Schema(e.to_string()))?;
+        let policies = self.bundle.policies_for(request.tenant.as_deref());
+        cedar_glue::evaluate(&self.bundle, policies, principal, action, resource, context, &store)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn decision(
+        &self,
+        outcome: Outcome,
+        request: RequestSummary,
+        reasons: Vec<String>,
+        errors: Vec<DecisionError>,
+        principal: Option<PrincipalSummary>,
+        token: TokenIdentity,
+        now: i64,
+    ) -> Decision {
+        Decision {
+            decision: outcome,
+            status: outcome.http_status(),
+            reasons,
+            errors,
+            principal,
+            revision: self.bundle.revision().to_owned(),
+            decision_id: self.next_decision_id(),
+            request,
+            token,
+            time: now,
+        }
+    }
+}

@@ -1,0 +1,356 @@
+//! Error types, one enum per boundary: bundle loading, token verification, requests.
+//!
+//! Every error flattens to the stable edge shape `{code, message, help?}` through
+//! [`ErrorInfo`], which is what the JS, Envoy and HTTP hosts put on the wire. Messages are
+//! lowercase without a final period, put user input in backticks and never contain a token,
+//! a key or a secret.
+
+use serde::Serialize;
+use std::fmt;
+
+/// The stable, serialisable shape every error takes at a host's edge.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ErrorInfo {
+    /// A stable machine-readable code (documented in the README's error table).
+    pub code: &'static str,
+    /// A human-readable message.
+    pub message: String,
+    /// What to do about it, when there is something to say.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub help: Option<String>,
+}
+
+/// Where in the bundle sources a problem is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SourceLocation {
+    /// The file, relative to the bundle directory (`policies/analysts.cedar`).
+    pub file: String,
+    /// 1-based line, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<usize>,
+    /// 1-based column, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub column: Option<usize>,
+}
+
+impl SourceLocation {
+    /// A location naming only a file.
+    pub fn file(file: impl Into<String>) -> Self {
+        Self { file: file.into(), line: None, column: None }
+    }
+
+    /// A location at a byte offset of `source`, converted to line and column.
+    pub fn at_offset(file: impl Into<String>, source: &str, offset: usize) -> Self {
+        let offset = offset.min(source.len());
+        let before = source.get(..offset).unwrap_or(source);
+        let line = before.matches('\n').count() + 1;
+        let column = before.rfind('\n').map_or(before.chars().count(), |nl| {
+            before.get(nl + 1..).map_or(0, |rest| rest.chars().count())
+        }) + 1;
+        Self { file: file.into(), line: Some(line), column: Some(column) }
+    }
+}
+
+impl fmt::Display for SourceLocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file)?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+            if let Some(column) = self.column {
+                write!(f, ":{column}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One problem found while loading or validating a bundle.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct BundleProblem {
+    /// A stable code (`policy_parse`, `policy_validation`, `schema`, `tenants`, `keys`, ...).
+    pub code: &'static str,
+    /// Where it is, when it is in a file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub location: Option<SourceLocation>,
+    /// What is wrong.
+    pub message: String,
+    /// How to fix it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub help: Option<String>,
+}
+
+impl BundleProblem {
+    pub(crate) fn new(code: &'static str, message: impl Into<String>) -> Self {
+        Self { code, location: None, message: message.into(), help: None }
+    }
+
+    pub(crate) fn at(mut self, location: SourceLocation) -> Self {
+        self.location = Some(location);
+        self
+    }
+
+    pub(crate) fn help(mut self, help: impl Into<String>) -> Self {
+        self.help = Some(help.into());
+        self
+    }
+}
+
+impl fmt::Display for BundleProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(location) = &self.location {
+            write!(f, "{location}: ")?;
+        }
+        write!(f, "{}", self.message)?;
+        if let Some(help) = &self.help {
+            write!(f, " (help: {help})")?;
+        }
+        Ok(())
+    }
+}
+
+/// A bundle failed to load. It carries every problem found, not just the first, so a
+/// policy author can fix them in one go.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{}", render_problems(.problems))]
+pub struct BundleError {
+    /// All problems, in source order where that applies.
+    pub problems: Vec<BundleProblem>,
+}
+
+fn render_problems(problems: &[BundleProblem]) -> String {
+    match problems {
+        [one] => format!("invalid bundle: {one}"),
+        many => {
+            let mut out = format!("invalid bundle: {} problems", many.len());
+            for problem in many {
+                out.push_str("\n  - ");
+                out.push_str(&problem.to_string());
+            }
+            out
+        }
+    }
+}
+
+impl BundleError {
+    pub(crate) fn one(problem: BundleProblem) -> Self {
+        Self { problems: vec![problem] }
+    }
+
+    /// The edge shape of this error.
+    pub fn info(&self) -> ErrorInfo {
+        ErrorInfo {
+            code: "bundle_invalid",
+            message: self.to_string(),
+            help: self.problems.first().and_then(|p| p.help.clone()),
+        }
+    }
+}
+
+/// Why a token was not accepted. Each variant maps to a stable code; none carries token bytes.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TokenError {
+    /// No token was presented.
+    #[error("no token was presented")]
+    Missing,
+    /// The token is larger than the configured limit.
+    #[error("token is {size} bytes, over the {limit}-byte limit")]
+    TooLarge {
+        /// Its size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The token is not a compact JWS (three base64url parts of JSON).
+    #[error("malformed token: {0}")]
+    Malformed(&'static str),
+    /// The header names an algorithm that is never accepted (`none`) or unknown.
+    #[error("token algorithm `{0}` is not supported")]
+    UnsupportedAlgorithm(String),
+    /// The header uses a feature that is refused (`crit`, embedded keys, compression).
+    #[error("token header parameter `{0}` is not accepted")]
+    ForbiddenHeader(&'static str),
+    /// The header `typ` is not the one the issuer requires.
+    #[error("token type `{found}` is not the required `{expected}`")]
+    WrongType {
+        /// What the token says (sanitised, truncated).
+        found: String,
+        /// What the issuer profile requires.
+        expected: String,
+    },
+    /// `iss` is missing, not a string or not a configured issuer.
+    #[error("token issuer is not trusted")]
+    UntrustedIssuer,
+    /// The issuer is trusted, but the token matches none (or several) of its tenant entries.
+    #[error("token matches no tenant of its issuer")]
+    NoTenant,
+    /// The algorithm is not in the issuer's allowlist.
+    #[error("algorithm `{0}` is not allowed for this issuer")]
+    AlgorithmNotAllowed(String),
+    /// No key of the issuer has the token's `kid`.
+    #[error("no key of the issuer has this token's `kid`")]
+    UnknownKey,
+    /// The token has no `kid` and the issuer has several candidate keys.
+    #[error("token has no `kid` and the issuer has several keys for its algorithm")]
+    AmbiguousKey,
+    /// The issuer's keys are not available yet (remote JWKS not fetched).
+    #[error("keys for the token's issuer are not loaded")]
+    KeysUnavailable,
+    /// The signature does not verify.
+    #[error("token signature is invalid")]
+    BadSignature,
+    /// A registered claim has the wrong type or is missing.
+    #[error("token claim `{0}` is missing or malformed")]
+    BadClaim(&'static str),
+    /// `exp` is in the past.
+    #[error("token has expired")]
+    Expired,
+    /// `nbf` is in the future.
+    #[error("token is not valid yet")]
+    NotYetValid,
+    /// `iat` is in the future, or older than the issuer's maximum token age.
+    #[error("token issue time is out of range")]
+    IssuedAt,
+    /// `aud` names none of the configured audiences.
+    #[error("token audience is not accepted")]
+    WrongAudience,
+    /// The crypto provider failed (not a bad signature).
+    #[error("signature check failed: {0}")]
+    Crypto(String),
+}
+
+impl TokenError {
+    /// The stable code of this error.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Missing => "token_missing",
+            Self::TooLarge { .. } => "token_too_large",
+            Self::Malformed(_) => "token_malformed",
+            Self::UnsupportedAlgorithm(_) => "token_algorithm_unsupported",
+            Self::ForbiddenHeader(_) => "token_header_forbidden",
+            Self::WrongType { .. } => "token_type",
+            Self::UntrustedIssuer => "token_issuer",
+            Self::NoTenant => "token_tenant",
+            Self::AlgorithmNotAllowed(_) => "token_algorithm_not_allowed",
+            Self::UnknownKey => "token_unknown_kid",
+            Self::AmbiguousKey => "token_ambiguous_key",
+            Self::KeysUnavailable => "token_keys_unavailable",
+            Self::BadSignature => "token_signature",
+            Self::BadClaim(_) => "token_claim",
+            Self::Expired => "token_expired",
+            Self::NotYetValid => "token_not_yet_valid",
+            Self::IssuedAt => "token_iat",
+            Self::WrongAudience => "token_audience",
+            Self::Crypto(_) => "token_crypto",
+        }
+    }
+
+    /// The edge shape of this error.
+    pub fn info(&self) -> ErrorInfo {
+        let help = match self {
+            Self::UnknownKey | Self::KeysUnavailable => {
+                Some("the host refreshes the issuer's JWKS; retry shortly".to_owned())
+            }
+            Self::Missing => Some("send `Authorization: Bearer <token>`".to_owned()),
+            _ => None,
+        };
+        ErrorInfo { code: self.code(), message: self.to_string(), help }
+    }
+}
+
+/// A request to the engine was malformed (not a policy outcome: the caller misused the API).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RequestError {
+    /// The action is not a valid Cedar action id.
+    #[error("invalid action `{0}`")]
+    Action(String),
+    /// The resource or principal reference is not a valid entity reference.
+    #[error("invalid entity reference `{reference}`: {reason}")]
+    Entity {
+        /// The offending reference, truncated.
+        reference: String,
+        /// Why.
+        reason: String,
+    },
+    /// The context is not an object, or uses a key the engine reserves.
+    #[error("invalid context: {0}")]
+    Context(String),
+    /// Cedar rejected the request against the schema.
+    #[error("request does not match the schema: {0}")]
+    Schema(String),
+    /// The named tenant does not exist in the bundle.
+    #[error("unknown tenant `{0}`")]
+    UnknownTenant(String),
+}
+
+impl RequestError {
+    /// The stable code of this error.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Action(_) => "request_action",
+            Self::Entity { .. } => "request_entity",
+            Self::Context(_) => "request_context",
+            Self::Schema(_) => "request_schema",
+            Self::UnknownTenant(_) => "request_tenant",
+        }
+    }
+
+    /// The edge shape of this error.
+    pub fn info(&self) -> ErrorInfo {
+        ErrorInfo { code: self.code(), message: self.to_string(), help: None }
+    }
+}
+
+/// Keys handed to the engine by a host could not be used.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// No issuer of the bundle has this URL.
+    #[error("issuer `{0}` is not in the bundle")]
+    UnknownIssuer(String),
+    /// The JWK set is not valid JSON or has no usable key.
+    #[error("invalid JWK set: {0}")]
+    InvalidJwks(String),
+}
+
+impl KeyError {
+    /// The edge shape of this error.
+    pub fn info(&self) -> ErrorInfo {
+        let code = match self {
+            Self::UnknownIssuer(_) => "keys_unknown_issuer",
+            Self::InvalidJwks(_) => "keys_invalid",
+        };
+        ErrorInfo { code, message: self.to_string(), help: None }
+    }
+}
+
+/// Shorten user-controlled text before it goes into a message, and strip control characters.
+pub(crate) fn sanitize(text: &str, max: usize) -> String {
+    let mut out: String =
+        text.chars().filter(|c| !c.is_control()).take(max).collect();
+    if text.chars().count() > max {
+        out.push('…');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn location_from_offset() {
+        let src = "ab\ncde\nf";
+        assert_eq!(SourceLocation::at_offset("x", src, 0).line, Some(1));
+        let l = SourceLocation::at_offset("x", src, 4);
+        assert_eq!((l.line, l.column), (Some(2), Some(2)));
+        assert_eq!(l.to_string(), "x:2:2");
+    }
+
+    #[test]
+    fn sanitize_truncates_and_strips() {
+        assert_eq!(sanitize("a\u{7}bc", 2), "ab…");
+        assert_eq!(sanitize("abc", 5), "abc");
+    }
+}

@@ -1,0 +1,71 @@
+//! # portcullis-engine
+//!
+//! The Portcullis decision engine answers one question the same way in every host: *may this
+//! caller, from this tenant, do this action on this resource?* It verifies the caller's JWT
+//! against the tenant's own identity provider (hardened per RFC 8725), maps the verified claims
+//! to a tenant-scoped principal, and evaluates Cedar policies. It does no I/O and reads no
+//! clock: bundles, keys and `now` are passed in, so the same code runs natively, in Envoy
+//! (proxy-wasm), in browsers and Node (wasm-bindgen) and as a WASI component.
+//!
+//! ```
+//! use portcullis_engine::{Bundle, CompiledBundle, DecisionRequest, Engine, PolicySource, ResourceRef, Settings, TrustedRequest};
+//!
+//! let policies = vec![PolicySource {
+//!     file: "policies/read.cedar".into(),
+//!     tenant: None,
+//!     source: r#"@id("anyone-views") permit(principal, action == Action::"view", resource);"#.into(),
+//! }];
+//! let bundle = Bundle::load(CompiledBundle::new(Settings::default(), None, policies))?;
+//! let engine = Engine::new(bundle);
+//!
+//! // Trusted-principal mode: the caller is already authenticated.
+//! let request = TrustedRequest {
+//!     principal: ResourceRef::new("User", "alice"),
+//!     action: "view".into(),
+//!     resource: ResourceRef::new("Report", "q3"),
+//!     ..Default::default()
+//! };
+//! let decision = engine.decide_trusted(&request, 1_700_000_000);
+//! assert!(decision.is_allowed());
+//! assert_eq!(decision.reasons, ["anyone-views"]);
+//!
+//! // Token mode: no token means unauthenticated, never allow.
+//! let request = DecisionRequest { action: "view".into(), resource: ResourceRef::new("Report", "q3"), ..Default::default() };
+//! assert_eq!(engine.decide(&request, 1_700_000_000).status, 401);
+//! # Ok::<(), portcullis_engine::BundleError>(())
+//! ```
+//!
+//! ## Concepts
+//! - [`Bundle`]: schema, policies (shared and per tenant), tenants with their trusted issuers,
+//!   static entities. Authored as a directory ([`BundleSources`]), compiled to one JSON document
+//!   ([`CompiledBundle`]) with a content `revision`.
+//! - Keys: inline in the bundle, or fetched by the host and handed over with
+//!   [`Engine::set_issuer_keys`].
+//! - [`Engine::decide`]: token → principal → Cedar → [`Decision`] (a value: deny and
+//!   unauthenticated are outcomes). [`Decision::audit_record`] never contains the token.
+//! - [`SignatureVerifier`]: the crypto seam; pure Rust by default, native or WebCrypto in hosts.
+
+mod bundle;
+mod cache;
+mod cedar_glue;
+mod claims;
+mod crypto;
+mod decision;
+mod engine;
+mod error;
+mod keys;
+mod token;
+
+// The public interface is:
+pub use bundle::{
+    BUNDLE_FORMAT, Bundle, BundleSources, ClaimPath, ClaimsConfig, CompiledBundle, EntityTypes, IssuerConfig,
+    KeySource, MAX_CLOCK_SKEW, PolicySource, Preset, Settings, TenantConfig, TenantsFile, TokenSettings,
+};
+pub use claims::{Principal, PrincipalKind};
+#[cfg(feature = "rust-crypto")]
+pub use crypto::RustCryptoVerifier;
+pub use crypto::SignatureVerifier;
+pub use decision::{AuditRecord, Decision, DecisionError, Outcome, PrincipalSummary, RequestSummary};
+pub use engine::{DecisionRequest, Engine, EngineOptions, PendingSignature, ResourceRef, TokenStep, TrustedRequest};
+pub use error::{BundleError, BundleProblem, ErrorInfo, KeyError, RequestError, SourceLocation, TokenError};
+pub use keys::{Algorithm, Curve, KeyMaterial, VerificationKey};

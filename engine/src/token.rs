@@ -1,0 +1,351 @@
+//! Hardened compact-JWS parsing and claim validation (RFC 7519, RFC 8725).
+//!
+//! The order matters: size limit before any decoding; strict base64url; JSON objects without
+//! duplicate keys; header parameters that would let the token choose its own key (`jwk`, `jku`,
+//! `x5u`, `x5c`) or change how it is processed (`crit`, `b64`, `zip`) are refused; the
+//! algorithm must be a known name (never `none`) and in the issuer's allowlist; the key is chosen
+//! only among the issuer's own keys. Signature checking itself is the crypto provider's job.
+
+use crate::bundle::{IssuerEntry, normalize_typ};
+use crate::error::{TokenError, sanitize};
+use crate::keys::{Algorithm, KeySet, VerificationKey};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Value};
+use std::fmt;
+
+/// Deepest JSON nesting accepted in a token (serde_json's own limit is 128).
+const MAX_DEPTH: usize = 32;
+
+/// A compact JWS split and decoded, not yet trusted.
+pub(crate) struct ParsedToken<'a> {
+    pub alg: Algorithm,
+    pub kid: Option<String>,
+    pub typ: Option<String>,
+    pub claims: Map<String, Value>,
+    pub signing_input: &'a str,
+    pub signature: Vec<u8>,
+}
+
+fn b64(part: &str) -> Result<Vec<u8>, TokenError> {
+    URL_SAFE_NO_PAD.decode(part.as_bytes()).map_err(|_| TokenError::Malformed("a part is not base64url without padding"))
+}
+
+/// Split, decode and sanity-check a token. No key or issuer is involved yet.
+pub(crate) fn parse(token: &str, max_bytes: usize) -> Result<ParsedToken<'_>, TokenError> {
+    if token.is_empty() {
+        return Err(TokenError::Missing);
+    }
+    if token.len() > max_bytes {
+        return Err(TokenError::TooLarge { size: token.len(), limit: max_bytes });
+    }
+    let mut parts = token.split('.');
+    let (Some(header), Some(payload), Some(signature), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(TokenError::Malformed(if token.split('.').count() == 5 {
+            "encrypted tokens (JWE) are not accepted"
+        } else {
+            "expected three dot-separated parts"
+        }));
+    };
+    if header.is_empty() || payload.is_empty() {
+        return Err(TokenError::Malformed("empty header or payload"));
+    }
+    if signature.is_empty() {
+        return Err(TokenError::BadSignature);
+    }
+    let header = strict_object(&b64(header)?).ok_or(TokenError::Malformed("header is not a JSON object"))?;
+    for forbidden in ["crit", "jwk", "jku", "x5u", "x5c", "b64", "zip"] {
+        if header.contains_key(forbidden) {
+            return Err(TokenError::ForbiddenHeader(match forbidden {
+                "crit" => "crit",
+                "jwk" => "jwk",
+                "jku" => "jku",
+                "x5u" => "x5u",
+                "x5c" => "x5c",
+                "b64" => "b64",
+                _ => "zip",
+            }));
+        }
+    }
+    if header.contains_key("enc") {
+        return Err(TokenError::Malformed("encrypted tokens (JWE) are not accepted"));
+    }
+    let alg = match header.get("alg") {
+        Some(Value::String(name)) => match Algorithm::from_name(name) {
+            Some(alg) => alg,
+            None => return Err(TokenError::UnsupportedAlgorithm(sanitize(name, 16))),
+        },
+        _ => return Err(TokenError::Malformed("header has no `alg` string")),
+    };
+    let kid = match header.get("kid") {
+        None => None,
+        Some(Value::String(kid)) => Some(kid.clone()),
+        Some(_) => return Err(TokenError::Malformed("`kid` is not a string")),
+    };
+    let typ = match header.get("typ") {
+        None => None,
+        Some(Value::String(typ)) => Some(typ.clone()),
+        Some(_) => return Err(TokenError::Malformed("`typ` is not a string")),
+    };
+    let claims = strict_object(&b64(payload)?).ok_or(TokenError::Malformed("payload is not a JSON object"))?;
+    let signature = b64(signature)?;
+    let signing_len = token.len() - signature_len(token);
+    let signing_input = token.get(..signing_len).ok_or(TokenError::Malformed("bad part boundaries"))?;
+    Ok(ParsedToken { alg, kid, typ, claims, signing_input, signature })
+}
+
+fn signature_len(token: &str) -> usize {
+    token.rfind('.').map_or(0, |dot| token.len() - dot)
+}
+
+/// Pick the tenant entry of a (possibly shared) issuer whose `match` claims all agree.
+pub(crate) fn select_entry<'e>(entries: &'e [IssuerEntry], claims: &Map<String, Value>) -> Result<&'e IssuerEntry, TokenError> {
+    let mut matching = entries.iter().filter(|entry| {
+        entry.match_claims.iter().all(|(claim, value)| claims.get(claim).and_then(Value::as_str) == Some(value.as_str()))
+    });
+    match (matching.next(), matching.next()) {
+        (Some(entry), None) => Ok(entry),
+        _ => Err(TokenError::NoTenant),
+    }
+}
+
+/// Header checks that depend on the issuer: `typ` and the algorithm allowlist.
+pub(crate) fn check_header(parsed: &ParsedToken<'_>, entry: &IssuerEntry) -> Result<(), TokenError> {
+    if let Some(expected) = &entry.typ {
+        let found = parsed.typ.as_deref().map(normalize_typ);
+        if found.as_deref() != Some(expected.as_str()) {
+            return Err(TokenError::WrongType {
+                found: sanitize(parsed.typ.as_deref().unwrap_or("(none)"), 40),
+                expected: expected.clone(),
+            });
+        }
+    }
+    if !entry.algorithms.contains(&parsed.alg) {
+        return Err(TokenError::AlgorithmNotAllowed(parsed.alg.name().to_owned()));
+    }
+    Ok(())
+}
+
+/// A NumericDate claim: absent, or a finite JSON number (fractions are truncated).
+fn numeric_date(claims: &Map<String, Value>, name: &'static str) -> Result<Option<i64>, TokenError> {
+    match claims.get(name) {
+        None => Ok(None),
+        Some(Value::Number(n)) => match (n.as_i64(), n.as_f64()) {
+            (Some(i), _) => Ok(Some(i)),
+            (None, Some(f)) if f.is_finite() && f.abs() < 1e15 => {
+                #[allow(clippy::cast_possible_truncation)]
+                Ok(Some(f.trunc() as i64))
+            }
+            _ => Err(TokenError::BadClaim(name)),
+        },
+        Some(_) => Err(TokenError::BadClaim(name)),
+    }
+}
+
+/// Times the engine keeps for a verified token, to re-check on every cached use.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct TokenTimes {
+    pub exp: i64,
+    pub nbf: Option<i64>,
+    pub iat: Option<i64>,
+    pub skew: i64,
+    pub max_age: Option<i64>,
+}
+
+impl TokenTimes {
+    /// Whether the token is usable at `now`.
+    pub fn check(&self, now: i64) -> Result<(), TokenError> {
+        if now >= self.exp.saturating_add(self.skew) {
+            return Err(TokenError::Expired);
+        }
+        if let Some(nbf) = self.nbf
+            && now.saturating_add(self.skew) < nbf
+        {
+            return Err(TokenError::NotYetValid);
+        }
+        if let Some(iat) = self.iat {
+            if iat > now.saturating_add(self.skew) {
+                return Err(TokenError::IssuedAt);
+            }
+            if let Some(max_age) = self.max_age
+                && now.saturating_sub(iat) > max_age.saturating_add(self.skew)
+            {
+                return Err(TokenError::IssuedAt);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Validate the registered claims against the issuer entry at time `now`.
+pub(crate) fn check_claims(claims: &Map<String, Value>, entry: &IssuerEntry, now: i64) -> Result<TokenTimes, TokenError> {
+    let exp = numeric_date(claims, "exp")?.ok_or(TokenError::BadClaim("exp"))?;
+    let nbf = numeric_date(claims, "nbf")?;
+    let iat = numeric_date(claims, "iat")?;
+    let max_age = entry.max_token_age.map(|a| i64::try_from(a).unwrap_or(i64::MAX));
+    if max_age.is_some() && iat.is_none() {
+        return Err(TokenError::BadClaim("iat"));
+    }
+    let times = TokenTimes { exp, nbf, iat, skew: i64::try_from(entry.clock_skew).unwrap_or(0), max_age };
+    times.check(now)?;
+    let audience_ok = match claims.get("aud") {
+        Some(Value::String(aud)) => entry.audiences.iter().any(|a| a == aud),
+        Some(Value::Array(auds)) => {
+            if !auds.iter().all(Value::is_string) {
+                return Err(TokenError::BadClaim("aud"));
+            }
+            auds.iter().filter_map(Value::as_str).any(|aud| entry.audiences.iter().any(|a| a == aud))
+        }
+        Some(_) => return Err(TokenError::BadClaim("aud")),
+        None => return Err(TokenError::BadClaim("aud")),
+    };
+    if !audience_ok {
+        return Err(TokenError::WrongAudience);
+    }
+    for name in ["sub", "jti"] {
+        if claims.get(name).is_some_and(|v| !v.is_string()) {
+            return Err(TokenError::BadClaim(if name == "sub" { "sub" } else { "jti" }));
+        }
+    }
+    Ok(times)
+}
+
+/// Choose the verification key: by `kid` among the issuer's keys, or the only candidate.
+pub(crate) fn select_key<'k>(keys: &'k KeySet, alg: Algorithm, kid: Option<&str>) -> Result<&'k VerificationKey, TokenError> {
+    let mut candidates = keys.keys().iter().filter(|k| k.allows(alg));
+    match kid {
+        Some(kid) => candidates.find(|k| k.kid() == Some(kid)).ok_or(TokenError::UnknownKey),
+        None => match (candidates.next(), candidates.next()) {
+            (Some(key), None) => Ok(key),
+            (None, _) => Err(TokenError::UnknownKey),
+            (Some(_), Some(_)) => Err(TokenError::AmbiguousKey),
+        },
+    }
+}
+
+/// Parse JSON into an object, refusing duplicate keys at any depth and deep nesting.
+pub(crate) fn strict_object(bytes: &[u8]) -> Option<Map<String, Value>> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = StrictValue::deserialize_at(&mut de, 0).ok()?;
+    de.end().ok()?;
+    match value {
+        Value::Object(map) => Some(map),
+        _ => None,
+    }
+}
+
+struct StrictValue(usize);
+
+impl StrictValue {
+    fn deserialize_at<'de, D: Deserializer<'de>>(deserializer: D, depth: usize) -> Result<Value, D::Error> {
+        deserializer.deserialize_any(StrictValue(depth))
+    }
+}
+
+struct Seed(usize);
+
+impl<'de> de::DeserializeSeed<'de> for Seed {
+    type Value = Value;
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        StrictValue::deserialize_at(deserializer, self.0)
+    }
+}
+
+impl<'de> Visitor<'de> for StrictValue {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("JSON")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
+        serde_json::Number::from_f64(v).map(Value::Number).ok_or_else(|| E::custom("non-finite number"))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        if self.0 >= MAX_DEPTH {
+            return Err(de::Error::custom("nested too deeply"));
+        }
+        let mut out = Vec::new();
+        while let Some(value) = seq.next_element_seed(Seed(self.0 + 1))? {
+            out.push(value);
+        }
+        Ok(Value::Array(out))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        if self.0 >= MAX_DEPTH {
+            return Err(de::Error::custom("nested too deeply"));
+        }
+        let mut out = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if out.contains_key(&key) {
+                return Err(de::Error::custom("duplicate key"));
+            }
+            let value = map.next_value_seed(Seed(self.0 + 1))?;
+            out.insert(key, value);
+        }
+        Ok(Value::Object(out))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strict_object_refuses_duplicates_and_non_objects() {
+        assert!(strict_object(br#"{"a":1,"b":{"c":[1,2]}}"#).is_some());
+        assert!(strict_object(br#"{"a":1,"a":2}"#).is_none());
+        assert!(strict_object(br#"{"a":{"b":1,"b":1}}"#).is_none());
+        assert!(strict_object(b"[1]").is_none());
+        assert!(strict_object(b"{} x").is_none());
+        let deep = "[".repeat(40) + &"]".repeat(40);
+        assert!(strict_object(format!(r#"{{"a":{deep}}}"#).as_bytes()).is_none());
+    }
+
+    fn enc(json: &str) -> String {
+        URL_SAFE_NO_PAD.encode(json)
+    }
+
+    #[test]
+    fn parse_refuses_bad_shapes() {
+        let p = enc(r#"{"iss":"x"}"#);
+        let tok = |h: &str| format!("{}.{p}.c2ln", enc(h));
+        assert!(matches!(parse(&tok(r#"{"alg":"none"}"#), 100).err(), Some(TokenError::TooLarge { .. })));
+        assert!(matches!(parse(&tok(r#"{"alg":"none"}"#), 4096).err(), Some(TokenError::UnsupportedAlgorithm(_))));
+        assert!(matches!(parse(&tok(r#"{"alg":"RS256","crit":["x"]}"#), 4096).err(), Some(TokenError::ForbiddenHeader("crit"))));
+        assert!(matches!(parse(&tok(r#"{"alg":"RS256","jku":"http://x"}"#), 4096).err(), Some(TokenError::ForbiddenHeader("jku"))));
+        assert!(matches!(parse(&tok(r#"{"alg":"RS256","kid":1}"#), 4096).err(), Some(TokenError::Malformed(_))));
+        assert!(parse(&tok(r#"{"alg":"RS256","kid":"k"}"#), 4096).is_ok());
+        assert!(matches!(parse(&format!("{}.{p}.", enc(r#"{"alg":"RS256"}"#)), 4096).err(), Some(TokenError::BadSignature)));
+        assert!(matches!(parse(&format!("{}.{p}=.c2ln", enc(r#"{"alg":"RS256"}"#)), 4096).err(), Some(TokenError::Malformed(_))));
+        assert!(matches!(parse("a.b.c.d.e", 4096).err(), Some(TokenError::Malformed(_))));
+        assert!(matches!(parse("", 4096).err(), Some(TokenError::Missing)));
+    }
+
+    #[test]
+    fn signing_input_is_header_dot_payload() {
+        let t = format!("{}.{}.c2ln", enc(r#"{"alg":"ES256"}"#), enc("{}"));
+        let parsed = parse(&t, 4096).unwrap();
+        assert_eq!(parsed.signing_input, t.rsplit_once('.').unwrap().0);
+        assert_eq!(parsed.signature, b"sig");
+    }
+}
