@@ -69,3 +69,4 @@ pub use decision::{AuditRecord, Decision, DecisionError, Outcome, PrincipalSumma
 pub use engine::{DecisionRequest, Engine, EngineOptions, PendingSignature, ResourceRef, TokenStep, TrustedRequest};
 pub use error::{BundleError, BundleProblem, ErrorInfo, KeyError, RequestError, SourceLocation, TokenError};
 pub use keys::{Algorithm, Curve, KeyMaterial, VerificationKey};
+pub use token::verify_jws;
