@@ -54,6 +54,8 @@ mod decision;
 mod engine;
 mod error;
 mod keys;
+#[cfg(feature = "mint")]
+mod mint;
 mod token;
 
 // The public interface is:
@@ -69,4 +71,6 @@ pub use decision::{AuditRecord, Decision, DecisionError, Outcome, PrincipalSumma
 pub use engine::{DecisionRequest, Engine, EngineOptions, PendingSignature, ResourceRef, TokenStep, TrustedRequest};
 pub use error::{BundleError, BundleProblem, ErrorInfo, KeyError, RequestError, SourceLocation, TokenError};
 pub use keys::{Algorithm, Curve, KeyMaterial, VerificationKey};
+#[cfg(feature = "mint")]
+pub use mint::{DevIssuer, sign_with_pem};
 pub use token::verify_jws;

@@ -1,0 +1,121 @@
+//! Development tokens: sign claims with a tenant issuer's development key.
+//!
+//! For tests, demos and the policy-test runner only (feature `mint`). Keys follow the
+//! convention of `policies/techfin/dev-keys/`: the private key of the JWK with id `kid` is
+//! `dev-keys/<kid>.pem` in the bundle directory. Production issuers have no such file.
+
+use crate::bundle::CompiledBundle;
+use crate::keys::Algorithm;
+use serde_json::{Map, Value};
+
+/// Everything needed to sign as one issuer entry of a tenant.
+#[derive(Clone, Debug)]
+pub struct DevIssuer {
+    /// `iss`.
+    pub issuer: String,
+    /// The first configured audience.
+    pub audience: String,
+    /// The first configured algorithm.
+    pub algorithm: Algorithm,
+    /// The key id.
+    pub kid: String,
+    /// Required `typ`, if the issuer has one.
+    pub typ: Option<String>,
+    /// `match` claims the token must carry to land in this tenant.
+    pub match_claims: Map<String, Value>,
+    /// The private key (PEM).
+    pem: String,
+}
+
+impl DevIssuer {
+    /// The development issuer of `tenant` (its `index`-th issuer entry); `read_file` reads the
+    /// private key relative to the bundle directory.
+    ///
+    /// # Errors
+    /// Unknown tenant or issuer, no inline keys, or no development key file.
+    pub fn for_tenant(
+        bundle: &CompiledBundle,
+        tenant: &str,
+        index: usize,
+        read_file: &mut dyn FnMut(&str) -> Result<String, String>,
+    ) -> Result<Self, String> {
+        let config = bundle.tenants.get(tenant).ok_or_else(|| format!("unknown tenant `{tenant}`"))?;
+        let entry = config.issuers.get(index).ok_or_else(|| format!("tenant `{tenant}` has no issuer {index}"))?;
+        let algorithm = entry
+            .algorithms
+            .first()
+            .and_then(|a| Algorithm::from_name(a))
+            .ok_or_else(|| "issuer has no usable algorithm".to_owned())?;
+        let kid = entry
+            .jwks
+            .as_ref()
+            .and_then(|j| j.get("keys"))
+            .and_then(Value::as_array)
+            .and_then(|keys| keys.iter().find_map(|k| k.get("kid").and_then(Value::as_str)))
+            .ok_or_else(|| format!("tenant `{tenant}`: only issuers with inline keys that have a `kid` have development keys"))?
+            .to_owned();
+        let pem = read_file(&format!("dev-keys/{kid}.pem"))
+            .map_err(|e| format!("tenant `{tenant}`: no development key `dev-keys/{kid}.pem`: {e}"))?;
+        Ok(Self {
+            issuer: entry.issuer.clone(),
+            audience: entry.audiences.first().cloned().unwrap_or_default(),
+            algorithm,
+            kid,
+            typ: entry.typ.clone(),
+            match_claims: entry.match_claims.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect(),
+            pem,
+        })
+    }
+
+    /// The standard claims of a token issued at `now`, valid for `ttl` seconds: `iss`, `aud`,
+    /// `iat`, `nbf`, `exp`, `auth_time`, `jti`, and the issuer's `match` claims.
+    pub fn base_claims(&self, now: i64, ttl: i64) -> Map<String, Value> {
+        let mut claims = self.match_claims.clone();
+        claims.insert("iss".into(), self.issuer.clone().into());
+        claims.insert("aud".into(), self.audience.clone().into());
+        claims.insert("iat".into(), now.into());
+        claims.insert("nbf".into(), now.into());
+        claims.insert("exp".into(), now.saturating_add(ttl).into());
+        claims.insert("auth_time".into(), now.into());
+        claims.insert("jti".into(), format!("dev-{now}-{}", claims.len()).into());
+        claims
+    }
+
+    /// Sign `claims` as they are.
+    ///
+    /// # Errors
+    /// A key that does not parse for the algorithm.
+    pub fn sign(&self, claims: &Map<String, Value>) -> Result<String, String> {
+        let mut header = Map::new();
+        header.insert("alg".into(), self.algorithm.name().into());
+        header.insert("kid".into(), self.kid.clone().into());
+        header.insert("typ".into(), self.typ.clone().unwrap_or_else(|| "JWT".into()).into());
+        sign_with_pem(&header, claims, self.algorithm, &self.pem)
+    }
+}
+
+/// Sign an arbitrary header and claims with a PEM private key (or an HMAC secret's bytes).
+/// The header's `alg` is written as given, which lets tests forge mismatches on purpose.
+///
+/// # Errors
+/// A key that does not parse for `algorithm`.
+pub fn sign_with_pem(header: &Map<String, Value>, claims: &Map<String, Value>, algorithm: Algorithm, pem: &str) -> Result<String, String> {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use jsonwebtoken::EncodingKey;
+    let key = match algorithm {
+        Algorithm::RS256 | Algorithm::RS384 | Algorithm::RS512 | Algorithm::PS256 | Algorithm::PS384 | Algorithm::PS512 => {
+            EncodingKey::from_rsa_pem(pem.as_bytes())
+        }
+        Algorithm::ES256 | Algorithm::ES384 => EncodingKey::from_ec_pem(pem.as_bytes()),
+        Algorithm::EdDSA => EncodingKey::from_ed_pem(pem.as_bytes()),
+        Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => Ok(EncodingKey::from_secret(pem.as_bytes())),
+    }
+    .map_err(|e| format!("cannot use the key: {e}"))?;
+    let header = URL_SAFE_NO_PAD.encode(serde_json::to_vec(header).map_err(|e| e.to_string())?);
+    let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).map_err(|e| e.to_string())?);
+    let signing_input = format!("{header}.{payload}");
+    let signature = jsonwebtoken::crypto::sign(signing_input.as_bytes(), &key, algorithm.to_jsonwebtoken())
+        .map_err(|e| format!("signing failed: {e}"))?;
+    Ok(format!("{signing_input}.{signature}"))
+}
