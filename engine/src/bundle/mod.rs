@@ -849,3 +849,6 @@ pub(crate) fn normalize_typ(typ: &str) -> String {
     lower.strip_prefix("application/").map_or(lower.clone(), str::to_owned)
 }
 
+
+#[cfg(test)]
+mod tests;

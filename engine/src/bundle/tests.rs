@@ -1,0 +1,215 @@
+use super::*;
+use serde_json::json;
+
+const SCHEMA: &str = r#"
+entity Role;
+entity User in [Role] { tenant: String, department?: String };
+entity Report { tenant: String };
+action view appliesTo { principal: [User], resource: Report };
+"#;
+
+fn policy(file: &str, source: &str) -> PolicySource {
+    PolicySource { file: file.into(), tenant: None, source: source.into() }
+}
+
+fn rsa_jwks() -> serde_json::Value {
+    let text = include_str!("../../../policies/techfin/dev-keys/acme-rs256.jwks.json");
+    serde_json::from_str(text).unwrap()
+}
+
+fn issuer(url: &str) -> IssuerConfig {
+    IssuerConfig {
+        issuer: url.into(),
+        audiences: vec!["api".into()],
+        algorithms: vec!["RS256".into()],
+        jwks: Some(rsa_jwks()),
+        ..Default::default()
+    }
+}
+
+fn bundle(policies: Vec<PolicySource>, tenants: &[(&str, Vec<IssuerConfig>)]) -> CompiledBundle {
+    let mut compiled = CompiledBundle::new(Settings::default(), Some(SCHEMA.into()), policies);
+    for (name, issuers) in tenants {
+        compiled.tenants.insert((*name).into(), TenantConfig { display_name: None, issuers: issuers.clone() });
+    }
+    compiled
+}
+
+fn problems(compiled: CompiledBundle) -> Vec<BundleProblem> {
+    Bundle::load(compiled).expect_err("bundle should be rejected").problems
+}
+
+const GOOD: &str = "@id(\"view\")\npermit(principal, action == Action::\"view\", resource);\n";
+
+#[test]
+fn good_bundle_loads_with_stable_revision() {
+    let a = Bundle::load(bundle(vec![policy("p.cedar", GOOD)], &[("acme", vec![issuer("https://a")])])).unwrap();
+    let b = Bundle::load(bundle(vec![policy("p.cedar", GOOD)], &[("acme", vec![issuer("https://a")])])).unwrap();
+    assert_eq!(a.revision(), b.revision());
+    assert_eq!(a.revision().len(), 32);
+    let c = Bundle::load(bundle(vec![policy("p.cedar", &GOOD.replace("view\")", "see\")"))], &[])).unwrap();
+    assert_ne!(a.revision(), c.revision(), "revision follows content");
+    let json = a.compiled().to_json();
+    assert_eq!(Bundle::from_json(&json).unwrap().revision(), a.revision(), "round trip keeps the revision");
+}
+
+#[test]
+fn edited_compiled_bundle_is_refused() {
+    let good = Bundle::load(bundle(vec![policy("p.cedar", GOOD)], &[])).unwrap();
+    let mut edited = good.compiled().clone();
+    edited.policies[0].source = edited.policies[0].source.replace("permit", "forbid");
+    assert_eq!(problems(edited)[0].code, "revision");
+}
+
+#[test]
+fn syntax_error_has_file_line_and_column() {
+    let src = "@id(\"a\")\npermit(principal, action, resource);\n\n@id(\"b\")\npermit(principal, action, resource) when { 1 + };\n";
+    let p = problems(bundle(vec![policy("policies/x.cedar", src)], &[]));
+    assert_eq!(p[0].code, "policy_parse");
+    let loc = p[0].location.clone().unwrap();
+    assert_eq!(loc.file, "policies/x.cedar");
+    assert_eq!(loc.line, Some(5), "{:?}", p);
+}
+
+#[test]
+fn missing_and_duplicate_ids_are_located() {
+    let src = "@id(\"a\")\npermit(principal, action, resource);\npermit(principal, action, resource);\n@id(\"a\")\nforbid(principal, action, resource);\n";
+    let p = problems(bundle(vec![policy("p.cedar", src)], &[]));
+    assert_eq!(p.len(), 2, "{p:?}");
+    assert_eq!((p[0].code, p[0].location.as_ref().unwrap().line), ("policy_id", Some(3)));
+    assert_eq!((p[1].code, p[1].location.as_ref().unwrap().line), ("policy_id", Some(4)));
+    assert!(p[1].message.contains("duplicate"));
+}
+
+#[test]
+fn schema_violations_are_located_in_their_file() {
+    let src = "@id(\"ok\")\npermit(principal, action, resource);\n@id(\"bad\")\npermit(principal, action, resource) when { principal.salary > 5 };\n";
+    let p = problems(bundle(vec![policy("a.cedar", GOOD), policy("b.cedar", src)], &[]));
+    assert_eq!(p[0].code, "policy_validation");
+    assert!(p[0].message.contains("`bad`"), "{}", p[0]);
+    assert_eq!(p[0].location.as_ref().unwrap().file, "b.cedar");
+    assert_eq!(p[0].location.as_ref().unwrap().line, Some(4));
+}
+
+#[test]
+fn bad_schema_is_reported() {
+    let mut compiled = bundle(vec![policy("p.cedar", GOOD)], &[]);
+    compiled.schema = Some("entity User in [Nope] {".into());
+    assert_eq!(problems(compiled)[0].code, "schema");
+}
+
+#[test]
+fn shared_issuer_needs_distinguishing_match() {
+    let p = problems(bundle(vec![], &[("a", vec![issuer("https://shared")]), ("b", vec![issuer("https://shared")])]));
+    assert!(p[0].message.contains("shared by tenants `a` and `b`"), "{}", p[0]);
+    let mut x = issuer("https://shared");
+    x.match_claims.insert("org_id".into(), "x".into());
+    let mut y = issuer("https://shared");
+    y.match_claims.insert("org_id".into(), "y".into());
+    Bundle::load(bundle(vec![], &[("a", vec![x]), ("b", vec![y])])).unwrap();
+}
+
+#[test]
+fn issuer_listed_twice_for_one_tenant() {
+    let p = problems(bundle(vec![], &[("a", vec![issuer("https://i"), issuer("https://i")])]));
+    assert!(p[0].message.contains("twice"), "{}", p[0]);
+}
+
+#[test]
+fn issuer_configuration_errors() {
+    let mut no_keys = issuer("https://a");
+    no_keys.jwks = None;
+    let mut two_sources = issuer("https://b");
+    two_sources.jwks_uri = Some("https://b/keys".into());
+    let mut mixed = issuer("https://c");
+    mixed.algorithms = vec!["RS256".into(), "HS256".into()];
+    let mut none_alg = issuer("https://d");
+    none_alg.algorithms = vec!["none".into()];
+    let mut no_aud = issuer("https://e");
+    no_aud.audiences.clear();
+    let mut http = issuer("https://f");
+    http.jwks = None;
+    http.discovery = Some("http://idp.example/.well-known/openid-configuration".into());
+    let mut unknown_attr = issuer("https://g");
+    unknown_attr.claims.attributes.insert("salary".into(), "salary".into());
+    let mut skew = issuer("https://h");
+    skew.clock_skew = Some(3600);
+    let cases = [
+        (no_keys, "exactly one of"),
+        (two_sources, "exactly one of"),
+        (mixed, "mixes HMAC"),
+        (none_alg, "unsupported algorithm `none`"),
+        (no_aud, "audiences"),
+        (http, "not https"),
+        (unknown_attr, "unknown claim mapping"),
+        (skew, "clock skew"),
+    ];
+    for (config, expected) in cases {
+        let p = problems(bundle(vec![], &[("t", vec![config])]));
+        assert!(p.iter().any(|p| p.message.contains(expected)), "expected `{expected}` in {p:?}");
+    }
+}
+
+#[test]
+fn unknown_fields_and_presets_are_json_errors_with_lines() {
+    let sources = BundleSources {
+        policies: vec![policy("policies/p.cedar", GOOD)],
+        tenants: Some((
+            "tenants.json".into(),
+            "{\"tenants\": {\"a\": {\"issuers\": [{\n\"issuer\": \"https://a\", \"audiences\": [\"x\"], \"algorithms\": [\"RS256\"],\n\"claims\": {\"preset\": \"facebook\"}}]}}}".into(),
+        )),
+        ..Default::default()
+    };
+    let err = sources.compile(&mut |_| Err("no files".into())).unwrap_err();
+    assert_eq!(err.problems[0].code, "json");
+    assert_eq!(err.problems[0].location.as_ref().unwrap().line, Some(3));
+    assert!(err.problems[0].message.contains("facebook"));
+}
+
+#[test]
+fn jwks_file_is_inlined_and_private_keys_refused() {
+    let tenants = json!({"tenants": {"a": {"issuers": [{"issuer": "https://a", "audiences": ["x"], "algorithms": ["RS256"], "jwks_file": "keys.json"}]}}});
+    let sources = BundleSources {
+        schema: Some(("schema.cedarschema".into(), SCHEMA.into())),
+        policies: vec![policy("policies/p.cedar", GOOD)],
+        tenants: Some(("tenants.json".into(), tenants.to_string())),
+        ..Default::default()
+    };
+    let compiled = sources.clone().compile(&mut |path| {
+        assert_eq!(path, "keys.json");
+        Ok(rsa_jwks().to_string())
+    });
+    let compiled = compiled.unwrap();
+    assert!(compiled.tenants["a"].issuers[0].jwks.is_some());
+    assert!(compiled.tenants["a"].issuers[0].jwks_file.is_none());
+    let err = sources
+        .compile(&mut |_| {
+            let mut jwks = rsa_jwks();
+            jwks["keys"][0]["d"] = json!("AQAB");
+            Ok(jwks.to_string())
+        })
+        .unwrap_err();
+    assert!(err.to_string().contains("private key material"), "{err}");
+}
+
+#[test]
+fn tenant_policies_stay_in_their_tenant() {
+    let mut own = policy("policies/tenants/b/x.cedar", "@id(\"b-only\")\npermit(principal, action, resource);");
+    own.tenant = Some("b".into());
+    let loaded = Bundle::load(bundle(vec![policy("p.cedar", GOOD), own.clone()], &[("a", vec![issuer("https://a")]), ("b", vec![issuer("https://b")])])).unwrap();
+    assert_eq!(loaded.policies_for(Some("a")).policies().count(), 1);
+    assert_eq!(loaded.policies_for(Some("b")).policies().count(), 2);
+    assert_eq!(loaded.policy_count(), 2);
+    own.tenant = Some("nope".into());
+    let p = problems(bundle(vec![own], &[]));
+    assert!(p[0].message.contains("unknown tenant"));
+}
+
+#[test]
+fn policy_offsets_skip_strings_and_comments() {
+    let src = "// a; comment\n@id(\"x;y\") permit(principal, action, resource);\n  forbid(principal, action, resource) when { \"\\\";\" == \"\" };";
+    let offsets = policy_offsets(src);
+    assert_eq!(offsets.len(), 2);
+    assert_eq!(src.get(offsets[0]..offsets[0] + 3), Some("@id"));
+    assert_eq!(src.get(offsets[1]..offsets[1] + 6), Some("forbid"));
+}

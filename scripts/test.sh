@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Runs every check and test suite. This is the README's test command and what CI runs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TERM_COLOR=never
+step() { printf '\n==> %s\n' "$*"; }
+
+step "setup"
+scripts/setup.sh
+
+step "format"
+cargo fmt --all --check
+
+step "clippy (host)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+for target in wasm32-unknown-unknown wasm32-wasip1 wasm32-wasip2; do
+  step "engine for $target (clippy + build)"
+  cargo clippy -p portcullis-engine --target "$target" --locked -- -D warnings
+  cargo build -p portcullis-engine --target "$target" --locked
+done
+
+step "docs"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
+
+step "tests (unit, integration, Cedar corpus, Wycheproof, conformance, doc tests)"
+cargo test --workspace --locked
+
+step "TechFin policy tests"
+cargo run -q -p portcullis --locked -- test policies/techfin
+
+step "benchmark script smoke run"
+BENCH_QUICK=1 scripts/bench.sh
