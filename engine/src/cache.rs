@@ -20,13 +20,21 @@ struct Inner<V> {
 
 impl<V> TokenCache<V> {
     pub fn new(capacity: usize) -> Self {
-        Self { inner: Mutex::new(Inner { map: HashMap::new(), order: VecDeque::new() }), capacity }
+        Self {
+            inner: Mutex::new(Inner {
+                map: HashMap::new(),
+                order: VecDeque::new(),
+            }),
+            capacity,
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner<V>> {
         // A poisoned lock only means another thread panicked mid-update; the map is still
         // structurally sound, and the worst case is a stale entry that `get` re-checks.
-        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The cached value for `token`, if present and not past `expires_at` at `now`.
@@ -53,7 +61,9 @@ impl<V> TokenCache<V> {
             let Inner { map, order } = &mut *inner;
             order.retain(|k| map.contains_key(k));
             while map.len() >= self.capacity {
-                let Some(oldest) = order.pop_front() else { break };
+                let Some(oldest) = order.pop_front() else {
+                    break;
+                };
                 map.remove(&oldest);
             }
         }

@@ -16,7 +16,8 @@ use std::str::FromStr;
 const MAX_VALUE_DEPTH: usize = 16;
 
 /// Context keys the engine fills from the token; a caller may not supply them.
-pub(crate) const RESERVED_CONTEXT_KEYS: [&str; 5] = ["mfa", "session_age", "scopes", "token_type", "client_id"];
+pub(crate) const RESERVED_CONTEXT_KEYS: [&str; 5] =
+    ["mfa", "session_age", "scopes", "token_type", "client_id"];
 
 pub(crate) fn entity_type(name: &str) -> Result<EntityTypeName, RequestError> {
     EntityTypeName::from_str(name).map_err(|_| RequestError::Entity {
@@ -37,29 +38,48 @@ pub(crate) fn action_uid(action: &str) -> Result<EntityUid, RequestError> {
     if action.contains("::\"") {
         return EntityUid::from_str(action).map_err(|_| RequestError::Action(sanitize(action, 80)));
     }
-    Ok(uid(entity_type("Action").map_err(|_| RequestError::Action(sanitize(action, 80)))?, action))
+    Ok(uid(
+        entity_type("Action").map_err(|_| RequestError::Action(sanitize(action, 80)))?,
+        action,
+    ))
 }
 
 /// The principal's Cedar entity: attributes `tenant` plus mapped ones, roles (and groups, when
 /// the schema allows) as parents.
-pub(crate) fn principal_entity(bundle: &Bundle, principal: &Principal) -> Result<(EntityUid, Entity), String> {
+pub(crate) fn principal_entity(
+    bundle: &Bundle,
+    principal: &Principal,
+) -> Result<(EntityUid, Entity), String> {
     let types = &bundle.types;
     let (ty, declared) = match principal.kind {
         PrincipalKind::User => (&types.user, &types.user_attrs),
         PrincipalKind::Client => (&types.client, &types.client_attrs),
     };
-    let principal_uid = uid(ty.clone(), &format!("{}/{}", principal.tenant, principal.id));
+    let principal_uid = uid(
+        ty.clone(),
+        &format!("{}/{}", principal.tenant, principal.id),
+    );
     let mut attrs = HashMap::new();
     let declares = |name: &str| declared.as_ref().is_none_or(|d| d.contains_key(name));
     if declares("tenant") {
-        attrs.insert("tenant".to_owned(), RestrictedExpression::new_string(principal.tenant.clone()));
+        attrs.insert(
+            "tenant".to_owned(),
+            RestrictedExpression::new_string(principal.tenant.clone()),
+        );
     }
     for (name, value) in &principal.attributes {
         if declares(name) {
-            attrs.insert(name.clone(), value_to_expr(value, 0).map_err(|e| e.to_string())?);
+            attrs.insert(
+                name.clone(),
+                value_to_expr(value, 0).map_err(|e| e.to_string())?,
+            );
         }
     }
-    let mut parents: HashSet<EntityUid> = principal.roles.iter().map(|r| uid(types.role.clone(), r)).collect();
+    let mut parents: HashSet<EntityUid> = principal
+        .roles
+        .iter()
+        .map(|r| uid(types.role.clone(), r))
+        .collect();
     if let Some(group) = &types.group
         && principal.kind == PrincipalKind::User
     {
@@ -70,26 +90,49 @@ pub(crate) fn principal_entity(bundle: &Bundle, principal: &Principal) -> Result
 }
 
 /// The engine's part of the context, from the token.
-pub(crate) fn token_context(principal: &Principal, now: i64) -> Vec<(String, RestrictedExpression)> {
+pub(crate) fn token_context(
+    principal: &Principal,
+    now: i64,
+) -> Vec<(String, RestrictedExpression)> {
     let mut pairs = Vec::with_capacity(5);
-    pairs.push(("mfa".to_owned(), RestrictedExpression::new_bool(principal.mfa)));
+    pairs.push((
+        "mfa".to_owned(),
+        RestrictedExpression::new_bool(principal.mfa),
+    ));
     if let Some(auth_time) = principal.auth_time {
-        pairs.push(("session_age".to_owned(), RestrictedExpression::new_long(now.saturating_sub(auth_time).max(0))));
+        pairs.push((
+            "session_age".to_owned(),
+            RestrictedExpression::new_long(now.saturating_sub(auth_time).max(0)),
+        ));
     }
     pairs.push((
         "scopes".to_owned(),
-        RestrictedExpression::new_set(principal.scopes.iter().map(|s| RestrictedExpression::new_string(s.clone()))),
+        RestrictedExpression::new_set(
+            principal
+                .scopes
+                .iter()
+                .map(|s| RestrictedExpression::new_string(s.clone())),
+        ),
     ));
-    pairs.push(("token_type".to_owned(), RestrictedExpression::new_string(principal.kind.as_str().to_owned())));
+    pairs.push((
+        "token_type".to_owned(),
+        RestrictedExpression::new_string(principal.kind.as_str().to_owned()),
+    ));
     if let Some(client_id) = &principal.client_id {
-        pairs.push(("client_id".to_owned(), RestrictedExpression::new_string(client_id.clone())));
+        pairs.push((
+            "client_id".to_owned(),
+            RestrictedExpression::new_string(client_id.clone()),
+        ));
     }
     pairs
 }
 
 /// A request-supplied JSON value as a Cedar value. Entity references use `{"__entity": {...}}`
 /// and extension values `{"__extn": {"fn": "ip", "arg": "10.0.0.1"}}`, as in Cedar's JSON.
-pub(crate) fn value_to_expr(value: &Value, depth: usize) -> Result<RestrictedExpression, RequestError> {
+pub(crate) fn value_to_expr(
+    value: &Value,
+    depth: usize,
+) -> Result<RestrictedExpression, RequestError> {
     let bad = |why: &str| RequestError::Context(why.to_owned());
     if depth > MAX_VALUE_DEPTH {
         return Err(bad("value nested too deeply"));
@@ -97,19 +140,36 @@ pub(crate) fn value_to_expr(value: &Value, depth: usize) -> Result<RestrictedExp
     Ok(match value {
         Value::String(s) => RestrictedExpression::new_string(s.clone()),
         Value::Bool(b) => RestrictedExpression::new_bool(*b),
-        Value::Number(n) => RestrictedExpression::new_long(n.as_i64().ok_or_else(|| bad("numbers must be integers"))?),
+        Value::Number(n) => RestrictedExpression::new_long(
+            n.as_i64().ok_or_else(|| bad("numbers must be integers"))?,
+        ),
         Value::Array(items) => RestrictedExpression::new_set(
-            items.iter().map(|v| value_to_expr(v, depth + 1)).collect::<Result<Vec<_>, _>>()?,
+            items
+                .iter()
+                .map(|v| value_to_expr(v, depth + 1))
+                .collect::<Result<Vec<_>, _>>()?,
         ),
         Value::Null => return Err(bad("null is not a Cedar value")),
         Value::Object(map) => {
             if let (Some(entity), 1) = (map.get("__entity"), map.len()) {
-                let ty = entity.get("type").and_then(Value::as_str).ok_or_else(|| bad("`__entity` needs a `type`"))?;
-                let id = entity.get("id").and_then(Value::as_str).ok_or_else(|| bad("`__entity` needs an `id`"))?;
+                let ty = entity
+                    .get("type")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| bad("`__entity` needs a `type`"))?;
+                let id = entity
+                    .get("id")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| bad("`__entity` needs an `id`"))?;
                 RestrictedExpression::new_entity_uid(uid(entity_type(ty)?, id))
             } else if let (Some(extn), 1) = (map.get("__extn"), map.len()) {
-                let func = extn.get("fn").and_then(Value::as_str).ok_or_else(|| bad("`__extn` needs `fn`"))?;
-                let arg = extn.get("arg").and_then(Value::as_str).ok_or_else(|| bad("`__extn` needs a string `arg`"))?;
+                let func = extn
+                    .get("fn")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| bad("`__extn` needs `fn`"))?;
+                let arg = extn
+                    .get("arg")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| bad("`__extn` needs a string `arg`"))?;
                 if !func.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
                     return Err(bad("`__extn` function name is invalid"));
                 }
@@ -117,7 +177,9 @@ pub(crate) fn value_to_expr(value: &Value, depth: usize) -> Result<RestrictedExp
                 RestrictedExpression::from_str(&source).map_err(|e| bad(&e.to_string()))?
             } else {
                 RestrictedExpression::new_record(
-                    map.iter().map(|(k, v)| Ok((k.clone(), value_to_expr(v, depth + 1)?))).collect::<Result<Vec<_>, RequestError>>()?,
+                    map.iter()
+                        .map(|(k, v)| Ok((k.clone(), value_to_expr(v, depth + 1)?)))
+                        .collect::<Result<Vec<_>, RequestError>>()?,
                 )
                 .map_err(|e| bad(&e.to_string()))?
             }
@@ -126,14 +188,22 @@ pub(crate) fn value_to_expr(value: &Value, depth: usize) -> Result<RestrictedExp
 }
 
 /// The resource entity from its reference and request-supplied attributes.
-pub(crate) fn resource_entity(resource_uid: &EntityUid, attrs: &Map<String, Value>) -> Result<Entity, RequestError> {
+pub(crate) fn resource_entity(
+    resource_uid: &EntityUid,
+    attrs: &Map<String, Value>,
+) -> Result<Entity, RequestError> {
     let attrs = attrs
         .iter()
         .map(|(k, v)| Ok((k.clone(), value_to_expr(v, 0)?)))
         .collect::<Result<HashMap<_, _>, RequestError>>()
-        .map_err(|e| RequestError::Entity { reference: resource_uid.to_string(), reason: e.to_string() })?;
-    Entity::new(resource_uid.clone(), attrs, HashSet::new())
-        .map_err(|e| RequestError::Entity { reference: resource_uid.to_string(), reason: e.to_string() })
+        .map_err(|e| RequestError::Entity {
+            reference: resource_uid.to_string(),
+            reason: e.to_string(),
+        })?;
+    Entity::new(resource_uid.clone(), attrs, HashSet::new()).map_err(|e| RequestError::Entity {
+        reference: resource_uid.to_string(),
+        reason: e.to_string(),
+    })
 }
 
 /// The result of evaluating one request.
@@ -165,7 +235,11 @@ pub(crate) fn evaluate(
             .errors()
             .map(|err| {
                 let cedar_policy::AuthorizationError::PolicyEvaluationError(e) = err;
-                DecisionError { code: "policy_evaluation", message: e.to_string(), policy: Some(e.policy_id().to_string()) }
+                DecisionError {
+                    code: "policy_evaluation",
+                    message: e.to_string(),
+                    policy: Some(e.policy_id().to_string()),
+                }
             })
             .collect(),
     })

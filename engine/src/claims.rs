@@ -99,6 +99,79 @@ pub(crate) struct ClaimMapping {
     client_rule: ClientRule,
 }
 
+/// Where an identity provider puts things, in order of preference.
+struct PresetDefaults {
+    subject: &'static [&'static str],
+    roles: Option<&'static str>,
+    groups: Option<&'static str>,
+    scopes: &'static [&'static str],
+    client_id: &'static [&'static str],
+    client_rule: ClientRule,
+}
+
+impl PresetDefaults {
+    const fn of(preset: Preset) -> Self {
+        match preset {
+            Preset::Entra => Self {
+                subject: &["oid", "sub"],
+                roles: Some("roles"),
+                groups: Some("groups"),
+                scopes: &["scp"],
+                client_id: &["azp", "appid"],
+                client_rule: ClientRule::EntraApp,
+            },
+            Preset::Google => Self {
+                subject: &["sub"],
+                roles: None,
+                groups: Some("groups"),
+                scopes: &["scope"],
+                client_id: &["azp"],
+                client_rule: ClientRule::Never,
+            },
+            Preset::Cognito => Self {
+                subject: &["sub"],
+                roles: Some("cognito:groups"),
+                groups: Some("cognito:groups"),
+                scopes: &["scope"],
+                client_id: &["client_id", "aud"],
+                client_rule: ClientRule::CognitoNoUser,
+            },
+            Preset::Auth0 => Self {
+                subject: &["sub"],
+                roles: None,
+                groups: None,
+                scopes: &["scope"],
+                client_id: &["azp", "client_id"],
+                client_rule: ClientRule::Auth0Gty,
+            },
+            Preset::Okta => Self {
+                subject: &["sub"],
+                roles: None,
+                groups: Some("groups"),
+                scopes: &["scp"],
+                client_id: &["cid"],
+                client_rule: ClientRule::SubIsClient,
+            },
+            Preset::Keycloak => Self {
+                subject: &["sub"],
+                roles: Some("realm_access.roles"),
+                groups: Some("groups"),
+                scopes: &["scope"],
+                client_id: &["azp", "client_id"],
+                client_rule: ClientRule::KeycloakServiceAccount,
+            },
+            Preset::Generic => Self {
+                subject: &["sub"],
+                roles: Some("roles"),
+                groups: Some("groups"),
+                scopes: &["scope", "scp"],
+                client_id: &["client_id", "azp"],
+                client_rule: ClientRule::SubIsClient,
+            },
+        }
+    }
+}
+
 fn paths(list: &[&str]) -> Vec<ClaimPath> {
     list.iter().map(|p| ClaimPath::from(*p)).collect()
 }
@@ -106,34 +179,13 @@ fn paths(list: &[&str]) -> Vec<ClaimPath> {
 impl ClaimMapping {
     /// Combine a preset with explicit overrides; checks attribute names against the schema.
     pub(crate) fn resolve(config: &ClaimsConfig, types: &PrincipalTypes) -> Result<Self, String> {
-        let (subject, roles, groups, scopes, client_id, client_rule): (&[&str], Option<&str>, Option<&str>, &[&str], &[&str], ClientRule) =
-            match config.preset {
-                Preset::Entra => (&["oid", "sub"], Some("roles"), Some("groups"), &["scp"], &["azp", "appid"], ClientRule::EntraApp),
-                Preset::Google => (&["sub"], None, Some("groups"), &["scope"], &["azp"], ClientRule::Never),
-                Preset::Cognito => (
-                    &["sub"],
-                    Some("cognito:groups"),
-                    Some("cognito:groups"),
-                    &["scope"],
-                    &["client_id", "aud"],
-                    ClientRule::CognitoNoUser,
-                ),
-                Preset::Auth0 => (&["sub"], None, None, &["scope"], &["azp", "client_id"], ClientRule::Auth0Gty),
-                Preset::Okta => (&["sub"], None, Some("groups"), &["scp"], &["cid"], ClientRule::SubIsClient),
-                Preset::Keycloak => (
-                    &["sub"],
-                    Some("realm_access.roles"),
-                    Some("groups"),
-                    &["scope"],
-                    &["azp", "client_id"],
-                    ClientRule::KeycloakServiceAccount,
-                ),
-                Preset::Generic => (&["sub"], Some("roles"), Some("groups"), &["scope", "scp"], &["client_id", "azp"], ClientRule::SubIsClient),
-            };
+        let d = PresetDefaults::of(config.preset);
         let mut attributes = Vec::new();
         for (name, path) in &config.attributes {
             if name == "tenant" {
-                return Err("attribute `tenant` is reserved: it is always the verifying tenant".into());
+                return Err(
+                    "attribute `tenant` is reserved: it is always the verifying tenant".into(),
+                );
             }
             if !path.is_valid() {
                 return Err(format!("claim path for attribute `{name}` is empty"));
@@ -169,16 +221,34 @@ impl ClaimMapping {
             }
         }
         Ok(Self {
-            subject: config.subject.clone().map_or_else(|| paths(subject), |p| vec![p]),
-            roles: config.roles.clone().or_else(|| roles.map(ClaimPath::from)),
-            groups: config.groups.clone().or_else(|| groups.map(ClaimPath::from)),
-            scopes: config.scopes.clone().map_or_else(|| paths(scopes), |p| vec![p]),
-            client_id: config.client_id.clone().map_or_else(|| paths(client_id), |p| vec![p]),
+            subject: config
+                .subject
+                .clone()
+                .map_or_else(|| paths(d.subject), |p| vec![p]),
+            roles: config
+                .roles
+                .clone()
+                .or_else(|| d.roles.map(ClaimPath::from)),
+            groups: config
+                .groups
+                .clone()
+                .or_else(|| d.groups.map(ClaimPath::from)),
+            scopes: config
+                .scopes
+                .clone()
+                .map_or_else(|| paths(d.scopes), |p| vec![p]),
+            client_id: config
+                .client_id
+                .clone()
+                .map_or_else(|| paths(d.client_id), |p| vec![p]),
             attributes,
-            mfa_amr: config.mfa_amr.clone().unwrap_or_else(|| vec!["mfa".into(), "otp".into(), "hwk".into()]),
+            mfa_amr: config
+                .mfa_amr
+                .clone()
+                .unwrap_or_else(|| vec!["mfa".into(), "otp".into(), "hwk".into()]),
             mfa_acr: config.mfa_acr.clone(),
             role_map: config.role_map.clone(),
-            client_rule,
+            client_rule: d.client_rule,
         })
     }
 
@@ -193,18 +263,28 @@ impl ClaimMapping {
     ) -> Result<Principal, &'static str> {
         let mut ignored = Vec::new();
         let first_string = |list: &[ClaimPath]| {
-            list.iter().find_map(|p| p.lookup(claims).and_then(Value::as_str)).filter(|s| !s.is_empty()).map(str::to_owned)
+            list.iter()
+                .find_map(|p| p.lookup(claims).and_then(Value::as_str))
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
         };
         let subject = first_string(&self.subject);
         let client_id = first_string(&self.client_id);
         let kind = match self.client_rule {
             ClientRule::Never => PrincipalKind::User,
-            ClientRule::EntraApp => kind_if(claims.get("idtyp").and_then(Value::as_str) == Some("app")),
+            ClientRule::EntraApp => {
+                kind_if(claims.get("idtyp").and_then(Value::as_str) == Some("app"))
+            }
             ClientRule::CognitoNoUser => kind_if(
-                claims.get("token_use").and_then(Value::as_str) == Some("access") && !claims.contains_key("username"),
+                claims.get("token_use").and_then(Value::as_str) == Some("access")
+                    && !claims.contains_key("username"),
             ),
-            ClientRule::Auth0Gty => kind_if(claims.get("gty").and_then(Value::as_str) == Some("client-credentials")),
-            ClientRule::SubIsClient => kind_if(client_id.is_some() && (subject.is_none() || subject == client_id)),
+            ClientRule::Auth0Gty => {
+                kind_if(claims.get("gty").and_then(Value::as_str) == Some("client-credentials"))
+            }
+            ClientRule::SubIsClient => {
+                kind_if(client_id.is_some() && (subject.is_none() || subject == client_id))
+            }
             ClientRule::KeycloakServiceAccount => kind_if(
                 claims
                     .get("preferred_username")
@@ -216,7 +296,11 @@ impl ClaimMapping {
             PrincipalKind::User => subject.ok_or("sub")?,
             PrincipalKind::Client => client_id.clone().ok_or("client_id")?,
         };
-        let mut roles = self.roles.as_ref().map(|p| string_array(claims, p, "roles", &mut ignored)).unwrap_or_default();
+        let mut roles = self
+            .roles
+            .as_ref()
+            .map(|p| string_array(claims, p, "roles", &mut ignored))
+            .unwrap_or_default();
         for role in &mut roles {
             if let Some(mapped) = self.role_map.get(role) {
                 role.clone_from(mapped);
@@ -224,11 +308,22 @@ impl ClaimMapping {
         }
         roles.sort();
         roles.dedup();
-        let groups = self.groups.as_ref().map(|p| string_array(claims, p, "groups", &mut ignored)).unwrap_or_default();
-        let scopes = self.scopes.iter().find(|p| p.lookup(claims).is_some()).map(|p| scope_list(claims, p, &mut ignored)).unwrap_or_default();
+        let groups = self
+            .groups
+            .as_ref()
+            .map(|p| string_array(claims, p, "groups", &mut ignored))
+            .unwrap_or_default();
+        let scopes = self
+            .scopes
+            .iter()
+            .find(|p| p.lookup(claims).is_some())
+            .map(|p| scope_list(claims, p, &mut ignored))
+            .unwrap_or_default();
         let mut attributes = BTreeMap::new();
         for (name, path, ty) in &self.attributes {
-            let Some(value) = path.lookup(claims) else { continue };
+            let Some(value) = path.lookup(claims) else {
+                continue;
+            };
             if conforms(value, *ty) {
                 attributes.insert(name.clone(), value.clone());
             } else {
@@ -236,14 +331,20 @@ impl ClaimMapping {
             }
         }
         let amr_mfa = match claims.get("amr") {
-            Some(Value::Array(values)) => values.iter().filter_map(Value::as_str).any(|v| self.mfa_amr.iter().any(|m| m == v)),
+            Some(Value::Array(values)) => values
+                .iter()
+                .filter_map(Value::as_str)
+                .any(|v| self.mfa_amr.iter().any(|m| m == v)),
             Some(_) => {
                 ignored.push("amr".into());
                 false
             }
             None => false,
         };
-        let acr_mfa = claims.get("acr").and_then(Value::as_str).is_some_and(|acr| self.mfa_acr.iter().any(|m| m == acr));
+        let acr_mfa = claims
+            .get("acr")
+            .and_then(Value::as_str)
+            .is_some_and(|acr| self.mfa_acr.iter().any(|m| m == acr));
         let auth_time = match claims.get("auth_time") {
             Some(value) => match value.as_i64() {
                 Some(t) => Some(t),
@@ -278,7 +379,11 @@ impl ClaimMapping {
 }
 
 fn kind_if(client: bool) -> PrincipalKind {
-    if client { PrincipalKind::Client } else { PrincipalKind::User }
+    if client {
+        PrincipalKind::Client
+    } else {
+        PrincipalKind::User
+    }
 }
 
 fn bounded(value: &str) -> bool {
@@ -286,13 +391,23 @@ fn bounded(value: &str) -> bool {
 }
 
 /// An array of strings, or nothing (with a note) if the claim is anything else.
-fn string_array(claims: &Map<String, Value>, path: &ClaimPath, what: &str, ignored: &mut Vec<String>) -> Vec<String> {
+fn string_array(
+    claims: &Map<String, Value>,
+    path: &ClaimPath,
+    what: &str,
+    ignored: &mut Vec<String>,
+) -> Vec<String> {
     match path.lookup(claims) {
         None => Vec::new(),
         Some(Value::Array(values))
-            if values.len() <= MAX_VALUES && values.iter().all(|v| v.as_str().is_some_and(bounded)) =>
+            if values.len() <= MAX_VALUES
+                && values.iter().all(|v| v.as_str().is_some_and(bounded)) =>
         {
-            values.iter().filter_map(Value::as_str).map(str::to_owned).collect()
+            values
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
         }
         Some(_) => {
             ignored.push(what.to_owned());
@@ -302,10 +417,18 @@ fn string_array(claims: &Map<String, Value>, path: &ClaimPath, what: &str, ignor
 }
 
 /// Scopes: a space-delimited string (RFC 8693 `scope`) or an array of strings (`scp`).
-fn scope_list(claims: &Map<String, Value>, path: &ClaimPath, ignored: &mut Vec<String>) -> Vec<String> {
+fn scope_list(
+    claims: &Map<String, Value>,
+    path: &ClaimPath,
+    ignored: &mut Vec<String>,
+) -> Vec<String> {
     match path.lookup(claims) {
         Some(Value::String(text)) => {
-            let scopes: Vec<String> = text.split(' ').filter(|s| !s.is_empty()).map(str::to_owned).collect();
+            let scopes: Vec<String> = text
+                .split(' ')
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect();
             if scopes.len() <= MAX_VALUES && scopes.iter().all(|s| bounded(s)) {
                 scopes
             } else {
@@ -322,11 +445,166 @@ fn conforms(value: &Value, ty: AttrType) -> bool {
         AttrType::String => value.as_str().is_some_and(|s| s.len() <= MAX_VALUE_LEN),
         AttrType::Long => value.is_i64(),
         AttrType::Bool => value.is_boolean(),
-        AttrType::StringSet => value
-            .as_array()
-            .is_some_and(|a| a.len() <= MAX_VALUES && a.iter().all(|v| v.as_str().is_some_and(bounded))),
+        AttrType::StringSet => value.as_array().is_some_and(|a| {
+            a.len() <= MAX_VALUES && a.iter().all(|v| v.as_str().is_some_and(bounded))
+        }),
         // Without a schema, only simple values; with one, types the engine cannot build are refused at load.
         AttrType::Other => matches!(value, Value::String(_) | Value::Bool(_)) || value.is_i64(),
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cedar_policy::EntityTypeName;
+    use serde_json::json;
+    use std::str::FromStr;
+
+    fn types() -> PrincipalTypes {
+        let ty = |n: &str| EntityTypeName::from_str(n).unwrap();
+        let mut attrs = BTreeMap::new();
+        attrs.insert("department".to_owned(), (AttrType::String, false));
+        PrincipalTypes {
+            user: ty("User"),
+            client: ty("Client"),
+            role: ty("Role"),
+            group: Some(ty("Group")),
+            user_attrs: Some(attrs),
+            client_attrs: None,
+        }
+    }
+
+    fn map(config: ClaimsConfig, claims: Value) -> Result<Principal, &'static str> {
+        let mapping = ClaimMapping::resolve(&config, &types()).unwrap();
+        mapping.map(
+            claims.as_object().unwrap(),
+            "t",
+            "https://iss",
+            "User",
+            "Client",
+        )
+    }
+
+    fn preset(preset: Preset) -> ClaimsConfig {
+        ClaimsConfig {
+            preset,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn cognito_groups_scopes_and_client_credentials() {
+        let user = map(
+            preset(Preset::Cognito),
+            json!({"sub": "u1", "username": "ann", "token_use": "access", "cognito:groups": ["Auditor"], "scope": "a b"}),
+        )
+        .unwrap();
+        assert_eq!(
+            (user.kind, user.roles.clone(), user.scopes.clone()),
+            (
+                PrincipalKind::User,
+                vec!["Auditor".to_owned()],
+                vec!["a".to_owned(), "b".to_owned()]
+            )
+        );
+        let client = map(
+            preset(Preset::Cognito),
+            json!({"sub": "c1", "client_id": "c1", "token_use": "access", "scope": "x"}),
+        )
+        .unwrap();
+        assert_eq!(
+            (client.kind, client.id.as_str()),
+            (PrincipalKind::Client, "c1")
+        );
+        assert_eq!(client.entity, "Client::\"t/c1\"");
+    }
+
+    #[test]
+    fn entra_uses_oid_and_detects_app_tokens() {
+        let user = map(
+            preset(Preset::Entra),
+            json!({"sub": "pairwise", "oid": "obj-1", "scp": "User.Read", "amr": ["mfa"]}),
+        )
+        .unwrap();
+        assert_eq!((user.id.as_str(), user.mfa), ("obj-1", true));
+        let app = map(
+            preset(Preset::Entra),
+            json!({"oid": "sp-1", "azp": "app-1", "idtyp": "app", "roles": ["Partner"]}),
+        )
+        .unwrap();
+        assert_eq!(
+            (app.kind, app.id.as_str(), app.roles.clone()),
+            (PrincipalKind::Client, "app-1", vec!["Partner".to_owned()])
+        );
+    }
+
+    #[test]
+    fn google_has_no_roles_by_default() {
+        let user = map(
+            preset(Preset::Google),
+            json!({"sub": "1234", "hd": "acme.com", "roles": ["TenantAdmin"]}),
+        )
+        .unwrap();
+        assert!(
+            user.roles.is_empty(),
+            "google tokens carry no role claim; `roles` must be configured explicitly"
+        );
+    }
+
+    #[test]
+    fn malformed_claims_are_ignored_and_noted() {
+        let user = map(
+            preset(Preset::Generic),
+            json!({"sub": "u", "roles": "Admin", "groups": [1], "amr": "mfa", "auth_time": "yesterday", "department": 7}),
+        );
+        let user = user.unwrap();
+        assert!(
+            user.roles.is_empty()
+                && user.groups.is_empty()
+                && !user.mfa
+                && user.auth_time.is_none()
+        );
+        assert_eq!(user.ignored_claims, ["roles", "groups", "amr", "auth_time"]);
+    }
+
+    #[test]
+    fn overrides_and_role_map() {
+        let mut config = preset(Preset::Auth0);
+        config.roles = Some(ClaimPath::Keys(vec!["https://x.example/roles".into()]));
+        config
+            .attributes
+            .insert("department".into(), ClaimPath::Dotted("org.dept".into()));
+        config
+            .role_map
+            .insert("finance-analyst".into(), "FinanceAnalyst".into());
+        let user = map(config, json!({"sub": "auth0|1", "https://x.example/roles": ["finance-analyst"], "org": {"dept": "fin"}})).unwrap();
+        assert_eq!(user.roles, ["FinanceAnalyst"]);
+        assert_eq!(user.attributes["department"], json!("fin"));
+    }
+
+    #[test]
+    fn unknown_or_reserved_attributes_are_load_errors() {
+        let mut config = preset(Preset::Generic);
+        config.attributes.insert("salary".into(), "salary".into());
+        assert!(
+            ClaimMapping::resolve(&config, &types())
+                .unwrap_err()
+                .contains("unknown claim mapping")
+        );
+        let mut config = preset(Preset::Generic);
+        config.attributes.insert("tenant".into(), "tid".into());
+        assert!(
+            ClaimMapping::resolve(&config, &types())
+                .unwrap_err()
+                .contains("reserved")
+        );
+    }
+
+    #[test]
+    fn user_without_subject_is_refused() {
+        assert_eq!(
+            map(preset(Preset::Keycloak), json!({"azp": "web"})).unwrap_err(),
+            "sub"
+        );
+    }
+}

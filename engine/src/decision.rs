@@ -83,7 +83,11 @@ pub struct DecisionError {
 
 impl From<ErrorInfo> for DecisionError {
     fn from(info: ErrorInfo) -> Self {
-        Self { code: info.code, message: info.message, policy: None }
+        Self {
+            code: info.code,
+            message: info.message,
+            policy: None,
+        }
     }
 }
 

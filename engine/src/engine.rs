@@ -5,7 +5,9 @@ use crate::cache::TokenCache;
 use crate::cedar_glue::{self, RESERVED_CONTEXT_KEYS};
 use crate::claims::Principal;
 use crate::crypto::SignatureVerifier;
-use crate::decision::{Decision, DecisionError, Outcome, PrincipalSummary, RequestSummary, TokenIdentity};
+use crate::decision::{
+    Decision, DecisionError, Outcome, PrincipalSummary, RequestSummary, TokenIdentity,
+};
 use crate::error::{KeyError, RequestError, TokenError, sanitize};
 use crate::keys::{Algorithm, KeySet, VerificationKey};
 use crate::token::{self, TokenTimes};
@@ -34,7 +36,11 @@ pub struct ResourceRef {
 impl ResourceRef {
     /// A resource with no attributes.
     pub fn new(entity_type: impl Into<String>, id: impl Into<String>) -> Self {
-        Self { entity_type: entity_type.into(), id: id.into(), attrs: Map::new() }
+        Self {
+            entity_type: entity_type.into(),
+            id: id.into(),
+            attrs: Map::new(),
+        }
     }
 
     /// `Type::"id"`.
@@ -131,7 +137,10 @@ pub struct EngineOptions {
 #[cfg(feature = "rust-crypto")]
 impl Default for EngineOptions {
     fn default() -> Self {
-        Self { verifier: Arc::new(crate::crypto::RustCryptoVerifier), decision_id_seed: 0 }
+        Self {
+            verifier: Arc::new(crate::crypto::RustCryptoVerifier),
+            decision_id_seed: 0,
+        }
     }
 }
 
@@ -147,7 +156,9 @@ pub struct Engine {
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine").field("revision", &self.bundle.revision()).finish_non_exhaustive()
+        f.debug_struct("Engine")
+            .field("revision", &self.bundle.revision())
+            .finish_non_exhaustive()
     }
 }
 
@@ -183,7 +194,10 @@ impl Engine {
 
     /// Issuers whose keys the host must fetch, and whether each has keys yet.
     pub fn remote_issuers(&self) -> Vec<(String, KeySource, bool)> {
-        let keys = self.remote_keys.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let keys = self
+            .remote_keys
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         self.bundle
             .remote_issuers()
             .into_iter()
@@ -200,13 +214,23 @@ impl Engine {
     /// # Errors
     /// An unknown issuer, or a JWK set with no usable key; the previous keys stay.
     pub fn set_issuer_keys(&self, issuer: &str, jwks: &Value) -> Result<usize, KeyError> {
-        let entries = self.bundle.issuers.get(issuer).ok_or_else(|| KeyError::UnknownIssuer(sanitize(issuer, 120)))?;
-        let mut algorithms: Vec<Algorithm> = entries.iter().flat_map(|e| e.algorithms.iter().copied()).collect();
+        let entries = self
+            .bundle
+            .issuers
+            .get(issuer)
+            .ok_or_else(|| KeyError::UnknownIssuer(sanitize(issuer, 120)))?;
+        let mut algorithms: Vec<Algorithm> = entries
+            .iter()
+            .flat_map(|e| e.algorithms.iter().copied())
+            .collect();
         algorithms.sort();
         algorithms.dedup();
         let (keys, _notes) = KeySet::from_jwks(jwks, &algorithms).map_err(KeyError::InvalidJwks)?;
         let count = keys.keys().len();
-        self.remote_keys.write().unwrap_or_else(std::sync::PoisonError::into_inner).insert(issuer.to_owned(), keys);
+        self.remote_keys
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(issuer.to_owned(), keys);
         self.cache.clear();
         Ok(count)
     }
@@ -219,7 +243,8 @@ impl Engine {
     fn next_decision_id(&self) -> String {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         // splitmix64 of seed ^ counter: unique per (seed, counter), not guessable from a count.
-        let mut z = (self.seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15)).wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z =
+            (self.seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15)).wrapping_add(0x9E37_79B9_7F4A_7C15);
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^= z >> 31;
@@ -240,7 +265,12 @@ impl Engine {
             TokenStep::NeedsSignature(pending) => {
                 let ok = self
                     .verifier
-                    .verify(pending.algorithm, &pending.key, &pending.signing_input, &pending.signature)
+                    .verify(
+                        pending.algorithm,
+                        &pending.key,
+                        &pending.signing_input,
+                        &pending.signature,
+                    )
                     .map_err(TokenError::Crypto)?;
                 self.finish(*pending, ok, now)
             }
@@ -256,7 +286,10 @@ impl Engine {
     pub fn begin_token(&self, token: &str, now: i64) -> Result<TokenStep, TokenError> {
         let max_bytes = self.bundle.compiled().settings.tokens.max_bytes;
         if token.len() > max_bytes {
-            return Err(TokenError::TooLarge { size: token.len(), limit: max_bytes });
+            return Err(TokenError::TooLarge {
+                size: token.len(),
+                limit: max_bytes,
+            });
         }
         if let Some(hit) = self.cache.get(token, now) {
             hit.times.check(now)?;
@@ -267,7 +300,11 @@ impl Engine {
             Some(Value::String(iss)) => iss,
             _ => return Err(TokenError::UntrustedIssuer),
         };
-        let entries = self.bundle.issuers.get(issuer).ok_or(TokenError::UntrustedIssuer)?;
+        let entries = self
+            .bundle
+            .issuers
+            .get(issuer)
+            .ok_or(TokenError::UntrustedIssuer)?;
         let entry = token::select_entry(entries, &parsed.claims)?;
         token::check_header(&parsed, entry)?;
         let times = token::check_claims(&parsed.claims, entry, now)?;
@@ -289,11 +326,22 @@ impl Engine {
     ///
     /// # Errors
     /// A bad signature, or claims that do not form a principal.
-    pub fn finish_token(&self, pending: PendingSignature, signature_ok: bool, now: i64) -> Result<Principal, TokenError> {
-        self.finish(pending, signature_ok, now).map(|v| v.principal.clone())
+    pub fn finish_token(
+        &self,
+        pending: PendingSignature,
+        signature_ok: bool,
+        now: i64,
+    ) -> Result<Principal, TokenError> {
+        self.finish(pending, signature_ok, now)
+            .map(|v| v.principal.clone())
     }
 
-    fn finish(&self, pending: PendingSignature, signature_ok: bool, now: i64) -> Result<Arc<VerifiedToken>, TokenError> {
+    fn finish(
+        &self,
+        pending: PendingSignature,
+        signature_ok: bool,
+        now: i64,
+    ) -> Result<Arc<VerifiedToken>, TokenError> {
         if !signature_ok {
             return Err(TokenError::BadSignature);
         }
@@ -306,29 +354,56 @@ impl Engine {
         let types = &self.bundle.compiled().settings.entity_types;
         let principal = entry
             .mapping
-            .map(&pending.claims, &entry.tenant, &entry.issuer, &types.user, &types.client)
+            .map(
+                &pending.claims,
+                &entry.tenant,
+                &entry.issuer,
+                &types.user,
+                &types.client,
+            )
             .map_err(TokenError::BadClaim)?;
-        let (uid, entity) =
-            cedar_glue::principal_entity(&self.bundle, &principal).map_err(|_| TokenError::BadClaim("attributes"))?;
+        let (uid, entity) = cedar_glue::principal_entity(&self.bundle, &principal)
+            .map_err(|_| TokenError::BadClaim("attributes"))?;
         let digest = Sha256::digest(pending.token.as_bytes());
         let fingerprint: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
         let identity = TokenIdentity {
             fingerprint: Some(fingerprint),
-            jti: pending.claims.get("jti").and_then(Value::as_str).map(|j| sanitize(j, 128)),
+            jti: pending
+                .claims
+                .get("jti")
+                .and_then(Value::as_str)
+                .map(|j| sanitize(j, 128)),
             issuer: Some(entry.issuer.clone()),
         };
-        let verified = Arc::new(VerifiedToken { principal, uid, entity, times: pending.times, identity });
+        let verified = Arc::new(VerifiedToken {
+            principal,
+            uid,
+            entity,
+            times: pending.times,
+            identity,
+        });
         let expires_at = pending.times.exp.saturating_add(pending.times.skew);
-        self.cache.insert(&pending.token, Arc::clone(&verified), expires_at, now);
+        self.cache
+            .insert(&pending.token, Arc::clone(&verified), expires_at, now);
         Ok(verified)
     }
 
-    fn key_for(&self, entry: &IssuerEntry, alg: Algorithm, kid: Option<&str>) -> Result<VerificationKey, TokenError> {
+    fn key_for(
+        &self,
+        entry: &IssuerEntry,
+        alg: Algorithm,
+        kid: Option<&str>,
+    ) -> Result<VerificationKey, TokenError> {
         match &entry.inline_keys {
             Some(keys) => token::select_key(keys, alg, kid).cloned(),
             None => {
-                let remote = self.remote_keys.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-                let keys = remote.get(&entry.issuer).ok_or(TokenError::KeysUnavailable)?;
+                let remote = self
+                    .remote_keys
+                    .read()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let keys = remote
+                    .get(&entry.issuer)
+                    .ok_or(TokenError::KeysUnavailable)?;
                 token::select_key(keys, alg, kid).cloned()
             }
         }
@@ -336,21 +411,52 @@ impl Engine {
 
     /// Decide a request that carries a token, at unix time `now`.
     pub fn decide(&self, request: &DecisionRequest, now: i64) -> Decision {
-        let summary = RequestSummary { action: request.action.clone(), resource: request.resource.display() };
+        let summary = RequestSummary {
+            action: request.action.clone(),
+            resource: request.resource.display(),
+        };
         let token = request.token.as_deref().unwrap_or("");
         let verified = match self.verified(token, now) {
             Ok(v) => v,
             Err(err) => {
-                return self.decision(Outcome::Unauthenticated, summary, Vec::new(), vec![err.info().into()], None, TokenIdentity::default(), now);
+                return self.decision(
+                    Outcome::Unauthenticated,
+                    summary,
+                    Vec::new(),
+                    vec![err.info().into()],
+                    None,
+                    TokenIdentity::default(),
+                    now,
+                );
             }
         };
         let principal = Some(PrincipalSummary::from_principal(&verified.principal));
         match self.evaluate_token_request(&verified, request, now) {
             Ok(eval) => {
-                let outcome = if eval.allowed { Outcome::Allow } else { Outcome::Deny };
-                self.decision(outcome, summary, eval.reasons, eval.errors, principal, verified.identity.clone(), now)
+                let outcome = if eval.allowed {
+                    Outcome::Allow
+                } else {
+                    Outcome::Deny
+                };
+                self.decision(
+                    outcome,
+                    summary,
+                    eval.reasons,
+                    eval.errors,
+                    principal,
+                    verified.identity.clone(),
+                    now,
+                )
             }
-            Err(err) => self.decision(Outcome::Deny, summary, Vec::new(), vec![err.info().into()], principal, verified.identity.clone(), now),
+            Err(err) => self.decision(
+                Outcome::Deny,
+                summary,
+                Vec::new(),
+                vec![err.info().into()],
+                principal,
+                verified.identity.clone(),
+                now,
+            ),
         }
     }
 
@@ -361,11 +467,17 @@ impl Engine {
         now: i64,
     ) -> Result<cedar_glue::Evaluation, RequestError> {
         let action = cedar_glue::action_uid(&request.action)?;
-        let resource_uid = cedar_glue::uid(cedar_glue::entity_type(&request.resource.entity_type)?, &request.resource.id);
+        let resource_uid = cedar_glue::uid(
+            cedar_glue::entity_type(&request.resource.entity_type)?,
+            &request.resource.id,
+        );
         let mut context = cedar_glue::token_context(&verified.principal, now);
         for (key, value) in &request.context {
             if RESERVED_CONTEXT_KEYS.contains(&key.as_str()) {
-                return Err(RequestError::Context(format!("`{}` is set by the engine from the token", sanitize(key, 40))));
+                return Err(RequestError::Context(format!(
+                    "`{}` is set by the engine from the token",
+                    sanitize(key, 40)
+                )));
             }
             context.push((key.clone(), cedar_glue::value_to_expr(value, 0)?));
         }
@@ -374,18 +486,32 @@ impl Engine {
         // The principal's own entity and the bundle's static entities are authoritative: a
         // request cannot redefine them through resource attributes.
         if resource_uid != verified.uid && !self.bundle.static_uids.contains(&resource_uid) {
-            entities.push(cedar_glue::resource_entity(&resource_uid, &request.resource.attrs)?);
+            entities.push(cedar_glue::resource_entity(
+                &resource_uid,
+                &request.resource.attrs,
+            )?);
         }
         entities.extend(self.bundle.static_entities.iter().cloned());
         let store = Entities::from_entities(entities, self.bundle.schema.as_ref())
             .map_err(|e| RequestError::Schema(e.to_string()))?;
         let policies = self.bundle.policies_for(Some(&verified.principal.tenant));
-        cedar_glue::evaluate(&self.bundle, policies, verified.uid.clone(), action, resource_uid, context, &store)
+        cedar_glue::evaluate(
+            &self.bundle,
+            policies,
+            verified.uid.clone(),
+            action,
+            resource_uid,
+            context,
+            &store,
+        )
     }
 
     /// Decide for an explicit, already-authenticated principal (no token).
     pub fn decide_trusted(&self, request: &TrustedRequest, now: i64) -> Decision {
-        let summary = RequestSummary { action: request.action.clone(), resource: request.resource.display() };
+        let summary = RequestSummary {
+            action: request.action.clone(),
+            resource: request.resource.display(),
+        };
         let principal = Some(PrincipalSummary {
             tenant: request.tenant.clone().unwrap_or_default(),
             kind: crate::claims::PrincipalKind::User,
@@ -396,29 +522,61 @@ impl Engine {
         });
         match self.evaluate_trusted(request) {
             Ok(eval) => {
-                let outcome = if eval.allowed { Outcome::Allow } else { Outcome::Deny };
-                self.decision(outcome, summary, eval.reasons, eval.errors, principal, TokenIdentity::default(), now)
+                let outcome = if eval.allowed {
+                    Outcome::Allow
+                } else {
+                    Outcome::Deny
+                };
+                self.decision(
+                    outcome,
+                    summary,
+                    eval.reasons,
+                    eval.errors,
+                    principal,
+                    TokenIdentity::default(),
+                    now,
+                )
             }
-            Err(err) => self.decision(Outcome::Deny, summary, Vec::new(), vec![err.info().into()], principal, TokenIdentity::default(), now),
+            Err(err) => self.decision(
+                Outcome::Deny,
+                summary,
+                Vec::new(),
+                vec![err.info().into()],
+                principal,
+                TokenIdentity::default(),
+                now,
+            ),
         }
     }
 
-    fn evaluate_trusted(&self, request: &TrustedRequest) -> Result<cedar_glue::Evaluation, RequestError> {
+    fn evaluate_trusted(
+        &self,
+        request: &TrustedRequest,
+    ) -> Result<cedar_glue::Evaluation, RequestError> {
         if let Some(tenant) = &request.tenant
             && !self.bundle.compiled().tenants.contains_key(tenant)
         {
             return Err(RequestError::UnknownTenant(sanitize(tenant, 64)));
         }
-        let principal = cedar_glue::uid(cedar_glue::entity_type(&request.principal.entity_type)?, &request.principal.id);
+        let principal = cedar_glue::uid(
+            cedar_glue::entity_type(&request.principal.entity_type)?,
+            &request.principal.id,
+        );
         let action = cedar_glue::action_uid(&request.action)?;
-        let resource = cedar_glue::uid(cedar_glue::entity_type(&request.resource.entity_type)?, &request.resource.id);
+        let resource = cedar_glue::uid(
+            cedar_glue::entity_type(&request.resource.entity_type)?,
+            &request.resource.id,
+        );
         let context: Vec<(String, RestrictedExpression)> = match &self.bundle.schema {
             // With a schema, Cedar's own JSON parser applies the action's context types
             // (implicit entity and extension values), exactly as Cedar's reference harness does.
-            Some(schema) => cedar_policy::Context::from_json_value(Value::Object(request.context.clone()), Some((schema, &action)))
-                .map_err(|e| RequestError::Context(e.to_string()))?
-                .into_iter()
-                .collect(),
+            Some(schema) => cedar_policy::Context::from_json_value(
+                Value::Object(request.context.clone()),
+                Some((schema, &action)),
+            )
+            .map_err(|e| RequestError::Context(e.to_string()))?
+            .into_iter()
+            .collect(),
             None => request
                 .context
                 .iter()
@@ -428,13 +586,28 @@ impl Engine {
         let mut entities: Vec<Entity> = self.bundle.static_entities.clone();
         if let Some(extra) = &request.entities {
             let parsed = Entities::from_json_value(extra.clone(), self.bundle.schema.as_ref())
-                .map_err(|e| RequestError::Entity { reference: "entities".into(), reason: e.to_string() })?;
-            entities.extend(parsed.into_iter().filter(|e| !self.bundle.is_schema_action(&e.uid())));
+                .map_err(|e| RequestError::Entity {
+                    reference: "entities".into(),
+                    reason: e.to_string(),
+                })?;
+            entities.extend(
+                parsed
+                    .into_iter()
+                    .filter(|e| !self.bundle.is_schema_action(&e.uid())),
+            );
         }
         let store = Entities::from_entities(entities, self.bundle.schema.as_ref())
             .map_err(|e| RequestError::Schema(e.to_string()))?;
         let policies = self.bundle.policies_for(request.tenant.as_deref());
-        cedar_glue::evaluate(&self.bundle, policies, principal, action, resource, context, &store)
+        cedar_glue::evaluate(
+            &self.bundle,
+            policies,
+            principal,
+            action,
+            resource,
+            context,
+            &store,
+        )
     }
 
     #[allow(clippy::too_many_arguments)]

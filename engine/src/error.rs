@@ -36,7 +36,11 @@ pub struct SourceLocation {
 impl SourceLocation {
     /// A location naming only a file.
     pub fn file(file: impl Into<String>) -> Self {
-        Self { file: file.into(), line: None, column: None }
+        Self {
+            file: file.into(),
+            line: None,
+            column: None,
+        }
     }
 
     /// A location at a byte offset of `source`, converted to line and column.
@@ -47,7 +51,11 @@ impl SourceLocation {
         let column = before.rfind('\n').map_or(before.chars().count(), |nl| {
             before.get(nl + 1..).map_or(0, |rest| rest.chars().count())
         }) + 1;
-        Self { file: file.into(), line: Some(line), column: Some(column) }
+        Self {
+            file: file.into(),
+            line: Some(line),
+            column: Some(column),
+        }
     }
 }
 
@@ -81,7 +89,12 @@ pub struct BundleProblem {
 
 impl BundleProblem {
     pub(crate) fn new(code: &'static str, message: impl Into<String>) -> Self {
-        Self { code, location: None, message: message.into(), help: None }
+        Self {
+            code,
+            location: None,
+            message: message.into(),
+            help: None,
+        }
     }
 
     pub(crate) fn at(mut self, location: SourceLocation) -> Self {
@@ -133,7 +146,9 @@ fn render_problems(problems: &[BundleProblem]) -> String {
 
 impl BundleError {
     pub(crate) fn one(problem: BundleProblem) -> Self {
-        Self { problems: vec![problem] }
+        Self {
+            problems: vec![problem],
+        }
     }
 
     /// The edge shape of this error.
@@ -254,7 +269,11 @@ impl TokenError {
             Self::Missing => Some("send `Authorization: Bearer <token>`".to_owned()),
             _ => None,
         };
-        ErrorInfo { code: self.code(), message: self.to_string(), help }
+        ErrorInfo {
+            code: self.code(),
+            message: self.to_string(),
+            help,
+        }
     }
 }
 
@@ -298,7 +317,11 @@ impl RequestError {
 
     /// The edge shape of this error.
     pub fn info(&self) -> ErrorInfo {
-        ErrorInfo { code: self.code(), message: self.to_string(), help: None }
+        ErrorInfo {
+            code: self.code(),
+            message: self.to_string(),
+            help: None,
+        }
     }
 }
 
@@ -321,14 +344,17 @@ impl KeyError {
             Self::UnknownIssuer(_) => "keys_unknown_issuer",
             Self::InvalidJwks(_) => "keys_invalid",
         };
-        ErrorInfo { code, message: self.to_string(), help: None }
+        ErrorInfo {
+            code,
+            message: self.to_string(),
+            help: None,
+        }
     }
 }
 
 /// Shorten user-controlled text before it goes into a message, and strip control characters.
 pub(crate) fn sanitize(text: &str, max: usize) -> String {
-    let mut out: String =
-        text.chars().filter(|c| !c.is_control()).take(max).collect();
+    let mut out: String = text.chars().filter(|c| !c.is_control()).take(max).collect();
     if text.chars().count() > max {
         out.push('…');
     }

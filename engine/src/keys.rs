@@ -241,13 +241,19 @@ impl KeySet {
     /// Keys for other purposes (`use: enc`), of unsupported types, or whose `alg` is outside
     /// `allowed` are skipped with a note; structurally broken or weak keys and private key
     /// material are errors. A set with no usable key is an error.
-    pub fn from_jwks(jwks: &serde_json::Value, allowed: &[Algorithm]) -> Result<(Self, Vec<String>), String> {
+    pub fn from_jwks(
+        jwks: &serde_json::Value,
+        allowed: &[Algorithm],
+    ) -> Result<(Self, Vec<String>), String> {
         let keys = jwks
             .get("keys")
             .and_then(serde_json::Value::as_array)
             .ok_or_else(|| "expected an object with a `keys` array".to_owned())?;
         if keys.len() > MAX_KEYS_PER_SET {
-            return Err(format!("{} keys, more than the limit of {MAX_KEYS_PER_SET}", keys.len()));
+            return Err(format!(
+                "{} keys, more than the limit of {MAX_KEYS_PER_SET}",
+                keys.len()
+            ));
         }
         let mut out = Vec::new();
         let mut notes = Vec::new();
@@ -257,18 +263,28 @@ impl KeySet {
                     if let Some(kid) = key.kid()
                         && out.iter().any(|k: &VerificationKey| k.kid() == Some(kid))
                     {
-                        return Err(format!("two keys have the kid `{}`", crate::error::sanitize(kid, 64)));
+                        return Err(format!(
+                            "two keys have the kid `{}`",
+                            crate::error::sanitize(kid, 64)
+                        ));
                     }
                     out.push(key);
                 }
-                Ok(None) => notes.push(format!("key {index} skipped: not a signature key for an allowed algorithm")),
+                Ok(None) => notes.push(format!(
+                    "key {index} skipped: not a signature key for an allowed algorithm"
+                )),
                 Err(why) => return Err(format!("key {index}: {why}")),
             }
         }
         if out.is_empty() {
             return Err("no key usable for the issuer's algorithms".to_owned());
         }
-        Ok((Self { keys: Arc::new(out) }, notes))
+        Ok((
+            Self {
+                keys: Arc::new(out),
+            },
+            notes,
+        ))
     }
 }
 
@@ -321,8 +337,12 @@ fn bit_len(bytes: &[u8]) -> usize {
 }
 
 /// Parse one JWK. `Ok(None)` means "not for us" (encryption key, other algorithm).
-pub(crate) fn parse_jwk(value: &serde_json::Value, allowed: &[Algorithm]) -> Result<Option<VerificationKey>, String> {
-    let raw: RawJwk = serde_json::from_value(value.clone()).map_err(|e| format!("not a JWK: {e}"))?;
+pub(crate) fn parse_jwk(
+    value: &serde_json::Value,
+    allowed: &[Algorithm],
+) -> Result<Option<VerificationKey>, String> {
+    let raw: RawJwk =
+        serde_json::from_value(value.clone()).map_err(|e| format!("not a JWK: {e}"))?;
     if raw.d.is_some() || raw.p.is_some() {
         return Err("contains private key material (`d`); publish only public keys".to_owned());
     }
@@ -349,10 +369,14 @@ pub(crate) fn parse_jwk(value: &serde_json::Value, allowed: &[Algorithm]) -> Res
             let e = strip_leading_zeros(b64("e", raw.e.as_ref())?);
             let bits = bit_len(&n);
             if bits < MIN_RSA_BITS {
-                return Err(format!("RSA modulus of {bits} bits is below the minimum of {MIN_RSA_BITS}"));
+                return Err(format!(
+                    "RSA modulus of {bits} bits is below the minimum of {MIN_RSA_BITS}"
+                ));
             }
             if bits > MAX_RSA_BITS {
-                return Err(format!("RSA modulus of {bits} bits is above the maximum of {MAX_RSA_BITS}"));
+                return Err(format!(
+                    "RSA modulus of {bits} bits is above the maximum of {MAX_RSA_BITS}"
+                ));
             }
             if e.is_empty() || e.len() > 4 || e.last().is_some_and(|b| b & 1 == 0) || e == [1] {
                 return Err("RSA exponent is not a small odd number above 1".to_owned());
@@ -380,7 +404,11 @@ pub(crate) fn parse_jwk(value: &serde_json::Value, allowed: &[Algorithm]) -> Res
             if x.len() != len || y.len() != len {
                 return Err(format!("EC coordinates must be {len} bytes for this curve"));
             }
-            let family: &[Algorithm] = if alg == Algorithm::ES256 { &[Algorithm::ES256] } else { &[Algorithm::ES384] };
+            let family: &[Algorithm] = if alg == Algorithm::ES256 {
+                &[Algorithm::ES256]
+            } else {
+                &[Algorithm::ES384]
+            };
             (KeyMaterial::Ec { curve, x, y }, family)
         }
         "OKP" => {
@@ -395,7 +423,10 @@ pub(crate) fn parse_jwk(value: &serde_json::Value, allowed: &[Algorithm]) -> Res
         }
         "oct" => {
             let secret = b64("k", raw.k.as_ref())?;
-            (KeyMaterial::Hmac { secret }, &[Algorithm::HS256, Algorithm::HS384, Algorithm::HS512])
+            (
+                KeyMaterial::Hmac { secret },
+                &[Algorithm::HS256, Algorithm::HS384, Algorithm::HS512],
+            )
         }
         _ => return Ok(None),
     };
@@ -431,7 +462,12 @@ pub(crate) fn parse_jwk(value: &serde_json::Value, allowed: &[Algorithm]) -> Res
         KeyMaterial::Ed25519 { x } => jsonwebtoken::DecodingKey::from_ed_der(x),
         KeyMaterial::Hmac { secret } => jsonwebtoken::DecodingKey::from_secret(secret),
     };
-    Ok(Some(VerificationKey { kid: raw.kid, algorithms, material, decoding }))
+    Ok(Some(VerificationKey {
+        kid: raw.kid,
+        algorithms,
+        material,
+        decoding,
+    }))
 }
 
 #[cfg(test)]
@@ -443,7 +479,8 @@ mod tests {
 
     #[test]
     fn rsa_key_parses_with_allowlist() {
-        let jwks = json!({"keys": [{"kty": "RSA", "kid": "k1", "n": N2048, "e": "AQAB", "use": "sig"}]});
+        let jwks =
+            json!({"keys": [{"kty": "RSA", "kid": "k1", "n": N2048, "e": "AQAB", "use": "sig"}]});
         let (set, notes) = KeySet::from_jwks(&jwks, &[Algorithm::RS256]).unwrap();
         assert!(notes.is_empty());
         assert_eq!(set.keys()[0].algorithms(), &[Algorithm::RS256]);
@@ -460,13 +497,21 @@ mod tests {
     #[test]
     fn weak_rsa_is_refused() {
         let jwks = json!({"keys": [{"kty": "RSA", "n": "AQAB", "e": "AQAB"}]});
-        assert!(KeySet::from_jwks(&jwks, &[Algorithm::RS256]).unwrap_err().contains("below the minimum"));
+        assert!(
+            KeySet::from_jwks(&jwks, &[Algorithm::RS256])
+                .unwrap_err()
+                .contains("below the minimum")
+        );
     }
 
     #[test]
     fn short_hmac_secret_is_refused() {
         let jwks = json!({"keys": [{"kty": "oct", "k": URL_SAFE_NO_PAD.encode([7u8; 16])}]});
-        assert!(KeySet::from_jwks(&jwks, &[Algorithm::HS256]).unwrap_err().contains("shorter"));
+        assert!(
+            KeySet::from_jwks(&jwks, &[Algorithm::HS256])
+                .unwrap_err()
+                .contains("shorter")
+        );
         let jwks = json!({"keys": [{"kty": "oct", "k": URL_SAFE_NO_PAD.encode([7u8; 32])}]});
         let (set, _) = KeySet::from_jwks(&jwks, &[Algorithm::HS256, Algorithm::HS512]).unwrap();
         assert_eq!(set.keys()[0].algorithms(), &[Algorithm::HS256]);
@@ -486,7 +531,11 @@ mod tests {
     fn duplicate_kid_is_refused() {
         let key = json!({"kty": "RSA", "kid": "a", "n": N2048, "e": "AQAB"});
         let jwks = json!({"keys": [key.clone(), key]});
-        assert!(KeySet::from_jwks(&jwks, &[Algorithm::RS256]).unwrap_err().contains("two keys"));
+        assert!(
+            KeySet::from_jwks(&jwks, &[Algorithm::RS256])
+                .unwrap_err()
+                .contains("two keys")
+        );
     }
 
     #[test]

@@ -60,16 +60,24 @@ mod token;
 
 // The public interface is:
 pub use bundle::{
-    BUNDLE_FORMAT, Bundle, BundleSources, ClaimPath, ClaimsConfig, CompiledBundle, EntityTypes, IssuerConfig,
-    KeySource, MAX_CLOCK_SKEW, PolicySource, Preset, Settings, TenantConfig, TenantsFile, TokenSettings,
+    BUNDLE_FORMAT, Bundle, BundleSources, ClaimPath, ClaimsConfig, CompiledBundle, EntityTypes,
+    IssuerConfig, KeySource, MAX_CLOCK_SKEW, PolicySource, Preset, Settings, TenantConfig,
+    TenantsFile, TokenSettings,
 };
 pub use claims::{Principal, PrincipalKind};
 #[cfg(feature = "rust-crypto")]
 pub use crypto::RustCryptoVerifier;
 pub use crypto::SignatureVerifier;
-pub use decision::{AuditRecord, Decision, DecisionError, Outcome, PrincipalSummary, RequestSummary};
-pub use engine::{DecisionRequest, Engine, EngineOptions, PendingSignature, ResourceRef, TokenStep, TrustedRequest};
-pub use error::{BundleError, BundleProblem, ErrorInfo, KeyError, RequestError, SourceLocation, TokenError};
+pub use decision::{
+    AuditRecord, Decision, DecisionError, Outcome, PrincipalSummary, RequestSummary,
+};
+pub use engine::{
+    DecisionRequest, Engine, EngineOptions, PendingSignature, ResourceRef, TokenStep,
+    TrustedRequest,
+};
+pub use error::{
+    BundleError, BundleProblem, ErrorInfo, KeyError, RequestError, SourceLocation, TokenError,
+};
 pub use keys::{Algorithm, Curve, KeyMaterial, VerificationKey};
 #[cfg(feature = "mint")]
 pub use mint::{DevIssuer, sign_with_pem};

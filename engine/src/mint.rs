@@ -39,8 +39,14 @@ impl DevIssuer {
         index: usize,
         read_file: &mut dyn FnMut(&str) -> Result<String, String>,
     ) -> Result<Self, String> {
-        let config = bundle.tenants.get(tenant).ok_or_else(|| format!("unknown tenant `{tenant}`"))?;
-        let entry = config.issuers.get(index).ok_or_else(|| format!("tenant `{tenant}` has no issuer {index}"))?;
+        let config = bundle
+            .tenants
+            .get(tenant)
+            .ok_or_else(|| format!("unknown tenant `{tenant}`"))?;
+        let entry = config
+            .issuers
+            .get(index)
+            .ok_or_else(|| format!("tenant `{tenant}` has no issuer {index}"))?;
         let algorithm = entry
             .algorithms
             .first()
@@ -54,15 +60,20 @@ impl DevIssuer {
             .and_then(|keys| keys.iter().find_map(|k| k.get("kid").and_then(Value::as_str)))
             .ok_or_else(|| format!("tenant `{tenant}`: only issuers with inline keys that have a `kid` have development keys"))?
             .to_owned();
-        let pem = read_file(&format!("dev-keys/{kid}.pem"))
-            .map_err(|e| format!("tenant `{tenant}`: no development key `dev-keys/{kid}.pem`: {e}"))?;
+        let pem = read_file(&format!("dev-keys/{kid}.pem")).map_err(|e| {
+            format!("tenant `{tenant}`: no development key `dev-keys/{kid}.pem`: {e}")
+        })?;
         Ok(Self {
             issuer: entry.issuer.clone(),
             audience: entry.audiences.first().cloned().unwrap_or_default(),
             algorithm,
             kid,
             typ: entry.typ.clone(),
-            match_claims: entry.match_claims.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect(),
+            match_claims: entry
+                .match_claims
+                .iter()
+                .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                .collect(),
             pem,
         })
     }
@@ -89,7 +100,10 @@ impl DevIssuer {
         let mut header = Map::new();
         header.insert("alg".into(), self.algorithm.name().into());
         header.insert("kid".into(), self.kid.clone().into());
-        header.insert("typ".into(), self.typ.clone().unwrap_or_else(|| "JWT".into()).into());
+        header.insert(
+            "typ".into(),
+            self.typ.clone().unwrap_or_else(|| "JWT".into()).into(),
+        );
         sign_with_pem(&header, claims, self.algorithm, &self.pem)
     }
 }
@@ -99,23 +113,34 @@ impl DevIssuer {
 ///
 /// # Errors
 /// A key that does not parse for `algorithm`.
-pub fn sign_with_pem(header: &Map<String, Value>, claims: &Map<String, Value>, algorithm: Algorithm, pem: &str) -> Result<String, String> {
+pub fn sign_with_pem(
+    header: &Map<String, Value>,
+    claims: &Map<String, Value>,
+    algorithm: Algorithm,
+    pem: &str,
+) -> Result<String, String> {
     use base64::Engine as _;
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use jsonwebtoken::EncodingKey;
     let key = match algorithm {
-        Algorithm::RS256 | Algorithm::RS384 | Algorithm::RS512 | Algorithm::PS256 | Algorithm::PS384 | Algorithm::PS512 => {
-            EncodingKey::from_rsa_pem(pem.as_bytes())
-        }
+        Algorithm::RS256
+        | Algorithm::RS384
+        | Algorithm::RS512
+        | Algorithm::PS256
+        | Algorithm::PS384
+        | Algorithm::PS512 => EncodingKey::from_rsa_pem(pem.as_bytes()),
         Algorithm::ES256 | Algorithm::ES384 => EncodingKey::from_ec_pem(pem.as_bytes()),
         Algorithm::EdDSA => EncodingKey::from_ed_pem(pem.as_bytes()),
-        Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => Ok(EncodingKey::from_secret(pem.as_bytes())),
+        Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => {
+            Ok(EncodingKey::from_secret(pem.as_bytes()))
+        }
     }
     .map_err(|e| format!("cannot use the key: {e}"))?;
     let header = URL_SAFE_NO_PAD.encode(serde_json::to_vec(header).map_err(|e| e.to_string())?);
     let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).map_err(|e| e.to_string())?);
     let signing_input = format!("{header}.{payload}");
-    let signature = jsonwebtoken::crypto::sign(signing_input.as_bytes(), &key, algorithm.to_jsonwebtoken())
-        .map_err(|e| format!("signing failed: {e}"))?;
+    let signature =
+        jsonwebtoken::crypto::sign(signing_input.as_bytes(), &key, algorithm.to_jsonwebtoken())
+            .map_err(|e| format!("signing failed: {e}"))?;
     Ok(format!("{signing_input}.{signature}"))
 }

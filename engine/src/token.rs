@@ -29,7 +29,9 @@ pub(crate) struct ParsedToken<'a> {
 }
 
 fn b64(part: &str) -> Result<Vec<u8>, TokenError> {
-    URL_SAFE_NO_PAD.decode(part.as_bytes()).map_err(|_| TokenError::Malformed("a part is not base64url without padding"))
+    URL_SAFE_NO_PAD
+        .decode(part.as_bytes())
+        .map_err(|_| TokenError::Malformed("a part is not base64url without padding"))
 }
 
 /// A compact JWS with a checked header; the payload is still raw bytes.
@@ -45,7 +47,8 @@ pub(crate) struct ParsedJws<'a> {
 /// Split, decode and sanity-check a token. No key or issuer is involved yet.
 pub(crate) fn parse(token: &str, max_bytes: usize) -> Result<ParsedToken<'_>, TokenError> {
     let jws = parse_jws(token, max_bytes)?;
-    let claims = strict_object(&jws.payload).ok_or(TokenError::Malformed("payload is not a JSON object"))?;
+    let claims =
+        strict_object(&jws.payload).ok_or(TokenError::Malformed("payload is not a JSON object"))?;
     Ok(ParsedToken {
         alg: jws.alg,
         kid: jws.kid,
@@ -62,10 +65,14 @@ pub(crate) fn parse_jws(token: &str, max_bytes: usize) -> Result<ParsedJws<'_>, 
         return Err(TokenError::Missing);
     }
     if token.len() > max_bytes {
-        return Err(TokenError::TooLarge { size: token.len(), limit: max_bytes });
+        return Err(TokenError::TooLarge {
+            size: token.len(),
+            limit: max_bytes,
+        });
     }
     let mut parts = token.split('.');
-    let (Some(header), Some(payload), Some(signature), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(header), Some(payload), Some(signature), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(TokenError::Malformed(if token.split('.').count() == 5 {
             "encrypted tokens (JWE) are not accepted"
@@ -79,14 +86,17 @@ pub(crate) fn parse_jws(token: &str, max_bytes: usize) -> Result<ParsedJws<'_>, 
     if signature.is_empty() {
         return Err(TokenError::BadSignature);
     }
-    let header = strict_object(&b64(header)?).ok_or(TokenError::Malformed("header is not a JSON object"))?;
+    let header =
+        strict_object(&b64(header)?).ok_or(TokenError::Malformed("header is not a JSON object"))?;
     for forbidden in ["crit", "jwk", "jku", "x5u", "x5c", "b64", "zip"] {
         if header.contains_key(forbidden) {
             return Err(TokenError::ForbiddenHeader(forbidden));
         }
     }
     if header.contains_key("enc") {
-        return Err(TokenError::Malformed("encrypted tokens (JWE) are not accepted"));
+        return Err(TokenError::Malformed(
+            "encrypted tokens (JWE) are not accepted",
+        ));
     }
     let alg = match header.get("alg") {
         Some(Value::String(name)) => match Algorithm::from_name(name) {
@@ -108,8 +118,17 @@ pub(crate) fn parse_jws(token: &str, max_bytes: usize) -> Result<ParsedJws<'_>, 
     let payload = b64(payload)?;
     let signature = b64(signature)?;
     let signing_len = token.len() - signature_len(token);
-    let signing_input = token.get(..signing_len).ok_or(TokenError::Malformed("bad part boundaries"))?;
-    Ok(ParsedJws { alg, kid, typ, payload, signing_input, signature })
+    let signing_input = token
+        .get(..signing_len)
+        .ok_or(TokenError::Malformed("bad part boundaries"))?;
+    Ok(ParsedJws {
+        alg,
+        kid,
+        typ,
+        payload,
+        signing_input,
+        signature,
+    })
 }
 
 /// Verify a compact JWS against a JWK set outside any bundle: the same header rules, key
@@ -125,11 +144,21 @@ pub fn verify_jws(
 ) -> Result<Vec<u8>, TokenError> {
     let parsed = parse_jws(jws, 64 * 1024)?;
     if !allowed.contains(&parsed.alg) {
-        return Err(TokenError::AlgorithmNotAllowed(parsed.alg.name().to_owned()));
+        return Err(TokenError::AlgorithmNotAllowed(
+            parsed.alg.name().to_owned(),
+        ));
     }
     let (keys, _) = KeySet::from_jwks(jwks, allowed).map_err(|_| TokenError::UnknownKey)?;
     let key = select_key(&keys, parsed.alg, parsed.kid.as_deref())?;
-    if verifier.verify(parsed.alg, key, parsed.signing_input.as_bytes(), &parsed.signature).map_err(TokenError::Crypto)? {
+    if verifier
+        .verify(
+            parsed.alg,
+            key,
+            parsed.signing_input.as_bytes(),
+            &parsed.signature,
+        )
+        .map_err(TokenError::Crypto)?
+    {
         Ok(parsed.payload)
     } else {
         Err(TokenError::BadSignature)
@@ -141,9 +170,15 @@ fn signature_len(token: &str) -> usize {
 }
 
 /// Pick the tenant entry of a (possibly shared) issuer whose `match` claims all agree.
-pub(crate) fn select_entry<'e>(entries: &'e [IssuerEntry], claims: &Map<String, Value>) -> Result<&'e IssuerEntry, TokenError> {
+pub(crate) fn select_entry<'e>(
+    entries: &'e [IssuerEntry],
+    claims: &Map<String, Value>,
+) -> Result<&'e IssuerEntry, TokenError> {
     let mut matching = entries.iter().filter(|entry| {
-        entry.match_claims.iter().all(|(claim, value)| claims.get(claim).and_then(Value::as_str) == Some(value.as_str()))
+        entry
+            .match_claims
+            .iter()
+            .all(|(claim, value)| claims.get(claim).and_then(Value::as_str) == Some(value.as_str()))
     });
     match (matching.next(), matching.next()) {
         (Some(entry), None) => Ok(entry),
@@ -152,7 +187,10 @@ pub(crate) fn select_entry<'e>(entries: &'e [IssuerEntry], claims: &Map<String, 
 }
 
 /// Header checks that depend on the issuer: `typ` and the algorithm allowlist.
-pub(crate) fn check_header(parsed: &ParsedToken<'_>, entry: &IssuerEntry) -> Result<(), TokenError> {
+pub(crate) fn check_header(
+    parsed: &ParsedToken<'_>,
+    entry: &IssuerEntry,
+) -> Result<(), TokenError> {
     if let Some(expected) = &entry.typ {
         let found = parsed.typ.as_deref().map(normalize_typ);
         if found.as_deref() != Some(expected.as_str()) {
@@ -163,18 +201,24 @@ pub(crate) fn check_header(parsed: &ParsedToken<'_>, entry: &IssuerEntry) -> Res
         }
     }
     if !entry.algorithms.contains(&parsed.alg) {
-        return Err(TokenError::AlgorithmNotAllowed(parsed.alg.name().to_owned()));
+        return Err(TokenError::AlgorithmNotAllowed(
+            parsed.alg.name().to_owned(),
+        ));
     }
     Ok(())
 }
 
 /// A NumericDate claim: absent, or a finite JSON number (fractions are truncated).
-fn numeric_date(claims: &Map<String, Value>, name: &'static str) -> Result<Option<i64>, TokenError> {
+fn numeric_date(
+    claims: &Map<String, Value>,
+    name: &'static str,
+) -> Result<Option<i64>, TokenError> {
     match claims.get(name) {
         None => Ok(None),
         Some(Value::Number(n)) => match (n.as_i64(), n.as_f64()) {
             (Some(i), _) => Ok(Some(i)),
-            (None, Some(f)) if f.is_finite() && f.abs() < 1e15 => {
+            (None, Some(f)) if f.is_finite() && f.abs() < 1e15 =>
+            {
                 #[allow(clippy::cast_possible_truncation)]
                 Ok(Some(f.trunc() as i64))
             }
@@ -220,15 +264,27 @@ impl TokenTimes {
 }
 
 /// Validate the registered claims against the issuer entry at time `now`.
-pub(crate) fn check_claims(claims: &Map<String, Value>, entry: &IssuerEntry, now: i64) -> Result<TokenTimes, TokenError> {
+pub(crate) fn check_claims(
+    claims: &Map<String, Value>,
+    entry: &IssuerEntry,
+    now: i64,
+) -> Result<TokenTimes, TokenError> {
     let exp = numeric_date(claims, "exp")?.ok_or(TokenError::BadClaim("exp"))?;
     let nbf = numeric_date(claims, "nbf")?;
     let iat = numeric_date(claims, "iat")?;
-    let max_age = entry.max_token_age.map(|a| i64::try_from(a).unwrap_or(i64::MAX));
+    let max_age = entry
+        .max_token_age
+        .map(|a| i64::try_from(a).unwrap_or(i64::MAX));
     if max_age.is_some() && iat.is_none() {
         return Err(TokenError::BadClaim("iat"));
     }
-    let times = TokenTimes { exp, nbf, iat, skew: i64::try_from(entry.clock_skew).unwrap_or(0), max_age };
+    let times = TokenTimes {
+        exp,
+        nbf,
+        iat,
+        skew: i64::try_from(entry.clock_skew).unwrap_or(0),
+        max_age,
+    };
     times.check(now)?;
     let audience_ok = match claims.get("aud") {
         Some(Value::String(aud)) => entry.audiences.iter().any(|a| a == aud),
@@ -236,7 +292,9 @@ pub(crate) fn check_claims(claims: &Map<String, Value>, entry: &IssuerEntry, now
             if !auds.iter().all(Value::is_string) {
                 return Err(TokenError::BadClaim("aud"));
             }
-            auds.iter().filter_map(Value::as_str).any(|aud| entry.audiences.iter().any(|a| a == aud))
+            auds.iter()
+                .filter_map(Value::as_str)
+                .any(|aud| entry.audiences.iter().any(|a| a == aud))
         }
         Some(_) => return Err(TokenError::BadClaim("aud")),
         None => return Err(TokenError::BadClaim("aud")),
@@ -246,17 +304,27 @@ pub(crate) fn check_claims(claims: &Map<String, Value>, entry: &IssuerEntry, now
     }
     for name in ["sub", "jti"] {
         if claims.get(name).is_some_and(|v| !v.is_string()) {
-            return Err(TokenError::BadClaim(if name == "sub" { "sub" } else { "jti" }));
+            return Err(TokenError::BadClaim(if name == "sub" {
+                "sub"
+            } else {
+                "jti"
+            }));
         }
     }
     Ok(times)
 }
 
 /// Choose the verification key: by `kid` among the issuer's keys, or the only candidate.
-pub(crate) fn select_key<'k>(keys: &'k KeySet, alg: Algorithm, kid: Option<&str>) -> Result<&'k VerificationKey, TokenError> {
+pub(crate) fn select_key<'k>(
+    keys: &'k KeySet,
+    alg: Algorithm,
+    kid: Option<&str>,
+) -> Result<&'k VerificationKey, TokenError> {
     let mut candidates = keys.keys().iter().filter(|k| k.allows(alg));
     match kid {
-        Some(kid) => candidates.find(|k| k.kid() == Some(kid)).ok_or(TokenError::UnknownKey),
+        Some(kid) => candidates
+            .find(|k| k.kid() == Some(kid))
+            .ok_or(TokenError::UnknownKey),
         None => match (candidates.next(), candidates.next()) {
             (Some(key), None) => Ok(key),
             (None, _) => Err(TokenError::UnknownKey),
@@ -279,7 +347,10 @@ pub(crate) fn strict_object(bytes: &[u8]) -> Option<Map<String, Value>> {
 struct StrictValue(usize);
 
 impl StrictValue {
-    fn deserialize_at<'de, D: Deserializer<'de>>(deserializer: D, depth: usize) -> Result<Value, D::Error> {
+    fn deserialize_at<'de, D: Deserializer<'de>>(
+        deserializer: D,
+        depth: usize,
+    ) -> Result<Value, D::Error> {
         deserializer.deserialize_any(StrictValue(depth))
     }
 }
@@ -309,7 +380,9 @@ impl<'de> Visitor<'de> for StrictValue {
         Ok(Value::from(v))
     }
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
-        serde_json::Number::from_f64(v).map(Value::Number).ok_or_else(|| E::custom("non-finite number"))
+        serde_json::Number::from_f64(v)
+            .map(Value::Number)
+            .ok_or_else(|| E::custom("non-finite number"))
     }
     fn visit_str<E>(self, v: &str) -> Result<Value, E> {
         Ok(Value::String(v.to_owned()))
@@ -369,15 +442,39 @@ mod tests {
     fn parse_refuses_bad_shapes() {
         let p = enc(r#"{"iss":"x"}"#);
         let tok = |h: &str| format!("{}.{p}.c2ln", enc(h));
-        assert!(matches!(parse(&tok(r#"{"alg":"none"}"#), 10).err(), Some(TokenError::TooLarge { .. })));
-        assert!(matches!(parse(&tok(r#"{"alg":"none"}"#), 4096).err(), Some(TokenError::UnsupportedAlgorithm(_))));
-        assert!(matches!(parse(&tok(r#"{"alg":"RS256","crit":["x"]}"#), 4096).err(), Some(TokenError::ForbiddenHeader("crit"))));
-        assert!(matches!(parse(&tok(r#"{"alg":"RS256","jku":"http://x"}"#), 4096).err(), Some(TokenError::ForbiddenHeader("jku"))));
-        assert!(matches!(parse(&tok(r#"{"alg":"RS256","kid":1}"#), 4096).err(), Some(TokenError::Malformed(_))));
+        assert!(matches!(
+            parse(&tok(r#"{"alg":"none"}"#), 10).err(),
+            Some(TokenError::TooLarge { .. })
+        ));
+        assert!(matches!(
+            parse(&tok(r#"{"alg":"none"}"#), 4096).err(),
+            Some(TokenError::UnsupportedAlgorithm(_))
+        ));
+        assert!(matches!(
+            parse(&tok(r#"{"alg":"RS256","crit":["x"]}"#), 4096).err(),
+            Some(TokenError::ForbiddenHeader("crit"))
+        ));
+        assert!(matches!(
+            parse(&tok(r#"{"alg":"RS256","jku":"http://x"}"#), 4096).err(),
+            Some(TokenError::ForbiddenHeader("jku"))
+        ));
+        assert!(matches!(
+            parse(&tok(r#"{"alg":"RS256","kid":1}"#), 4096).err(),
+            Some(TokenError::Malformed(_))
+        ));
         assert!(parse(&tok(r#"{"alg":"RS256","kid":"k"}"#), 4096).is_ok());
-        assert!(matches!(parse(&format!("{}.{p}.", enc(r#"{"alg":"RS256"}"#)), 4096).err(), Some(TokenError::BadSignature)));
-        assert!(matches!(parse(&format!("{}.{p}=.c2ln", enc(r#"{"alg":"RS256"}"#)), 4096).err(), Some(TokenError::Malformed(_))));
-        assert!(matches!(parse("a.b.c.d.e", 4096).err(), Some(TokenError::Malformed(_))));
+        assert!(matches!(
+            parse(&format!("{}.{p}.", enc(r#"{"alg":"RS256"}"#)), 4096).err(),
+            Some(TokenError::BadSignature)
+        ));
+        assert!(matches!(
+            parse(&format!("{}.{p}=.c2ln", enc(r#"{"alg":"RS256"}"#)), 4096).err(),
+            Some(TokenError::Malformed(_))
+        ));
+        assert!(matches!(
+            parse("a.b.c.d.e", 4096).err(),
+            Some(TokenError::Malformed(_))
+        ));
         assert!(matches!(parse("", 4096).err(), Some(TokenError::Missing)));
     }
 

@@ -26,7 +26,9 @@ impl std::fmt::Display for ReadError {
 pub fn read_relative(dir: &Path, relative: &str) -> Result<String, String> {
     let rel = Path::new(relative);
     if rel.is_absolute() || rel.components().any(|c| !matches!(c, Component::Normal(_))) {
-        return Err(format!("`{relative}` must be a relative path inside the bundle directory"));
+        return Err(format!(
+            "`{relative}` must be a relative path inside the bundle directory"
+        ));
     }
     fs::read_to_string(dir.join(rel)).map_err(|e| e.to_string())
 }
@@ -43,7 +45,8 @@ fn read_optional(dir: &Path, name: &str) -> Result<Option<(String, String)>, Rea
 
 fn cedar_files(dir: &Path) -> Result<Vec<PathBuf>, ReadError> {
     let mut out = Vec::new();
-    let entries = fs::read_dir(dir).map_err(|e| ReadError::Io(format!("cannot read `{}`: {e}", dir.display())))?;
+    let entries = fs::read_dir(dir)
+        .map_err(|e| ReadError::Io(format!("cannot read `{}`: {e}", dir.display())))?;
     for entry in entries {
         let path = entry.map_err(|e| ReadError::Io(e.to_string()))?.path();
         if path.is_file() && path.extension().is_some_and(|e| e == "cedar") {
@@ -70,12 +73,20 @@ pub fn read_sources(dir: &Path) -> Result<BundleSources, ReadError> {
     };
     let policy_dir = dir.join("policies");
     if !policy_dir.is_dir() {
-        return Err(ReadError::Io(format!("`{}` has no `policies/` directory", dir.display())));
+        return Err(ReadError::Io(format!(
+            "`{}` has no `policies/` directory",
+            dir.display()
+        )));
     }
     let mut add = |path: &Path, tenant: Option<String>| -> Result<(), ReadError> {
-        let source = fs::read_to_string(path).map_err(|e| ReadError::Io(format!("cannot read `{}`: {e}", path.display())))?;
+        let source = fs::read_to_string(path)
+            .map_err(|e| ReadError::Io(format!("cannot read `{}`: {e}", path.display())))?;
         let file = path.strip_prefix(dir).unwrap_or(path).display().to_string();
-        sources.policies.push(PolicySource { file, tenant, source });
+        sources.policies.push(PolicySource {
+            file,
+            tenant,
+            source,
+        });
         Ok(())
     };
     for path in cedar_files(&policy_dir)? {
@@ -90,7 +101,10 @@ pub fn read_sources(dir: &Path) -> Result<BundleSources, ReadError> {
             .collect();
         tenants.sort();
         for tenant_dir in tenants {
-            let tenant = tenant_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let tenant = tenant_dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             for path in cedar_files(&tenant_dir)? {
                 add(&path, Some(tenant.clone()))?;
             }
@@ -103,10 +117,15 @@ pub fn read_sources(dir: &Path) -> Result<BundleSources, ReadError> {
 pub fn compile(path: &Path) -> Result<CompiledBundle, ReadError> {
     if path.is_dir() {
         let sources = read_sources(path)?;
-        sources.compile(&mut |relative| read_relative(path, relative)).map_err(ReadError::Invalid)
+        sources
+            .compile(&mut |relative| read_relative(path, relative))
+            .map_err(ReadError::Invalid)
     } else {
-        let text = fs::read_to_string(path).map_err(|e| ReadError::Io(format!("cannot read `{}`: {e}", path.display())))?;
-        Bundle::from_json(&text).map(|b| b.compiled().clone()).map_err(ReadError::Invalid)
+        let text = fs::read_to_string(path)
+            .map_err(|e| ReadError::Io(format!("cannot read `{}`: {e}", path.display())))?;
+        Bundle::from_json(&text)
+            .map(|b| b.compiled().clone())
+            .map_err(ReadError::Invalid)
     }
 }
 

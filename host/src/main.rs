@@ -14,7 +14,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "portcullis", version, about = "Multi-tenant authorization: JWT verification + claim mapping + Cedar policies")]
+#[command(
+    name = "portcullis",
+    version,
+    about = "Multi-tenant authorization: JWT verification + claim mapping + Cedar policies"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -115,7 +119,12 @@ fn json_object(what: &str, text: Option<&str>) -> Result<Map<String, Value>, Str
 
 /// Parse `Type::"id"` (the id is a JSON string literal).
 fn parse_resource(text: &str) -> Result<(String, String), String> {
-    let err = || format!("--resource must look like Type::\"id\", got `{}`", text.chars().take(80).collect::<String>());
+    let err = || {
+        format!(
+            "--resource must look like Type::\"id\", got `{}`",
+            text.chars().take(80).collect::<String>()
+        )
+    };
     let (ty, rest) = text.split_once("::\"").ok_or_else(err)?;
     let id: String = serde_json::from_str(&format!("\"{rest}")).map_err(|_| err())?;
     if ty.is_empty() {
@@ -132,12 +141,23 @@ fn usage_error(message: impl std::fmt::Display) -> ExitCode {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { bundle, token, action, resource, resource_attrs, context, now } => {
+        Command::Check {
+            bundle,
+            token,
+            action,
+            resource,
+            resource_attrs,
+            context,
+            now,
+        } => {
             let (entity_type, id) = match parse_resource(&resource) {
                 Ok(r) => r,
                 Err(e) => return usage_error(e),
             };
-            let (attrs, context) = match (json_object("resource-attrs", resource_attrs.as_deref()), json_object("context", context.as_deref())) {
+            let (attrs, context) = match (
+                json_object("resource-attrs", resource_attrs.as_deref()),
+                json_object("context", context.as_deref()),
+            ) {
                 (Ok(a), Ok(c)) => (a, c),
                 (Err(e), _) | (_, Err(e)) => return usage_error(e),
             };
@@ -146,10 +166,23 @@ fn main() -> ExitCode {
                 Err(e) => return usage_error(e),
             };
             let engine = Engine::new(loaded);
-            let request = DecisionRequest { token: Some(token), action, resource: ResourceRef { entity_type, id, attrs }, context };
+            let request = DecisionRequest {
+                token: Some(token),
+                action,
+                resource: ResourceRef {
+                    entity_type,
+                    id,
+                    attrs,
+                },
+                context,
+            };
             let decision = engine.decide(&request, now.unwrap_or_else(now_unix));
             println!("{}", serde_json::to_string(&decision).unwrap_or_default());
-            if decision.is_allowed() { ExitCode::SUCCESS } else { ExitCode::from(1) }
+            if decision.is_allowed() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
         }
         Command::Validate { dir } => match bundle_dir::load(&dir) {
             Ok((compiled, bundle)) => {
@@ -184,12 +217,27 @@ fn main() -> ExitCode {
         },
         Command::Test { dir, verbose } => match policy_tests::run(&dir, verbose) {
             Ok(summary) => {
-                println!("{} passed, {} failed", summary.passed, summary.failures.len());
-                if summary.failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) }
+                println!(
+                    "{} passed, {} failed",
+                    summary.passed,
+                    summary.failures.len()
+                );
+                if summary.failures.is_empty() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
+                }
             }
             Err(e) => usage_error(e),
         },
-        Command::Token { bundle, tenant, issuer, claims, ttl, now } => {
+        Command::Token {
+            bundle,
+            tenant,
+            issuer,
+            claims,
+            ttl,
+            now,
+        } => {
             let overrides = match json_object("claims", claims.as_deref()) {
                 Ok(c) => c,
                 Err(e) => return usage_error(e),
@@ -199,7 +247,9 @@ fn main() -> ExitCode {
                 Err(e) => return usage_error(e),
             };
             let now = now.unwrap_or_else(now_unix);
-            let dev = match DevIssuer::for_tenant(&compiled, &tenant, issuer, &mut |p| bundle_dir::read_relative(&bundle, p)) {
+            let dev = match DevIssuer::for_tenant(&compiled, &tenant, issuer, &mut |p| {
+                bundle_dir::read_relative(&bundle, p)
+            }) {
                 Ok(d) => d,
                 Err(e) => return usage_error(e),
             };
@@ -232,8 +282,14 @@ mod tests {
 
     #[test]
     fn resource_syntax() {
-        assert_eq!(parse_resource(r#"Report::"q3""#).unwrap(), ("Report".into(), "q3".into()));
-        assert_eq!(parse_resource(r#"A::B::"x\"y""#).unwrap(), ("A::B".into(), "x\"y".into()));
+        assert_eq!(
+            parse_resource(r#"Report::"q3""#).unwrap(),
+            ("Report".into(), "q3".into())
+        );
+        assert_eq!(
+            parse_resource(r#"A::B::"x\"y""#).unwrap(),
+            ("A::B".into(), "x\"y".into())
+        );
         assert!(parse_resource("Report").is_err());
         assert!(parse_resource(r#"::"x""#).is_err());
     }

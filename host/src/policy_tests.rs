@@ -101,11 +101,18 @@ pub fn run(dir: &Path, verbose: bool) -> Result<Summary, String> {
         .filter(|p| p.extension().is_some_and(|e| e == "json"))
         .collect();
     files.sort();
-    let mut summary = Summary { passed: 0, failures: Vec::new() };
+    let mut summary = Summary {
+        passed: 0,
+        failures: Vec::new(),
+    };
     for path in files {
         let text = std::fs::read_to_string(&path).map_err(|e| e.to_string())?;
-        let file: TestFile = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-        let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let file: TestFile =
+            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let file_name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         for test in &file.tests {
             let result = run_one(&engine, &compiled, dir, test, file.now);
             let label = format!("{file_name}: {}", test.name);
@@ -148,11 +155,23 @@ fn run_one(
     } else {
         let token = match (&test.token, &test.tenant) {
             (Some(token), _) => Some(token.clone()),
-            (None, Some(tenant)) => Some(test_token(compiled, dir, tenant, test.issuer, test.claims.as_ref().unwrap_or(&Map::new()), now)?),
+            (None, Some(tenant)) => Some(test_token(
+                compiled,
+                dir,
+                tenant,
+                test.issuer,
+                test.claims.as_ref().unwrap_or(&Map::new()),
+                now,
+            )?),
             (None, None) => None,
         };
         engine.decide(
-            &DecisionRequest { token, action: test.action.clone(), resource: test.resource.clone(), context: test.context.clone() },
+            &DecisionRequest {
+                token,
+                action: test.action.clone(),
+                resource: test.resource.clone(),
+                context: test.context.clone(),
+            },
             now,
         )
     };
@@ -173,12 +192,19 @@ fn run_one(
     if let Some(code) = &test.error
         && !decision.errors.iter().any(|e| e.code == code)
     {
-        problems.push(format!("expected error `{code}`, got {:?}", decision.errors.iter().map(|e| e.code).collect::<Vec<_>>()));
+        problems.push(format!(
+            "expected error `{code}`, got {:?}",
+            decision.errors.iter().map(|e| e.code).collect::<Vec<_>>()
+        ));
     }
     if problems.is_empty() {
         Ok(())
     } else {
-        let detail: Vec<String> = decision.errors.iter().map(|e| format!("{}: {}", e.code, e.message)).collect();
+        let detail: Vec<String> = decision
+            .errors
+            .iter()
+            .map(|e| format!("{}: {}", e.code, e.message))
+            .collect();
         Err(format!("{} (errors: {detail:?})", problems.join("; ")))
     }
 }

@@ -84,7 +84,10 @@ impl ClaimPath {
     }
 
     /// Look the path up in a claims object.
-    pub fn lookup<'a>(&self, claims: &'a serde_json::Map<String, serde_json::Value>) -> Option<&'a serde_json::Value> {
+    pub fn lookup<'a>(
+        &self,
+        claims: &'a serde_json::Map<String, serde_json::Value>,
+    ) -> Option<&'a serde_json::Value> {
         let mut keys = self.keys().into_iter();
         let mut current = claims.get(keys.next()?)?;
         for key in keys {
@@ -203,7 +206,12 @@ pub struct EntityTypes {
 
 impl Default for EntityTypes {
     fn default() -> Self {
-        Self { user: "User".into(), client: "Client".into(), role: "Role".into(), group: "Group".into() }
+        Self {
+            user: "User".into(),
+            client: "Client".into(),
+            role: "Role".into(),
+            group: "Group".into(),
+        }
     }
 }
 
@@ -221,7 +229,11 @@ pub struct TokenSettings {
 
 impl Default for TokenSettings {
     fn default() -> Self {
-        Self { max_bytes: 16 * 1024, clock_skew: 60, cache_entries: 10_000 }
+        Self {
+            max_bytes: 16 * 1024,
+            clock_skew: 60,
+            cache_entries: 10_000,
+        }
     }
 }
 

@@ -10,8 +10,8 @@ mod config;
 mod schema_info;
 
 pub use config::{
-    ClaimPath, ClaimsConfig, EntityTypes, IssuerConfig, Preset, Settings, TenantConfig, TenantsFile,
-    TokenSettings, MAX_CLOCK_SKEW,
+    ClaimPath, ClaimsConfig, EntityTypes, IssuerConfig, MAX_CLOCK_SKEW, Preset, Settings,
+    TenantConfig, TenantsFile, TokenSettings,
 };
 pub(crate) use schema_info::{AttrType, SchemaInfo};
 
@@ -145,31 +145,48 @@ impl BundleSources {
             None => TenantsFile::default(),
         };
         let entities = match &self.entities {
-            Some((file, text)) => parse_json_file(file, text, &mut problems).unwrap_or_else(empty_array),
+            Some((file, text)) => {
+                parse_json_file(file, text, &mut problems).unwrap_or_else(empty_array)
+            }
             None => empty_array(),
         };
         let mut tenants = tenants.tenants;
-        let tenants_file = self.tenants.as_ref().map_or("tenants.json", |(f, _)| f.as_str()).to_owned();
+        let tenants_file = self
+            .tenants
+            .as_ref()
+            .map_or("tenants.json", |(f, _)| f.as_str())
+            .to_owned();
         for (name, tenant) in &mut tenants {
             for issuer in &mut tenant.issuers {
-                let Some(path) = issuer.jwks_file.take() else { continue };
+                let Some(path) = issuer.jwks_file.take() else {
+                    continue;
+                };
                 if issuer.jwks.is_some() {
                     problems.push(
-                        BundleProblem::new("tenants", format!("tenant `{name}`: issuer has both `jwks` and `jwks_file`"))
-                            .at(SourceLocation::file(&tenants_file)),
+                        BundleProblem::new(
+                            "tenants",
+                            format!("tenant `{name}`: issuer has both `jwks` and `jwks_file`"),
+                        )
+                        .at(SourceLocation::file(&tenants_file)),
                     );
                     continue;
                 }
-                match read_file(&path).and_then(|text| serde_json::from_str(&text).map_err(|e| e.to_string())) {
+                match read_file(&path)
+                    .and_then(|text| serde_json::from_str(&text).map_err(|e| e.to_string()))
+                {
                     Ok(jwks) => issuer.jwks = Some(jwks),
                     Err(why) => problems.push(
-                        BundleProblem::new("keys", format!("tenant `{name}`: cannot read `jwks_file` `{path}`: {why}"))
-                            .at(SourceLocation::file(&tenants_file)),
+                        BundleProblem::new(
+                            "keys",
+                            format!("tenant `{name}`: cannot read `jwks_file` `{path}`: {why}"),
+                        )
+                        .at(SourceLocation::file(&tenants_file)),
                     ),
                 }
             }
         }
-        let mut compiled = CompiledBundle::new(settings, self.schema.map(|(_, text)| text), self.policies);
+        let mut compiled =
+            CompiledBundle::new(settings, self.schema.map(|(_, text)| text), self.policies);
         compiled.tenants = tenants;
         compiled.entities = entities;
         let compiled = compiled.seal();
@@ -194,11 +211,13 @@ fn parse_json_file<T: serde::de::DeserializeOwned>(
     match serde_json::from_str(text) {
         Ok(value) => Some(value),
         Err(err) => {
-            problems.push(BundleProblem::new("json", err.to_string()).at(SourceLocation {
-                file: file.to_owned(),
-                line: Some(err.line()),
-                column: Some(err.column()),
-            }));
+            problems.push(
+                BundleProblem::new("json", err.to_string()).at(SourceLocation {
+                    file: file.to_owned(),
+                    line: Some(err.line()),
+                    column: Some(err.column()),
+                }),
+            );
             None
         }
     }
@@ -267,11 +286,13 @@ impl Bundle {
     /// Malformed JSON, a revision that does not match the content, or any validation problem.
     pub fn from_json(text: &str) -> Result<Self, BundleError> {
         let compiled: CompiledBundle = serde_json::from_str(text).map_err(|err| {
-            BundleError::one(BundleProblem::new("json", err.to_string()).at(SourceLocation {
-                file: "bundle.json".to_owned(),
-                line: Some(err.line()),
-                column: Some(err.column()),
-            }))
+            BundleError::one(
+                BundleProblem::new("json", err.to_string()).at(SourceLocation {
+                    file: "bundle.json".to_owned(),
+                    line: Some(err.line()),
+                    column: Some(err.column()),
+                }),
+            )
         })?;
         Self::load(compiled)
     }
@@ -290,23 +311,36 @@ impl Bundle {
         Self::load_with_files(compiled.seal(), "schema", "tenants")
     }
 
-    fn load_with_files(compiled: CompiledBundle, schema_file: &str, tenants_file: &str) -> Result<Self, BundleError> {
+    fn load_with_files(
+        compiled: CompiledBundle,
+        schema_file: &str,
+        tenants_file: &str,
+    ) -> Result<Self, BundleError> {
         let mut problems = Vec::new();
         if compiled.format != BUNDLE_FORMAT {
             return Err(BundleError::one(
-                BundleProblem::new("format", format!("unknown bundle format `{}`", sanitize(&compiled.format, 40)))
-                    .help(format!("this engine reads `{BUNDLE_FORMAT}`")),
+                BundleProblem::new(
+                    "format",
+                    format!("unknown bundle format `{}`", sanitize(&compiled.format, 40)),
+                )
+                .help(format!("this engine reads `{BUNDLE_FORMAT}`")),
             ));
         }
         let settings = &compiled.settings;
         if settings.tokens.clock_skew > MAX_CLOCK_SKEW {
             problems.push(BundleProblem::new(
                 "settings",
-                format!("clock skew of {}s is over the maximum of {MAX_CLOCK_SKEW}s", settings.tokens.clock_skew),
+                format!(
+                    "clock skew of {}s is over the maximum of {MAX_CLOCK_SKEW}s",
+                    settings.tokens.clock_skew
+                ),
             ));
         }
         if settings.tokens.max_bytes == 0 || settings.tokens.max_bytes > 1024 * 1024 {
-            problems.push(BundleProblem::new("settings", "`tokens.max_bytes` must be between 1 and 1048576"));
+            problems.push(BundleProblem::new(
+                "settings",
+                "`tokens.max_bytes` must be between 1 and 1048576",
+            ));
         }
 
         // Schema.
@@ -327,9 +361,12 @@ impl Bundle {
         for name in &tenant_names {
             if !valid_tenant_name(name) {
                 problems.push(
-                    BundleProblem::new("tenants", format!("invalid tenant name `{}`", sanitize(name, 64)))
-                        .at(SourceLocation::file(tenants_file))
-                        .help("use 1-64 letters, digits, `.`, `_` or `-`"),
+                    BundleProblem::new(
+                        "tenants",
+                        format!("invalid tenant name `{}`", sanitize(name, 64)),
+                    )
+                    .at(SourceLocation::file(tenants_file))
+                    .help("use 1-64 letters, digits, `.`, `_` or `-`"),
                 );
             }
         }
@@ -366,8 +403,15 @@ impl Bundle {
         match Entities::from_json_value(compiled.entities.clone(), schema.as_ref()) {
             // With a schema, Cedar adds the schema's action entities; `from_entities` adds them
             // again per request, so they are not kept here.
-            Ok(entities) => static_entities.extend(entities.into_iter().filter(|e| !action_uids.contains(&e.uid()))),
-            Err(err) => problems.push(BundleProblem::new("entities", diagnostic_text(&err)).at(SourceLocation::file("entities.json"))),
+            Ok(entities) => static_entities.extend(
+                entities
+                    .into_iter()
+                    .filter(|e| !action_uids.contains(&e.uid())),
+            ),
+            Err(err) => problems.push(
+                BundleProblem::new("entities", diagnostic_text(&err))
+                    .at(SourceLocation::file("entities.json")),
+            ),
         }
         let static_uids = static_entities.iter().map(Entity::uid).collect();
 
@@ -427,17 +471,24 @@ impl Bundle {
     }
 
     pub(crate) fn policies_for(&self, tenant: Option<&str>) -> &PolicySet {
-        tenant.and_then(|t| self.tenant_policies.get(t)).map_or(&self.shared, |p| p)
+        tenant
+            .and_then(|t| self.tenant_policies.get(t))
+            .map_or(&self.shared, |p| p)
     }
 }
 
 fn valid_tenant_name(name: &str) -> bool {
-    (1..=64).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 /// The first label's offset of a diagnostic, if any.
 fn diagnostic_offset(diag: &dyn Diagnostic) -> Option<usize> {
-    diag.labels().and_then(|mut labels| labels.next()).map(|label| label.offset())
+    diag.labels()
+        .and_then(|mut labels| labels.next())
+        .map(|label| label.offset())
 }
 
 /// A diagnostic's message with its help, for problems that have no location.
@@ -460,18 +511,25 @@ fn parse_schema(text: &str, file: &str) -> Result<(Schema, SchemaInfo), BundlePr
         })?;
         value
     } else {
-        let (fragment, _warnings) = cedar_policy::SchemaFragment::from_cedarschema_str(text).map_err(|err| {
-            let location = diagnostic_offset(&err).map_or_else(|| SourceLocation::file(file), |o| SourceLocation::at_offset(file, text, o));
-            let mut problem = BundleProblem::new("schema", err.to_string()).at(location);
-            if let Some(help) = err.help() {
-                problem = problem.help(help.to_string());
-            }
-            problem
-        })?;
-        fragment.to_json_value().map_err(|e| BundleProblem::new("schema", e.to_string()))?
+        let (fragment, _warnings) = cedar_policy::SchemaFragment::from_cedarschema_str(text)
+            .map_err(|err| {
+                let location = diagnostic_offset(&err).map_or_else(
+                    || SourceLocation::file(file),
+                    |o| SourceLocation::at_offset(file, text, o),
+                );
+                let mut problem = BundleProblem::new("schema", err.to_string()).at(location);
+                if let Some(help) = err.help() {
+                    problem = problem.help(help.to_string());
+                }
+                problem
+            })?;
+        fragment
+            .to_json_value()
+            .map_err(|e| BundleProblem::new("schema", e.to_string()))?
     };
     let schema = Schema::from_json_value(json.clone()).map_err(|err| {
-        let mut problem = BundleProblem::new("schema", err.to_string()).at(SourceLocation::file(file));
+        let mut problem =
+            BundleProblem::new("schema", err.to_string()).at(SourceLocation::file(file));
         if let Some(help) = err.help() {
             problem = problem.help(help.to_string());
         }
@@ -480,11 +538,18 @@ fn parse_schema(text: &str, file: &str) -> Result<(Schema, SchemaInfo), BundlePr
     Ok((schema, SchemaInfo::from_json(&json)))
 }
 
-fn resolve_types(types: &EntityTypes, info: Option<&SchemaInfo>, problems: &mut Vec<BundleProblem>) -> PrincipalTypes {
+fn resolve_types(
+    types: &EntityTypes,
+    info: Option<&SchemaInfo>,
+    problems: &mut Vec<BundleProblem>,
+) -> PrincipalTypes {
     let mut parse = |name: &str, what: &str| match EntityTypeName::from_str(name) {
         Ok(ty) => ty,
         Err(_) => {
-            problems.push(BundleProblem::new("settings", format!("invalid {what} entity type name `{}`", sanitize(name, 64))));
+            problems.push(BundleProblem::new(
+                "settings",
+                format!("invalid {what} entity type name `{}`", sanitize(name, 64)),
+            ));
             EntityTypeName::from_str("Invalid").unwrap_or_else(|_| unreachable_type())
         }
     };
@@ -492,7 +557,8 @@ fn resolve_types(types: &EntityTypes, info: Option<&SchemaInfo>, problems: &mut 
     let client = parse(&types.client, "client");
     let role = parse(&types.role, "role");
     let group_ty = parse(&types.group, "group");
-    let attrs = |name: &str| info.map(|i| i.shape(name).map(|s| s.attrs.clone()).unwrap_or_default());
+    let attrs =
+        |name: &str| info.map(|i| i.shape(name).map(|s| s.attrs.clone()).unwrap_or_default());
     let group = match info {
         None => Some(group_ty),
         Some(info) => info
@@ -500,7 +566,14 @@ fn resolve_types(types: &EntityTypes, info: Option<&SchemaInfo>, problems: &mut 
             .is_some_and(|s| s.member_of.contains(&types.group))
             .then_some(group_ty),
     };
-    PrincipalTypes { user_attrs: attrs(&types.user), client_attrs: attrs(&types.client), user, client, role, group }
+    PrincipalTypes {
+        user_attrs: attrs(&types.user),
+        client_attrs: attrs(&types.client),
+        user,
+        client,
+        role,
+        group,
+    }
 }
 
 // A fixed, valid name used only to keep going after an error has been recorded.
@@ -517,18 +590,30 @@ struct ParsedPolicies {
     count: usize,
 }
 
-fn parse_policies(compiled: &CompiledBundle, tenants: &BTreeSet<&str>, problems: &mut Vec<BundleProblem>) -> ParsedPolicies {
+fn parse_policies(
+    compiled: &CompiledBundle,
+    tenants: &BTreeSet<&str>,
+    problems: &mut Vec<BundleProblem>,
+) -> ParsedPolicies {
     let require_ids = compiled.settings.require_policy_ids;
-    let mut parsed = ParsedPolicies { shared: PolicySet::new(), per_tenant: BTreeMap::new(), origin: HashMap::new(), count: 0 };
+    let mut parsed = ParsedPolicies {
+        shared: PolicySet::new(),
+        per_tenant: BTreeMap::new(),
+        origin: HashMap::new(),
+        count: 0,
+    };
     let mut seen: HashMap<String, String> = HashMap::new();
     for (index, file) in compiled.policies.iter().enumerate() {
         if let Some(tenant) = &file.tenant
             && !tenants.contains(tenant.as_str())
         {
             problems.push(
-                BundleProblem::new("policy", format!("policies for unknown tenant `{}`", sanitize(tenant, 64)))
-                    .at(SourceLocation::file(&file.file))
-                    .help("add the tenant to tenants.json or move the file"),
+                BundleProblem::new(
+                    "policy",
+                    format!("policies for unknown tenant `{}`", sanitize(tenant, 64)),
+                )
+                .at(SourceLocation::file(&file.file))
+                .help("add the tenant to tenants.json or move the file"),
             );
             continue;
         }
@@ -552,13 +637,23 @@ fn parse_policies(compiled: &CompiledBundle, tenants: &BTreeSet<&str>, problems:
         };
         if set.templates().next().is_some() {
             problems.push(
-                BundleProblem::new("policy", "policy templates are not supported").at(SourceLocation::file(&file.file)),
+                BundleProblem::new("policy", "policy templates are not supported")
+                    .at(SourceLocation::file(&file.file)),
             );
         }
         // Cedar names the policies of a file `policy0`, `policy1`, ... in source order.
         let mut policies: Vec<(usize, cedar_policy::Policy)> = set
             .policies()
-            .map(|p| (p.id().to_string().trim_start_matches("policy").parse().unwrap_or(usize::MAX), p.clone()))
+            .map(|p| {
+                (
+                    p.id()
+                        .to_string()
+                        .trim_start_matches("policy")
+                        .parse()
+                        .unwrap_or(usize::MAX),
+                    p.clone(),
+                )
+            })
             .collect();
         policies.sort_by_key(|(n, _)| *n);
         let offsets = policy_offsets(&file.source);
@@ -579,9 +674,12 @@ fn parse_policies(compiled: &CompiledBundle, tenants: &BTreeSet<&str>, problems:
             let location = SourceLocation::at_offset(&file.file, &file.source, offset);
             if let Some(previous) = seen.insert(id.clone(), location.to_string()) {
                 problems.push(
-                    BundleProblem::new("policy_id", format!("duplicate policy id `{}`", sanitize(&id, 80)))
-                        .at(location)
-                        .help(format!("first used at {previous}")),
+                    BundleProblem::new(
+                        "policy_id",
+                        format!("duplicate policy id `{}`", sanitize(&id, 80)),
+                    )
+                    .at(location)
+                    .help(format!("first used at {previous}")),
                 );
                 continue;
             }
@@ -589,7 +687,11 @@ fn parse_policies(compiled: &CompiledBundle, tenants: &BTreeSet<&str>, problems:
             parsed.origin.insert(policy.id().clone(), index);
             parsed.count += 1;
             match &file.tenant {
-                Some(tenant) => parsed.per_tenant.entry(tenant.clone()).or_default().push(policy),
+                Some(tenant) => parsed
+                    .per_tenant
+                    .entry(tenant.clone())
+                    .or_default()
+                    .push(policy),
                 None => {
                     if let Err(err) = parsed.shared.add(policy) {
                         problems.push(BundleProblem::new("policy", err.to_string()).at(location));
@@ -650,12 +752,23 @@ trait ParseErrorsExt {
 impl ParseErrorsExt for cedar_policy::ParseErrors {
     fn errors_as_strings_with_offsets(&self) -> Vec<(String, Option<usize>, Option<String>)> {
         self.iter()
-            .map(|err| (err.to_string(), diagnostic_offset(err), err.help().map(|h| h.to_string())))
+            .map(|err| {
+                (
+                    err.to_string(),
+                    diagnostic_offset(err),
+                    err.help().map(|h| h.to_string()),
+                )
+            })
             .collect()
     }
 }
 
-fn validate_policies(schema: &Schema, compiled: &CompiledBundle, parsed: &ParsedPolicies, problems: &mut Vec<BundleProblem>) {
+fn validate_policies(
+    schema: &Schema,
+    compiled: &CompiledBundle,
+    parsed: &ParsedPolicies,
+    problems: &mut Vec<BundleProblem>,
+) {
     let validator = cedar_policy::Validator::new(schema.clone());
     let mut all = parsed.shared.clone();
     for policy in parsed.per_tenant.values().flatten() {
@@ -664,9 +777,14 @@ fn validate_policies(schema: &Schema, compiled: &CompiledBundle, parsed: &Parsed
     }
     let result = validator.validate(&all, cedar_policy::ValidationMode::Strict);
     for err in result.validation_errors() {
-        let file = parsed.origin.get(err.policy_id()).and_then(|i| compiled.policies.get(*i));
+        let file = parsed
+            .origin
+            .get(err.policy_id())
+            .and_then(|i| compiled.policies.get(*i));
         let location = match (file, diagnostic_offset(err)) {
-            (Some(file), Some(offset)) => SourceLocation::at_offset(&file.file, &file.source, offset),
+            (Some(file), Some(offset)) => {
+                SourceLocation::at_offset(&file.file, &file.source, offset)
+            }
             (Some(file), None) => SourceLocation::file(&file.file),
             (None, _) => SourceLocation::file("policies"),
         };
@@ -693,9 +811,13 @@ fn resolve_issuers(
     for (tenant, config) in &compiled.tenants {
         for (index, issuer) in config.issuers.iter().enumerate() {
             let at = || SourceLocation::file(tenants_file);
-            let what = format!("tenant `{tenant}` issuer {index} (`{}`)", sanitize(&issuer.issuer, 120));
+            let what = format!(
+                "tenant `{tenant}` issuer {index} (`{}`)",
+                sanitize(&issuer.issuer, 120)
+            );
             let mut fail = |message: String, help: Option<&str>| {
-                let mut problem = BundleProblem::new("tenants", format!("{what}: {message}")).at(at());
+                let mut problem =
+                    BundleProblem::new("tenants", format!("{what}: {message}")).at(at());
                 if let Some(help) = help {
                     problem = problem.help(help);
                 }
@@ -706,7 +828,10 @@ fn resolve_issuers(
                 continue;
             }
             if issuer.audiences.is_empty() || issuer.audiences.iter().any(String::is_empty) {
-                fail("`audiences` must list at least one non-empty audience".into(), Some("tokens without an accepted `aud` are always refused"));
+                fail(
+                    "`audiences` must list at least one non-empty audience".into(),
+                    Some("tokens without an accepted `aud` are always refused"),
+                );
                 continue;
             }
             let mut algorithms = Vec::new();
@@ -715,7 +840,9 @@ fn resolve_issuers(
                     Some(alg) => algorithms.push(alg),
                     None => fail(
                         format!("unsupported algorithm `{}`", sanitize(name, 20)),
-                        Some("use RS256/384/512, PS256/384/512, ES256/384, EdDSA or, with a secret, HS256/384/512"),
+                        Some(
+                            "use RS256/384/512, PS256/384/512, ES256/384, EdDSA or, with a secret, HS256/384/512",
+                        ),
                     ),
                 }
             }
@@ -723,14 +850,23 @@ fn resolve_issuers(
                 fail("`algorithms` must list at least one algorithm".into(), None);
                 continue;
             }
-            if algorithms.iter().any(|a| a.is_symmetric()) && algorithms.iter().any(|a| !a.is_symmetric()) {
+            if algorithms.iter().any(|a| a.is_symmetric())
+                && algorithms.iter().any(|a| !a.is_symmetric())
+            {
                 fail(
                     "mixes HMAC and public-key algorithms".into(),
-                    Some("an issuer uses either a shared secret or public keys; mixing them enables key-confusion attacks"),
+                    Some(
+                        "an issuer uses either a shared secret or public keys; mixing them enables key-confusion attacks",
+                    ),
                 );
                 continue;
             }
-            let sources = [issuer.jwks.is_some(), issuer.jwks_file.is_some(), issuer.jwks_uri.is_some(), issuer.discovery.is_some()];
+            let sources = [
+                issuer.jwks.is_some(),
+                issuer.jwks_file.is_some(),
+                issuer.jwks_uri.is_some(),
+                issuer.discovery.is_some(),
+            ];
             if sources.iter().filter(|s| **s).count() != 1 {
                 fail(
                     "needs exactly one of `jwks`, `jwks_file`, `jwks_uri` or `discovery`".into(),
@@ -739,7 +875,10 @@ fn resolve_issuers(
                 continue;
             }
             if issuer.jwks_file.is_some() {
-                fail("`jwks_file` must be inlined by compilation".into(), Some("build the bundle with `portcullis bundle`"));
+                fail(
+                    "`jwks_file` must be inlined by compilation".into(),
+                    Some("build the bundle with `portcullis bundle`"),
+                );
                 continue;
             }
             let (inline_keys, source) = if let Some(jwks) = &issuer.jwks {
@@ -752,7 +891,10 @@ fn resolve_issuers(
                 }
             } else {
                 if algorithms.iter().any(|a| a.is_symmetric()) {
-                    fail("HMAC secrets must be inline (`jwks` with `oct` keys)".into(), None);
+                    fail(
+                        "HMAC secrets must be inline (`jwks` with `oct` keys)".into(),
+                        None,
+                    );
                     continue;
                 }
                 let (url, source) = match (&issuer.jwks_uri, &issuer.discovery) {
@@ -771,13 +913,21 @@ fn resolve_issuers(
             };
             let skew = issuer.clock_skew.unwrap_or(default_skew);
             if skew > MAX_CLOCK_SKEW {
-                fail(format!("clock skew of {skew}s is over the maximum of {MAX_CLOCK_SKEW}s"), None);
+                fail(
+                    format!("clock skew of {skew}s is over the maximum of {MAX_CLOCK_SKEW}s"),
+                    None,
+                );
                 continue;
             }
             let mapping = match ClaimMapping::resolve(&issuer.claims, types) {
                 Ok(mapping) => mapping,
                 Err(why) => {
-                    fail(why, Some("declare the attribute on the principal entity type in the schema, or remove the mapping"));
+                    fail(
+                        why,
+                        Some(
+                            "declare the attribute on the principal entity type in the schema, or remove the mapping",
+                        ),
+                    );
                     continue;
                 }
             };
@@ -789,31 +939,44 @@ fn resolve_issuers(
                 Some(t) => Some(normalize_typ(t)),
                 None => None,
             };
-            issuers.entry(issuer.issuer.clone()).or_default().push(IssuerEntry {
-                tenant: tenant.clone(),
-                issuer: issuer.issuer.clone(),
-                audiences: issuer.audiences.clone(),
-                algorithms,
-                inline_keys,
-                source,
-                mapping,
-                match_claims: issuer.match_claims.clone(),
-                typ,
-                max_token_age: issuer.max_token_age,
-                clock_skew: skew,
-            });
+            issuers
+                .entry(issuer.issuer.clone())
+                .or_default()
+                .push(IssuerEntry {
+                    tenant: tenant.clone(),
+                    issuer: issuer.issuer.clone(),
+                    audiences: issuer.audiences.clone(),
+                    algorithms,
+                    inline_keys,
+                    source,
+                    mapping,
+                    match_claims: issuer.match_claims.clone(),
+                    typ,
+                    max_token_age: issuer.max_token_age,
+                    clock_skew: skew,
+                });
         }
     }
     // An issuer shared by several entries needs distinguishing `match` claims.
-    let mut shared: Vec<_> = issuers.iter().filter(|(_, entries)| entries.len() > 1).collect();
+    let mut shared: Vec<_> = issuers
+        .iter()
+        .filter(|(_, entries)| entries.len() > 1)
+        .collect();
     shared.sort_by(|a, b| a.0.cmp(b.0));
     for (issuer, entries) in shared {
         for (i, a) in entries.iter().enumerate() {
             for b in entries.iter().skip(i + 1) {
-                let distinct = a.match_claims.iter().any(|(k, v)| b.match_claims.get(k).is_some_and(|w| w != v));
+                let distinct = a
+                    .match_claims
+                    .iter()
+                    .any(|(k, v)| b.match_claims.get(k).is_some_and(|w| w != v));
                 if !distinct {
                     let message = if a.tenant == b.tenant {
-                        format!("tenant `{}` lists issuer `{}` twice", a.tenant, sanitize(issuer, 120))
+                        format!(
+                            "tenant `{}` lists issuer `{}` twice",
+                            a.tenant,
+                            sanitize(issuer, 120)
+                        )
                     } else {
                         format!(
                             "issuer `{}` is shared by tenants `{}` and `{}` without distinguishing `match` claims",
@@ -838,7 +1001,9 @@ fn acceptable_url(url: &str) -> bool {
     if url.starts_with("https://") {
         return true;
     }
-    let Some(rest) = url.strip_prefix("http://") else { return false };
+    let Some(rest) = url.strip_prefix("http://") else {
+        return false;
+    };
     let host = rest.split(['/', ':']).next().unwrap_or("");
     matches!(host, "localhost" | "127.0.0.1" | "[::1]")
 }
@@ -846,9 +1011,10 @@ fn acceptable_url(url: &str) -> bool {
 /// `typ` values compare case-insensitively with an optional `application/` prefix (RFC 7515 §4.1.9).
 pub(crate) fn normalize_typ(typ: &str) -> String {
     let lower = typ.trim().to_ascii_lowercase();
-    lower.strip_prefix("application/").map_or(lower.clone(), str::to_owned)
+    lower
+        .strip_prefix("application/")
+        .map_or(lower.clone(), str::to_owned)
 }
-
 
 #[cfg(test)]
 mod tests;

@@ -32,16 +32,32 @@ pub(crate) struct SchemaInfo {
 impl SchemaInfo {
     pub fn from_json(json: &serde_json::Value) -> Self {
         let mut info = Self::default();
-        let Some(namespaces) = json.as_object() else { return info };
+        let Some(namespaces) = json.as_object() else {
+            return info;
+        };
         for (namespace, body) in namespaces {
-            let common = body.get("commonTypes").and_then(serde_json::Value::as_object);
-            let Some(types) = body.get("entityTypes").and_then(serde_json::Value::as_object) else { continue };
+            let common = body
+                .get("commonTypes")
+                .and_then(serde_json::Value::as_object);
+            let Some(types) = body
+                .get("entityTypes")
+                .and_then(serde_json::Value::as_object)
+            else {
+                continue;
+            };
             for (name, def) in types {
                 let full = qualify(namespace, name);
                 let mut shape = EntityShape::default();
-                if let Some(parents) = def.get("memberOfTypes").and_then(serde_json::Value::as_array) {
+                if let Some(parents) = def
+                    .get("memberOfTypes")
+                    .and_then(serde_json::Value::as_array)
+                {
                     for parent in parents.iter().filter_map(serde_json::Value::as_str) {
-                        shape.member_of.insert(if parent.contains("::") { parent.to_owned() } else { qualify(namespace, parent) });
+                        shape.member_of.insert(if parent.contains("::") {
+                            parent.to_owned()
+                        } else {
+                            qualify(namespace, parent)
+                        });
                     }
                 }
                 let attrs = def
@@ -51,8 +67,13 @@ impl SchemaInfo {
                     .and_then(serde_json::Value::as_object);
                 if let Some(attrs) = attrs {
                     for (attr, ty) in attrs {
-                        let required = ty.get("required").and_then(serde_json::Value::as_bool).unwrap_or(true);
-                        shape.attrs.insert(attr.clone(), (attr_type(ty, common), required));
+                        let required = ty
+                            .get("required")
+                            .and_then(serde_json::Value::as_bool)
+                            .unwrap_or(true);
+                        shape
+                            .attrs
+                            .insert(attr.clone(), (attr_type(ty, common), required));
                     }
                 }
                 info.entity_types.insert(full, shape);
@@ -67,12 +88,20 @@ impl SchemaInfo {
 }
 
 fn qualify(namespace: &str, name: &str) -> String {
-    if namespace.is_empty() { name.to_owned() } else { format!("{namespace}::{name}") }
+    if namespace.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{namespace}::{name}")
+    }
 }
 
 fn type_name(ty: &serde_json::Value) -> Option<&str> {
     let tag = ty.get("type")?.as_str()?;
-    if tag == "EntityOrCommon" { ty.get("name")?.as_str() } else { Some(tag) }
+    if tag == "EntityOrCommon" {
+        ty.get("name")?.as_str()
+    } else {
+        Some(tag)
+    }
 }
 
 fn resolve_common<'a>(
@@ -85,7 +114,10 @@ fn resolve_common<'a>(
     }
 }
 
-fn attr_type(ty: &serde_json::Value, common: Option<&serde_json::Map<String, serde_json::Value>>) -> AttrType {
+fn attr_type(
+    ty: &serde_json::Value,
+    common: Option<&serde_json::Map<String, serde_json::Value>>,
+) -> AttrType {
     let ty = resolve_common(ty, common);
     match type_name(ty).map(|n| n.trim_start_matches("__cedar::")) {
         Some("String") => AttrType::String,

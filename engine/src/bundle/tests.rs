@@ -9,7 +9,11 @@ action view appliesTo { principal: [User], resource: Report };
 "#;
 
 fn policy(file: &str, source: &str) -> PolicySource {
-    PolicySource { file: file.into(), tenant: None, source: source.into() }
+    PolicySource {
+        file: file.into(),
+        tenant: None,
+        source: source.into(),
+    }
 }
 
 fn rsa_jwks() -> serde_json::Value {
@@ -30,27 +34,51 @@ fn issuer(url: &str) -> IssuerConfig {
 fn bundle(policies: Vec<PolicySource>, tenants: &[(&str, Vec<IssuerConfig>)]) -> CompiledBundle {
     let mut compiled = CompiledBundle::new(Settings::default(), Some(SCHEMA.into()), policies);
     for (name, issuers) in tenants {
-        compiled.tenants.insert((*name).into(), TenantConfig { display_name: None, issuers: issuers.clone() });
+        compiled.tenants.insert(
+            (*name).into(),
+            TenantConfig {
+                display_name: None,
+                issuers: issuers.clone(),
+            },
+        );
     }
     compiled
 }
 
 fn problems(compiled: CompiledBundle) -> Vec<BundleProblem> {
-    Bundle::load(compiled).expect_err("bundle should be rejected").problems
+    Bundle::load(compiled)
+        .expect_err("bundle should be rejected")
+        .problems
 }
 
 const GOOD: &str = "@id(\"view\")\npermit(principal, action == Action::\"view\", resource);\n";
 
 #[test]
 fn good_bundle_loads_with_stable_revision() {
-    let a = Bundle::load(bundle(vec![policy("p.cedar", GOOD)], &[("acme", vec![issuer("https://a")])])).unwrap();
-    let b = Bundle::load(bundle(vec![policy("p.cedar", GOOD)], &[("acme", vec![issuer("https://a")])])).unwrap();
+    let a = Bundle::load(bundle(
+        vec![policy("p.cedar", GOOD)],
+        &[("acme", vec![issuer("https://a")])],
+    ))
+    .unwrap();
+    let b = Bundle::load(bundle(
+        vec![policy("p.cedar", GOOD)],
+        &[("acme", vec![issuer("https://a")])],
+    ))
+    .unwrap();
     assert_eq!(a.revision(), b.revision());
     assert_eq!(a.revision().len(), 32);
-    let c = Bundle::load(bundle(vec![policy("p.cedar", &GOOD.replace("view\")", "see\")"))], &[])).unwrap();
+    let c = Bundle::load(bundle(
+        vec![policy("p.cedar", &GOOD.replace("view\")", "see\")"))],
+        &[],
+    ))
+    .unwrap();
     assert_ne!(a.revision(), c.revision(), "revision follows content");
     let json = a.compiled().to_json();
-    assert_eq!(Bundle::from_json(&json).unwrap().revision(), a.revision(), "round trip keeps the revision");
+    assert_eq!(
+        Bundle::from_json(&json).unwrap().revision(),
+        a.revision(),
+        "round trip keeps the revision"
+    );
 }
 
 #[test]
@@ -76,15 +104,24 @@ fn missing_and_duplicate_ids_are_located() {
     let src = "@id(\"a\")\npermit(principal, action, resource);\npermit(principal, action, resource);\n@id(\"a\")\nforbid(principal, action, resource);\n";
     let p = problems(bundle(vec![policy("p.cedar", src)], &[]));
     assert_eq!(p.len(), 2, "{p:?}");
-    assert_eq!((p[0].code, p[0].location.as_ref().unwrap().line), ("policy_id", Some(3)));
-    assert_eq!((p[1].code, p[1].location.as_ref().unwrap().line), ("policy_id", Some(4)));
+    assert_eq!(
+        (p[0].code, p[0].location.as_ref().unwrap().line),
+        ("policy_id", Some(3))
+    );
+    assert_eq!(
+        (p[1].code, p[1].location.as_ref().unwrap().line),
+        ("policy_id", Some(4))
+    );
     assert!(p[1].message.contains("duplicate"));
 }
 
 #[test]
 fn schema_violations_are_located_in_their_file() {
     let src = "@id(\"ok\")\npermit(principal, action, resource);\n@id(\"bad\")\npermit(principal, action, resource) when { principal.salary > 5 };\n";
-    let p = problems(bundle(vec![policy("a.cedar", GOOD), policy("b.cedar", src)], &[]));
+    let p = problems(bundle(
+        vec![policy("a.cedar", GOOD), policy("b.cedar", src)],
+        &[],
+    ));
     assert_eq!(p[0].code, "policy_validation");
     assert!(p[0].message.contains("`bad`"), "{}", p[0]);
     assert_eq!(p[0].location.as_ref().unwrap().file, "b.cedar");
@@ -100,8 +137,18 @@ fn bad_schema_is_reported() {
 
 #[test]
 fn shared_issuer_needs_distinguishing_match() {
-    let p = problems(bundle(vec![], &[("a", vec![issuer("https://shared")]), ("b", vec![issuer("https://shared")])]));
-    assert!(p[0].message.contains("shared by tenants `a` and `b`"), "{}", p[0]);
+    let p = problems(bundle(
+        vec![],
+        &[
+            ("a", vec![issuer("https://shared")]),
+            ("b", vec![issuer("https://shared")]),
+        ],
+    ));
+    assert!(
+        p[0].message.contains("shared by tenants `a` and `b`"),
+        "{}",
+        p[0]
+    );
     let mut x = issuer("https://shared");
     x.match_claims.insert("org_id".into(), "x".into());
     let mut y = issuer("https://shared");
@@ -111,7 +158,10 @@ fn shared_issuer_needs_distinguishing_match() {
 
 #[test]
 fn issuer_listed_twice_for_one_tenant() {
-    let p = problems(bundle(vec![], &[("a", vec![issuer("https://i"), issuer("https://i")])]));
+    let p = problems(bundle(
+        vec![],
+        &[("a", vec![issuer("https://i"), issuer("https://i")])],
+    ));
     assert!(p[0].message.contains("twice"), "{}", p[0]);
 }
 
@@ -131,7 +181,10 @@ fn issuer_configuration_errors() {
     http.jwks = None;
     http.discovery = Some("http://idp.example/.well-known/openid-configuration".into());
     let mut unknown_attr = issuer("https://g");
-    unknown_attr.claims.attributes.insert("salary".into(), "salary".into());
+    unknown_attr
+        .claims
+        .attributes
+        .insert("salary".into(), "salary".into());
     let mut skew = issuer("https://h");
     skew.clock_skew = Some(3600);
     let cases = [
@@ -146,7 +199,10 @@ fn issuer_configuration_errors() {
     ];
     for (config, expected) in cases {
         let p = problems(bundle(vec![], &[("t", vec![config])]));
-        assert!(p.iter().any(|p| p.message.contains(expected)), "expected `{expected}` in {p:?}");
+        assert!(
+            p.iter().any(|p| p.message.contains(expected)),
+            "expected `{expected}` in {p:?}"
+        );
     }
 }
 
@@ -160,7 +216,9 @@ fn unknown_fields_and_presets_are_json_errors_with_lines() {
         )),
         ..Default::default()
     };
-    let err = sources.compile(&mut |_| Err("no files".into())).unwrap_err();
+    let err = sources
+        .compile(&mut |_| Err("no files".into()))
+        .unwrap_err();
     assert_eq!(err.problems[0].code, "json");
     assert_eq!(err.problems[0].location.as_ref().unwrap().line, Some(3));
     assert!(err.problems[0].message.contains("facebook"));
@@ -194,9 +252,19 @@ fn jwks_file_is_inlined_and_private_keys_refused() {
 
 #[test]
 fn tenant_policies_stay_in_their_tenant() {
-    let mut own = policy("policies/tenants/b/x.cedar", "@id(\"b-only\")\npermit(principal, action, resource);");
+    let mut own = policy(
+        "policies/tenants/b/x.cedar",
+        "@id(\"b-only\")\npermit(principal, action, resource);",
+    );
     own.tenant = Some("b".into());
-    let loaded = Bundle::load(bundle(vec![policy("p.cedar", GOOD), own.clone()], &[("a", vec![issuer("https://a")]), ("b", vec![issuer("https://b")])])).unwrap();
+    let loaded = Bundle::load(bundle(
+        vec![policy("p.cedar", GOOD), own.clone()],
+        &[
+            ("a", vec![issuer("https://a")]),
+            ("b", vec![issuer("https://b")]),
+        ],
+    ))
+    .unwrap();
     assert_eq!(loaded.policies_for(Some("a")).policies().count(), 1);
     assert_eq!(loaded.policies_for(Some("b")).policies().count(), 2);
     assert_eq!(loaded.policy_count(), 2);
