@@ -19,7 +19,15 @@ const MAX_VALUE_DEPTH: usize = 16;
 pub(crate) const RESERVED_CONTEXT_KEYS: [&str; 5] =
     ["mfa", "session_age", "scopes", "token_type", "client_id"];
 
-pub(crate) fn entity_type(name: &str) -> Result<EntityTypeName, RequestError> {
+/// A request's entity type name: the schema's parsed copy when there is one.
+pub(crate) fn entity_type(bundle: &Bundle, name: &str) -> Result<EntityTypeName, RequestError> {
+    if let Some(ty) = bundle.known_type(name) {
+        return Ok(ty.clone());
+    }
+    parse_entity_type(name)
+}
+
+fn parse_entity_type(name: &str) -> Result<EntityTypeName, RequestError> {
     EntityTypeName::from_str(name).map_err(|_| RequestError::Entity {
         reference: sanitize(name, 80),
         reason: "not a valid entity type name".into(),
@@ -31,7 +39,10 @@ pub(crate) fn uid(type_name: EntityTypeName, id: &str) -> EntityUid {
 }
 
 /// The action uid for an action name: `view` → `Action::"view"`; a full uid is taken as is.
-pub(crate) fn action_uid(action: &str) -> Result<EntityUid, RequestError> {
+pub(crate) fn action_uid(bundle: &Bundle, action: &str) -> Result<EntityUid, RequestError> {
+    if let Some(uid) = bundle.known_action(action) {
+        return Ok(uid.clone());
+    }
     if action.is_empty() || action.len() > 256 {
         return Err(RequestError::Action(sanitize(action, 80)));
     }
@@ -39,7 +50,7 @@ pub(crate) fn action_uid(action: &str) -> Result<EntityUid, RequestError> {
         return EntityUid::from_str(action).map_err(|_| RequestError::Action(sanitize(action, 80)));
     }
     Ok(uid(
-        entity_type("Action").map_err(|_| RequestError::Action(sanitize(action, 80)))?,
+        parse_entity_type("Action").map_err(|_| RequestError::Action(sanitize(action, 80)))?,
         action,
     ))
 }
@@ -160,7 +171,7 @@ pub(crate) fn value_to_expr(
                     .get("id")
                     .and_then(Value::as_str)
                     .ok_or_else(|| bad("`__entity` needs an `id`"))?;
-                RestrictedExpression::new_entity_uid(uid(entity_type(ty)?, id))
+                RestrictedExpression::new_entity_uid(uid(parse_entity_type(ty)?, id))
             } else if let (Some(extn), 1) = (map.get("__extn"), map.len()) {
                 let func = extn
                     .get("fn")

@@ -124,6 +124,12 @@ pub enum TokenStep {
     NeedsSignature(Box<PendingSignature>),
 }
 
+/// [`TokenStep`] with the cached token itself, for internal callers.
+enum Step {
+    Hit(Arc<VerifiedToken>),
+    Pending(Box<PendingSignature>),
+}
+
 /// Engine configuration beyond the bundle.
 #[derive(Clone)]
 pub struct EngineOptions {
@@ -260,9 +266,9 @@ impl Engine {
     }
 
     fn verified(&self, token: &str, now: i64) -> Result<Arc<VerifiedToken>, TokenError> {
-        match self.begin_token(token, now)? {
-            TokenStep::Cached => self.cache.get(token, now).ok_or(TokenError::Expired),
-            TokenStep::NeedsSignature(pending) => {
+        match self.step(token, now)? {
+            Step::Hit(verified) => Ok(verified),
+            Step::Pending(pending) => {
                 let ok = self
                     .verifier
                     .verify(
@@ -284,6 +290,13 @@ impl Engine {
     /// # Errors
     /// Why the token is not accepted.
     pub fn begin_token(&self, token: &str, now: i64) -> Result<TokenStep, TokenError> {
+        Ok(match self.step(token, now)? {
+            Step::Hit(_) => TokenStep::Cached,
+            Step::Pending(pending) => TokenStep::NeedsSignature(pending),
+        })
+    }
+
+    fn step(&self, token: &str, now: i64) -> Result<Step, TokenError> {
         let max_bytes = self.bundle.compiled().settings.tokens.max_bytes;
         if token.len() > max_bytes {
             return Err(TokenError::TooLarge {
@@ -293,7 +306,7 @@ impl Engine {
         }
         if let Some(hit) = self.cache.get(token, now) {
             hit.times.check(now)?;
-            return Ok(TokenStep::Cached);
+            return Ok(Step::Hit(hit));
         }
         let parsed = token::parse(token, max_bytes)?;
         let issuer = match parsed.claims.get("iss") {
@@ -309,7 +322,7 @@ impl Engine {
         token::check_header(&parsed, entry)?;
         let times = token::check_claims(&parsed.claims, entry, now)?;
         let key = self.key_for(entry, parsed.alg, parsed.kid.as_deref())?;
-        Ok(TokenStep::NeedsSignature(Box::new(PendingSignature {
+        Ok(Step::Pending(Box::new(PendingSignature {
             token: token.to_owned(),
             algorithm: parsed.alg,
             key,
@@ -466,9 +479,9 @@ impl Engine {
         request: &DecisionRequest,
         now: i64,
     ) -> Result<cedar_glue::Evaluation, RequestError> {
-        let action = cedar_glue::action_uid(&request.action)?;
+        let action = cedar_glue::action_uid(&self.bundle, &request.action)?;
         let resource_uid = cedar_glue::uid(
-            cedar_glue::entity_type(&request.resource.entity_type)?,
+            cedar_glue::entity_type(&self.bundle, &request.resource.entity_type)?,
             &request.resource.id,
         );
         let mut context = cedar_glue::token_context(&verified.principal, now);
@@ -559,12 +572,12 @@ impl Engine {
             return Err(RequestError::UnknownTenant(sanitize(tenant, 64)));
         }
         let principal = cedar_glue::uid(
-            cedar_glue::entity_type(&request.principal.entity_type)?,
+            cedar_glue::entity_type(&self.bundle, &request.principal.entity_type)?,
             &request.principal.id,
         );
-        let action = cedar_glue::action_uid(&request.action)?;
+        let action = cedar_glue::action_uid(&self.bundle, &request.action)?;
         let resource = cedar_glue::uid(
-            cedar_glue::entity_type(&request.resource.entity_type)?,
+            cedar_glue::entity_type(&self.bundle, &request.resource.entity_type)?,
             &request.resource.id,
         );
         let context: Vec<(String, RestrictedExpression)> = match &self.bundle.schema {

@@ -275,6 +275,10 @@ pub struct Bundle {
     pub(crate) static_entities: Vec<Entity>,
     pub(crate) static_uids: HashSet<EntityUid>,
     pub(crate) action_uids: HashSet<EntityUid>,
+    /// Entity type names of the schema, parsed once (requests name them by string).
+    known_types: HashMap<String, EntityTypeName>,
+    /// `Action::"<id>"` uids of the schema by id, parsed once.
+    known_actions: HashMap<String, EntityUid>,
     pub(crate) types: PrincipalTypes,
     policy_count: usize,
 }
@@ -414,6 +418,23 @@ impl Bundle {
             ),
         }
         let static_uids = static_entities.iter().map(Entity::uid).collect();
+        let mut known_types: HashMap<String, EntityTypeName> = schema_info
+            .iter()
+            .flat_map(|info| info.entity_types.keys())
+            .filter_map(|name| {
+                EntityTypeName::from_str(name)
+                    .ok()
+                    .map(|ty| (name.clone(), ty))
+            })
+            .collect();
+        for ty in [&types.user, &types.client, &types.role] {
+            known_types.insert(ty.to_string(), ty.clone());
+        }
+        let known_actions = action_uids
+            .iter()
+            .filter(|uid| uid.type_name().to_string() == "Action")
+            .map(|uid| (uid.id().unescaped().to_owned(), uid.clone()))
+            .collect();
 
         if !problems.is_empty() {
             return Err(BundleError { problems });
@@ -428,6 +449,8 @@ impl Bundle {
             static_entities,
             static_uids,
             action_uids,
+            known_types,
+            known_actions,
             types,
         })
     }
@@ -464,6 +487,16 @@ impl Bundle {
         }
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out
+    }
+
+    /// A schema entity type by name, without parsing.
+    pub(crate) fn known_type(&self, name: &str) -> Option<&EntityTypeName> {
+        self.known_types.get(name)
+    }
+
+    /// A schema action `Action::"<id>"` by id, without parsing.
+    pub(crate) fn known_action(&self, id: &str) -> Option<&EntityUid> {
+        self.known_actions.get(id)
     }
 
     pub(crate) fn is_schema_action(&self, uid: &EntityUid) -> bool {
