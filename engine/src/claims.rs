@@ -260,6 +260,7 @@ impl ClaimMapping {
         issuer: &str,
         user_type: &str,
         client_type: &str,
+        latest_auth_time: i64,
     ) -> Result<Principal, &'static str> {
         let mut ignored = Vec::new();
         let first_string = |list: &[ClaimPath]| {
@@ -347,8 +348,10 @@ impl ClaimMapping {
             .is_some_and(|acr| self.mfa_acr.iter().any(|m| m == acr));
         let auth_time = match claims.get("auth_time") {
             Some(value) => match value.as_i64() {
-                Some(t) => Some(t),
-                None => {
+                // A sign-in in the future (beyond the clock skew) is as malformed as a string:
+                // it would otherwise make every session look fresh.
+                Some(t) if t <= latest_auth_time => Some(t),
+                _ => {
                     ignored.push("auth_time".into());
                     None
                 }

@@ -373,6 +373,7 @@ impl Engine {
                 &entry.issuer,
                 &types.user,
                 &types.client,
+                now.saturating_add(pending.times.skew),
             )
             .map_err(TokenError::BadClaim)?;
         let (uid, entity) = cedar_glue::principal_entity(&self.bundle, &principal)

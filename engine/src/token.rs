@@ -83,9 +83,6 @@ pub(crate) fn parse_jws(token: &str, max_bytes: usize) -> Result<ParsedJws<'_>, 
     if header.is_empty() || payload.is_empty() {
         return Err(TokenError::Malformed("empty header or payload"));
     }
-    if signature.is_empty() {
-        return Err(TokenError::BadSignature);
-    }
     let header =
         strict_object(&b64(header)?).ok_or(TokenError::Malformed("header is not a JSON object"))?;
     for forbidden in ["crit", "jwk", "jku", "x5u", "x5c", "b64", "zip"] {
@@ -105,6 +102,11 @@ pub(crate) fn parse_jws(token: &str, max_bytes: usize) -> Result<ParsedJws<'_>, 
         },
         _ => return Err(TokenError::Malformed("header has no `alg` string")),
     };
+    // After the header checks, so that an unsecured JWS (`alg: none`, empty signature) is
+    // reported as the unsupported algorithm it is.
+    if signature.is_empty() {
+        return Err(TokenError::BadSignature);
+    }
     let kid = match header.get("kid") {
         None => None,
         Some(Value::String(kid)) => Some(kid.clone()),

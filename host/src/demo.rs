@@ -214,7 +214,7 @@ pub fn why(decision: &Decision) -> String {
 
 /// Run the scenario and print the table. Returns the number of steps.
 pub fn run(dir: &Path, now: i64) -> Result<usize, String> {
-    let (compiled, bundle) = crate::bundle_dir::load(dir).map_err(|e| e.to_string())?;
+    let (compiled, bundle) = portcullis::bundle_dir::load(dir).map_err(|e| e.to_string())?;
     let engine = Engine::new(bundle);
     println!(
         "Portcullis demo: TechFin policy pack, bundle revision {}",

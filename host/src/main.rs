@@ -3,11 +3,11 @@
 //! Exit codes: 0 allow (or success), 1 deny / unauthenticated (or failed tests),
 //! 2 usage or load errors.
 
-mod bundle_dir;
 mod demo;
 mod policy_tests;
 
 use clap::{Parser, Subcommand};
+use portcullis::bundle_dir;
 use portcullis_engine::{DecisionRequest, DevIssuer, Engine, ResourceRef};
 use serde_json::{Map, Value};
 use std::path::PathBuf;

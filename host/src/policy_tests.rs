@@ -4,7 +4,7 @@
 //! tenant's dev key, so the whole token path is exercised), or a raw `token`, or an explicit
 //! `principal` (trusted-principal mode); then the request and the expected outcome.
 
-use crate::bundle_dir::{self, read_relative};
+use portcullis::bundle_dir::{self, read_relative};
 use portcullis_engine::{DecisionRequest, DevIssuer, Engine, ResourceRef, TrustedRequest};
 use serde::Deserialize;
 use serde_json::{Map, Value};

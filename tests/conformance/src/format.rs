@@ -1,0 +1,215 @@
+//! The case-file format (`cases/*.json`), documented in the crate's `README.md`.
+//!
+//! Every struct refuses unknown fields, so a typo in a case file is a load error rather than a
+//! silently ignored expectation.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// One case file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaseFile {
+    /// What the file covers.
+    pub description: String,
+    /// The bundle directory, relative to the repository root (`policies/techfin`).
+    pub bundle: String,
+    /// Evaluation time (unix seconds) for every case of the file; token times are relative to it.
+    pub now: i64,
+    /// The cases.
+    pub cases: Vec<Case>,
+}
+
+/// One case: a token (or none), a request and the expected decision.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Case {
+    /// Unique within the file.
+    pub name: String,
+    /// How to build the token; `null` (or absent) sends no token.
+    #[serde(default)]
+    pub token: Option<TokenSpec>,
+    /// What is asked.
+    pub request: CaseRequest,
+    /// What every host must answer.
+    pub expect: Expect,
+    /// A known engine defect: the case states the correct expectation but is expected to fail
+    /// until the engine is fixed. A runner counts it apart from passes, and fails if it passes.
+    #[serde(default)]
+    pub known_issue: Option<String>,
+}
+
+/// The request part of a case (the body of `POST /v1/decide`, without the token).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaseRequest {
+    /// Action id (`view`).
+    pub action: String,
+    /// The resource.
+    pub resource: CaseResource,
+    /// Extra context.
+    #[serde(default)]
+    pub context: Map<String, Value>,
+}
+
+/// A resource reference with attributes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaseResource {
+    /// Entity type (`Report`).
+    #[serde(rename = "type")]
+    pub entity_type: String,
+    /// Entity id.
+    pub id: String,
+    /// Attributes, in Cedar JSON value form.
+    #[serde(default)]
+    pub attrs: Map<String, Value>,
+}
+
+/// The expected outcome.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expect {
+    /// `allow`, `deny` or `unauthenticated`.
+    pub decision: ExpectedDecision,
+    /// The exact set of deciding policy ids, when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasons: Option<Vec<String>>,
+    /// An error code that must appear among the decision's errors, when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A decision outcome.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExpectedDecision {
+    /// Allowed.
+    Allow,
+    /// Denied.
+    Deny,
+    /// No valid token.
+    Unauthenticated,
+}
+
+impl ExpectedDecision {
+    /// `allow`, `deny` or `unauthenticated` (the engine's `Outcome::as_str`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Allow => "allow",
+            Self::Deny => "deny",
+            Self::Unauthenticated => "unauthenticated",
+        }
+    }
+}
+
+/// How to build a token: either `raw`, or a tenant's development issuer plus changes.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenSpec {
+    /// A literal token string; excludes every other field.
+    #[serde(default)]
+    pub raw: Option<String>,
+    /// The tenant whose development issuer signs.
+    #[serde(default)]
+    pub tenant: Option<String>,
+    /// Which of the tenant's issuer entries (default the first).
+    #[serde(default)]
+    pub issuer: usize,
+    /// Merged over `DevIssuer::base_claims(now, 3600)`; `null` removes a claim.
+    #[serde(default)]
+    pub claims: Map<String, Value>,
+    /// Merged over the default header `{alg, kid, typ}`; `null` removes a parameter.
+    #[serde(default)]
+    pub header: Map<String, Value>,
+    /// The algorithm to sign with (default the issuer's first). Also the default header `alg`.
+    #[serde(default)]
+    pub alg: Option<String>,
+    /// A forgery to apply.
+    #[serde(default)]
+    pub forge: Option<Forge>,
+    /// With `other_tenant_key`: whose key signs (default the first other tenant, by name,
+    /// whose key can sign the algorithm).
+    #[serde(default)]
+    pub key_tenant: Option<String>,
+    /// With `tamper_payload`: claims merged into the payload after signing (default
+    /// `{"tampered": true}`).
+    #[serde(default)]
+    pub tamper: Option<Map<String, Value>>,
+    /// Raw JSON members appended inside the serialized header object before signing
+    /// (e.g. a duplicate key).
+    #[serde(default)]
+    pub header_suffix: Option<String>,
+    /// Raw JSON members appended inside the serialized claims object before signing
+    /// (e.g. a duplicate key).
+    #[serde(default)]
+    pub payload_suffix: Option<String>,
+}
+
+/// A forgery applied to a development token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Forge {
+    /// `alg: none` (unless `header.alg` gives another casing) and an empty signature.
+    None,
+    /// Sign normally, then drop the signature (`header.payload.`).
+    StripSignature,
+    /// Sign, then re-encode the payload with `tamper` merged in, keeping the signature.
+    TamperPayload,
+    /// Sign, then flip bits of the signature's first byte.
+    TamperSignature,
+    /// HS256 (or the `alg` given, if HMAC) with the issuer's public JWK as the secret.
+    HmacWithPublicKey,
+    /// An all-zero signature of the right length (ECDSA r = s = 0).
+    EcdsaZero,
+    /// Sign with another tenant's development key, keeping this tenant's `kid`.
+    OtherTenantKey,
+    /// A `kid` the issuer does not have (`<kid>-unknown`).
+    WrongKid,
+}
+
+impl Forge {
+    /// The snake-case name, as in case files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::StripSignature => "strip_signature",
+            Self::TamperPayload => "tamper_payload",
+            Self::TamperSignature => "tamper_signature",
+            Self::HmacWithPublicKey => "hmac_with_public_key",
+            Self::EcdsaZero => "ecdsa_zero",
+            Self::OtherTenantKey => "other_tenant_key",
+            Self::WrongKid => "wrong_kid",
+        }
+    }
+}
+
+/// Every error code the engine documents for decisions (token, request and policy errors).
+/// An `expect.error` outside this list is a load error, so a typo cannot make a case vacuous.
+pub const KNOWN_ERROR_CODES: &[&str] = &[
+    "token_missing",
+    "token_too_large",
+    "token_malformed",
+    "token_algorithm_unsupported",
+    "token_header_forbidden",
+    "token_type",
+    "token_issuer",
+    "token_tenant",
+    "token_algorithm_not_allowed",
+    "token_unknown_kid",
+    "token_ambiguous_key",
+    "token_keys_unavailable",
+    "token_signature",
+    "token_claim",
+    "token_expired",
+    "token_not_yet_valid",
+    "token_iat",
+    "token_audience",
+    "token_crypto",
+    "request_action",
+    "request_entity",
+    "request_context",
+    "request_schema",
+    "request_tenant",
+    "policy_evaluation",
+];

@@ -1,0 +1,347 @@
+//! # portcullis-conformance
+//!
+//! The cross-host conformance suite: JSON cases (`tests/conformance/cases/*.json`) that every
+//! Portcullis host — native, JS SDK, Envoy filter, HTTP service — must decide identically. This
+//! crate loads the cases, materialises their tokens (development tokens signed with the
+//! bundle's `dev-keys/`, and forgeries of them), exports the resolved cases as one JSON
+//! document for the other hosts, and checks a decision against a case's expectation. The
+//! native runner is the crate's integration test.
+//!
+//! ```no_run
+//! use portcullis_conformance::{default_repo_root, load_bundle, load_cases};
+//! use portcullis_engine::Engine;
+//!
+//! let root = default_repo_root();
+//! for case in load_cases(&root)? {
+//!     let (_, bundle) = load_bundle(&case.bundle_dir)?;
+//!     let decision = Engine::new(bundle).decide(&case.decision_request(), case.now);
+//!     if let Err(why) = case.check(&decision) {
+//!         println!("FAIL {}: {why}", case.id());
+//!     }
+//! }
+//! # Ok::<(), portcullis_conformance::Error>(())
+//! ```
+//!
+//! ## Concepts
+//! - A **case file** names a bundle directory and a fixed `now`; each case has a token spec, a
+//!   request and an expectation (the format is documented in `README.md` and in [`CaseFile`]).
+//! - A **token spec** is a tenant plus claim/header changes and an optional [`Forge`], or a
+//!   literal `raw` token. Materialising is deterministic given the files, except for signature
+//!   schemes with random salt (RSA-PSS), whose tokens differ per run and verify all the same.
+//! - A [`ResolvedCase`] has the concrete token string; [`export`] writes all of them.
+
+mod bundle_dir;
+mod format;
+mod tokens;
+
+// The public interface is:
+pub use bundle_dir::load_bundle;
+pub use format::{
+    Case, CaseFile, CaseRequest, CaseResource, Expect, ExpectedDecision, Forge, KNOWN_ERROR_CODES,
+    TokenSpec,
+};
+
+use portcullis_engine::{CompiledBundle, Decision, DecisionRequest, ResourceRef};
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::{Component, Path, PathBuf};
+
+/// The `format` of an exported document.
+pub const EXPORT_FORMAT: &str = "portcullis-conformance/1";
+
+/// Where the case files live, relative to the repository root.
+pub const CASES_DIR: &str = "tests/conformance/cases";
+
+/// A case file or bundle could not be loaded, or a token could not be built.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Error {
+    message: String,
+}
+
+impl Error {
+    pub(crate) fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn io(path: &Path, err: &std::io::Error) -> Self {
+        Self::new(format!("cannot read `{}`: {err}", path.display()))
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// The repository root this crate was built in (`tests/conformance/../..`).
+pub fn default_repo_root() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest
+        .ancestors()
+        .nth(2)
+        .unwrap_or(manifest)
+        .to_path_buf()
+}
+
+/// A case with its token materialised: what every host runs.
+#[derive(Clone, Debug, Serialize)]
+pub struct ResolvedCase {
+    /// The case file's name (`techfin.json`).
+    pub file: String,
+    /// The case name.
+    pub name: String,
+    /// The bundle directory, relative to the repository root.
+    pub bundle: String,
+    /// The bundle directory on this machine.
+    #[serde(skip)]
+    pub bundle_dir: PathBuf,
+    /// Evaluation time.
+    pub now: i64,
+    /// The concrete token, or none.
+    pub token: Option<String>,
+    /// The request (without the token).
+    pub request: CaseRequest,
+    /// The expected outcome.
+    pub expect: Expect,
+    /// A known engine defect this case documents (see [`Case::known_issue`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub known_issue: Option<String>,
+}
+
+impl ResolvedCase {
+    /// `file: name`, for reports.
+    pub fn id(&self) -> String {
+        format!("{}: {}", self.file, self.name)
+    }
+
+    /// The engine request (the body of `POST /v1/decide`).
+    pub fn decision_request(&self) -> DecisionRequest {
+        DecisionRequest {
+            token: self.token.clone(),
+            action: self.request.action.clone(),
+            resource: ResourceRef {
+                entity_type: self.request.resource.entity_type.clone(),
+                id: self.request.resource.id.clone(),
+                attrs: self.request.resource.attrs.clone(),
+            },
+            context: self.request.context.clone(),
+        }
+    }
+
+    /// Check an engine decision against the expectation.
+    ///
+    /// # Errors
+    /// Every difference, in one message.
+    pub fn check(&self, decision: &Decision) -> Result<(), String> {
+        let json = serde_json::to_value(decision)
+            .map_err(|e| format!("decision does not serialise: {e}"))?;
+        self.check_json(&json)
+    }
+
+    /// Check a decision in its JSON wire form (`decision`, `status`, `reasons`, `errors[].code`,
+    /// `principal`), as any host returns it.
+    ///
+    /// # Errors
+    /// Every difference, in one message.
+    pub fn check_json(&self, decision: &Value) -> Result<(), String> {
+        let mut problems = Vec::new();
+        let got = decision
+            .get("decision")
+            .and_then(Value::as_str)
+            .unwrap_or("(missing)");
+        let want = self.expect.decision.as_str();
+        if got != want {
+            problems.push(format!("expected {want}, got {got}"));
+        }
+        let status = decision.get("status").and_then(Value::as_u64);
+        let want_status = match self.expect.decision {
+            ExpectedDecision::Allow => 200,
+            ExpectedDecision::Deny => 403,
+            ExpectedDecision::Unauthenticated => 401,
+        };
+        if got == want && status != Some(want_status) {
+            problems.push(format!("expected status {want_status}, got {status:?}"));
+        }
+        if got == "unauthenticated" && decision.get("principal").is_some_and(|p| !p.is_null()) {
+            problems.push("an unauthenticated decision names a principal".into());
+        }
+        let reasons: BTreeSet<&str> = decision
+            .get("reasons")
+            .and_then(Value::as_array)
+            .map(|r| r.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        if let Some(expected) = &self.expect.reasons {
+            let expected: BTreeSet<&str> = expected.iter().map(String::as_str).collect();
+            if expected != reasons {
+                problems.push(format!("expected reasons {expected:?}, got {reasons:?}"));
+            }
+        }
+        let errors: Vec<String> = decision
+            .get("errors")
+            .and_then(Value::as_array)
+            .map(|errors| {
+                errors
+                    .iter()
+                    .map(|e| {
+                        let code = e.get("code").and_then(Value::as_str).unwrap_or("?");
+                        let message = e.get("message").and_then(Value::as_str).unwrap_or("");
+                        format!("{code}: {message}")
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        if let Some(code) = &self.expect.error {
+            let found = decision
+                .get("errors")
+                .and_then(Value::as_array)
+                .is_some_and(|errors| {
+                    errors
+                        .iter()
+                        .any(|e| e.get("code").and_then(Value::as_str) == Some(code))
+                });
+            if !found {
+                problems.push(format!("expected error `{code}`"));
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} (reasons {reasons:?}, errors {errors:?})",
+                problems.join("; ")
+            ))
+        }
+    }
+}
+
+/// Bundles already compiled while loading, by their relative path.
+struct Bundles<'r> {
+    root: &'r Path,
+    compiled: BTreeMap<String, (PathBuf, CompiledBundle)>,
+}
+
+impl Bundles<'_> {
+    fn get(&mut self, relative: &str) -> Result<&(PathBuf, CompiledBundle), Error> {
+        let path = Path::new(relative);
+        if relative.is_empty()
+            || path.is_absolute()
+            || path
+                .components()
+                .any(|c| !matches!(c, Component::Normal(_)))
+        {
+            return Err(Error::new(format!(
+                "bundle `{relative}` must be a relative path inside the repository"
+            )));
+        }
+        if !self.compiled.contains_key(relative) {
+            let dir = self.root.join(path);
+            let (compiled, _) = load_bundle(&dir)?;
+            self.compiled.insert(relative.to_owned(), (dir, compiled));
+        }
+        self.compiled
+            .get(relative)
+            .ok_or_else(|| Error::new("bundle cache is inconsistent"))
+    }
+}
+
+/// The case files under `<repo_root>/tests/conformance/cases/`, sorted by name.
+///
+/// # Errors
+/// An unreadable directory.
+pub fn case_files(repo_root: &Path) -> Result<Vec<PathBuf>, Error> {
+    let dir = repo_root.join(CASES_DIR);
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(&dir).map_err(|e| Error::io(&dir, &e))? {
+        let path = entry.map_err(|e| Error::io(&dir, &e))?.path();
+        if path.is_file() && path.extension().is_some_and(|e| e == "json") {
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Parse one case file (format only: no bundle, no tokens).
+///
+/// # Errors
+/// Unreadable or invalid JSON, or a field the format does not have.
+pub fn parse_case_file(path: &Path) -> Result<CaseFile, Error> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, &e))?;
+    serde_json::from_str(&text).map_err(|e| Error::new(format!("{}: {e}", path.display())))
+}
+
+/// Load every case file and materialise every token.
+///
+/// # Errors
+/// The first file, bundle or case that cannot be loaded, named in the message.
+pub fn load_cases(repo_root: &Path) -> Result<Vec<ResolvedCase>, Error> {
+    let mut bundles = Bundles {
+        root: repo_root,
+        compiled: BTreeMap::new(),
+    };
+    let mut out = Vec::new();
+    for path in case_files(repo_root)? {
+        let file_name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let file = parse_case_file(&path)?;
+        let (dir, compiled) = bundles
+            .get(&file.bundle)
+            .map_err(|e| Error::new(format!("{file_name}: {e}")))?;
+        let ctx = tokens::TokenContext {
+            compiled,
+            dir,
+            now: file.now,
+        };
+        let mut names = BTreeSet::new();
+        for case in file.cases {
+            let fail =
+                |why: String| Error::new(format!("{file_name}: case `{}`: {why}", case.name));
+            if !names.insert(case.name.clone()) {
+                return Err(fail("duplicate case name".into()));
+            }
+            if let Some(code) = &case.expect.error
+                && !KNOWN_ERROR_CODES.contains(&code.as_str())
+            {
+                return Err(fail(format!("unknown error code `{code}`")));
+            }
+            let token = match &case.token {
+                Some(spec) => Some(tokens::materialize(spec, &ctx).map_err(fail)?),
+                None => None,
+            };
+            out.push(ResolvedCase {
+                file: file_name.clone(),
+                name: case.name,
+                bundle: file.bundle.clone(),
+                bundle_dir: dir.clone(),
+                now: file.now,
+                token,
+                request: case.request,
+                expect: case.expect,
+                known_issue: case.known_issue,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Every resolved case as one JSON document, for hosts that run the suite elsewhere:
+/// `{"format": "portcullis-conformance/1", "cases": [{file, name, bundle, now, token, request,
+/// expect, known_issue?}, ...]}`.
+///
+/// # Errors
+/// As [`load_cases`].
+pub fn export(repo_root: &Path) -> Result<Value, Error> {
+    let cases = load_cases(repo_root)?;
+    let cases = serde_json::to_value(&cases)
+        .map_err(|e| Error::new(format!("cannot serialise cases: {e}")))?;
+    Ok(serde_json::json!({ "format": EXPORT_FORMAT, "cases": cases }))
+}
