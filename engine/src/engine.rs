@@ -445,33 +445,8 @@ impl Engine {
             }
         };
         let principal = Some(PrincipalSummary::from_principal(&verified.principal));
-        match self.evaluate_token_request(&verified, request, now) {
-            Ok(eval) => {
-                let outcome = if eval.allowed {
-                    Outcome::Allow
-                } else {
-                    Outcome::Deny
-                };
-                self.decision(
-                    outcome,
-                    summary,
-                    eval.reasons,
-                    eval.errors,
-                    principal,
-                    verified.identity.clone(),
-                    now,
-                )
-            }
-            Err(err) => self.decision(
-                Outcome::Deny,
-                summary,
-                Vec::new(),
-                vec![err.info().into()],
-                principal,
-                verified.identity.clone(),
-                now,
-            ),
-        }
+        let result = self.evaluate_token_request(&verified, request, now);
+        self.conclude(result, summary, principal, verified.identity.clone(), now)
     }
 
     fn evaluate_token_request(
@@ -534,33 +509,8 @@ impl Engine {
             roles: Vec::new(),
             mfa: None,
         });
-        match self.evaluate_trusted(request) {
-            Ok(eval) => {
-                let outcome = if eval.allowed {
-                    Outcome::Allow
-                } else {
-                    Outcome::Deny
-                };
-                self.decision(
-                    outcome,
-                    summary,
-                    eval.reasons,
-                    eval.errors,
-                    principal,
-                    TokenIdentity::default(),
-                    now,
-                )
-            }
-            Err(err) => self.decision(
-                Outcome::Deny,
-                summary,
-                Vec::new(),
-                vec![err.info().into()],
-                principal,
-                TokenIdentity::default(),
-                now,
-            ),
-        }
+        let result = self.evaluate_trusted(request);
+        self.conclude(result, summary, principal, TokenIdentity::default(), now)
     }
 
     fn evaluate_trusted(
@@ -622,6 +572,44 @@ impl Engine {
             context,
             &store,
         )
+    }
+
+    /// The decision for an evaluation, or a deny for a request that could not be evaluated.
+    fn conclude(
+        &self,
+        result: Result<cedar_glue::Evaluation, RequestError>,
+        request: RequestSummary,
+        principal: Option<PrincipalSummary>,
+        token: TokenIdentity,
+        now: i64,
+    ) -> Decision {
+        match result {
+            Ok(eval) => {
+                let outcome = if eval.allowed {
+                    Outcome::Allow
+                } else {
+                    Outcome::Deny
+                };
+                self.decision(
+                    outcome,
+                    request,
+                    eval.reasons,
+                    eval.errors,
+                    principal,
+                    token,
+                    now,
+                )
+            }
+            Err(err) => self.decision(
+                Outcome::Deny,
+                request,
+                Vec::new(),
+                vec![err.info().into()],
+                principal,
+                token,
+                now,
+            ),
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
