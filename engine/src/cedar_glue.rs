@@ -1,6 +1,6 @@
 //! Building Cedar values as typed values (not through JSON) and evaluating a request.
 
-use crate::bundle::Bundle;
+use crate::bundle::{AttrType, Bundle};
 use crate::claims::{Principal, PrincipalKind};
 use crate::decision::DecisionError;
 use crate::error::{RequestError, sanitize};
@@ -215,6 +215,63 @@ pub(crate) fn resource_entity(
         reference: resource_uid.to_string(),
         reason: e.to_string(),
     })
+}
+
+/// Check request-supplied resource attributes against the schema's declaration of the type:
+/// declared names only, required ones present, simple types matching. `Ok(false)` means the
+/// type uses attribute types this check does not cover, and Cedar's own validation must run.
+///
+/// # Errors
+/// An attribute the schema does not declare, a missing required one, or a wrong type.
+pub(crate) fn resource_attrs_conform(
+    bundle: &Bundle,
+    type_name: &str,
+    attrs: &Map<String, Value>,
+) -> Result<bool, RequestError> {
+    if !bundle.has_schema() {
+        return Ok(true);
+    }
+    // The same error as Cedar's own schema check on the slow path.
+    let bad = |reason: String| {
+        RequestError::Schema(format!(
+            "entity type `{}`: {reason}",
+            sanitize(type_name, 80)
+        ))
+    };
+    let Some(shape) = bundle.entity_shape(type_name) else {
+        return Err(bad("the schema declares no such entity type".into()));
+    };
+    for (name, value) in attrs {
+        let Some((ty, _)) = shape.attrs.get(name) else {
+            return Err(bad(format!(
+                "attribute `{}` is not declared in the schema",
+                sanitize(name, 40)
+            )));
+        };
+        let fits = match ty {
+            AttrType::String => value.is_string(),
+            AttrType::Long => value.is_i64(),
+            AttrType::Bool => value.is_boolean(),
+            AttrType::StringSet => value
+                .as_array()
+                .is_some_and(|a| a.iter().all(Value::is_string)),
+            AttrType::Other => return Ok(false),
+        };
+        if !fits {
+            return Err(bad(format!(
+                "attribute `{}` has the wrong type",
+                sanitize(name, 40)
+            )));
+        }
+    }
+    if let Some((missing, _)) = shape
+        .attrs
+        .iter()
+        .find(|(name, (_, required))| *required && !attrs.contains_key(*name))
+    {
+        return Err(bad(format!("required attribute `{missing}` is missing")));
+    }
+    Ok(true)
 }
 
 /// The result of evaluating one request.

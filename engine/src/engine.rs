@@ -92,6 +92,8 @@ pub(crate) struct VerifiedToken {
     pub principal: Principal,
     pub uid: EntityUid,
     pub entity: Entity,
+    /// Whether `entity` conforms to the schema, checked once when the token was verified.
+    pub entity_conforms: Result<(), String>,
     pub times: TokenTimes,
     pub identity: TokenIdentity,
 }
@@ -389,10 +391,17 @@ impl Engine {
                 .map(|j| sanitize(j, 128)),
             issuer: Some(entry.issuer.clone()),
         };
+        let entity_conforms = match &self.bundle.schema {
+            Some(schema) => Entities::from_entities([entity.clone()], Some(schema))
+                .map(drop)
+                .map_err(|e| e.to_string()),
+            None => Ok(()),
+        };
         let verified = Arc::new(VerifiedToken {
             principal,
             uid,
             entity,
+            entity_conforms,
             times: pending.times,
             identity,
         });
@@ -470,19 +479,36 @@ impl Engine {
             }
             context.push((key.clone(), cedar_glue::value_to_expr(value, 0)?));
         }
-        let mut entities: Vec<Entity> = Vec::with_capacity(2 + self.bundle.static_entities.len());
+        if let Err(why) = &verified.entity_conforms {
+            return Err(RequestError::Schema(why.clone()));
+        }
+        let mut entities: Vec<Entity> = Vec::with_capacity(3 + self.bundle.static_entities.len());
         entities.push(verified.entity.clone());
         // The principal's own entity and the bundle's static entities are authoritative: a
         // request cannot redefine them through resource attributes.
+        let mut checked = true;
         if resource_uid != verified.uid && !self.bundle.static_uids.contains(&resource_uid) {
+            checked = cedar_glue::resource_attrs_conform(
+                &self.bundle,
+                &request.resource.entity_type,
+                &request.resource.attrs,
+            )?;
             entities.push(cedar_glue::resource_entity(
                 &resource_uid,
                 &request.resource.attrs,
             )?);
         }
         entities.extend(self.bundle.static_entities.iter().cloned());
-        let store = Entities::from_entities(entities, self.bundle.schema.as_ref())
-            .map_err(|e| RequestError::Schema(e.to_string()))?;
+        let store = if checked {
+            // Every entity is known to conform (the principal since verification, the resource
+            // just now, static entities since load): skip Cedar's per-request schema pass and
+            // add only the action this request names.
+            entities.extend(self.bundle.action_entity(&action).cloned());
+            Entities::from_entities(entities, None)
+        } else {
+            Entities::from_entities(entities, self.bundle.schema.as_ref())
+        }
+        .map_err(|e| RequestError::Schema(e.to_string()))?;
         let policies = self.bundle.policies_for(Some(&verified.principal.tenant));
         cedar_glue::evaluate(
             &self.bundle,

@@ -59,7 +59,8 @@ pub(crate) fn parse(token: &str, max_bytes: usize) -> Result<ParsedToken<'_>, To
     })
 }
 
-/// Split a compact JWS and check its header; the payload may be anything.
+/// Split a compact JWS and check its header; the payload may be any non-empty bytes (a JWT's
+/// always is: it is a JSON object).
 pub(crate) fn parse_jws(token: &str, max_bytes: usize) -> Result<ParsedJws<'_>, TokenError> {
     if token.is_empty() {
         return Err(TokenError::Missing);
@@ -145,7 +146,11 @@ pub fn verify_jws(
     verifier: &dyn crate::crypto::SignatureVerifier,
 ) -> Result<Vec<u8>, TokenError> {
     let parsed = parse_jws(jws, 64 * 1024)?;
-    if !allowed.contains(&parsed.alg) {
+    // As for bundle issuers: a shared secret and public keys never verify for the same party,
+    // or a public key could be used as an HMAC secret.
+    let mixed =
+        allowed.iter().any(|a| a.is_symmetric()) && allowed.iter().any(|a| !a.is_symmetric());
+    if mixed || !allowed.contains(&parsed.alg) {
         return Err(TokenError::AlgorithmNotAllowed(
             parsed.alg.name().to_owned(),
         ));

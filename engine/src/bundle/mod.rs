@@ -275,6 +275,9 @@ pub struct Bundle {
     pub(crate) static_entities: Vec<Entity>,
     pub(crate) static_uids: HashSet<EntityUid>,
     pub(crate) action_uids: HashSet<EntityUid>,
+    /// The schema's action entities (with their action groups as parents).
+    action_entities: HashMap<EntityUid, Entity>,
+    schema_info: Option<SchemaInfo>,
     /// Entity type names of the schema, parsed once (requests name them by string).
     known_types: HashMap<String, EntityTypeName>,
     /// `Action::"<id>"` uids of the schema by id, parsed once.
@@ -396,13 +399,14 @@ impl Bundle {
         let issuers = resolve_issuers(&compiled, &types, tenants_file, &mut problems);
 
         // Entities.
-        let mut action_uids = HashSet::new();
+        let mut action_entities = HashMap::new();
         if let Some(schema) = &schema {
             match schema.action_entities() {
-                Ok(actions) => action_uids.extend(actions.into_iter().map(|a| a.uid())),
+                Ok(actions) => action_entities.extend(actions.into_iter().map(|a| (a.uid(), a))),
                 Err(err) => problems.push(BundleProblem::new("schema", err.to_string())),
             }
         }
+        let action_uids: HashSet<EntityUid> = action_entities.keys().cloned().collect();
         let mut static_entities = Vec::new();
         match Entities::from_json_value(compiled.entities.clone(), schema.as_ref()) {
             // With a schema, Cedar adds the schema's action entities; `from_entities` adds them
@@ -449,6 +453,8 @@ impl Bundle {
             static_entities,
             static_uids,
             action_uids,
+            action_entities,
+            schema_info,
             known_types,
             known_actions,
             types,
@@ -487,6 +493,22 @@ impl Bundle {
         }
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out
+    }
+
+    /// The schema's entity for an action, if the schema declares it.
+    pub(crate) fn action_entity(&self, uid: &EntityUid) -> Option<&Entity> {
+        self.action_entities.get(uid)
+    }
+
+    /// What the schema declares for an entity type (`None` without a schema or for an
+    /// undeclared type).
+    pub(crate) fn entity_shape(&self, type_name: &str) -> Option<&schema_info::EntityShape> {
+        self.schema_info.as_ref()?.shape(type_name)
+    }
+
+    /// Whether the bundle has a schema.
+    pub(crate) fn has_schema(&self) -> bool {
+        self.schema.is_some()
     }
 
     /// A schema entity type by name, without parsing.

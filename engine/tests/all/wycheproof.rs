@@ -8,17 +8,72 @@
 //! deviations: a new deviation fails, and so does an exception that no longer deviates (remove
 //! it).
 
-use portcullis_engine::{Algorithm, RustCryptoVerifier, verify_jws};
+use portcullis_engine::{
+    Algorithm, Bundle, CompiledBundle, IssuerConfig, RustCryptoVerifier, Settings, TenantConfig,
+    verify_jws,
+};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 
 /// `json_web_signature_test.json` vectors the engine does not handle as Wycheproof expects, on
-/// purpose.
-const JWS_EXCEPTIONS: &[(u64, &str)] = &[];
+/// purpose (or where the vector itself is wrong).
+const JWS_EXCEPTIONS: &[(u64, &str)] = &[
+    // Valid JWS with an empty payload segment (`header..signature`). The engine refuses an empty
+    // payload before any decoding (`token_malformed`, "empty header or payload"): every payload
+    // it exists to verify is a JWT claims object, and an empty segment is also how a detached
+    // payload (RFC 7515 appendix F, RFC 7797) looks, which it does not support. Fails closed.
+    (259, "empty payload refused (RS256)"),
+    (264, "empty payload refused (RS384)"),
+    (268, "empty payload refused (RS512)"),
+    (272, "empty payload refused (PS256)"),
+    (320, "empty payload refused (PS384)"),
+    (325, "empty payload refused (PS512)"),
+    // RFC 7520 figure 20: a PS384 JWS verified with a JWK whose `alg` is PS256. The engine binds
+    // a key to its JWK `alg` (RFC 7517 section 4.4, RFC 8725 section 3.1) and never lets the token
+    // header pick another algorithm for it.
+    (346, "JWK `alg` PS256 does not allow a PS384 signature"),
+    (
+        350,
+        "JWK `alg` PS256 does not allow a PS384 signature (key_ops variant)",
+    ),
+    // RFC 7520 figure 27: ES512 over P-521 (the JWK even says `ES521`, not a registered name).
+    // The engine implements ES256 and ES384 only.
+    (347, "ES512 / P-521 is not supported"),
+    (351, "ES512 / P-521 is not supported (key_ops variant)"),
+    // Upstream data error: these two `jws` strings are byte-identical to tcId 357 (`ValidMac`,
+    // result valid), a canonical, correctly MACed compact JWS, yet are labelled invalid
+    // (C2SP/wycheproof issue #236). One input cannot be both; we accept it, as for 357.
+    (
+        367,
+        "upstream label error: identical to valid tcId 357 (C2SP/wycheproof#236)",
+    ),
+    (
+        370,
+        "upstream label error: identical to valid tcId 357 (C2SP/wycheproof#236)",
+    ),
+    // Labelled valid although a `?` is inserted into the header / payload segment. `?` is not
+    // base64url, and RFC 7515 section 5.2 (steps 2 and 6) requires decoding "following the
+    // restriction that no line breaks, whitespace, or other additional characters have been
+    // used"; the MAC (the one of tcId 357) only matches if a decoder silently drops the character
+    // and re-encodes. Strict decoding rejects it (`token_malformed`).
+    (
+        372,
+        "`?` inside the header segment is not base64url (RFC 7515 section 5.2)",
+    ),
+    (
+        373,
+        "`?` inside the payload segment is not base64url (RFC 7515 section 5.2)",
+    ),
+];
 
 /// `json_web_key_test.json` vectors the engine does not handle as Wycheproof expects, on purpose.
-const JWK_EXCEPTIONS: &[(u64, &str)] = &[];
+const JWK_EXCEPTIONS: &[(u64, &str)] = &[
+    // An RS256 signature by a 2049-bit ROCA-vulnerable key (CVE-2017-15361). The engine checks
+    // RSA size and exponent, not the ROCA fingerprint of the modulus: the flaw is in how the key
+    // was generated, and the key is trusted because the operator configured it.
+    (7, "ROCA fingerprinting of RSA moduli is not implemented"),
+];
 
 /// JWK members that hold private key material (RFC 7518 §6.2.2, §6.3.2). `k` is not among them:
 /// for `oct` keys the secret *is* the verification key.
@@ -73,11 +128,18 @@ enum Verdict {
 }
 
 fn load_suite(name: &str) -> Suite {
-    let path = super::cedar_corpus::conformance_dir().join("wycheproof").join(name);
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read `{}`: {e}", path.display()));
-    let suite: Suite = serde_json::from_str(&text).unwrap_or_else(|e| panic!("`{}` is not a Wycheproof suite: {e}", path.display()));
+    let path = super::cedar_corpus::conformance_dir()
+        .join("wycheproof")
+        .join(name);
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read `{}`: {e}", path.display()));
+    let suite: Suite = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("`{}` is not a Wycheproof suite: {e}", path.display()));
     let count: usize = suite.test_groups.iter().map(|g| g.tests.len()).sum();
-    assert_eq!(count, suite.number_of_tests, "`{name}`: numberOfTests does not match the vectors");
+    assert_eq!(
+        count, suite.number_of_tests,
+        "`{name}`: numberOfTests does not match the vectors"
+    );
     suite
 }
 
@@ -96,9 +158,15 @@ fn public_jwk(jwk: &Value) -> Value {
 /// name), else every algorithm of its key type.
 fn allowed_for(jwk: &Value) -> Vec<Algorithm> {
     if let Some(alg) = jwk.get("alg") {
-        return alg.as_str().and_then(Algorithm::from_name).into_iter().collect();
+        return alg
+            .as_str()
+            .and_then(Algorithm::from_name)
+            .into_iter()
+            .collect();
     }
-    use Algorithm::{ES256, ES384, EdDSA, HS256, HS384, HS512, PS256, PS384, PS512, RS256, RS384, RS512};
+    use Algorithm::{
+        ES256, ES384, EdDSA, HS256, HS384, HS512, PS256, PS384, PS512, RS256, RS384, RS512,
+    };
     match jwk.get("kty").and_then(Value::as_str) {
         Some("RSA") => vec![RS256, RS384, RS512, PS256, PS384, PS512],
         Some("EC") => vec![ES256, ES384],
@@ -117,7 +185,9 @@ fn verify(jws: &Value, jwks: &Value, allowed: &[Algorithm]) -> Outcome {
         Value::String(s) => s.clone(),
         other => other.to_string(),
     };
-    verify_jws(&text, jwks, allowed, &RustCryptoVerifier).map(drop).map_err(|e| e.code())
+    verify_jws(&text, jwks, allowed, &RustCryptoVerifier)
+        .map(drop)
+        .map_err(|e| e.code())
 }
 
 /// Tallies of one suite.
@@ -142,7 +212,11 @@ impl Tally {
                 vector.tc_id,
                 group.comment,
                 vector.comment,
-                if vector.flags.is_empty() { String::new() } else { format!(" {:?}", vector.flags) },
+                if vector.flags.is_empty() {
+                    String::new()
+                } else {
+                    format!(" {:?}", vector.flags)
+                },
                 vector.result,
                 what(outcome)
             )
@@ -170,17 +244,37 @@ impl Tally {
             println!("  acceptable: {line}");
         }
         let listed: BTreeMap<u64, &str> = exceptions.iter().copied().collect();
-        assert_eq!(listed.len(), exceptions.len(), "{label}: a tcId is listed twice in the exceptions");
+        assert_eq!(
+            listed.len(),
+            exceptions.len(),
+            "{label}: a tcId is listed twice in the exceptions"
+        );
         for (tc_id, line) in &self.deviations {
-            println!("  exception: {line}: {}", listed.get(tc_id).copied().unwrap_or("NOT LISTED"));
+            println!(
+                "  exception: {line}: {}",
+                listed.get(tc_id).copied().unwrap_or("NOT LISTED")
+            );
         }
-        let unlisted: Vec<&String> = self.deviations.iter().filter(|(id, _)| !listed.contains_key(id)).map(|(_, d)| d).collect();
-        let stale: Vec<u64> = listed.keys().copied().filter(|id| !self.deviations.contains_key(id)).collect();
+        let unlisted: Vec<&String> = self
+            .deviations
+            .iter()
+            .filter(|(id, _)| !listed.contains_key(id))
+            .map(|(_, d)| d)
+            .collect();
+        let stale: Vec<u64> = listed
+            .keys()
+            .copied()
+            .filter(|id| !self.deviations.contains_key(id))
+            .collect();
         assert!(
             unlisted.is_empty() && stale.is_empty(),
             "{label}: deviations differ from the exception list\n  new deviations (fix the engine, or list them with a reason):\n    {}\n  \
              exceptions that no longer deviate (remove them): {stale:?}",
-            unlisted.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("\n    ")
+            unlisted
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join("\n    ")
         );
     }
 }
@@ -202,6 +296,22 @@ fn wycheproof_json_web_signature() {
         for vector in &group.tests {
             tally.record(vector, group, verify(&vector.jws, &jwks, &allowed));
         }
+    }
+    // The justification of exceptions 367 and 370: the very same input as valid tcId 357.
+    let jws_of = |id: u64| {
+        suite
+            .test_groups
+            .iter()
+            .flat_map(|g| &g.tests)
+            .find(|t| t.tc_id == id)
+            .map(|t| &t.jws)
+    };
+    for id in [367, 370] {
+        assert_eq!(
+            jws_of(id),
+            jws_of(357),
+            "tcId {id} is no longer identical to tcId 357"
+        );
     }
     tally.finish("wycheproof jws", JWS_EXCEPTIONS);
 }
@@ -239,4 +349,43 @@ fn wycheproof_json_web_key() {
         }
     }
     tally.finish("wycheproof jwk", JWK_EXCEPTIONS);
+}
+
+/// JWK vector 1 (a set mixing an HS256 secret and an ES256 key): `verify_jws` refuses the mixed
+/// allowlist, and so does the bundle path.
+#[test]
+fn mixed_key_set_is_refused_by_bundles() {
+    let suite = load_suite("json_web_key_test.json");
+    let group = suite
+        .test_groups
+        .iter()
+        .find(|g| g.tests.iter().any(|t| t.tc_id == 1))
+        .unwrap_or_else(|| panic!("json_web_key_test.json has no tcId 1"));
+    let jwks = group
+        .private
+        .clone()
+        .unwrap_or_else(|| panic!("tcId 1's group has no key set"));
+    let issuer = IssuerConfig {
+        issuer: "https://issuer.example".into(),
+        audiences: vec!["api".into()],
+        algorithms: vec!["HS256".into(), "ES256".into()],
+        jwks: Some(jwks),
+        ..IssuerConfig::default()
+    };
+    let mut compiled = CompiledBundle::new(Settings::default(), None, Vec::new());
+    compiled.tenants.insert(
+        "acme".into(),
+        TenantConfig {
+            display_name: None,
+            issuers: vec![issuer],
+        },
+    );
+    let err = Bundle::load(compiled)
+        .err()
+        .unwrap_or_else(|| panic!("a bundle accepted an issuer mixing HS256 and ES256"));
+    assert!(
+        err.to_string()
+            .contains("mixes HMAC and public-key algorithms"),
+        "{err}"
+    );
 }
