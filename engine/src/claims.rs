@@ -485,6 +485,7 @@ mod tests {
             "https://iss",
             "User",
             "Client",
+            i64::MAX,
         )
     }
 
@@ -609,5 +610,26 @@ mod tests {
             map(preset(Preset::Keycloak), json!({"azp": "web"})).unwrap_err(),
             "sub"
         );
+    }
+
+    #[test]
+    fn future_auth_time_is_ignored() {
+        let mapping = ClaimMapping::resolve(&preset(Preset::Generic), &types()).unwrap();
+        let claims = json!({"sub": "u", "auth_time": 1000});
+        let at = |latest| {
+            mapping
+                .map(
+                    claims.as_object().unwrap(),
+                    "t",
+                    "i",
+                    "User",
+                    "Client",
+                    latest,
+                )
+                .unwrap()
+        };
+        assert_eq!(at(1000).auth_time, Some(1000));
+        assert_eq!(at(999).auth_time, None);
+        assert_eq!(at(999).ignored_claims, ["auth_time"]);
     }
 }
