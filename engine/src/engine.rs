@@ -509,10 +509,15 @@ impl Engine {
             Entities::from_entities(entities, self.bundle.schema.as_ref())
         }
         .map_err(|e| RequestError::Schema(e.to_string()))?;
-        let policies = self.bundle.policies_for(Some(&verified.principal.tenant));
+        let policies = self.bundle.policies_for(
+            Some(&verified.principal.tenant),
+            verified.uid.type_name(),
+            &action,
+            resource_uid.type_name(),
+        );
         cedar_glue::evaluate(
             &self.bundle,
-            policies,
+            &policies,
             verified.uid.clone(),
             action,
             resource_uid,
@@ -588,10 +593,15 @@ impl Engine {
         }
         let store = Entities::from_entities(entities, self.bundle.schema.as_ref())
             .map_err(|e| RequestError::Schema(e.to_string()))?;
-        let policies = self.bundle.policies_for(request.tenant.as_deref());
+        let policies = self.bundle.policies_for(
+            request.tenant.as_deref(),
+            principal.type_name(),
+            &action,
+            resource.type_name(),
+        );
         cedar_glue::evaluate(
             &self.bundle,
-            policies,
+            &policies,
             principal,
             action,
             resource,

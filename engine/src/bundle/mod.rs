@@ -8,6 +8,7 @@
 
 mod config;
 mod schema_info;
+mod slice;
 
 pub use config::{
     ClaimPath, ClaimsConfig, EntityTypes, IssuerConfig, MAX_CLOCK_SKEW, Preset, Settings,
@@ -277,6 +278,10 @@ pub struct Bundle {
     pub(crate) action_uids: HashSet<EntityUid>,
     /// The schema's action entities (with their action groups as parents).
     action_entities: HashMap<EntityUid, Entity>,
+    /// The action groups each schema action is in.
+    action_ancestors: HashMap<EntityUid, HashSet<EntityUid>>,
+    slices: slice::Slices,
+    no_ancestors: HashSet<EntityUid>,
     schema_info: Option<SchemaInfo>,
     /// Entity type names of the schema, parsed once (requests name them by string).
     known_types: HashMap<String, EntityTypeName>,
@@ -400,9 +405,20 @@ impl Bundle {
 
         // Entities.
         let mut action_entities = HashMap::new();
+        let mut action_ancestors = HashMap::new();
         if let Some(schema) = &schema {
             match schema.action_entities() {
-                Ok(actions) => action_entities.extend(actions.into_iter().map(|a| (a.uid(), a))),
+                Ok(actions) => {
+                    for action in actions.iter() {
+                        let uid = action.uid();
+                        let ancestors: HashSet<EntityUid> = actions
+                            .ancestors(&uid)
+                            .map(|a| a.cloned().collect())
+                            .unwrap_or_default();
+                        action_ancestors.insert(uid.clone(), ancestors);
+                        action_entities.insert(uid, action.clone());
+                    }
+                }
                 Err(err) => problems.push(BundleProblem::new("schema", err.to_string())),
             }
         }
@@ -454,6 +470,9 @@ impl Bundle {
             static_uids,
             action_uids,
             action_entities,
+            action_ancestors,
+            slices: slice::Slices::default(),
+            no_ancestors: HashSet::new(),
             schema_info,
             known_types,
             known_actions,
@@ -525,7 +544,36 @@ impl Bundle {
         self.action_uids.contains(uid)
     }
 
-    pub(crate) fn policies_for(&self, tenant: Option<&str>) -> &PolicySet {
+    /// The policies of `tenant` (shared plus its own) whose scope can match a request of this
+    /// principal type, action and resource type.
+    pub(crate) fn policies_for(
+        &self,
+        tenant: Option<&str>,
+        principal: &EntityTypeName,
+        action: &EntityUid,
+        resource: &EntityTypeName,
+    ) -> Arc<PolicySet> {
+        let own = tenant.filter(|t| self.tenant_policies.contains_key(*t));
+        let set = own
+            .and_then(|t| self.tenant_policies.get(t))
+            .unwrap_or(&self.shared);
+        let ancestors = self.schema.as_ref().map(|_| {
+            self.action_ancestors
+                .get(action)
+                .unwrap_or(&self.no_ancestors)
+        });
+        let key = slice::SliceKey {
+            tenant: own,
+            principal,
+            action,
+            resource,
+        };
+        self.slices.get(set, &key, ancestors)
+    }
+
+    /// The whole policy set of `tenant` (shared plus its own).
+    #[cfg(test)]
+    pub(crate) fn tenant_set(&self, tenant: Option<&str>) -> &PolicySet {
         tenant
             .and_then(|t| self.tenant_policies.get(t))
             .map_or(&self.shared, |p| p)

@@ -265,8 +265,8 @@ fn tenant_policies_stay_in_their_tenant() {
         ],
     ))
     .unwrap();
-    assert_eq!(loaded.policies_for(Some("a")).policies().count(), 1);
-    assert_eq!(loaded.policies_for(Some("b")).policies().count(), 2);
+    assert_eq!(loaded.tenant_set(Some("a")).policies().count(), 1);
+    assert_eq!(loaded.tenant_set(Some("b")).policies().count(), 2);
     assert_eq!(loaded.policy_count(), 2);
     own.tenant = Some("nope".into());
     let p = problems(bundle(vec![own], &[]));
