@@ -100,6 +100,22 @@ pub(crate) fn principal_entity(
     Ok((principal_uid, entity))
 }
 
+/// The keys of [`token_context`] for this principal, with their types.
+pub(crate) fn token_context_keys(principal: &Principal) -> Vec<(&'static str, AttrType)> {
+    let mut keys = vec![
+        ("mfa", AttrType::Bool),
+        ("scopes", AttrType::StringSet),
+        ("token_type", AttrType::String),
+    ];
+    if principal.auth_time.is_some() {
+        keys.push(("session_age", AttrType::Long));
+    }
+    if principal.client_id.is_some() {
+        keys.push(("client_id", AttrType::String));
+    }
+    keys
+}
+
 /// The engine's part of the context, from the token.
 pub(crate) fn token_context(
     principal: &Principal,
@@ -290,9 +306,16 @@ pub(crate) fn evaluate(
     resource: EntityUid,
     context: Vec<(String, RestrictedExpression)>,
     entities: &Entities,
+    validated: bool,
 ) -> Result<Evaluation, RequestError> {
     let context = Context::from_pairs(context).map_err(|e| RequestError::Context(e.to_string()))?;
-    let request = Request::new(principal, action, resource, context, bundle.schema.as_ref())
+    // `validated`: the caller has established that Cedar's request validation would pass.
+    let schema = if validated {
+        None
+    } else {
+        bundle.schema.as_ref()
+    };
+    let request = Request::new(principal, action, resource, context, schema)
         .map_err(|e| RequestError::Schema(e.to_string()))?;
     let response = Authorizer::new().is_authorized(&request, policies, entities);
     let diagnostics = response.diagnostics();

@@ -509,6 +509,13 @@ impl Engine {
             Entities::from_entities(entities, self.bundle.schema.as_ref())
         }
         .map_err(|e| RequestError::Schema(e.to_string()))?;
+        let validated = request.context.is_empty()
+            && self.bundle.request_conforms(
+                &action,
+                verified.uid.type_name(),
+                resource_uid.type_name(),
+                &cedar_glue::token_context_keys(&verified.principal),
+            );
         let policies = self.bundle.policies_for(
             Some(&verified.principal.tenant),
             verified.uid.type_name(),
@@ -523,6 +530,7 @@ impl Engine {
             resource_uid,
             context,
             &store,
+            validated,
         )
     }
 
@@ -607,6 +615,7 @@ impl Engine {
             resource,
             context,
             &store,
+            false,
         )
     }
 

@@ -14,7 +14,7 @@ pub use config::{
     ClaimPath, ClaimsConfig, EntityTypes, IssuerConfig, MAX_CLOCK_SKEW, Preset, Settings,
     TenantConfig, TenantsFile, TokenSettings,
 };
-pub(crate) use schema_info::{AttrType, SchemaInfo};
+pub(crate) use schema_info::{ActionShape, AttrType, SchemaInfo};
 
 use crate::claims::ClaimMapping;
 use crate::error::{BundleError, BundleProblem, SourceLocation, sanitize};
@@ -282,6 +282,15 @@ pub struct Bundle {
     action_ancestors: HashMap<EntityUid, HashSet<EntityUid>>,
     slices: slice::Slices,
     no_ancestors: HashSet<EntityUid>,
+    /// What each schema action applies to, for the request fast path.
+    action_shapes: HashMap<
+        EntityUid,
+        (
+            HashSet<EntityTypeName>,
+            HashSet<EntityTypeName>,
+            ActionShape,
+        ),
+    >,
     schema_info: Option<SchemaInfo>,
     /// Entity type names of the schema, parsed once (requests name them by string).
     known_types: HashMap<String, EntityTypeName>,
@@ -450,6 +459,30 @@ impl Bundle {
         for ty in [&types.user, &types.client, &types.role] {
             known_types.insert(ty.to_string(), ty.clone());
         }
+        let parse_types = |names: &BTreeSet<String>| -> HashSet<EntityTypeName> {
+            names
+                .iter()
+                .filter_map(|n| EntityTypeName::from_str(n).ok())
+                .collect()
+        };
+        let action_shapes = schema_info
+            .iter()
+            .flat_map(|info| info.actions.iter())
+            .filter_map(|((ty, id), shape)| {
+                let uid = EntityUid::from_type_name_and_id(
+                    EntityTypeName::from_str(ty).ok()?,
+                    cedar_policy::EntityId::new(id),
+                );
+                Some((
+                    uid,
+                    (
+                        parse_types(&shape.principals),
+                        parse_types(&shape.resources),
+                        shape.clone(),
+                    ),
+                ))
+            })
+            .collect();
         let known_actions = action_uids
             .iter()
             .filter(|uid| uid.type_name().to_string() == "Action")
@@ -473,6 +506,7 @@ impl Bundle {
             action_ancestors,
             slices: slice::Slices::default(),
             no_ancestors: HashSet::new(),
+            action_shapes,
             schema_info,
             known_types,
             known_actions,
@@ -517,6 +551,35 @@ impl Bundle {
     /// The schema's entity for an action, if the schema declares it.
     pub(crate) fn action_entity(&self, uid: &EntityUid) -> Option<&Entity> {
         self.action_entities.get(uid)
+    }
+
+    /// Whether Cedar's request validation is sure to pass for a request whose context holds
+    /// exactly the engine's `provided` keys: the action applies to these types and its context
+    /// record declares those keys with the engine's types and requires no other. When it is,
+    /// the validation pass can be skipped; otherwise Cedar validates (and decides).
+    pub(crate) fn request_conforms(
+        &self,
+        action: &EntityUid,
+        principal: &EntityTypeName,
+        resource: &EntityTypeName,
+        provided: &[(&str, AttrType)],
+    ) -> bool {
+        let Some((principals, resources, shape)) = self.action_shapes.get(action) else {
+            return false;
+        };
+        let Some(context) = &shape.context else {
+            return false;
+        };
+        principals.contains(principal)
+            && resources.contains(resource)
+            && provided.iter().all(|(key, ty)| {
+                context
+                    .get(*key)
+                    .is_some_and(|(declared, _)| declared == ty)
+            })
+            && context.iter().all(|(name, (_, required))| {
+                !required || provided.iter().any(|(key, _)| key == name)
+            })
     }
 
     /// What the schema declares for an entity type (`None` without a schema or for an

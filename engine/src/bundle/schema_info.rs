@@ -23,10 +23,24 @@ pub(crate) struct EntityShape {
     pub member_of: BTreeSet<String>,
 }
 
+/// What the schema says an action applies to.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ActionShape {
+    /// Full names of the principal types.
+    pub principals: BTreeSet<String>,
+    /// Full names of the resource types.
+    pub resources: BTreeSet<String>,
+    /// The context record's attributes: name → (type, required). `None` when the context type
+    /// is not a plain record this summary can describe.
+    pub context: Option<BTreeMap<String, (AttrType, bool)>>,
+}
+
 #[derive(Clone, Debug, Default)]
 pub(crate) struct SchemaInfo {
     /// Entity types by full name.
     pub entity_types: BTreeMap<String, EntityShape>,
+    /// Actions by (action entity type's full name, action id).
+    pub actions: BTreeMap<(String, String), ActionShape>,
 }
 
 impl SchemaInfo {
@@ -78,6 +92,41 @@ impl SchemaInfo {
                 }
                 info.entity_types.insert(full, shape);
             }
+            let Some(actions) = body.get("actions").and_then(serde_json::Value::as_object) else {
+                continue;
+            };
+            for (id, def) in actions {
+                let applies = def.get("appliesTo");
+                let names = |field: &str| -> BTreeSet<String> {
+                    applies
+                        .and_then(|a| a.get(field))
+                        .and_then(serde_json::Value::as_array)
+                        .map(|list| {
+                            list.iter()
+                                .filter_map(serde_json::Value::as_str)
+                                .map(|n| {
+                                    if n.contains("::") {
+                                        n.to_owned()
+                                    } else {
+                                        qualify(namespace, n)
+                                    }
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default()
+                };
+                let context = match applies.and_then(|a| a.get("context")) {
+                    None => Some(BTreeMap::new()),
+                    Some(ty) => record_attrs(resolve_common(ty, common), common),
+                };
+                let shape = ActionShape {
+                    principals: names("principalTypes"),
+                    resources: names("resourceTypes"),
+                    context,
+                };
+                info.actions
+                    .insert((qualify(namespace, "Action"), id.clone()), shape);
+            }
         }
         info
     }
@@ -112,6 +161,36 @@ fn resolve_common<'a>(
         (Some(name), Some(common)) => common.get(name).unwrap_or(ty),
         _ => ty,
     }
+}
+
+/// The attributes of a record type, unless it is open (`additionalAttributes`) or not a record.
+fn record_attrs(
+    ty: &serde_json::Value,
+    common: Option<&serde_json::Map<String, serde_json::Value>>,
+) -> Option<BTreeMap<String, (AttrType, bool)>> {
+    if type_name(ty) != Some("Record")
+        || ty
+            .get("additionalAttributes")
+            .and_then(serde_json::Value::as_bool)
+            == Some(true)
+    {
+        return None;
+    }
+    let attrs = ty
+        .get("attributes")
+        .and_then(serde_json::Value::as_object)?;
+    Some(
+        attrs
+            .iter()
+            .map(|(name, attr)| {
+                let required = attr
+                    .get("required")
+                    .and_then(serde_json::Value::as_bool)
+                    .unwrap_or(true);
+                (name.clone(), (attr_type(attr, common), required))
+            })
+            .collect(),
+    )
 }
 
 fn attr_type(
@@ -159,5 +238,26 @@ mod tests {
         assert_eq!(user.attrs["tags"].0, AttrType::StringSet);
         assert!(user.member_of.contains("Role"));
         assert!(info.shape("Role").is_some());
+        let json = json!({"": {
+            "commonTypes": {"Session": {"type": "Record", "attributes": {"mfa": {"type": "Boolean"}, "age": {"type": "Long", "required": false}}}},
+            "entityTypes": {"User": {}, "Doc": {}},
+            "actions": {
+                "read": {"appliesTo": {"principalTypes": ["User"], "resourceTypes": ["Doc"], "context": {"type": "EntityOrCommon", "name": "Session"}}},
+                "list": {"appliesTo": {"principalTypes": ["User"], "resourceTypes": ["Doc"]}},
+            }
+        }});
+        let info = SchemaInfo::from_json(&json);
+        let read = &info.actions[&("Action".to_owned(), "read".to_owned())];
+        assert!(read.principals.contains("User") && read.resources.contains("Doc"));
+        let context = read.context.as_ref().unwrap();
+        assert_eq!(context["mfa"], (AttrType::Bool, true));
+        assert_eq!(context["age"], (AttrType::Long, false));
+        assert!(
+            info.actions[&("Action".to_owned(), "list".to_owned())]
+                .context
+                .as_ref()
+                .unwrap()
+                .is_empty()
+        );
     }
 }
