@@ -6,7 +6,7 @@ use crate::decision::DecisionError;
 use crate::error::{RequestError, sanitize};
 use cedar_policy::{
     Authorizer, Context, Entities, Entity, EntityId, EntityTypeName, EntityUid, PolicySet, Request,
-    RestrictedExpression,
+    RestrictedExpression, Schema,
 };
 use serde_json::{Map, Value};
 use std::collections::{HashMap, HashSet};
@@ -297,24 +297,18 @@ pub(crate) struct Evaluation {
     pub errors: Vec<DecisionError>,
 }
 
-/// Evaluate a request against `policies`.
+/// Evaluate a request against `policies`, validating it against `schema` when one is given
+/// (callers pass none when they have established that validation would pass).
 pub(crate) fn evaluate(
-    bundle: &Bundle,
+    schema: Option<&Schema>,
     policies: &PolicySet,
     principal: EntityUid,
     action: EntityUid,
     resource: EntityUid,
     context: Vec<(String, RestrictedExpression)>,
     entities: &Entities,
-    validated: bool,
 ) -> Result<Evaluation, RequestError> {
     let context = Context::from_pairs(context).map_err(|e| RequestError::Context(e.to_string()))?;
-    // `validated`: the caller has established that Cedar's request validation would pass.
-    let schema = if validated {
-        None
-    } else {
-        bundle.schema.as_ref()
-    };
     let request = Request::new(principal, action, resource, context, schema)
         .map_err(|e| RequestError::Schema(e.to_string()))?;
     let response = Authorizer::new().is_authorized(&request, policies, entities);

@@ -522,15 +522,15 @@ impl Engine {
             &action,
             resource_uid.type_name(),
         );
+        let schema = self.bundle.schema.as_ref().filter(|_| !validated);
         cedar_glue::evaluate(
-            &self.bundle,
+            schema,
             &policies,
             verified.uid.clone(),
             action,
             resource_uid,
             context,
             &store,
-            validated,
         )
     }
 
@@ -608,14 +608,13 @@ impl Engine {
             resource.type_name(),
         );
         cedar_glue::evaluate(
-            &self.bundle,
+            self.bundle.schema.as_ref(),
             &policies,
             principal,
             action,
             resource,
             context,
             &store,
-            false,
         )
     }
 
