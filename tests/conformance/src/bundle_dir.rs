@@ -12,5 +12,6 @@ pub(crate) use portcullis::bundle_dir::read_relative;
 /// # Errors
 /// An unreadable file or an invalid bundle.
 pub fn load_bundle(dir: &Path) -> Result<(CompiledBundle, Bundle), Error> {
-    portcullis::bundle_dir::load(dir).map_err(|e| Error::new(format!("bundle `{}`: {e}", dir.display())))
+    portcullis::bundle_dir::load(dir)
+        .map_err(|e| Error::new(format!("bundle `{}`: {e}", dir.display())))
 }
