@@ -100,6 +100,47 @@ pub(crate) fn principal_entity(
     Ok((principal_uid, entity))
 }
 
+/// Whether the entity [`principal_entity`] builds conforms to the schema. Its attributes are
+/// declared ones of checked types by construction (claim mapping), so what is left is: the type
+/// is declared, required attributes are present, and roles (and groups) are allowed parents.
+pub(crate) fn principal_conforms(bundle: &Bundle, principal: &Principal) -> Result<(), String> {
+    if !bundle.has_schema() {
+        return Ok(());
+    }
+    let types = &bundle.types;
+    let ty = match principal.kind {
+        PrincipalKind::User => &types.user,
+        PrincipalKind::Client => &types.client,
+    }
+    .to_string();
+    let shape = bundle
+        .entity_shape(&ty)
+        .ok_or_else(|| format!("entity type `{ty}` is not declared in the schema"))?;
+    if let Some((missing, _)) = shape.attrs.iter().find(|(name, (_, required))| {
+        *required && name.as_str() != "tenant" && !principal.attributes.contains_key(*name)
+    }) {
+        return Err(format!(
+            "entity type `{ty}`: required attribute `{missing}` is missing"
+        ));
+    }
+    if shape
+        .attrs
+        .get("tenant")
+        .is_some_and(|(t, _)| *t != AttrType::String)
+    {
+        return Err(format!(
+            "entity type `{ty}`: attribute `tenant` must be a String"
+        ));
+    }
+    if !principal.roles.is_empty() && !shape.member_of.contains(&types.role.to_string()) {
+        return Err(format!(
+            "entity type `{ty}` cannot be a member of `{}`",
+            types.role
+        ));
+    }
+    Ok(())
+}
+
 /// The keys of [`token_context`] for this principal, with their types.
 pub(crate) fn token_context_keys(principal: &Principal) -> Vec<(&'static str, AttrType)> {
     let mut keys = vec![

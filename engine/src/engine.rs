@@ -391,12 +391,7 @@ impl Engine {
                 .map(|j| sanitize(j, 128)),
             issuer: Some(entry.issuer.clone()),
         };
-        let entity_conforms = match &self.bundle.schema {
-            Some(schema) => Entities::from_entities([entity.clone()], Some(schema))
-                .map(drop)
-                .map_err(|e| e.to_string()),
-            None => Ok(()),
-        };
+        let entity_conforms = cedar_glue::principal_conforms(&self.bundle, &principal);
         let verified = Arc::new(VerifiedToken {
             principal,
             uid,
