@@ -381,7 +381,7 @@ impl Engine {
         let (uid, entity) = cedar_glue::principal_entity(&self.bundle, &principal)
             .map_err(|_| TokenError::BadClaim("attributes"))?;
         let digest = Sha256::digest(pending.token.as_bytes());
-        let fingerprint: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
+        let fingerprint = crate::error::hex16(&digest);
         let identity = TokenIdentity {
             fingerprint: Some(fingerprint),
             jti: pending

@@ -352,6 +352,17 @@ impl KeyError {
     }
 }
 
+/// Lowercase hex of the first 16 bytes of a SHA-256 digest: revisions and token fingerprints.
+pub(crate) fn hex16(digest: &[u8]) -> String {
+    let digit = |nibble: u8| char::from_digit(u32::from(nibble), 16).unwrap_or('0');
+    let mut out = String::with_capacity(32);
+    for byte in digest.iter().take(16) {
+        out.push(digit(byte >> 4));
+        out.push(digit(byte & 0x0f));
+    }
+    out
+}
+
 /// Shorten user-controlled text before it goes into a message, and strip control characters.
 pub(crate) fn sanitize(text: &str, max: usize) -> String {
     let mut out: String = text.chars().filter(|c| !c.is_control()).take(max).collect();
@@ -372,6 +383,13 @@ mod tests {
         let l = SourceLocation::at_offset("x", src, 4);
         assert_eq!((l.line, l.column), (Some(2), Some(2)));
         assert_eq!(l.to_string(), "x:2:2");
+    }
+
+    #[test]
+    fn hex16_is_lowercase_and_truncated() {
+        let digest: Vec<u8> = (0u8..32).map(|b| b.wrapping_mul(17)).collect();
+        assert_eq!(hex16(&digest), "00112233445566778899aabbccddeeff");
+        assert_eq!(hex16(&[0xAB]), "ab");
     }
 
     #[test]

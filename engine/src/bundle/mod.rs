@@ -93,8 +93,7 @@ impl CompiledBundle {
         unsealed.revision.clear();
         let bytes = serde_json::to_vec(&unsealed).unwrap_or_default();
         let digest = Sha256::digest(&bytes);
-        let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
-        hex
+        crate::error::hex16(&digest)
     }
 
     /// Set the revision from the content.

@@ -1,0 +1,874 @@
+//! Decision-cost benchmarks for `Engine::decide`, each against a floor measured in the same run.
+//!
+//! Absolute times on a shared machine are noise; the ratios to the floors are what we track:
+//!
+//! | group | measured | floor | target |
+//! | --- | --- | --- | --- |
+//! | `cached_decision` | `engine`: `decide` with a token already in the cache | `cedar_floor`: `Authorizer::is_authorized` on a prebuilt request, policy set and entities | ≤ 1.5 |
+//! | `fresh_token_<alg>` | `engine`: `decide` on a token the engine has not seen | `floor`: `RustCryptoVerifier::verify` of the same kind of signature + a cached decision | ≤ 1.2 |
+//! | `tenant_scaling` | `10000`: cached decision in a bundle with 10,000 tenants | `10`: the same with 10 tenants | ≤ 1.3 |
+//!
+//! Each ratio is measured twice: as criterion's median over the floor's median, and as a
+//! *paired* ratio (both sides in alternating short rounds, see `Paired`), which holds when
+//! other work on the machine starts or stops between two criterion benchmarks. The paired
+//! ratios go to `target/criterion/paired-ratios.json`.
+//!
+//! Run with `scripts/bench.sh` (writes `BENCHMARKS.md`) or
+//! `cargo bench -p portcullis-engine --features mint --bench decide`. After criterion's own
+//! output the binary prints the ratios. Environment: `BENCH_QUICK=1` shortens the paired
+//! rounds (pass criterion's `--warm-up-time`/`--measurement-time` too), `BENCH_PAIRED=0`
+//! skips them, `BENCH_BREAKDOWN=1` also times the steps of a decision.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use cedar_policy::{
+    Authorizer, Context, Entities, Entity, EntityUid, PolicyId, PolicySet, Request,
+    RestrictedExpression, Schema,
+};
+use criterion::{BatchSize, Criterion};
+use portcullis_engine::{
+    Bundle, BundleSources, CompiledBundle, DecisionRequest, DevIssuer, Engine, EngineOptions,
+    IssuerConfig, PolicySource, ResourceRef, RustCryptoVerifier, SignatureVerifier, TenantConfig,
+    TokenStep,
+};
+use serde_json::{Map, Value, json};
+use std::collections::{HashMap, HashSet};
+use std::hint::black_box;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+/// The decision time. The engine reads no clock, so a fixed `now` is as good as any.
+const NOW: i64 = 1_760_000_000;
+/// Distinct tokens minted per algorithm for the fresh-token benchmarks; each engine sees each
+/// token once, then the benchmark moves on to a new engine (outside the timing).
+const FRESH_POOL: usize = 256;
+/// Tenant counts of the scaling benchmark.
+const TENANT_COUNTS: [usize; 3] = [10, 1_000, 10_000];
+
+// ---------------------------------------------------------------------------------------------
+// The TechFin bundle, read from policies/techfin.
+
+fn techfin_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/techfin")
+}
+
+fn read(relative: &str) -> Result<String, String> {
+    std::fs::read_to_string(techfin_dir().join(relative)).map_err(|e| format!("{relative}: {e}"))
+}
+
+/// `*.cedar` files of a directory (relative to the TechFin directory), sorted.
+fn cedar_files(relative: &str) -> Vec<String> {
+    let mut files: Vec<String> = std::fs::read_dir(techfin_dir().join(relative))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|name| name.ends_with(".cedar"))
+        .map(|name| format!("{relative}/{name}"))
+        .collect();
+    files.sort();
+    files
+}
+
+fn policy(file: String, tenant: Option<&str>) -> PolicySource {
+    PolicySource {
+        source: read(&file).unwrap(),
+        file,
+        tenant: tenant.map(str::to_owned),
+    }
+}
+
+fn techfin_sources() -> BundleSources {
+    let mut policies: Vec<PolicySource> = cedar_files("policies")
+        .into_iter()
+        .map(|f| policy(f, None))
+        .collect();
+    policies.extend(
+        cedar_files("policies/tenants/globex")
+            .into_iter()
+            .map(|f| policy(f, Some("globex"))),
+    );
+    BundleSources {
+        schema: Some((
+            "schema.cedarschema".into(),
+            read("schema.cedarschema").unwrap(),
+        )),
+        tenants: Some(("tenants.json".into(), read("tenants.json").unwrap())),
+        policies,
+        ..BundleSources::default()
+    }
+}
+
+fn techfin() -> CompiledBundle {
+    techfin_sources().compile(&mut read).unwrap()
+}
+
+fn engine(compiled: CompiledBundle) -> Engine {
+    Engine::new(Bundle::load(compiled).unwrap())
+}
+
+/// A token of `tenant`'s development issuer with the standard claims plus `extra`.
+fn mint(compiled: &CompiledBundle, tenant: &str, extra: &Value, jti: &str) -> String {
+    let issuer = DevIssuer::for_tenant(compiled, tenant, 0, &mut read).unwrap();
+    let mut claims = issuer.base_claims(NOW - 60, 3600);
+    claims.extend(extra.as_object().unwrap().clone());
+    claims.insert("jti".into(), jti.into());
+    issuer.sign(&claims).unwrap()
+}
+
+/// A finance analyst of the acme tenant (Entra ID claims).
+fn acme_analyst() -> Value {
+    json!({
+        "oid": "alice", "sub": "alice-pairwise", "tid": "acme",
+        "roles": ["FinanceAnalyst"], "department": "finance", "preferred_username": "alice@acme.example",
+    })
+}
+
+/// A request to view a finance report of `tenant`, with `token`.
+fn view_report(tenant: &str, token: String) -> DecisionRequest {
+    let mut resource = ResourceRef::new("Report", format!("{tenant}-finance-q3"));
+    resource.attrs.insert("tenant".into(), tenant.into());
+    resource.attrs.insert("department".into(), "finance".into());
+    DecisionRequest {
+        token: Some(token),
+        action: "view".into(),
+        resource,
+        context: Map::new(),
+    }
+}
+
+fn assert_allowed(engine: &Engine, request: &DecisionRequest) {
+    let decision = engine.decide(request, NOW);
+    assert!(
+        decision.is_allowed(),
+        "benchmark request must be allowed: {decision:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. Cached-token decision vs raw Cedar.
+
+/// The same Cedar evaluation as the engine's, with everything built beforehand.
+struct CedarFloor {
+    request: Request,
+    policies: PolicySet,
+    entities: Entities,
+}
+
+impl CedarFloor {
+    fn techfin_acme_analyst() -> Self {
+        let (schema, _) =
+            Schema::from_cedarschema_str(&read("schema.cedarschema").unwrap()).unwrap();
+        // The shared policies (acme has none of its own), with their `@id`s as ids.
+        let mut policies = PolicySet::new();
+        for file in cedar_files("policies") {
+            for policy in PolicySet::from_str(&read(&file).unwrap())
+                .unwrap()
+                .policies()
+            {
+                let id = policy.annotation("id").unwrap().to_owned();
+                policies
+                    .add(policy.clone().new_id(PolicyId::new(id)))
+                    .unwrap();
+            }
+        }
+        let uid = |text: &str| EntityUid::from_str(text).unwrap();
+        let string = |s: &str| RestrictedExpression::new_string(s.to_owned());
+        let principal = Entity::new(
+            uid(r#"User::"acme/alice""#),
+            HashMap::from([
+                ("tenant".to_owned(), string("acme")),
+                ("department".to_owned(), string("finance")),
+                ("email".to_owned(), string("alice@acme.example")),
+            ]),
+            HashSet::from([uid(r#"Role::"FinanceAnalyst""#)]),
+        )
+        .unwrap();
+        let resource = Entity::new(
+            uid(r#"Report::"acme-finance-q3""#),
+            HashMap::from([
+                ("tenant".to_owned(), string("acme")),
+                ("department".to_owned(), string("finance")),
+            ]),
+            HashSet::new(),
+        )
+        .unwrap();
+        let entities = Entities::from_entities([principal, resource], Some(&schema)).unwrap();
+        let context = Context::from_pairs([
+            ("mfa".to_owned(), RestrictedExpression::new_bool(false)),
+            ("session_age".to_owned(), RestrictedExpression::new_long(60)),
+            ("scopes".to_owned(), RestrictedExpression::new_set([])),
+            ("token_type".to_owned(), string("user")),
+        ])
+        .unwrap();
+        let request = Request::new(
+            uid(r#"User::"acme/alice""#),
+            uid(r#"Action::"view""#),
+            uid(r#"Report::"acme-finance-q3""#),
+            context,
+            Some(&schema),
+        )
+        .unwrap();
+        let floor = Self {
+            request,
+            policies,
+            entities,
+        };
+        assert_eq!(floor.decide(), cedar_policy::Decision::Allow);
+        floor
+    }
+
+    /// The same, with only the policies whose scope can match a `User` viewing a `Report`
+    /// (the engine evaluates such a slice of the policy set): a stricter floor, for information.
+    fn sliced(&self) -> Self {
+        use cedar_policy::{ActionConstraint, PrincipalConstraint, ResourceConstraint};
+        let ty = |name: &str| cedar_policy::EntityTypeName::from_str(name).unwrap();
+        let (user, report) = (ty("User"), ty("Report"));
+        let view = EntityUid::from_str(r#"Action::"view""#).unwrap();
+        let mut policies = PolicySet::new();
+        for policy in self.policies.policies() {
+            let principal = match policy.principal_constraint() {
+                PrincipalConstraint::Is(t) | PrincipalConstraint::IsIn(t, _) => t == user,
+                PrincipalConstraint::Eq(uid) => uid.type_name() == &user,
+                PrincipalConstraint::Any | PrincipalConstraint::In(_) => true,
+            };
+            let action = match policy.action_constraint() {
+                ActionConstraint::Any => true,
+                ActionConstraint::Eq(uid) => uid == view,
+                ActionConstraint::In(uids) => uids.contains(&view),
+            };
+            let resource = match policy.resource_constraint() {
+                ResourceConstraint::Is(t) | ResourceConstraint::IsIn(t, _) => t == report,
+                ResourceConstraint::Eq(uid) => uid.type_name() == &report,
+                ResourceConstraint::Any | ResourceConstraint::In(_) => true,
+            };
+            if principal && action && resource {
+                policies.add(policy.clone()).unwrap();
+            }
+        }
+        let floor = Self {
+            request: self.request.clone(),
+            policies,
+            entities: self.entities.clone(),
+        };
+        assert_eq!(floor.decide(), cedar_policy::Decision::Allow);
+        floor
+    }
+
+    fn decide(&self) -> cedar_policy::Decision {
+        Authorizer::new()
+            .is_authorized(&self.request, &self.policies, &self.entities)
+            .decision()
+    }
+}
+
+fn cached_decision(c: &mut Criterion, paired: &mut Paired) {
+    let compiled = techfin();
+    let engine = engine(compiled.clone());
+    let request = view_report("acme", mint(&compiled, "acme", &acme_analyst(), "cached"));
+    assert_allowed(&engine, &request);
+    assert_eq!(engine.cached_tokens(), 1);
+    let floor = CedarFloor::techfin_acme_analyst();
+    let sliced = floor.sliced();
+
+    let mut group = c.benchmark_group("cached_decision");
+    group.bench_function("engine", |b| {
+        b.iter(|| engine.decide(black_box(&request), NOW))
+    });
+    group.bench_function("cedar_floor", |b| b.iter(|| black_box(&floor).decide()));
+    group.bench_function("cedar_floor_sliced", |b| {
+        b.iter(|| black_box(&sliced).decide())
+    });
+    group.finish();
+    paired.measure(
+        "cached_decision",
+        || timed(|| engine.decide(black_box(&request), NOW)),
+        || timed(|| black_box(&floor).decide()),
+    );
+    paired.measure(
+        "cached_decision_sliced",
+        || timed(|| engine.decide(black_box(&request), NOW)),
+        || timed(|| black_box(&sliced).decide()),
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. First decision on a fresh token vs signature verification + cached decision.
+
+fn fresh_token(c: &mut Criterion, paired: &mut Paired) {
+    let compiled = techfin();
+    let bundle = Arc::new(Bundle::load(compiled.clone()).unwrap());
+    let cases = [
+        ("rs256", "acme", acme_analyst()),
+        (
+            "es256",
+            "globex",
+            json!({"sub": "bob", "techfin_roles": ["FinanceAnalyst"], "department": "finance", "email": "bob@globex.example"}),
+        ),
+        (
+            "eddsa",
+            "umbrella",
+            json!({"sub": "carol", "roles": ["FinanceAnalyst"], "department": "finance"}),
+        ),
+    ];
+    for (name, tenant, claims) in cases {
+        let requests: Vec<DecisionRequest> = (0..FRESH_POOL)
+            .map(|i| {
+                view_report(
+                    tenant,
+                    mint(&compiled, tenant, &claims, &format!("fresh-{i}")),
+                )
+            })
+            .collect();
+        let new_engine = || {
+            Arc::new(Engine::with_options(
+                Arc::clone(&bundle),
+                EngineOptions::default(),
+            ))
+        };
+
+        // The floor's parts: one signature check of this algorithm, one cached decision.
+        let cached = new_engine();
+        let cached_request = view_report(tenant, mint(&compiled, tenant, &claims, "cached"));
+        assert_allowed(&cached, &cached_request);
+        let TokenStep::NeedsSignature(pending) = new_engine()
+            .begin_token(requests[0].token.as_deref().unwrap(), NOW)
+            .unwrap()
+        else {
+            panic!("a fresh engine has no cached token");
+        };
+        let verifier = RustCryptoVerifier;
+        assert!(
+            verifier
+                .verify(
+                    pending.algorithm,
+                    &pending.key,
+                    &pending.signing_input,
+                    &pending.signature
+                )
+                .unwrap()
+        );
+        assert_allowed(&new_engine(), &requests[0]);
+
+        let mut group = c.benchmark_group(format!("fresh_token_{name}"));
+        let mut current = new_engine();
+        let mut next = 0;
+        group.bench_function("engine", |b| {
+            b.iter_batched(
+                || {
+                    // Each engine sees each token once: a new engine per round of the pool.
+                    if next == FRESH_POOL {
+                        current = new_engine();
+                        next = 0;
+                    }
+                    next += 1;
+                    (Arc::clone(&current), next - 1)
+                },
+                // The engine is returned so that dropping it is not timed.
+                |(engine, i)| (engine.decide(&requests[i], NOW), engine),
+                BatchSize::SmallInput,
+            );
+        });
+        group.bench_function("floor", |b| {
+            b.iter(|| {
+                let ok = verifier.verify(
+                    pending.algorithm,
+                    &pending.key,
+                    black_box(&pending.signing_input),
+                    black_box(&pending.signature),
+                );
+                (ok, cached.decide(black_box(&cached_request), NOW))
+            });
+        });
+        group.bench_function("verify", |b| {
+            b.iter(|| {
+                verifier.verify(
+                    pending.algorithm,
+                    &pending.key,
+                    black_box(&pending.signing_input),
+                    black_box(&pending.signature),
+                )
+            });
+        });
+        if breakdown() {
+            // The fresh-token path without the signature check, in its two halves.
+            let engine = new_engine();
+            let token = requests[0].token.as_deref().unwrap();
+            group.bench_function("begin_token", |b| {
+                b.iter(|| engine.begin_token(black_box(token), NOW).unwrap())
+            });
+            let mut current = new_engine();
+            let mut next = 0;
+            group.bench_function("finish_token", |b| {
+                b.iter_batched(
+                    || {
+                        if next == FRESH_POOL {
+                            current = new_engine();
+                            next = 0;
+                        }
+                        next += 1;
+                        let token = requests[next - 1].token.as_deref().unwrap();
+                        let Ok(TokenStep::NeedsSignature(pending)) =
+                            current.begin_token(token, NOW)
+                        else {
+                            panic!("not seen by this engine");
+                        };
+                        (Arc::clone(&current), pending)
+                    },
+                    |(engine, pending)| (engine.finish_token(*pending, true, NOW), engine),
+                    BatchSize::SmallInput,
+                );
+            });
+        }
+        group.finish();
+
+        let mut current = new_engine();
+        let mut next = 0;
+        paired.measure(
+            &format!("fresh_token_{name}"),
+            || {
+                if next == FRESH_POOL {
+                    current = new_engine();
+                    next = 0;
+                }
+                next += 1;
+                timed(|| current.decide(&requests[next - 1], NOW))
+            },
+            || {
+                timed(|| {
+                    let ok = verifier.verify(
+                        pending.algorithm,
+                        &pending.key,
+                        black_box(&pending.signing_input),
+                        black_box(&pending.signature),
+                    );
+                    (ok, cached.decide(black_box(&cached_request), NOW))
+                })
+            },
+        );
+    }
+}
+
+/// Whether to run the breakdown benchmarks too (`BENCH_BREAKDOWN=1`).
+fn breakdown() -> bool {
+    std::env::var_os("BENCH_BREAKDOWN").is_some_and(|v| v == "1")
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. Tenant scaling.
+
+/// The TechFin schema and shared policies with `n` generated tenants `t00000`, ..., each with
+/// its own issuer (the acme development key) and one policy of its own.
+fn scaled_bundle(n: usize) -> CompiledBundle {
+    let base = techfin();
+    let acme = &base.tenants["acme"].issuers[0];
+    let mut policies: Vec<PolicySource> = base
+        .policies
+        .iter()
+        .filter(|p| p.tenant.is_none())
+        .cloned()
+        .collect();
+    let mut compiled = CompiledBundle::new(base.settings.clone(), base.schema.clone(), Vec::new());
+    for i in 0..n {
+        let tenant = format!("t{i:05}");
+        let issuer = IssuerConfig {
+            issuer: format!("https://idp.example/{tenant}/"),
+            ..acme.clone()
+        };
+        compiled.tenants.insert(
+            tenant.clone(),
+            TenantConfig {
+                display_name: None,
+                issuers: vec![issuer],
+            },
+        );
+        policies.push(PolicySource {
+            file: format!("policies/tenants/{tenant}/controllers.cedar"),
+            tenant: Some(tenant.clone()),
+            source: format!(
+                "@id(\"{tenant}-controllers\")\npermit (principal is User in Role::\"Controller\", \
+                 action in [Action::\"view\", Action::\"export\"], resource is Report)\n\
+                 when {{ resource.tenant == \"{tenant}\" && principal.tenant == \"{tenant}\" }};\n"
+            ),
+        });
+    }
+    compiled.policies = policies;
+    compiled.seal()
+}
+
+fn tenant_scaling(c: &mut Criterion, paired: &mut Paired) {
+    let cases: Vec<(usize, Engine, DecisionRequest)> = TENANT_COUNTS
+        .into_iter()
+        .map(|n| {
+            let compiled = scaled_bundle(n);
+            let engine = engine(compiled.clone());
+            let request = view_report(
+                "t00000",
+                mint(&compiled, "t00000", &acme_analyst(), "scaling"),
+            );
+            assert_allowed(&engine, &request);
+            (n, engine, request)
+        })
+        .collect();
+    let mut group = c.benchmark_group("tenant_scaling");
+    for (n, engine, request) in &cases {
+        group.bench_function(n.to_string(), |b| {
+            b.iter(|| engine.decide(black_box(request), NOW))
+        });
+    }
+    group.finish();
+    let ((_, small, small_request), (_, large, large_request)) =
+        (&cases[0], &cases[cases.len() - 1]);
+    paired.measure(
+        "tenant_scaling",
+        || timed(|| large.decide(black_box(large_request), NOW)),
+        || timed(|| small.decide(black_box(small_request), NOW)),
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Where a cached decision's time goes (only with `BENCH_BREAKDOWN=1`): the steps the engine
+// takes, rebuilt from the public APIs, next to the floor they add to.
+
+fn cached_breakdown(c: &mut Criterion) {
+    let compiled = techfin();
+    let engine = engine(compiled.clone());
+    let request = view_report("acme", mint(&compiled, "acme", &acme_analyst(), "cached"));
+    let token = request.token.clone().unwrap();
+    assert_allowed(&engine, &request);
+    let (schema, _) = Schema::from_cedarschema_str(&read("schema.cedarschema").unwrap()).unwrap();
+    let floor = CedarFloor::techfin_acme_analyst();
+    let principal_uid = EntityUid::from_str(r#"User::"acme/alice""#).unwrap();
+    let principal = floor.entities.get(&principal_uid).unwrap().clone();
+    let resource_uid = EntityUid::from_str(r#"Report::"acme-finance-q3""#).unwrap();
+    let action_uid = EntityUid::from_str(r#"Action::"view""#).unwrap();
+    let string = |s: &str| RestrictedExpression::new_string(s.to_owned());
+    let resource_entity = || {
+        Entity::new(
+            resource_uid.clone(),
+            HashMap::from([
+                ("tenant".to_owned(), string("acme")),
+                ("department".to_owned(), string("finance")),
+            ]),
+            HashSet::new(),
+        )
+        .unwrap()
+    };
+    let context_pairs = || {
+        vec![
+            ("mfa".to_owned(), RestrictedExpression::new_bool(false)),
+            ("session_age".to_owned(), RestrictedExpression::new_long(60)),
+            ("scopes".to_owned(), RestrictedExpression::new_set([])),
+            ("token_type".to_owned(), string("user")),
+        ]
+    };
+    let mut cache: HashMap<Box<str>, u64> = HashMap::new();
+    cache.insert(token.as_str().into(), 1);
+
+    let mut group = c.benchmark_group("cached_breakdown");
+    group.bench_function("engine_decide", |b| {
+        b.iter(|| engine.decide(black_box(&request), NOW))
+    });
+    group.bench_function("engine_authenticate", |b| {
+        b.iter(|| engine.authenticate(black_box(&token), NOW))
+    });
+    let anonymous = DecisionRequest {
+        token: None,
+        ..request.clone()
+    };
+    group.bench_function("engine_decide_no_token", |b| {
+        b.iter(|| engine.decide(black_box(&anonymous), NOW))
+    });
+    group.bench_function("token_hash_lookup", |b| {
+        b.iter(|| cache.get(black_box(token.as_str())).copied())
+    });
+    group.bench_function("parse_type_names", |b| {
+        b.iter(|| {
+            let action = cedar_policy::EntityTypeName::from_str(black_box("Action")).unwrap();
+            let resource = cedar_policy::EntityTypeName::from_str(black_box("Report")).unwrap();
+            (action, resource)
+        });
+    });
+    group.bench_function("build_entities", |b| {
+        b.iter(|| (principal.clone(), resource_entity()))
+    });
+    group.bench_function("entities_with_schema", |b| {
+        b.iter(|| {
+            Entities::from_entities([principal.clone(), resource_entity()], Some(&schema)).unwrap()
+        });
+    });
+    group.bench_function("entities_without_schema", |b| {
+        b.iter(|| Entities::from_entities([principal.clone(), resource_entity()], None).unwrap());
+    });
+    // What a per-token prebuilt store (principal + the schema's actions) would cost per request.
+    let prebuilt = Entities::from_entities([principal.clone()], Some(&schema)).unwrap();
+    group.bench_function("prebuilt_entities_add_resource", |b| {
+        b.iter(|| {
+            prebuilt
+                .clone()
+                .add_entities([resource_entity()], Some(&schema))
+                .unwrap()
+        });
+    });
+    group.bench_function("request_with_schema", |b| {
+        b.iter(|| {
+            let context = Context::from_pairs(context_pairs()).unwrap();
+            Request::new(
+                principal_uid.clone(),
+                action_uid.clone(),
+                resource_uid.clone(),
+                context,
+                Some(&schema),
+            )
+            .unwrap()
+        });
+    });
+    group.bench_function("request_without_schema", |b| {
+        b.iter(|| {
+            let context = Context::from_pairs(context_pairs()).unwrap();
+            Request::new(
+                principal_uid.clone(),
+                action_uid.clone(),
+                resource_uid.clone(),
+                context,
+                None,
+            )
+            .unwrap()
+        });
+    });
+    group.bench_function("is_authorized", |b| b.iter(|| black_box(&floor).decide()));
+    group.finish();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Paired ratios: a second opinion that holds under changing load.
+//
+// Criterion measures one benchmark after the other, so when other work starts or stops on a
+// shared machine between a benchmark and its floor, the ratio of their medians moves with it.
+// Here both sides run in alternating short rounds (measured-floor, floor-measured, ...) and the
+// ratio is the median of the per-round ratios, so load that changes more slowly than a round
+// cancels out.
+
+/// Runs `operation` once and returns how long it took (its result is dropped afterwards).
+fn timed<T>(operation: impl FnOnce() -> T) -> Duration {
+    let start = Instant::now();
+    let result = black_box(operation());
+    let elapsed = start.elapsed();
+    drop(result);
+    elapsed
+}
+
+/// One paired result: per-round ratios' median, minimum and maximum.
+struct PairedRatio {
+    name: String,
+    median: f64,
+    min: f64,
+    max: f64,
+    rounds: usize,
+}
+
+struct Paired {
+    enabled: bool,
+    rounds: usize,
+    side_time: Duration,
+    results: Vec<PairedRatio>,
+}
+
+impl Paired {
+    /// On in `cargo bench` mode unless `BENCH_PAIRED=0`; shorter with `BENCH_QUICK=1`.
+    fn from_env() -> Self {
+        let on = |name: &str| std::env::var_os(name).map(|v| v == "1");
+        let quick = on("BENCH_QUICK").unwrap_or(false);
+        Self {
+            enabled: std::env::args().any(|a| a == "--bench") && on("BENCH_PAIRED").unwrap_or(true),
+            rounds: if quick { 11 } else { 61 },
+            side_time: Duration::from_millis(if quick { 10 } else { 20 }),
+            results: Vec::new(),
+        }
+    }
+
+    /// `measured` and `floor` each run one operation and return the time it took, so that
+    /// per-operation set-up stays outside.
+    fn measure(
+        &mut self,
+        name: &str,
+        mut measured: impl FnMut() -> Duration,
+        mut floor: impl FnMut() -> Duration,
+    ) {
+        if !self.enabled {
+            return;
+        }
+        // Warm up, and size each side's share of a round from its speed.
+        let per_operation = |operation: &mut dyn FnMut() -> Duration| {
+            let (mut total, mut count) = (Duration::ZERO, 0u32);
+            while total < Duration::from_millis(100) {
+                total += operation();
+                count += 1;
+            }
+            let per = total / count;
+            usize::try_from(self.side_time.as_nanos() / per.as_nanos().max(1))
+                .unwrap_or(1)
+                .max(1)
+        };
+        let (measured_ops, floor_ops) = (per_operation(&mut measured), per_operation(&mut floor));
+        let mean = |operation: &mut dyn FnMut() -> Duration, ops: usize| {
+            (0..ops)
+                .map(|_| operation())
+                .sum::<Duration>()
+                .as_secs_f64()
+                / ops as f64
+        };
+        let mut ratios: Vec<f64> = (0..self.rounds)
+            .map(|round| {
+                if round % 2 == 0 {
+                    let m = mean(&mut measured, measured_ops);
+                    m / mean(&mut floor, floor_ops)
+                } else {
+                    let f = mean(&mut floor, floor_ops);
+                    mean(&mut measured, measured_ops) / f
+                }
+            })
+            .collect();
+        ratios.sort_by(f64::total_cmp);
+        let result = PairedRatio {
+            name: name.to_owned(),
+            median: ratios[ratios.len() / 2],
+            min: ratios[0],
+            max: ratios[ratios.len() - 1],
+            rounds: ratios.len(),
+        };
+        println!(
+            "{name}: paired ratio {:.3} (median of {} rounds, range {:.3}..{:.3})",
+            result.median, result.rounds, result.min, result.max
+        );
+        self.results.push(result);
+    }
+
+    /// Written next to criterion's results, for `scripts/bench.sh`.
+    fn write(&self, dir: &Path) {
+        if self.results.is_empty() {
+            return;
+        }
+        let map: Map<String, Value> = self
+            .results
+            .iter()
+            .map(|r| {
+                let value =
+                    json!({"median": r.median, "min": r.min, "max": r.max, "rounds": r.rounds});
+                (r.name.clone(), value)
+            })
+            .collect();
+        let _ = std::fs::create_dir_all(dir);
+        let _ = std::fs::write(
+            dir.join("paired-ratios.json"),
+            Value::Object(map).to_string(),
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Ratios, from the estimates criterion wrote during this run.
+
+/// (what, measured, floor, target): benchmark ids as `group/function`; the group is also
+/// the name of the paired ratio.
+const RATIOS: [(&str, &str, &str, f64); 5] = [
+    (
+        "cached decision / raw Cedar",
+        "cached_decision/engine",
+        "cached_decision/cedar_floor",
+        1.5,
+    ),
+    (
+        "fresh RS256 / (verify + cached)",
+        "fresh_token_rs256/engine",
+        "fresh_token_rs256/floor",
+        1.2,
+    ),
+    (
+        "fresh ES256 / (verify + cached)",
+        "fresh_token_es256/engine",
+        "fresh_token_es256/floor",
+        1.2,
+    ),
+    (
+        "fresh EdDSA / (verify + cached)",
+        "fresh_token_eddsa/engine",
+        "fresh_token_eddsa/floor",
+        1.2,
+    ),
+    (
+        "10,000 tenants / 10 tenants",
+        "tenant_scaling/10000",
+        "tenant_scaling/10",
+        1.3,
+    ),
+];
+
+/// Where criterion writes its results (its own rule: `CRITERION_HOME`, else the target directory).
+fn criterion_dir() -> Option<PathBuf> {
+    if let Some(home) = std::env::var_os("CRITERION_HOME") {
+        return Some(home.into());
+    }
+    if let Some(target) = std::env::var_os("CARGO_TARGET_DIR") {
+        return Some(Path::new(&target).join("criterion"));
+    }
+    // target/<profile>/deps/decide-<hash>
+    Some(
+        std::env::current_exe()
+            .ok()?
+            .ancestors()
+            .nth(3)?
+            .join("criterion"),
+    )
+}
+
+/// The median (ns) of `id`, if criterion measured it since `since`.
+fn median(dir: &Path, id: &str, since: SystemTime) -> Option<f64> {
+    let path = dir.join(id).join("new/estimates.json");
+    if std::fs::metadata(&path).ok()?.modified().ok()? < since {
+        return None;
+    }
+    let estimates: Value = serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
+    estimates["median"]["point_estimate"].as_f64()
+}
+
+fn print_ratios(dir: &Path, since: SystemTime, paired: &Paired) {
+    println!("\nratios to the floor measured in this run (criterion medians | paired rounds):");
+    for (what, measured, floor, target) in RATIOS {
+        let group = measured.split('/').next().unwrap_or(measured);
+        let pair = paired
+            .results
+            .iter()
+            .find(|r| r.name == group)
+            .map(|r| r.median);
+        if let (Some(m), Some(f)) = (median(dir, measured, since), median(dir, floor, since)) {
+            let ratio = m / f;
+            let pair = pair.map_or_else(|| "-".to_owned(), |p| format!("{p:.2}"));
+            println!(
+                "  {what:<34} {m:>10.0} ns / {f:>10.0} ns = {ratio:>5.2} | {pair:>5}  (target <= {target})"
+            );
+        }
+    }
+}
+
+fn main() {
+    let started = SystemTime::now();
+    let mut c = Criterion::default().configure_from_args();
+    let mut paired = Paired::from_env();
+    cached_decision(&mut c, &mut paired);
+    fresh_token(&mut c, &mut paired);
+    tenant_scaling(&mut c, &mut paired);
+    if breakdown() {
+        cached_breakdown(&mut c);
+    }
+    c.final_summary();
+    if let Some(dir) = criterion_dir() {
+        paired.write(&dir);
+        print_ratios(&dir, started, &paired);
+    }
+}
