@@ -1,0 +1,390 @@
+// Type declarations for the Portcullis JavaScript/TypeScript SDK.
+
+/** Any JSON value. */
+export type JsonValue = null | boolean | number | string | JsonValue[] | { [key: string]: JsonValue };
+
+/** A JSON object. */
+export type JsonObject = { [key: string]: JsonValue };
+
+/**
+ * A value in requests (attributes, context, entities): JSON, plus BigInt for 64-bit Cedar
+ * `Long`s outside Number's safe range. Cedar extension values and entity references use their
+ * JSON forms (`{"__extn": {...}}`, `{"__entity": {...}}`).
+ */
+export type CedarValue = null | boolean | number | bigint | string | CedarValue[] | { [key: string]: CedarValue };
+
+/** A record of Cedar values. */
+export type CedarRecord = { [key: string]: CedarValue };
+
+/** Error codes a decision can carry in `errors[].code`. */
+export type DecisionErrorCode =
+  | "token_missing"
+  | "token_too_large"
+  | "token_malformed"
+  | "token_algorithm_unsupported"
+  | "token_header_forbidden"
+  | "token_type"
+  | "token_issuer"
+  | "token_tenant"
+  | "token_algorithm_not_allowed"
+  | "token_unknown_kid"
+  | "token_ambiguous_key"
+  | "token_keys_unavailable"
+  | "token_signature"
+  | "token_claim"
+  | "token_expired"
+  | "token_not_yet_valid"
+  | "token_iat"
+  | "token_audience"
+  | "token_crypto"
+  | "request_action"
+  | "request_entity"
+  | "request_context"
+  | "request_schema"
+  | "request_tenant"
+  | "policy_evaluation";
+
+/** The subset of decision error codes a rejected token gets (thrown by `authenticate`). */
+export type TokenErrorCode = Extract<DecisionErrorCode, `token_${string}`>;
+
+/** Codes of errors thrown by the SDK (`PortcullisError.code`). */
+export type ErrorCode =
+  | "bundle_invalid"
+  | TokenErrorCode
+  | "keys_unknown_issuer"
+  | "keys_invalid"
+  | "keys_fetch"
+  | "request_invalid"
+  | "clock"
+  | "disposed";
+
+/** Codes of the problems of a bundle that does not load (`BundleError.problems[].code`). */
+export type BundleProblemCode =
+  | "json"
+  | "format"
+  | "revision"
+  | "settings"
+  | "schema"
+  | "policy_parse"
+  | "policy_id"
+  | "policy"
+  | "policy_validation"
+  | "tenants"
+  | "keys"
+  | "entities";
+
+/** Where in the bundle sources a problem is. */
+export interface SourceLocation {
+  /** File, relative to the bundle directory (`policies/analysts.cedar`). */
+  file: string;
+  /** 1-based line. */
+  line?: number;
+  /** 1-based column. */
+  column?: number;
+}
+
+/** One problem of a bundle that does not load. */
+export interface BundleProblem {
+  code: BundleProblemCode;
+  location?: SourceLocation;
+  message: string;
+  help?: string;
+}
+
+/** Base class of every error the SDK throws; `code` is stable, `message` is for humans. */
+export class PortcullisError extends Error {
+  readonly code: ErrorCode;
+  readonly help?: string;
+}
+
+/** The bundle did not load (`code` is `bundle_invalid`). */
+export class BundleError extends PortcullisError {
+  readonly code: "bundle_invalid";
+  /** Every problem found, not only the first. */
+  readonly problems: BundleProblem[];
+}
+
+/** `authenticate` did not accept the token. */
+export class TokenError extends PortcullisError {
+  readonly code: TokenErrorCode;
+}
+
+/** Keys could not be used or fetched. */
+export class KeyError extends PortcullisError {
+  readonly code: "keys_unknown_issuer" | "keys_invalid" | "keys_fetch";
+}
+
+/** A request or argument does not have the documented shape, or the engine was disposed. */
+export class RequestError extends PortcullisError {
+  readonly code: "request_invalid" | "clock" | "disposed";
+}
+
+/** A Cedar entity reference. */
+export interface EntityRef {
+  /** Entity type (`Report`, `TechFin::User`). */
+  type: string;
+  /** Entity id. */
+  id: string;
+}
+
+/** A resource: type, id and the attributes policies read (Cedar JSON values). */
+export interface ResourceRef extends EntityRef {
+  attrs?: CedarRecord;
+}
+
+/** One decision request with a bearer token. */
+export interface DecisionRequest {
+  /** The JWT, without `Bearer `; absent or null means unauthenticated. */
+  token?: string | null;
+  /** Action id (`view`). */
+  action: string;
+  resource: ResourceRef;
+  /** Extra context. `mfa`, `session_age`, `scopes`, `token_type`, `client_id` come from the token and cannot be set. */
+  context?: CedarRecord;
+}
+
+/** One request of a batch: a decision request without its token. */
+export interface BatchItem {
+  action: string;
+  resource: ResourceRef;
+  context?: CedarRecord;
+}
+
+/** Several requests for one token (the UI-gating case). */
+export interface BatchRequest {
+  token?: string | null;
+  requests: BatchItem[];
+}
+
+/** A Cedar entity in JSON form, for trusted requests. */
+export interface CedarEntity {
+  uid: EntityRef | { __entity: EntityRef };
+  attrs?: CedarRecord;
+  parents?: Array<EntityRef | { __entity: EntityRef }>;
+  tags?: CedarRecord;
+}
+
+/** A request for an already-authenticated principal (no token). */
+export interface TrustedRequest {
+  principal: EntityRef;
+  /** An action id (`view`) or a full action entity reference. */
+  action: string | EntityRef;
+  resource: ResourceRef;
+  context?: CedarRecord;
+  /** Entities added to the bundle's static entities. */
+  entities?: CedarEntity[];
+  /** Evaluate the shared policies plus this tenant's. */
+  tenant?: string;
+}
+
+/** The outcome of a decision. */
+export type Outcome = "allow" | "deny" | "unauthenticated";
+
+/** An error that contributed to a decision. */
+export interface DecisionError {
+  code: DecisionErrorCode;
+  message: string;
+  /** The policy that failed to evaluate (`policy_evaluation`). */
+  policy?: string;
+}
+
+/** Whether the principal is a person or an OAuth client acting for itself. */
+export type PrincipalKind = "user" | "client";
+
+/** The principal, as a decision summarises it. */
+export interface PrincipalSummary {
+  tenant: string;
+  kind: PrincipalKind;
+  /** Subject or client id. */
+  id: string;
+  /** Cedar entity, `User::"acme/alice"`. */
+  entity: string;
+  roles: string[];
+  /** Whether MFA was used (token principals only). */
+  mfa?: boolean;
+}
+
+/** A decision: a value, whatever the outcome. */
+export interface Decision {
+  decision: Outcome;
+  /** The HTTP status that goes with it. */
+  status: 200 | 403 | 401;
+  /** Ids of the policies that decided it. */
+  reasons: string[];
+  errors: DecisionError[];
+  /** The principal, when the token was valid. */
+  principal: PrincipalSummary | null;
+  /** Bundle revision. */
+  revision: string;
+  /** Unique id of this decision. */
+  decisionId: string;
+  /** What was asked. */
+  request: { action: string; resource: string };
+}
+
+/** The principal a verified token maps to. */
+export interface Principal {
+  /** The tenant whose issuer entry verified the token (never a claim's say-so). */
+  tenant: string;
+  kind: PrincipalKind;
+  id: string;
+  entity: string;
+  issuer: string;
+  roles: string[];
+  groups: string[];
+  scopes: string[];
+  /** Mapped attributes (department, email, ...), keyed as the bundle names them. */
+  attributes: JsonObject;
+  mfa: boolean;
+  /** `auth_time`, unix seconds. */
+  authTime?: number;
+  clientId?: string;
+  /** Claims that were present but malformed, and therefore ignored. */
+  ignoredClaims?: string[];
+}
+
+/** An issuer whose keys come from the network. */
+export interface RemoteIssuer {
+  issuer: string;
+  jwksUri?: string;
+  discovery?: string;
+  /** Whether the engine has keys for it. */
+  loaded: boolean;
+}
+
+/** A JWK set. */
+export interface JwkSet {
+  keys: JsonObject[];
+}
+
+/** A compiled bundle (`portcullis bundle` output). */
+export interface CompiledBundle {
+  format: "portcullis.bundle/v1";
+  revision?: string;
+  settings?: JsonObject;
+  schema?: string;
+  policies?: Array<{ file: string; tenant?: string; source: string }>;
+  tenants?: JsonObject;
+  entities?: CedarEntity[];
+}
+
+/** What the key fetcher needs of a `fetch` response (a `Response` is one). */
+export interface FetchResponse {
+  readonly ok: boolean;
+  readonly status: number;
+  /** The final URL after redirects (checked to be https, or http on localhost). */
+  readonly url?: string;
+  json(): Promise<unknown>;
+}
+
+/** What the key fetcher needs of `fetch` (the global `fetch` is one). */
+export type FetchFunction = (
+  url: string,
+  init: { headers: Record<string, string>; redirect: "follow" },
+) => Promise<FetchResponse>;
+
+/** A WebCrypto algorithm as the SDK passes it. */
+export interface WebCryptoAlgorithm {
+  name: string;
+  hash?: string;
+  namedCurve?: string;
+  saltLength?: number;
+}
+
+/** A public JWK as the SDK imports it (`oct` for HMAC secrets). */
+export interface WebCryptoJwk {
+  kty: string;
+  crv?: string;
+  n?: string;
+  e?: string;
+  x?: string;
+  y?: string;
+  k?: string;
+}
+
+/** Bytes in an `ArrayBuffer` (a `Uint8Array`, as the SDK passes them). */
+export interface ByteView {
+  readonly buffer: ArrayBuffer;
+  readonly byteOffset: number;
+  readonly byteLength: number;
+}
+
+/** What the SDK needs of WebCrypto (`crypto.subtle` is one). */
+export interface SubtleCryptoLike {
+  importKey(
+    format: "jwk",
+    keyData: WebCryptoJwk,
+    algorithm: WebCryptoAlgorithm,
+    extractable: boolean,
+    keyUsages: "verify"[],
+  ): Promise<unknown>;
+  /** `key` is what `importKey` returned; `signature` and `data` are `Uint8Array`s. */
+  verify(algorithm: WebCryptoAlgorithm, key: unknown, signature: ByteView, data: ByteView): Promise<boolean>;
+}
+
+/** Options of the key-fetching helper. */
+export interface FetchKeysOptions {
+  /** The `fetch` to use (default `globalThis.fetch`). */
+  fetch?: FetchFunction;
+  /** Least time between two fetches of one issuer after an unknown `kid` (default 30 000 ms). */
+  cooldownMs?: number;
+  /** Refetch keys older than this in the background (default 3 600 000 ms). */
+  maxAgeMs?: number;
+  /** Told about every failed fetch. */
+  onError?: (error: KeyError) => void;
+}
+
+declare global {
+  // Declared by the DOM library; this lets the declarations compile without it (Node types only).
+  namespace WebAssembly {
+    interface Module {}
+  }
+}
+
+/** Where the Wasm module comes from (default: next to `portcullis.js`): a URL, bytes, a compiled module, or a fetch `Response`. */
+export type WasmSource = string | URL | ArrayBuffer | ArrayBufferView | WebAssembly.Module | FetchResponse;
+
+/** Options of `initialize`. */
+export interface InitializeOptions {
+  wasm?: WasmSource | Promise<WasmSource>;
+}
+
+/** Options of `Portcullis.load`. */
+export interface LoadOptions extends InitializeOptions {
+  /** The clock, in milliseconds since the epoch like `Date.now` (the default). */
+  now?: () => number;
+  /** Fetch remote issuers' keys (OIDC discovery / JWKS) with `fetch`, and refetch on an unknown `kid`. */
+  fetchKeys?: boolean | FetchKeysOptions;
+  /** The WebCrypto to verify signatures with (default `globalThis.crypto.subtle`; `null`: the engine's own verifier). */
+  subtle?: SubtleCryptoLike | null;
+}
+
+/** Instantiate the Wasm module (once; `Portcullis.load` does it). */
+export function initialize(options?: InitializeOptions): Promise<void>;
+
+/** A loaded bundle. */
+export class Portcullis {
+  private constructor();
+  /** Load a compiled bundle (object or JSON text). Rejects with `BundleError`. */
+  static load(bundle: CompiledBundle | string, options?: LoadOptions): Promise<Portcullis>;
+  /** The bundle revision. */
+  readonly revision: string;
+  /** Verified tokens in the cache. */
+  readonly cachedTokens: number;
+  /** Issuers whose keys come from the network. */
+  remoteIssuers(): RemoteIssuer[];
+  /** Replace an issuer's keys; returns the number of usable keys. Throws `KeyError`. */
+  setIssuerKeys(issuer: string, jwks: JwkSet | string): number;
+  /** Fetch every remote issuer's keys now (needs `fetchKeys`). */
+  refreshKeys(): Promise<void>;
+  /** Decide one request. Never rejects for a bad token: that is an `unauthenticated` decision. */
+  decide(request: DecisionRequest): Promise<Decision>;
+  /** Decide several requests for one token, in order. */
+  decideMany(batch: BatchRequest): Promise<Decision[]>;
+  /** Verify a token and map its claims. Rejects with `TokenError`. */
+  authenticate(token: string): Promise<Principal>;
+  /** Decide for an already-authenticated principal. */
+  decideTrusted(request: TrustedRequest): Decision;
+  /** Free the engine's Wasm memory. */
+  dispose(): void;
+}

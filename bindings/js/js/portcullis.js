@@ -1,0 +1,599 @@
+// Portcullis for browsers and Node: the public API over the wasm-bindgen module.
+//
+// Everything that decides stays in the engine (Rust, compiled to Wasm): token parsing and
+// checks, key selection, claim mapping, Cedar evaluation, the decision itself. This file only
+// converts values, checks signatures with WebCrypto (the engine says which key and algorithm),
+// reads the clock and, optionally, fetches issuers' keys.
+
+import init, { initSync, RawEngine } from "./portcullis_js.js";
+
+// ---------------------------------------------------------------------------------------------
+// Errors
+
+/** An error with a stable machine-readable `code` (see the README's error table). */
+export class PortcullisError extends Error {
+  constructor(info, options) {
+    super(info.message, options);
+    this.name = "PortcullisError";
+    /** @type {string} */
+    this.code = info.code;
+    if (info.help != null) this.help = info.help;
+  }
+}
+
+/** A bundle failed to load (`bundle_invalid`); `problems` lists every problem found. */
+export class BundleError extends PortcullisError {
+  constructor(info) {
+    super(info);
+    this.name = "BundleError";
+    this.problems = info.problems ?? [];
+  }
+}
+
+/** A token was not accepted (`token_*`; thrown by `authenticate`, never by `decide`). */
+export class TokenError extends PortcullisError {
+  constructor(info) {
+    super(info);
+    this.name = "TokenError";
+  }
+}
+
+/** Keys handed to the engine, or fetched for it, could not be used (`keys_*`). */
+export class KeyError extends PortcullisError {
+  constructor(info, options) {
+    super(info, options);
+    this.name = "KeyError";
+  }
+}
+
+/** A request or argument does not have the documented shape (`request_invalid`, `clock`, `disposed`). */
+export class RequestError extends PortcullisError {
+  constructor(info) {
+    super(info);
+    this.name = "RequestError";
+  }
+}
+
+function errorFor(info, options) {
+  const code = String(info.code);
+  if (code === "bundle_invalid") return new BundleError(info);
+  if (code.startsWith("token_")) return new TokenError(info);
+  if (code.startsWith("keys_")) return new KeyError(info, options);
+  return new RequestError(info);
+}
+
+/** The Wasm side throws its errors as JSON text `{code, message, help?}`. */
+function rethrow(thrown) {
+  if (typeof thrown === "string") {
+    let info;
+    try {
+      info = JSON.parse(thrown);
+    } catch {
+      info = null;
+    }
+    if (info && typeof info.code === "string") throw errorFor(info);
+  }
+  throw thrown;
+}
+
+// ---------------------------------------------------------------------------------------------
+// JSON
+
+// Cedar `Long`s are 64-bit: values outside Number's safe range are passed as BigInt and written
+// as exact JSON integers. The marker carries a random nonce, so no string can imitate it.
+const bigintMarker = `\u0000portcullis-bigint-${Math.random().toString(36).slice(2)}:`;
+const bigintPattern = new RegExp(`"${JSON.stringify(bigintMarker).slice(1, -1).replace(/\\/g, "\\\\")}(-?\\d+)"`, "g");
+
+function bigintReplacer(_key, value) {
+  return typeof value === "bigint" ? bigintMarker + value.toString() : value;
+}
+
+/** JSON text of `value`; BigInt values become JSON integers. */
+function toJson(value) {
+  try {
+    return JSON.stringify(value);
+  } catch (err) {
+    if (!(err instanceof TypeError)) throw err;
+    // Only a BigInt (or a cycle, which fails again below) makes JSON.stringify throw a TypeError.
+    return JSON.stringify(value, bigintReplacer).replace(bigintPattern, "$1");
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Module instantiation
+
+let ready = null;
+
+/**
+ * Instantiate the Wasm module (once). `Portcullis.load` calls it; call it yourself to start the
+ * download early or to pass the module explicitly (`wasm`: a URL, a Response, bytes or a
+ * `WebAssembly.Module`).
+ */
+export function initialize(options = {}) {
+  if (ready === null) {
+    ready = instantiate(options.wasm).catch((err) => {
+      ready = null;
+      throw err;
+    });
+  }
+  return ready;
+}
+
+async function instantiate(wasm) {
+  let source = wasm ?? new URL("./portcullis_js_bg.wasm", import.meta.url);
+  if (typeof source === "string" && source.startsWith("file:")) source = new URL(source);
+  if (source instanceof URL && source.protocol === "file:") {
+    // Node (20+) cannot `fetch` a file: URL. The specifier is not a literal so that bundlers
+    // leave this branch, which never runs in browsers, alone.
+    const fsModule = "node:fs/promises";
+    const { readFile } = await import(/* @vite-ignore */ fsModule);
+    // Off the browser's main thread, synchronous compilation is about twice as fast (lazy
+    // tier-up either way).
+    initSync({ module: await readFile(source) });
+    return;
+  }
+  await init({ module_or_path: source });
+}
+
+// ---------------------------------------------------------------------------------------------
+// WebCrypto
+
+const HOST_INVALID = 0;
+const HOST_VALID = 1;
+const HOST_CANNOT = 2;
+
+const SHA = { 256: "SHA-256", 384: "SHA-384", 512: "SHA-512" };
+
+/** How WebCrypto imports and verifies each JOSE algorithm. */
+function webCryptoParams(alg) {
+  const bits = alg.slice(2);
+  switch (alg.slice(0, 2)) {
+    case "RS":
+      return {
+        family: "RSASSA-PKCS1-v1_5",
+        importAs: { name: "RSASSA-PKCS1-v1_5", hash: SHA[bits] },
+        verifyAs: { name: "RSASSA-PKCS1-v1_5" },
+      };
+    case "PS":
+      // RFC 7518 §3.5: the salt is as long as the hash.
+      return {
+        family: "RSA-PSS",
+        importAs: { name: "RSA-PSS", hash: SHA[bits] },
+        verifyAs: { name: "RSA-PSS", saltLength: Number(bits) / 8 },
+      };
+    case "ES": {
+      // JWS ECDSA signatures are r || s, which is what WebCrypto expects.
+      const curve = bits === "256" ? "P-256" : "P-384";
+      return {
+        family: "ECDSA",
+        importAs: { name: "ECDSA", namedCurve: curve },
+        verifyAs: { name: "ECDSA", hash: SHA[bits] },
+      };
+    }
+    case "HS":
+      return {
+        family: "HMAC",
+        importAs: { name: "HMAC", hash: SHA[bits] },
+        verifyAs: { name: "HMAC" },
+      };
+    case "Ed":
+      return { family: "Ed25519", importAs: { name: "Ed25519" }, verifyAs: { name: "Ed25519" } };
+    default:
+      return null;
+  }
+}
+
+/** Algorithm families this runtime's WebCrypto turned out not to support. */
+const unsupported = new Set();
+const MAX_CACHED_KEYS = 256;
+
+// ---------------------------------------------------------------------------------------------
+// Key fetching (optional)
+
+const DEFAULT_COOLDOWN_MS = 30_000;
+const DEFAULT_MAX_AGE_MS = 3_600_000;
+
+/** Keys must come over https (plain http only for localhost), as the engine requires of bundle URLs. */
+function secureUrl(url) {
+  try {
+    const u = new URL(url);
+    if (u.protocol === "https:") return true;
+    const host = u.hostname.replace(/^\[|\]$/g, "");
+    return u.protocol === "http:" && (host === "localhost" || host === "127.0.0.1" || host === "::1");
+  } catch {
+    return false;
+  }
+}
+
+class KeyFetcher {
+  #engine;
+  #fetch;
+  #cooldownMs;
+  #maxAgeMs;
+  #onError;
+  #clock;
+  #issuers = new Map();
+
+  constructor(engine, issuers, options, clock) {
+    this.#engine = engine;
+    this.#fetch = options.fetch ?? globalThis.fetch?.bind(globalThis);
+    if (typeof this.#fetch !== "function") {
+      throw new KeyError({ code: "keys_fetch", message: "no `fetch` in this runtime; pass `fetchKeys.fetch`" });
+    }
+    this.#cooldownMs = options.cooldownMs ?? DEFAULT_COOLDOWN_MS;
+    this.#maxAgeMs = options.maxAgeMs ?? DEFAULT_MAX_AGE_MS;
+    this.#onError = options.onError ?? null;
+    this.#clock = clock;
+    for (const entry of issuers) {
+      this.#issuers.set(entry.issuer, {
+        issuer: entry.issuer,
+        discovery: entry.discovery ?? null,
+        jwksUri: entry.jwksUri ?? null,
+        resolvedJwksUri: undefined,
+        fetchedAt: null,
+        attemptedAt: null,
+        inflight: null,
+      });
+    }
+  }
+
+  async #json(url, what) {
+    if (!secureUrl(url)) {
+      throw new KeyError({ code: "keys_fetch", message: `${what} URL \`${url}\` is not https` });
+    }
+    let response;
+    try {
+      response = await this.#fetch(url, { headers: { accept: "application/json" }, redirect: "follow" });
+    } catch (cause) {
+      throw new KeyError({ code: "keys_fetch", message: `cannot fetch ${what} \`${url}\`: ${cause?.message ?? cause}` }, { cause });
+    }
+    // A redirect must not leave https either.
+    if (typeof response.url === "string" && response.url !== "" && !secureUrl(response.url)) {
+      throw new KeyError({ code: "keys_fetch", message: `${what} \`${url}\` redirected to a URL that is not https` });
+    }
+    if (!response.ok) {
+      throw new KeyError({ code: "keys_fetch", message: `${what} \`${url}\` answered HTTP ${response.status}` });
+    }
+    try {
+      return await response.json();
+    } catch (cause) {
+      throw new KeyError({ code: "keys_fetch", message: `${what} \`${url}\` is not JSON` }, { cause });
+    }
+  }
+
+  async #load(state) {
+    state.attemptedAt = this.#clock();
+    // The discovery document is fetched once; only the JWK set is refetched.
+    if (state.jwksUri === null && state.resolvedJwksUri === undefined) {
+      const doc = await this.#json(state.discovery, "discovery document");
+      if (doc?.issuer !== state.issuer) {
+        throw new KeyError({ code: "keys_fetch", message: `discovery document of \`${state.issuer}\` names another issuer` });
+      }
+      if (typeof doc.jwks_uri !== "string") {
+        throw new KeyError({ code: "keys_fetch", message: `discovery document of \`${state.issuer}\` has no \`jwks_uri\`` });
+      }
+      state.resolvedJwksUri = doc.jwks_uri;
+    }
+    const jwks = await this.#json(state.jwksUri ?? state.resolvedJwksUri, "JWK set");
+    this.#engine.setIssuerKeys(state.issuer, jwks);
+    state.fetchedAt = this.#clock();
+  }
+
+  /** Fetch one issuer's keys; concurrent callers share one fetch. */
+  refresh(issuer) {
+    const state = this.#issuers.get(issuer);
+    if (!state) return Promise.reject(new KeyError({ code: "keys_unknown_issuer", message: `issuer \`${issuer}\` has no remote keys in the bundle` }));
+    state.inflight ??= this.#load(state)
+      .catch((err) => {
+        // Forget a discovery answer that led nowhere, so the next attempt starts over.
+        if (state.jwksUri === null) state.resolvedJwksUri = undefined;
+        throw err;
+      })
+      .finally(() => {
+        state.inflight = null;
+      });
+    return state.inflight;
+  }
+
+  /** Fetch every issuer's keys; failures go to `onError` (and are returned). */
+  async refreshAll() {
+    const results = await Promise.allSettled([...this.#issuers.keys()].map((i) => this.refresh(i)));
+    const errors = results.filter((r) => r.status === "rejected").map((r) => r.reason);
+    errors.forEach((e) => this.#report(e));
+    return errors;
+  }
+
+  #report(err) {
+    if (this.#onError) {
+      try {
+        this.#onError(err);
+      } catch {
+        // A failing error handler must not break decisions.
+      }
+    }
+  }
+
+  /**
+   * After `token_unknown_kid` / `token_keys_unavailable`: refetch the issuers not tried within
+   * the cooldown (the engine does not say which issuer the token named). True when any
+   * issuer's keys were replaced.
+   */
+  async refreshForUnknownKey() {
+    const now = this.#clock();
+    const due = [...this.#issuers.values()].filter(
+      (s) => s.inflight !== null || s.attemptedAt === null || now - s.attemptedAt >= this.#cooldownMs,
+    );
+    if (due.length === 0) return false;
+    const results = await Promise.allSettled(due.map((s) => this.refresh(s.issuer)));
+    let any = false;
+    for (const r of results) {
+      if (r.status === "fulfilled") any = true;
+      else this.#report(r.reason);
+    }
+    return any;
+  }
+
+  /** Start (without waiting) a refresh of keys older than `maxAgeMs`. */
+  refreshStale() {
+    const now = this.#clock();
+    for (const s of this.#issuers.values()) {
+      if (s.inflight === null && s.fetchedAt !== null && now - s.fetchedAt >= this.#maxAgeMs
+        && now - s.attemptedAt >= this.#cooldownMs) {
+        this.refresh(s.issuer).catch((e) => this.#report(e));
+      }
+    }
+  }
+}
+
+function needsKeys(decisions) {
+  return decisions.some((d) => d.errors.some((e) => e.code === "token_unknown_kid" || e.code === "token_keys_unavailable"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The engine
+
+const constructing = Symbol("Portcullis.load");
+
+/**
+ * A loaded bundle: decides requests. Create with `await Portcullis.load(bundle)`.
+ */
+export class Portcullis {
+  #raw;
+  #clock;
+  #keys = null;
+  #cryptoKeys = new Map();
+  #subtle;
+
+  constructor(token, raw, options) {
+    if (token !== constructing) {
+      throw new TypeError("use `await Portcullis.load(bundle)`");
+    }
+    this.#raw = raw;
+    this.#clock = options.now ?? Date.now;
+    this.#subtle = options.subtle ?? globalThis.crypto?.subtle ?? null;
+  }
+
+  /**
+   * Load a compiled bundle (the JSON document `portcullis bundle` writes), as an object or
+   * as JSON text.
+   */
+  static async load(bundle, options = {}) {
+    await initialize(options);
+    const text = typeof bundle === "string" ? bundle : toJson(bundle);
+    if (typeof text !== "string") {
+      throw new BundleError({ code: "bundle_invalid", message: "the bundle must be an object or JSON text" });
+    }
+    const seed = new Uint32Array(2);
+    globalThis.crypto.getRandomValues(seed);
+    let raw;
+    try {
+      raw = new RawEngine(text, seed[0], seed[1]);
+    } catch (thrown) {
+      rethrow(thrown);
+    }
+    const engine = new Portcullis(constructing, raw, options);
+    if (options.fetchKeys) {
+      const fetchOptions = options.fetchKeys === true ? {} : options.fetchKeys;
+      engine.#keys = new KeyFetcher(engine, engine.remoteIssuers(), fetchOptions, () => engine.#clock());
+      await engine.#keys.refreshAll();
+    }
+    return engine;
+  }
+
+  #engine() {
+    if (this.#raw === null) {
+      throw new RequestError({ code: "disposed", message: "this engine was disposed" });
+    }
+    return this.#raw;
+  }
+
+  #seconds() {
+    return Math.floor(this.#clock() / 1000);
+  }
+
+  /** The bundle revision (a content hash), as in every decision. */
+  get revision() {
+    return this.#engine().revision;
+  }
+
+  /** How many verified tokens the engine has cached. */
+  get cachedTokens() {
+    return this.#engine().cachedTokens;
+  }
+
+  /** Issuers whose keys come from the network (`jwks_uri` or `discovery` in the bundle). */
+  remoteIssuers() {
+    return JSON.parse(this.#engine().remoteIssuers());
+  }
+
+  /**
+   * Hand the engine an issuer's current JWK set (an object or JSON text). Replaces its keys
+   * and forgets cached tokens. Returns the number of usable keys.
+   */
+  setIssuerKeys(issuer, jwks) {
+    const text = typeof jwks === "string" ? jwks : toJson(jwks);
+    try {
+      return this.#engine().setIssuerKeys(String(issuer), text);
+    } catch (thrown) {
+      rethrow(thrown);
+    }
+  }
+
+  /** Fetch every remote issuer's keys now (with `fetchKeys`); rejects with the first failure. */
+  async refreshKeys() {
+    if (this.#keys === null) {
+      throw new RequestError({ code: "request_invalid", message: "load the bundle with `fetchKeys` to fetch keys" });
+    }
+    const errors = await this.#keys.refreshAll();
+    if (errors.length > 0) throw errors[0];
+  }
+
+  /** Decide one request. Signature checks are asynchronous (WebCrypto), hence the Promise. */
+  async decide(request) {
+    const json = toJson(objectArgument(request, "request"));
+    const run = () => this.#run((raw, now) => raw.decide(json, now));
+    let decision = JSON.parse(await run());
+    if (this.#keys !== null) {
+      this.#keys.refreshStale();
+      if (needsKeys([decision]) && (await this.#keys.refreshForUnknownKey())) {
+        decision = JSON.parse(await run());
+      }
+    }
+    return decision;
+  }
+
+  /**
+   * Decide several requests for one token (`{token, requests: [{action, resource, context}]}`):
+   * the signature is checked once. Decisions come back in the order of `requests`.
+   */
+  async decideMany(batch) {
+    const { token, requests, ...rest } = objectArgument(batch, "batch");
+    const extra = Object.keys(rest);
+    if (extra.length > 0) {
+      throw new RequestError({ code: "request_invalid", message: `invalid batch: unknown field \`${extra[0]}\`` });
+    }
+    if (!Array.isArray(requests)) {
+      throw new RequestError({ code: "request_invalid", message: "invalid batch: `requests` must be an array" });
+    }
+    const json = toJson(requests);
+    const tok = token ?? undefined;
+    const run = () => this.#run((raw, now) => raw.decideMany(tok, json, now));
+    let decisions = JSON.parse(await run());
+    if (this.#keys !== null) {
+      this.#keys.refreshStale();
+      if (needsKeys(decisions) && (await this.#keys.refreshForUnknownKey())) {
+        decisions = JSON.parse(await run());
+      }
+    }
+    return decisions;
+  }
+
+  /** Verify a token and return the principal its claims map to; throws `TokenError`. */
+  async authenticate(token) {
+    if (typeof token !== "string") {
+      throw new RequestError({ code: "request_invalid", message: "the token must be a string" });
+    }
+    const run = () => this.#run((raw, now) => raw.authenticate(token, now));
+    try {
+      return JSON.parse(await run());
+    } catch (err) {
+      const retry = this.#keys !== null && err instanceof TokenError
+        && (err.code === "token_unknown_kid" || err.code === "token_keys_unavailable")
+        && (await this.#keys.refreshForUnknownKey());
+      if (!retry) throw err;
+      return JSON.parse(await run());
+    }
+  }
+
+  /**
+   * Decide for an already-authenticated principal (no token): `{principal, action, resource,
+   * context?, entities?, tenant?}`. Synchronous: there is no signature to check.
+   */
+  decideTrusted(request) {
+    const json = toJson(objectArgument(request, "trusted request"));
+    try {
+      return JSON.parse(this.#engine().decideTrusted(json, this.#seconds()));
+    } catch (thrown) {
+      rethrow(thrown);
+    }
+  }
+
+  /** Free the Wasm memory of this engine. It cannot be used afterwards. */
+  dispose() {
+    if (this.#raw !== null) {
+      this.#raw.free();
+      this.#raw = null;
+    }
+  }
+
+  /** Start a call; when the engine needs a signature checked, check it and finish. */
+  async #run(start) {
+    const raw = this.#engine();
+    let out;
+    try {
+      out = start(raw, this.#seconds());
+    } catch (thrown) {
+      rethrow(thrown);
+    }
+    if (typeof out === "string") return out;
+    const verdict = await this.#verify(out);
+    if (this.#raw === null) out.free();
+    try {
+      return this.#engine().finish(out, verdict);
+    } catch (thrown) {
+      rethrow(thrown);
+    }
+  }
+
+  /** WebCrypto's verdict on a pending signature; HOST_CANNOT lets the engine verify it itself. */
+  async #verify(pending) {
+    const subtle = this.#subtle;
+    const params = webCryptoParams(pending.algorithm);
+    if (subtle === null || params === null || unsupported.has(params.family)) return HOST_CANNOT;
+    try {
+      const key = await this.#importKey(subtle, pending, params);
+      if (key === null) return HOST_CANNOT;
+      const ok = await subtle.verify(params.verifyAs, key, pending.signature, pending.signingInput);
+      return ok ? HOST_VALID : HOST_INVALID;
+    } catch {
+      return HOST_CANNOT;
+    }
+  }
+
+  /** The imported key, cached by (algorithm, key material). */
+  #importKey(subtle, pending, params) {
+    const handle = pending.keyHandle;
+    let key = this.#cryptoKeys.get(handle);
+    if (key === undefined) {
+      if (this.#cryptoKeys.size >= MAX_CACHED_KEYS) this.#cryptoKeys.clear();
+      key = subtle
+        .importKey("jwk", JSON.parse(pending.keyJwk()), params.importAs, false, ["verify"])
+        .catch((err) => {
+          this.#cryptoKeys.delete(handle);
+          if (err?.name === "NotSupportedError") {
+            unsupported.add(params.family);
+            return null;
+          }
+          throw err;
+        });
+      this.#cryptoKeys.set(handle, key);
+    }
+    return key;
+  }
+}
+
+// `using engine = await Portcullis.load(...)` where the runtime has explicit resource management.
+if (typeof Symbol.dispose === "symbol") {
+  Object.defineProperty(Portcullis.prototype, Symbol.dispose, {
+    value() {
+      this.dispose();
+    },
+  });
+}
+
+function objectArgument(value, what) {
+  if (value === null || typeof value !== "object" || Array.isArray(value)) {
+    throw new RequestError({ code: "request_invalid", message: `the ${what} must be an object` });
+  }
+  return value;
+}

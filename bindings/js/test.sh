@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# The JS SDK's tests, idempotently on a fresh machine:
+#   npm ci (committed package-lock.json) · Debian chromium (apt-get, if missing) ·
+#   build.sh (release) if the package is missing or older than its sources ·
+#   test artifacts (compiled bundles, conformance export, playground samples) ·
+#   node --test: conformance cases, Cedar corpus, SDK behaviour, TypeScript declarations, and the
+#   playground in headless Chromium (screenshots in bindings/js/test-artifacts/).
+# Prints node's test summary; exits non-zero if anything failed.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+cd "$here"
+export PATH="$HOME/.cargo/bin:$PATH"
+step() { printf '\n==> %s\n' "$*"; }
+
+step "npm dependencies"
+stamp="node_modules/.package-lock.sha256"
+want=$(sha256sum package-lock.json | cut -d' ' -f1)
+if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
+  npm ci --no-audit --no-fund
+  echo "$want" > "$stamp"
+else
+  echo "up to date"
+fi
+
+step "chromium"
+chromium_path="${CHROMIUM_PATH:-/usr/bin/chromium}"
+if [[ ! -x "$chromium_path" ]]; then
+  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+    apt-get install -y -q chromium >/dev/null 2>&1 \
+      || { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }
+  else
+    echo "test.sh: Chromium not found at $chromium_path; install Debian's chromium (or set CHROMIUM_PATH)" >&2
+    exit 1
+  fi
+fi
+"$chromium_path" --version
+
+step "package (bindings/js/pkg)"
+stale=""
+if [[ ! -f pkg/portcullis_js_bg.wasm || "$(cat pkg/.profile 2>/dev/null)" != release ]]; then
+  stale="missing"
+else
+  stale=$(find "$root/engine/src" "$root/engine/Cargo.toml" "$here/src" "$here/Cargo.toml" "$here/js" \
+    "$here/README.md" "$root/Cargo.lock" -newer pkg/.profile -print -quit)
+fi
+if [[ -n "$stale" ]]; then
+  echo "building ($stale)"
+  ./build.sh
+else
+  echo "up to date"
+fi
+
+step "test artifacts"
+node test/prepare.mjs
+
+step "node --test"
+node --test --test-reporter=spec test/*.test.mjs

@@ -1,0 +1,132 @@
+// The playground (examples/browser/) in a real headless Chromium: the page loads the package
+// from bindings/js/pkg, the engine decides in the page (signatures through the browser's
+// WebCrypto), and the rendered results are checked. A screenshot goes to test-artifacts/.
+
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { existsSync, mkdirSync } from "node:fs";
+import { join } from "node:path";
+import { after, before, test } from "node:test";
+import { chromium } from "playwright-core";
+import { startServer } from "../../../examples/browser/serve.mjs";
+import { artifacts, pkgDir, repoRoot } from "./support.mjs";
+
+const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
+const playground = join(repoRoot, "examples/browser");
+
+let server;
+let url;
+let browser;
+let page;
+const problems = [];
+
+before(async () => {
+  assert.ok(existsSync(CHROMIUM), `Chromium not found at ${CHROMIUM}: run bindings/js/test.sh (installs Debian's chromium)`);
+  assert.ok(existsSync(join(pkgDir, "portcullis_js_bg.wasm")), "bindings/js/pkg is not built: run bindings/js/build.sh");
+  if (!existsSync(join(playground, "samples.generated.json")) || !existsSync(join(playground, "techfin.bundle.generated.json"))) {
+    execFileSync("node", [join(playground, "prepare.mjs")], { stdio: "inherit" });
+  }
+  ({ server, url } = await startServer());
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"],
+  });
+  page = await browser.newPage({ viewport: { width: 1280, height: 1000 } });
+  page.on("pageerror", (err) => problems.push(`page error: ${err.message}`));
+  page.on("console", (msg) => {
+    if (msg.type() === "error") problems.push(`console error: ${msg.text()}`);
+  });
+  page.on("requestfailed", (req) => problems.push(`request failed: ${req.url()}`));
+});
+
+after(async () => {
+  await browser?.close();
+  server?.close();
+});
+
+async function decideWith({ sample, token, action, resourceType, resourceId, attrs }) {
+  if (sample !== undefined) await page.selectOption("#sample", sample);
+  if (token !== undefined) await page.fill("#token", token);
+  if (action !== undefined) await page.selectOption("#action", action);
+  if (resourceType !== undefined) await page.selectOption("#resource-type", resourceType);
+  if (resourceId !== undefined) await page.fill("#resource-id", resourceId);
+  if (attrs !== undefined) await page.fill("#resource-attrs", JSON.stringify(attrs));
+  const before = await page.textContent("#elapsed");
+  await page.click("#decide");
+  await page.waitForFunction((prev) => document.querySelector("#elapsed").textContent !== prev
+    && !document.querySelector("#decide").disabled, before);
+  const text = async (sel) => (await page.textContent(sel)).trim();
+  return {
+    decision: await text("#decision"),
+    reasons: await page.$$eval("#reasons li:not(.muted)", (lis) => lis.map((li) => li.textContent)),
+    errors: await page.$$eval("#errors li:not(.muted)", (lis) => lis.map((li) => li.textContent)),
+    principal: await text("#principal"),
+    claims: await text("#claims"),
+    gate: await page.$$eval("#gate tr", (trs) => trs.map((tr) => [...tr.cells].map((c) => c.textContent))),
+    error: await text("#error"),
+  };
+}
+
+test("the playground loads the package and the bundle", async () => {
+  await page.goto(url);
+  await page.waitForSelector("body[data-ready=true]", { timeout: 30_000 });
+  assert.equal(await page.textContent("#status"), "ready");
+  assert.match(await page.textContent("#revision"), /^[0-9a-f]{32}$/);
+  const options = await page.$$eval("#sample option", (os) => os.map((o) => o.value).filter(Boolean));
+  assert.ok(options.includes("acme-analyst") && options.includes("umbrella-analyst"), options.join());
+});
+
+test("allow: an analyst views her department's report", async () => {
+  const r = await decideWith({ sample: "acme-analyst" });
+  assert.equal(r.decision, "allow", JSON.stringify(r));
+  assert.deepEqual(r.reasons, ["analyst-view-own-department"]);
+  assert.deepEqual(r.errors, []);
+  const principal = JSON.parse(r.principal);
+  assert.equal(principal.tenant, "acme");
+  assert.equal(principal.id, "alice");
+  assert.deepEqual(principal.roles, ["FinanceAnalyst"]);
+  assert.equal(principal.attributes.department, "finance");
+  assert.equal(JSON.parse(r.claims).oid, "alice");
+  assert.deepEqual(r.gate.map(([, d]) => d), ["allow", "allow", "deny", "deny", "deny"]);
+  mkdirSync(artifacts, { recursive: true });
+  await page.screenshot({ path: join(artifacts, "playground-allow.png"), fullPage: true });
+});
+
+test("deny: the same analyst views another department's report", async () => {
+  const r = await decideWith({ resourceId: "acme/q3-sales", attrs: { tenant: "acme", department: "sales" } });
+  assert.equal(r.decision, "deny");
+  assert.deepEqual(r.reasons, []);
+  assert.equal(await page.getAttribute("#decision", "data-decision"), "deny");
+});
+
+test("deny by a forbid policy: export without MFA", async () => {
+  const r = await decideWith({ sample: "acme-analyst-nomfa" });
+  assert.equal(r.decision, "deny");
+  assert.deepEqual(r.reasons, ["sensitive-actions-need-mfa"]);
+  await page.screenshot({ path: join(artifacts, "playground-deny.png"), fullPage: true });
+});
+
+test("EdDSA and ES256 tokens verify in the browser", async () => {
+  for (const sample of ["umbrella-analyst", "globex-analyst"]) {
+    const r = await decideWith({ sample });
+    assert.equal(r.decision, "allow", `${sample}: ${JSON.stringify(r.errors)}`);
+  }
+});
+
+test("a pasted, tampered token is unauthenticated", async () => {
+  await page.selectOption("#sample", "acme-analyst");
+  const token = await page.inputValue("#token");
+  const [h, p, s] = token.split(".");
+  const tampered = `${h}.${p}.${s.startsWith("A") ? "B" : "A"}${s.slice(1)}`;
+  const r = await decideWith({ token: tampered, action: "view", resourceType: "Report", resourceId: "acme/q3-finance", attrs: { tenant: "acme", department: "finance" } });
+  assert.equal(r.decision, "unauthenticated");
+  assert.ok(r.errors.some((e) => e.startsWith("token_signature")), r.errors.join());
+  assert.match(r.principal, /not authenticated/);
+  const garbage = await decideWith({ token: "not-a-token" });
+  assert.ok(garbage.errors.some((e) => e.startsWith("token_malformed")), garbage.errors.join());
+  await page.screenshot({ path: join(artifacts, "playground-unauthenticated.png"), fullPage: true });
+});
+
+test("no page errors", () => {
+  assert.deepEqual(problems, []);
+});

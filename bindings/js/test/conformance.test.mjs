@@ -1,0 +1,154 @@
+// The cross-host conformance cases (tests/conformance/) through the JS SDK, with the same
+// expectations as the native runner: decision, HTTP status, the set of reasons, the expected
+// error code among `errors[].code`, no principal when unauthenticated. Like the native runner,
+// one engine per case file, and every case decided twice (the second time from the token cache).
+// Cases marked `known_issue` are reported as TODO, and fail if they start passing.
+
+import assert from "node:assert/strict";
+import { after, before, describe, test } from "node:test";
+import { compiledBundle, conformanceExport, fixedClock, sdk } from "./support.mjs";
+
+const { Portcullis } = await sdk();
+const document = conformanceExport();
+assert.equal(document.format, "portcullis-conformance/1", "export format");
+assert.ok(document.cases.length > 0, "the export has cases");
+
+const STATUS = { allow: 200, deny: 403, unauthenticated: 401 };
+
+/** Every difference between `decision` and the case's expectation (as `ResolvedCase::check_json`). */
+function differences(expect, decision) {
+  const problems = [];
+  if (decision.decision !== expect.decision) {
+    problems.push(`expected ${expect.decision}, got ${decision.decision}`);
+  } else if (decision.status !== STATUS[expect.decision]) {
+    problems.push(`expected status ${STATUS[expect.decision]}, got ${decision.status}`);
+  }
+  if (decision.decision === "unauthenticated" && decision.principal != null) {
+    problems.push("an unauthenticated decision names a principal");
+  }
+  if (expect.reasons !== undefined) {
+    const want = [...new Set(expect.reasons)].sort();
+    const got = [...new Set(decision.reasons)].sort();
+    if (JSON.stringify(want) !== JSON.stringify(got)) {
+      problems.push(`expected reasons ${JSON.stringify(want)}, got ${JSON.stringify(got)}`);
+    }
+  }
+  if (expect.error !== undefined && !decision.errors.some((e) => e.code === expect.error)) {
+    problems.push(`expected error \`${expect.error}\``);
+  }
+  if (problems.length > 0) {
+    problems.push(`errors: ${JSON.stringify(decision.errors.map((e) => `${e.code}: ${e.message}`))}`);
+  }
+  return problems;
+}
+
+/**
+ * WebCrypto with a record of what it did, to show that signatures really went through it (the
+ * engine's own verifier is the fallback when WebCrypto throws or lacks an algorithm).
+ */
+function recordingSubtle() {
+  const real = globalThis.crypto.subtle;
+  const record = { imports: 0, verifies: 0, failures: [] };
+  const subtle = {
+    async importKey(...args) {
+      record.imports += 1;
+      try {
+        return await real.importKey(...args);
+      } catch (err) {
+        record.failures.push(`importKey ${args[2]?.name}: ${err}`);
+        throw err;
+      }
+    },
+    async verify(params, ...rest) {
+      record.verifies += 1;
+      try {
+        return await real.verify(params, ...rest);
+      } catch (err) {
+        record.failures.push(`verify ${params?.name}: ${err}`);
+        throw err;
+      }
+    },
+  };
+  return { subtle, record };
+}
+
+// Signatures checked by WebCrypto (the SDK's normal path), and by the engine's pure-Rust
+// verifier (`subtle: null`: what runs where WebCrypto lacks an algorithm).
+const MODES = [
+  { label: "WebCrypto", subtle: () => recordingSubtle() },
+  { label: "engine verifier", subtle: () => ({ subtle: null, record: null }) },
+];
+
+const files = new Map();
+for (const c of document.cases) {
+  if (!files.has(c.file)) files.set(c.file, []);
+  files.get(c.file).push(c);
+}
+
+for (const mode of MODES) for (const [file, cases] of files) {
+  describe(`conformance ${file} (${mode.label})`, () => {
+    const engines = new Map();
+    const { subtle, record } = mode.subtle();
+    before(async () => {
+      for (const c of cases) {
+        const key = `${c.bundle}@${c.now}`;
+        if (!engines.has(key)) {
+          engines.set(key, await Portcullis.load(compiledBundle(c.bundle), { now: fixedClock(c.now), subtle }));
+        }
+      }
+    });
+    if (record !== null) {
+      after(() => {
+        if (record.failures.length > 0) {
+          console.log(`${file}: WebCrypto threw ${record.failures.length} times (the engine verified those):\n  ${record.failures.join("\n  ")}`);
+        }
+        assert.ok(record.verifies > 0, "WebCrypto verified signatures");
+      });
+    }
+
+    for (const c of cases) {
+      test(c.name, async (t) => {
+        const engine = engines.get(`${c.bundle}@${c.now}`);
+        const request = { ...c.request, token: c.token };
+        const problems = [];
+        const first = await engine.decide(request);
+        problems.push(...differences(c.expect, first));
+        const second = await engine.decide(request);
+        problems.push(...differences(c.expect, second).map((p) => `on the second (cached) decision: ${p}`));
+        if (c.known_issue !== undefined) {
+          assert.ok(problems.length > 0, `passes although marked as known issue \`${c.known_issue}\`: remove \`known_issue\``);
+          t.todo(`known engine issue: ${c.known_issue}`);
+        }
+        assert.deepEqual(problems, []);
+      });
+    }
+  });
+}
+
+describe("conformance in batches", () => {
+  // The batch path must agree with single decisions: every case with a token, one batch per
+  // (file, token), on one engine per file (each token's signature is checked once, for its batch).
+  test("decideMany agrees with the expectations", async () => {
+    const groups = new Map();
+    for (const c of document.cases) {
+      if (c.known_issue !== undefined) continue;
+      const key = `${c.file}\u0000${c.bundle}\u0000${c.now}\u0000${c.token}`;
+      if (!groups.has(key)) groups.set(key, []);
+      groups.get(key).push(c);
+    }
+    const problems = [];
+    const engines = new Map();
+    for (const group of groups.values()) {
+      const { bundle, now, token, file } = group[0];
+      if (!engines.has(file)) {
+        engines.set(file, await Portcullis.load(compiledBundle(bundle), { now: fixedClock(now) }));
+      }
+      const decisions = await engines.get(file).decideMany({ token, requests: group.map((c) => c.request) });
+      assert.equal(decisions.length, group.length);
+      group.forEach((c, i) => {
+        for (const p of differences(c.expect, decisions[i])) problems.push(`${c.file}: ${c.name}: ${p}`);
+      });
+    }
+    assert.deepEqual(problems, []);
+  });
+});

@@ -1,0 +1,85 @@
+// Shared test setup: paths, and the artifacts the tests need that only the Rust tools make
+// (compiled bundles, the conformance export, development tokens). `prepare.mjs` makes them all
+// up front (test.sh runs it); each test also makes what is missing, so `node --test` works alone.
+
+import { execFileSync } from "node:child_process";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+
+export const jsDir = resolve(dirname(fileURLToPath(import.meta.url)), "..");
+export const repoRoot = resolve(jsDir, "../..");
+export const artifacts = join(jsDir, "test-artifacts");
+export const pkgDir = join(jsDir, "pkg");
+
+/** The conformance data folder (Cedar corpus): `$PORTCULLIS_CONFORMANCE_DIR` or `../shared/conformance`. */
+export const conformanceDir = process.env.PORTCULLIS_CONFORMANCE_DIR
+  ? resolve(process.env.PORTCULLIS_CONFORMANCE_DIR)
+  : resolve(repoRoot, "../shared/conformance");
+
+/** Run `cargo run -q -p <pkg> -- <args>` at the repository root; returns stdout. */
+export function cargoRun(pkg, args) {
+  return execFileSync("cargo", ["run", "-q", "--locked", "-p", pkg, "--", ...args], {
+    cwd: repoRoot,
+    encoding: "utf8",
+    maxBuffer: 256 * 1024 * 1024,
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+}
+
+function artifactPath(name) {
+  mkdirSync(artifacts, { recursive: true });
+  return join(artifacts, name);
+}
+
+/** The compiled bundle of a bundle directory (relative to the repository root), as text. */
+export function compiledBundle(dir, { fresh = false } = {}) {
+  const file = artifactPath(`bundle-${dir.replace(/[^A-Za-z0-9]+/g, "_")}.json`);
+  if (fresh || !existsSync(file)) {
+    cargoRun("portcullis", ["bundle", dir, "-o", file]);
+  }
+  return readFileSync(file, "utf8");
+}
+
+/** The resolved conformance cases (`portcullis-conformance export`). */
+export function conformanceExport({ fresh = false } = {}) {
+  const file = artifactPath("conformance-export.json");
+  if (fresh || !existsSync(file)) {
+    cargoRun("portcullis-conformance", ["export", "--out", file]);
+  }
+  return JSON.parse(readFileSync(file, "utf8"));
+}
+
+/**
+ * Development tokens of the TechFin bundle, minted with `portcullis token` at `now`
+ * (unix seconds) and cached by name. `specs`: {name: {tenant, claims, ttl?, issuer?}}.
+ */
+export function devTokens(setName, now, specs, { fresh = false } = {}) {
+  const file = artifactPath(`tokens-${setName}.json`);
+  if (!fresh && existsSync(file)) {
+    const cached = JSON.parse(readFileSync(file, "utf8"));
+    if (cached.now === now && JSON.stringify(cached.specs) === JSON.stringify(specs)) return cached.tokens;
+  }
+  const tokens = {};
+  for (const [name, spec] of Object.entries(specs)) {
+    const args = ["token", "--bundle", "policies/techfin", "--tenant", spec.tenant, "--now", String(now),
+      "--ttl", String(spec.ttl ?? 3600), "--claims", JSON.stringify(spec.claims ?? {})];
+    if (spec.issuer !== undefined) args.push("--issuer", String(spec.issuer));
+    tokens[name] = cargoRun("portcullis", args).trim();
+  }
+  writeFileSync(file, JSON.stringify({ now, specs, tokens }, null, 2));
+  return tokens;
+}
+
+/** The package as a consumer imports it. */
+export async function sdk() {
+  if (!existsSync(join(pkgDir, "portcullis_js_bg.wasm"))) {
+    throw new Error("bindings/js/pkg is not built: run bindings/js/build.sh");
+  }
+  return import(join(pkgDir, "portcullis.js"));
+}
+
+/** A clock fixed at `seconds` (what `Portcullis.load` takes as `now`). */
+export function fixedClock(seconds) {
+  return () => seconds * 1000;
+}
