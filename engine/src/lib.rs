@@ -80,5 +80,5 @@ pub use error::{
 };
 pub use keys::{Algorithm, Curve, KeyMaterial, VerificationKey};
 #[cfg(feature = "mint")]
-pub use mint::{DevIssuer, sign_with_pem};
+pub use mint::{DevIssuer, sign_bytes, sign_with_pem};
 pub use token::verify_jws;

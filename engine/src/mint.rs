@@ -119,6 +119,22 @@ pub fn sign_with_pem(
     algorithm: Algorithm,
     pem: &str,
 ) -> Result<String, String> {
+    let header = serde_json::to_vec(header).map_err(|e| e.to_string())?;
+    let claims = serde_json::to_vec(claims).map_err(|e| e.to_string())?;
+    sign_bytes(&header, &claims, algorithm, pem)
+}
+
+/// Sign exact header and payload bytes, for JSON a map cannot hold (duplicate keys, odd
+/// escapes) in adversarial tests.
+///
+/// # Errors
+/// A key that does not parse for `algorithm`.
+pub fn sign_bytes(
+    header: &[u8],
+    payload: &[u8],
+    algorithm: Algorithm,
+    pem: &str,
+) -> Result<String, String> {
     use base64::Engine as _;
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use jsonwebtoken::EncodingKey;
@@ -136,9 +152,11 @@ pub fn sign_with_pem(
         }
     }
     .map_err(|e| format!("cannot use the key: {e}"))?;
-    let header = URL_SAFE_NO_PAD.encode(serde_json::to_vec(header).map_err(|e| e.to_string())?);
-    let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).map_err(|e| e.to_string())?);
-    let signing_input = format!("{header}.{payload}");
+    let signing_input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header),
+        URL_SAFE_NO_PAD.encode(payload)
+    );
     let signature =
         jsonwebtoken::crypto::sign(signing_input.as_bytes(), &key, algorithm.to_jsonwebtoken())
             .map_err(|e| format!("signing failed: {e}"))?;

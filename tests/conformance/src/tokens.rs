@@ -123,7 +123,7 @@ pub(crate) fn materialize(spec: &TokenSpec, ctx: &TokenContext<'_>) -> Result<St
     };
 
     let signed = if spec.header_suffix.is_some() || spec.payload_suffix.is_some() {
-        sign_raw(&header_json, &payload_json, alg, &key)?
+        portcullis_engine::sign_bytes(&header_json, &payload_json, alg, &key)?
     } else {
         sign_with_pem(&header, &claims, alg, &key)?
     };
@@ -242,34 +242,6 @@ fn json_with_suffix(map: &Map<String, Value>, suffix: Option<&str>) -> Result<Ve
         text.push('}');
     }
     Ok(text.into_bytes())
-}
-
-/// Sign exact header and payload bytes (for JSON that a map cannot hold, like duplicate keys).
-fn sign_raw(header: &[u8], payload: &[u8], alg: Algorithm, key: &str) -> Result<String, String> {
-    use jsonwebtoken::EncodingKey;
-    let encoding_key = match alg {
-        Algorithm::RS256
-        | Algorithm::RS384
-        | Algorithm::RS512
-        | Algorithm::PS256
-        | Algorithm::PS384
-        | Algorithm::PS512 => EncodingKey::from_rsa_pem(key.as_bytes()),
-        Algorithm::ES256 | Algorithm::ES384 => EncodingKey::from_ec_pem(key.as_bytes()),
-        Algorithm::EdDSA => EncodingKey::from_ed_pem(key.as_bytes()),
-        Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => {
-            Ok(EncodingKey::from_secret(key.as_bytes()))
-        }
-    }
-    .map_err(|e| format!("cannot use the key: {e}"))?;
-    let jwt_alg: jsonwebtoken::Algorithm = alg.name().parse().map_err(|e| format!("{e}"))?;
-    let input = format!(
-        "{}.{}",
-        URL_SAFE_NO_PAD.encode(header),
-        URL_SAFE_NO_PAD.encode(payload)
-    );
-    let signature = jsonwebtoken::crypto::sign(input.as_bytes(), &encoding_key, jwt_alg)
-        .map_err(|e| format!("signing failed: {e}"))?;
-    Ok(format!("{input}.{signature}"))
 }
 
 /// Decode the signature part, change it, re-encode it.
