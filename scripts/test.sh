@@ -29,5 +29,8 @@ cargo test --workspace --locked
 step "TechFin policy tests"
 cargo run -q -p portcullis --locked -- test policies/techfin
 
+step "JS SDK: release wasm build, Node (conformance, Cedar corpus, SDK, types), headless Chromium"
+bindings/js/test.sh
+
 # Benchmarks are not part of CI (they need an optimised build of every dependency, ~10 minutes
 # here): `scripts/bench.sh` runs them, `BENCH_QUICK=1 scripts/bench.sh` is the smoke run.
