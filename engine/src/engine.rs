@@ -115,6 +115,7 @@ pub struct PendingSignature {
     tenant: String,
     claims: Map<String, Value>,
     times: TokenTimes,
+    key_generation: u64,
 }
 
 /// The result of the first half of token verification.
@@ -127,9 +128,46 @@ pub enum TokenStep {
 }
 
 /// [`TokenStep`] with the cached token itself, for internal callers.
-enum Step {
+// `allow`, not `expect`: on 32-bit targets the variant is under the lint's threshold.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "returned once per verification and consumed at once: a box would cost an allocation per fresh token"
+)]
+enum Step<'a> {
     Hit(Arc<VerifiedToken>),
-    Pending(Box<PendingSignature>),
+    Pending(Unverified<'a>),
+}
+
+/// A token that passed every check but the signature, borrowing the token and the issuer entry
+/// ([`PendingSignature`] is its owned form, for hosts that verify asynchronously).
+struct Unverified<'a> {
+    token: &'a str,
+    signing_input: &'a [u8],
+    signature: Vec<u8>,
+    algorithm: Algorithm,
+    key: VerificationKey,
+    entry: &'a IssuerEntry,
+    claims: Map<String, Value>,
+    times: TokenTimes,
+    /// [`Engine::key_generation`] when the key was chosen.
+    key_generation: u64,
+}
+
+impl Unverified<'_> {
+    fn into_pending(self) -> PendingSignature {
+        PendingSignature {
+            token: self.token.to_owned(),
+            algorithm: self.algorithm,
+            key: self.key,
+            signing_input: self.signing_input.to_vec(),
+            signature: self.signature,
+            issuer: self.entry.issuer.clone(),
+            tenant: self.entry.tenant.clone(),
+            claims: self.claims,
+            times: self.times,
+            key_generation: self.key_generation,
+        }
+    }
 }
 
 /// Engine configuration beyond the bundle.
@@ -160,6 +198,9 @@ pub struct Engine {
     verifier: Arc<dyn SignatureVerifier>,
     counter: AtomicU64,
     seed: u64,
+    /// Bumped whenever an issuer's keys change: a signature checked against an older
+    /// generation's key is not trusted (the key may have just been removed).
+    key_generation: AtomicU64,
 }
 
 impl std::fmt::Debug for Engine {
@@ -187,6 +228,7 @@ impl Engine {
             verifier: options.verifier,
             counter: AtomicU64::new(0),
             seed: options.decision_id_seed,
+            key_generation: AtomicU64::new(0),
         }
     }
 
@@ -239,6 +281,9 @@ impl Engine {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(issuer.to_owned(), keys);
+        // Bump before clearing: a verification that chose its key before this point either
+        // inserts before the clear (and is cleared) or sees the new generation (and does not).
+        self.key_generation.fetch_add(1, Ordering::SeqCst);
         self.cache.clear();
         Ok(count)
     }
@@ -268,19 +313,28 @@ impl Engine {
     }
 
     fn verified(&self, token: &str, now: i64) -> Result<Arc<VerifiedToken>, TokenError> {
+        // Keys replaced mid-verification: start over once with the new keys (a second change
+        // within one verification is reported, not chased).
+        match self.verify_once(token, now) {
+            Err(TokenError::KeysChanged) => self.verify_once(token, now),
+            result => result,
+        }
+    }
+
+    fn verify_once(&self, token: &str, now: i64) -> Result<Arc<VerifiedToken>, TokenError> {
         match self.step(token, now)? {
             Step::Hit(verified) => Ok(verified),
-            Step::Pending(pending) => {
+            Step::Pending(unverified) => {
                 let ok = self
                     .verifier
                     .verify(
-                        pending.algorithm,
-                        &pending.key,
-                        &pending.signing_input,
-                        &pending.signature,
+                        unverified.algorithm,
+                        &unverified.key,
+                        unverified.signing_input,
+                        &unverified.signature,
                     )
                     .map_err(TokenError::Crypto)?;
-                self.finish(*pending, ok, now)
+                self.finish(unverified, ok, now)
             }
         }
     }
@@ -294,11 +348,13 @@ impl Engine {
     pub fn begin_token(&self, token: &str, now: i64) -> Result<TokenStep, TokenError> {
         Ok(match self.step(token, now)? {
             Step::Hit(_) => TokenStep::Cached,
-            Step::Pending(pending) => TokenStep::NeedsSignature(pending),
+            Step::Pending(unverified) => {
+                TokenStep::NeedsSignature(Box::new(unverified.into_pending()))
+            }
         })
     }
 
-    fn step(&self, token: &str, now: i64) -> Result<Step, TokenError> {
+    fn step<'a>(&'a self, token: &'a str, now: i64) -> Result<Step<'a>, TokenError> {
         let max_bytes = self.bundle.compiled().settings.tokens.max_bytes;
         if token.len() > max_bytes {
             return Err(TokenError::TooLarge {
@@ -323,18 +379,19 @@ impl Engine {
         let entry = token::select_entry(entries, &parsed.claims)?;
         token::check_header(&parsed, entry)?;
         let times = token::check_claims(&parsed.claims, entry, now)?;
+        let key_generation = self.key_generation.load(Ordering::SeqCst);
         let key = self.key_for(entry, parsed.alg, parsed.kid.as_deref())?;
-        Ok(Step::Pending(Box::new(PendingSignature {
-            token: token.to_owned(),
+        Ok(Step::Pending(Unverified {
+            token,
+            signing_input: parsed.signing_input.as_bytes(),
+            signature: parsed.signature,
             algorithm: parsed.alg,
             key,
-            signing_input: parsed.signing_input.as_bytes().to_vec(),
-            signature: parsed.signature,
-            issuer: entry.issuer.clone(),
-            tenant: entry.tenant.clone(),
+            entry,
             claims: parsed.claims,
             times,
-        })))
+            key_generation,
+        }))
     }
 
     /// Second half of verification, after the host checked the signature of `pending`.
@@ -347,25 +404,37 @@ impl Engine {
         signature_ok: bool,
         now: i64,
     ) -> Result<Principal, TokenError> {
-        self.finish(pending, signature_ok, now)
-            .map(|v| v.principal.clone())
-    }
-
-    fn finish(
-        &self,
-        pending: PendingSignature,
-        signature_ok: bool,
-        now: i64,
-    ) -> Result<Arc<VerifiedToken>, TokenError> {
-        if !signature_ok {
-            return Err(TokenError::BadSignature);
-        }
         let entry = self
             .bundle
             .issuers
             .get(&pending.issuer)
             .and_then(|entries| entries.iter().find(|e| e.tenant == pending.tenant))
             .ok_or(TokenError::UntrustedIssuer)?;
+        let unverified = Unverified {
+            token: &pending.token,
+            signing_input: &pending.signing_input,
+            signature: pending.signature,
+            algorithm: pending.algorithm,
+            key: pending.key,
+            entry,
+            claims: pending.claims,
+            times: pending.times,
+            key_generation: pending.key_generation,
+        };
+        self.finish(unverified, signature_ok, now)
+            .map(|v| v.principal.clone())
+    }
+
+    fn finish(
+        &self,
+        pending: Unverified<'_>,
+        signature_ok: bool,
+        now: i64,
+    ) -> Result<Arc<VerifiedToken>, TokenError> {
+        if !signature_ok {
+            return Err(TokenError::BadSignature);
+        }
+        let entry = pending.entry;
         let types = &self.bundle.compiled().settings.entity_types;
         let principal = entry
             .mapping
@@ -401,8 +470,16 @@ impl Engine {
             identity,
         });
         let expires_at = pending.times.exp.saturating_add(pending.times.skew);
-        self.cache
-            .insert(&pending.token, Arc::clone(&verified), expires_at, now);
+        let current_keys = self.cache.insert_if(
+            pending.token,
+            Arc::clone(&verified),
+            expires_at,
+            now,
+            || self.key_generation.load(Ordering::SeqCst) == pending.key_generation,
+        );
+        if !current_keys {
+            return Err(TokenError::KeysChanged);
+        }
         Ok(verified)
     }
 

@@ -211,6 +211,11 @@ pub enum TokenError {
     /// The issuer's keys are not available yet (remote JWKS not fetched).
     #[error("keys for the token's issuer are not loaded")]
     KeysUnavailable,
+    /// The issuer's keys were replaced while the signature was being checked, so the check
+    /// proves nothing about the current keys (the engine's own path starts over; a host that
+    /// verifies asynchronously retries).
+    #[error("the issuer's keys changed while the token was being verified")]
+    KeysChanged,
     /// The signature does not verify.
     #[error("token signature is invalid")]
     BadSignature,
@@ -250,6 +255,7 @@ impl TokenError {
             Self::UnknownKey => "token_unknown_kid",
             Self::AmbiguousKey => "token_ambiguous_key",
             Self::KeysUnavailable => "token_keys_unavailable",
+            Self::KeysChanged => "token_keys_changed",
             Self::BadSignature => "token_signature",
             Self::BadClaim(_) => "token_claim",
             Self::Expired => "token_expired",
@@ -266,6 +272,7 @@ impl TokenError {
             Self::UnknownKey | Self::KeysUnavailable => {
                 Some("the host refreshes the issuer's JWKS; retry shortly".to_owned())
             }
+            Self::KeysChanged => Some("retry: the next attempt uses the current keys".to_owned()),
             Self::Missing => Some("send `Authorization: Bearer <token>`".to_owned()),
             _ => None,
         };

@@ -180,8 +180,13 @@ impl fmt::Debug for KeyMaterial {
 }
 
 /// A verification key of one issuer: its `kid`, the algorithms it may verify, its material.
+///
+/// Cloning is cheap (the key is shared), so a token waiting for its signature check can hold
+/// its own handle on the key.
 #[derive(Clone)]
-pub struct VerificationKey {
+pub struct VerificationKey(Arc<KeyInner>);
+
+struct KeyInner {
     kid: Option<String>,
     algorithms: Vec<Algorithm>,
     material: KeyMaterial,
@@ -191,9 +196,9 @@ pub struct VerificationKey {
 impl fmt::Debug for VerificationKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("VerificationKey")
-            .field("kid", &self.kid)
-            .field("algorithms", &self.algorithms)
-            .field("material", &self.material)
+            .field("kid", &self.0.kid)
+            .field("algorithms", &self.0.algorithms)
+            .field("material", &self.0.material)
             .finish()
     }
 }
@@ -201,26 +206,26 @@ impl fmt::Debug for VerificationKey {
 impl VerificationKey {
     /// The key id, if the JWK has one.
     pub fn kid(&self) -> Option<&str> {
-        self.kid.as_deref()
+        self.0.kid.as_deref()
     }
 
     /// The algorithms this key may verify (already intersected with the JWK's `alg`).
     pub fn algorithms(&self) -> &[Algorithm] {
-        &self.algorithms
+        &self.0.algorithms
     }
 
     /// The decoded key material.
     pub fn material(&self) -> &KeyMaterial {
-        &self.material
+        &self.0.material
     }
 
     /// Whether this key may verify `alg`.
     pub fn allows(&self, alg: Algorithm) -> bool {
-        self.algorithms.contains(&alg)
+        self.0.algorithms.contains(&alg)
     }
 
     pub(crate) fn decoding_key(&self) -> &jsonwebtoken::DecodingKey {
-        &self.decoding
+        &self.0.decoding
     }
 }
 
@@ -462,12 +467,12 @@ pub(crate) fn parse_jwk(
         KeyMaterial::Ed25519 { x } => jsonwebtoken::DecodingKey::from_ed_der(x),
         KeyMaterial::Hmac { secret } => jsonwebtoken::DecodingKey::from_secret(secret),
     };
-    Ok(Some(VerificationKey {
+    Ok(Some(VerificationKey(Arc::new(KeyInner {
         kid: raw.kid,
         algorithms,
         material,
         decoding,
-    }))
+    }))))
 }
 
 #[cfg(test)]

@@ -416,11 +416,15 @@ impl<'de> Visitor<'de> for StrictValue {
         }
         let mut out = Map::new();
         while let Some(key) = map.next_key::<String>()? {
-            if out.contains_key(&key) {
-                return Err(de::Error::custom("duplicate key"));
-            }
             let value = map.next_value_seed(Seed(self.0 + 1))?;
-            out.insert(key, value);
+            match out.entry(key) {
+                serde_json::map::Entry::Vacant(slot) => {
+                    slot.insert(value);
+                }
+                serde_json::map::Entry::Occupied(_) => {
+                    return Err(de::Error::custom("duplicate key"));
+                }
+            }
         }
         Ok(Value::Object(out))
     }

@@ -30,6 +30,7 @@ export type DecisionErrorCode =
   | "token_unknown_kid"
   | "token_ambiguous_key"
   | "token_keys_unavailable"
+  | "token_keys_changed"
   | "token_signature"
   | "token_claim"
   | "token_expired"

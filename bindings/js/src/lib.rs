@@ -36,7 +36,6 @@ use portcullis_engine::{
     TrustedRequest,
 };
 use serde_json::{Map, Value};
-use std::cell::Cell;
 use std::sync::Arc;
 use verifier::{HostVerifier, Verdict};
 use wasm_bindgen::prelude::*;
@@ -78,7 +77,6 @@ pub struct Pending {
     signature: Box<PendingSignature>,
     work: Work,
     now: i64,
-    epoch: u64,
 }
 
 #[wasm_bindgen]
@@ -120,9 +118,6 @@ impl Pending {
 pub struct RawEngine {
     engine: Engine,
     verifier: Arc<HostVerifier>,
-    /// Bumped whenever an issuer's keys change, so that a signature verified under the old keys
-    /// is never cached after the change.
-    epoch: Cell<u64>,
 }
 
 #[wasm_bindgen]
@@ -143,7 +138,6 @@ impl RawEngine {
         Ok(Self {
             engine: Engine::with_options(Arc::new(bundle), options),
             verifier,
-            epoch: Cell::new(0),
         })
     }
 
@@ -193,7 +187,6 @@ impl RawEngine {
             .engine
             .set_issuer_keys(issuer, &jwks)
             .map_err(|e| convert::error(&e.info()))?;
-        self.epoch.set(self.epoch.get().wrapping_add(1));
         Ok(u32::try_from(count).unwrap_or(u32::MAX))
     }
 
@@ -280,7 +273,6 @@ impl RawEngine {
             signature,
             work,
             now,
-            epoch,
         } = pending;
         let mut signature = *signature;
         let _remembered = match verdict {
@@ -293,14 +285,12 @@ impl RawEngine {
                     signature: std::mem::take(&mut signature.signature),
                     valid,
                 });
-                // Only while the keys are those the signature was checked against: otherwise
-                // `decide` starts over with the current keys (and the remembered verdict, if
-                // the key is still there).
-                if epoch == self.epoch.get() {
-                    // Its result is not needed: the decisions below find the token in the
-                    // cache, or verify again and get the same answer (with the error, if any).
-                    let _ = self.engine.finish_token(signature, valid, now);
-                }
+                // Its result is not needed: the decisions below find the token in the cache,
+                // or verify again and get the same answer (with the error, if any). If the
+                // issuer's keys changed since `begin`, the engine caches nothing
+                // (`token_keys_changed`) and `decide` starts over with the current keys (and
+                // the remembered verdict, if the key is still there).
+                let _ = self.engine.finish_token(signature, valid, now);
                 Some(remembered)
             }
             _ => None,
@@ -366,7 +356,6 @@ impl RawEngine {
             signature,
             work,
             now,
-            epoch: self.epoch.get(),
         })
     }
 

@@ -8,4 +8,7 @@
 )]
 
 mod cedar_corpus;
+// Signs tokens with the development keys.
+#[cfg(feature = "mint")]
+mod key_rotation;
 mod wycheproof;

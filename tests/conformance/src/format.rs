@@ -199,6 +199,7 @@ pub const KNOWN_ERROR_CODES: &[&str] = &[
     "token_unknown_kid",
     "token_ambiguous_key",
     "token_keys_unavailable",
+    "token_keys_changed",
     "token_signature",
     "token_claim",
     "token_expired",
