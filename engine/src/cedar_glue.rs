@@ -256,7 +256,7 @@ pub(crate) fn value_to_expr(
 }
 
 /// The resource entity from its reference and request-supplied attributes.
-pub(crate) fn resource_entity(
+pub(crate) fn entity_from_attrs(
     resource_uid: &EntityUid,
     attrs: &Map<String, Value>,
 ) -> Result<Entity, RequestError> {

@@ -69,11 +69,12 @@ pub struct DecisionRequest {
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrustedRequest {
-    /// The principal.
+    /// The principal. Its `attrs`, if any, make its entity (without parents); an entity with
+    /// parents goes in `entities`.
     pub principal: ResourceRef,
     /// The action id.
     pub action: String,
-    /// The resource.
+    /// The resource. Its `attrs`, if any, make its entity, as in token mode.
     pub resource: ResourceRef,
     /// Context, as is.
     #[serde(default)]
@@ -565,7 +566,7 @@ impl Engine {
                 &request.resource.entity_type,
                 &request.resource.attrs,
             )?;
-            entities.push(cedar_glue::resource_entity(
+            entities.push(cedar_glue::entity_from_attrs(
                 &resource_uid,
                 &request.resource.attrs,
             )?);
@@ -670,6 +671,25 @@ impl Engine {
                     .into_iter()
                     .filter(|e| !self.bundle.is_schema_action(&e.uid())),
             );
+        }
+        // The principal's and the resource's `attrs`, as in token mode (no parents: give an
+        // entity with parents in `entities` instead); an entity given twice is ambiguous.
+        for (reference, uid) in [
+            (&request.principal, &principal),
+            (&request.resource, &resource),
+        ] {
+            if reference.attrs.is_empty() {
+                continue;
+            }
+            if entities.iter().any(|e| e.uid() == *uid) {
+                return Err(RequestError::Entity {
+                    reference: sanitize(&reference.display(), 120),
+                    reason: "attributes are given here and the entity is also among the \
+                             entities (or given twice): give it once"
+                        .into(),
+                });
+            }
+            entities.push(cedar_glue::entity_from_attrs(uid, &reference.attrs)?);
         }
         let store = Entities::from_entities(entities, self.bundle.schema.as_ref())
             .map_err(|e| RequestError::Schema(e.to_string()))?;

@@ -11,4 +11,5 @@ mod cedar_corpus;
 // Signs tokens with the development keys.
 #[cfg(feature = "mint")]
 mod key_rotation;
+mod trusted;
 mod wycheproof;

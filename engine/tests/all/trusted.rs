@@ -1,0 +1,94 @@
+//! Trusted-principal mode: the `attrs` of the principal and the resource.
+
+use portcullis_engine::{
+    Bundle, CompiledBundle, Engine, PolicySource, ResourceRef, Settings, TrustedRequest,
+};
+use serde_json::{Map, Value, json};
+
+const NOW: i64 = 1_767_225_600;
+
+fn engine() -> Engine {
+    let policies = vec![PolicySource {
+        file: "policies/department.cedar".into(),
+        tenant: None,
+        source: r#"@id("same-department") permit(principal, action == Action::"view", resource)
+            when { principal has department && resource has department
+                   && principal.department == resource.department };"#
+            .into(),
+    }];
+    Engine::new(Bundle::load(CompiledBundle::new(Settings::default(), None, policies)).unwrap())
+}
+
+fn with_attrs(entity_type: &str, id: &str, attrs: Value) -> ResourceRef {
+    let attrs: Map<String, Value> = serde_json::from_value(attrs).unwrap();
+    ResourceRef {
+        attrs,
+        ..ResourceRef::new(entity_type, id)
+    }
+}
+
+fn request(principal: ResourceRef, resource: ResourceRef) -> TrustedRequest {
+    TrustedRequest {
+        principal,
+        action: "view".into(),
+        resource,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn principal_and_resource_attrs_are_used() {
+    let engine = engine();
+    let alice = || with_attrs("User", "alice", json!({"department": "finance"}));
+    let allowed = engine.decide_trusted(
+        &request(
+            alice(),
+            with_attrs("Report", "q3", json!({"department": "finance"})),
+        ),
+        NOW,
+    );
+    assert!(allowed.is_allowed(), "{allowed:?}");
+    assert_eq!(allowed.reasons, ["same-department"]);
+    let denied = engine.decide_trusted(
+        &request(
+            alice(),
+            with_attrs("Report", "q3", json!({"department": "sales"})),
+        ),
+        NOW,
+    );
+    assert!(
+        !denied.is_allowed() && denied.errors.is_empty(),
+        "{denied:?}"
+    );
+    // Without attributes the entities are unknown to the store: no department, no allow.
+    let bare = engine.decide_trusted(
+        &request(
+            ResourceRef::new("User", "alice"),
+            ResourceRef::new("Report", "q3"),
+        ),
+        NOW,
+    );
+    assert!(!bare.is_allowed());
+}
+
+#[test]
+fn an_entity_given_twice_is_refused() {
+    let engine = engine();
+    let mut twice = request(
+        with_attrs("User", "alice", json!({"department": "finance"})),
+        with_attrs("Report", "q3", json!({"department": "finance"})),
+    );
+    twice.entities = Some(json!([
+        {"uid": {"type": "Report", "id": "q3"}, "attrs": {"department": "sales"}, "parents": []}
+    ]));
+    let decision = engine.decide_trusted(&twice, NOW);
+    assert!(!decision.is_allowed());
+    assert_eq!(decision.errors[0].code, "request_entity", "{decision:?}");
+    // The principal as its own resource, with attributes on both sides.
+    let same = request(
+        with_attrs("User", "alice", json!({"department": "finance"})),
+        with_attrs("User", "alice", json!({"department": "finance"})),
+    );
+    let decision = engine.decide_trusted(&same, NOW);
+    assert_eq!(decision.errors[0].code, "request_entity", "{decision:?}");
+}
