@@ -577,7 +577,10 @@ impl Engine {
             // just now, static entities since load): skip Cedar's per-request schema pass and
             // add only the action this request names.
             entities.extend(self.bundle.action_entity(&action).cloned());
-            Entities::from_entities(entities, None)
+            // `add_entities` repairs the hierarchy of the entities it adds; `from_entities` runs
+            // Cedar's general cycle-aware closure, which costs a quarter of a cached decision.
+            // Same result: every entity's ancestors closed, cycles refused.
+            Entities::empty().add_entities(entities, None)
         } else {
             Entities::from_entities(entities, self.bundle.schema.as_ref())
         }
