@@ -8,7 +8,7 @@ use crate::crypto::SignatureVerifier;
 use crate::decision::{
     Decision, DecisionError, Outcome, PrincipalSummary, RequestSummary, TokenIdentity,
 };
-use crate::error::{KeyError, RequestError, TokenError, sanitize};
+use crate::error::{KeyError, RequestError, TokenError, hex, sanitize};
 use crate::keys::{Algorithm, KeySet, VerificationKey};
 use crate::token::{self, TokenTimes};
 use cedar_policy::{Entities, Entity, EntityUid, RestrictedExpression};
@@ -117,6 +117,7 @@ pub struct PendingSignature {
     claims: Map<String, Value>,
     times: TokenTimes,
     key_generation: u64,
+    digest: [u8; 32],
 }
 
 /// The result of the first half of token verification.
@@ -152,6 +153,8 @@ struct Unverified<'a> {
     times: TokenTimes,
     /// [`Engine::key_generation`] when the key was chosen.
     key_generation: u64,
+    /// SHA-256 of the token: its fingerprint, and its key among rejected tokens.
+    digest: [u8; 32],
 }
 
 impl Unverified<'_> {
@@ -167,6 +170,7 @@ impl Unverified<'_> {
             claims: self.claims,
             times: self.times,
             key_generation: self.key_generation,
+            digest: self.digest,
         }
     }
 }
@@ -196,6 +200,9 @@ pub struct Engine {
     bundle: Arc<Bundle>,
     remote_keys: RwLock<HashMap<String, KeySet>>,
     cache: TokenCache<VerifiedToken>,
+    /// Tokens whose signature did not verify (by SHA-256), so that a forged token sent again
+    /// and again costs one signature check, not one per request. Cleared with `cache`.
+    rejected: TokenCache<()>,
     verifier: Arc<dyn SignatureVerifier>,
     counter: AtomicU64,
     seed: u64,
@@ -226,6 +233,7 @@ impl Engine {
             bundle,
             remote_keys: RwLock::new(HashMap::new()),
             cache: TokenCache::new(capacity),
+            rejected: TokenCache::new(capacity),
             verifier: options.verifier,
             counter: AtomicU64::new(0),
             seed: options.decision_id_seed,
@@ -286,6 +294,7 @@ impl Engine {
         // inserts before the clear (and is cleared) or sees the new generation (and does not).
         self.key_generation.fetch_add(1, Ordering::SeqCst);
         self.cache.clear();
+        self.rejected.clear();
         Ok(count)
     }
 
@@ -382,6 +391,10 @@ impl Engine {
         let times = token::check_claims(&parsed.claims, entry, now)?;
         let key_generation = self.key_generation.load(Ordering::SeqCst);
         let key = self.key_for(entry, parsed.alg, parsed.kid.as_deref())?;
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        if self.rejected.get(&hex(&digest), now).is_some() {
+            return Err(TokenError::BadSignature);
+        }
         Ok(Step::Pending(Unverified {
             token,
             signing_input: parsed.signing_input.as_bytes(),
@@ -392,6 +405,7 @@ impl Engine {
             claims: parsed.claims,
             times,
             key_generation,
+            digest,
         }))
     }
 
@@ -421,6 +435,7 @@ impl Engine {
             claims: pending.claims,
             times: pending.times,
             key_generation: pending.key_generation,
+            digest: pending.digest,
         };
         self.finish(unverified, signature_ok, now)
             .map(|v| v.principal.clone())
@@ -432,7 +447,18 @@ impl Engine {
         signature_ok: bool,
         now: i64,
     ) -> Result<Arc<VerifiedToken>, TokenError> {
+        let expires_at = pending.times.exp.saturating_add(pending.times.skew);
+        let generation = pending.key_generation;
+        let current_keys = move || self.key_generation.load(Ordering::SeqCst) == generation;
         if !signature_ok {
+            // Remembered only against the keys it was checked with.
+            self.rejected.insert_if(
+                &hex(&pending.digest),
+                Arc::new(()),
+                expires_at,
+                now,
+                current_keys,
+            );
             return Err(TokenError::BadSignature);
         }
         let entry = pending.entry;
@@ -450,8 +476,7 @@ impl Engine {
             .map_err(TokenError::BadClaim)?;
         let (uid, entity) = cedar_glue::principal_entity(&self.bundle, &principal)
             .map_err(|_| TokenError::BadClaim("attributes"))?;
-        let digest = Sha256::digest(pending.token.as_bytes());
-        let fingerprint = crate::error::hex16(&digest);
+        let fingerprint = crate::error::hex16(&pending.digest);
         let identity = TokenIdentity {
             fingerprint: Some(fingerprint),
             jti: pending
@@ -470,15 +495,14 @@ impl Engine {
             times: pending.times,
             identity,
         });
-        let expires_at = pending.times.exp.saturating_add(pending.times.skew);
-        let current_keys = self.cache.insert_if(
+        let inserted = self.cache.insert_if(
             pending.token,
             Arc::clone(&verified),
             expires_at,
             now,
-            || self.key_generation.load(Ordering::SeqCst) == pending.key_generation,
+            current_keys,
         );
-        if !current_keys {
+        if !inserted {
             return Err(TokenError::KeysChanged);
         }
         Ok(verified)

@@ -361,9 +361,14 @@ impl KeyError {
 
 /// Lowercase hex of the first 16 bytes of a SHA-256 digest: revisions and token fingerprints.
 pub(crate) fn hex16(digest: &[u8]) -> String {
+    hex(digest.get(..16).unwrap_or(digest))
+}
+
+/// Lowercase hex.
+pub(crate) fn hex(bytes: &[u8]) -> String {
     let digit = |nibble: u8| char::from_digit(u32::from(nibble), 16).unwrap_or('0');
-    let mut out = String::with_capacity(32);
-    for byte in digest.iter().take(16) {
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
         out.push(digit(byte >> 4));
         out.push(digit(byte & 0x0f));
     }

@@ -3,11 +3,14 @@
 //! meantime must not be trusted or cached.
 
 use portcullis_engine::{
-    Algorithm, Bundle, BundleSources, DecisionRequest, Engine, PolicySource, ResourceRef,
-    TokenError, TokenStep, sign_with_pem,
+    Algorithm, Bundle, BundleSources, DecisionRequest, Engine, EngineOptions, PolicySource,
+    ResourceRef, RustCryptoVerifier, SignatureVerifier, TokenError, TokenStep, VerificationKey,
+    sign_with_pem,
 };
 use serde_json::{Map, Value, json};
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 const ISSUER: &str = "https://id.rotating.example";
 const NOW: i64 = 1_767_225_600;
@@ -20,6 +23,10 @@ fn dev_key(name: &str) -> (String, Value) {
 }
 
 fn engine() -> Engine {
+    engine_with(EngineOptions::default())
+}
+
+fn engine_with(options: EngineOptions) -> Engine {
     let tenants = json!({ "tenants": { "rotating": { "issuers": [{
         "issuer": ISSUER,
         "audiences": ["api://techfin"],
@@ -42,7 +49,7 @@ fn engine() -> Engine {
     let bundle = sources
         .compile(&mut |path| Err(format!("no file {path}")))
         .unwrap();
-    Engine::new(Bundle::load(bundle).unwrap())
+    Engine::with_options(Arc::new(Bundle::load(bundle).unwrap()), options)
 }
 
 fn token(pem: &str, kid: &str) -> String {
@@ -140,4 +147,62 @@ fn a_signature_checked_against_replaced_keys_is_not_trusted_or_cached() {
         engine.begin_token(&fresh, NOW),
         Ok(TokenStep::Cached)
     ));
+}
+
+/// The default verifier, counting its calls.
+#[derive(Default)]
+struct Counting(AtomicUsize);
+
+impl SignatureVerifier for Counting {
+    fn verify(
+        &self,
+        alg: Algorithm,
+        key: &VerificationKey,
+        message: &[u8],
+        signature: &[u8],
+    ) -> Result<bool, String> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        RustCryptoVerifier.verify(alg, key, message, signature)
+    }
+}
+
+#[test]
+fn a_forged_token_sent_again_costs_no_second_signature_check() {
+    let counting = Arc::new(Counting::default());
+    let engine = engine_with(EngineOptions {
+        verifier: Arc::clone(&counting) as Arc<dyn SignatureVerifier>,
+        ..EngineOptions::default()
+    });
+    let (_, jwks) = dev_key("acme-rs256");
+    engine.set_issuer_keys(ISSUER, &jwks).unwrap();
+    // Signed with another key under the issuer's `kid`.
+    let (other_pem, _) = dev_key("auth0-rs256");
+    let forged = token(&other_pem, &kid(&jwks));
+    for _ in 0..3 {
+        let decision = engine.decide(&request(&forged), NOW);
+        assert_eq!(decision.errors[0].code, "token_signature");
+    }
+    assert_eq!(
+        counting.0.load(Ordering::SeqCst),
+        1,
+        "one check for three attempts"
+    );
+    assert_eq!(engine.cached_tokens(), 0);
+    // A remembered rejection ends with the token's own expiry...
+    let later = engine.decide(&request(&forged), NOW + 601 + 60);
+    assert_eq!(later.errors[0].code, "token_expired");
+    // ...and with the keys it was checked against.
+    engine.set_issuer_keys(ISSUER, &jwks).unwrap();
+    assert_eq!(
+        engine.decide(&request(&forged), NOW).errors[0].code,
+        "token_signature"
+    );
+    assert_eq!(counting.0.load(Ordering::SeqCst), 2);
+    // A genuine token is unaffected.
+    let (pem, _) = dev_key("acme-rs256");
+    assert!(
+        engine
+            .decide(&request(&token(&pem, &kid(&jwks))), NOW)
+            .is_allowed()
+    );
 }
