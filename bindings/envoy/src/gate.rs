@@ -2,7 +2,7 @@
 //! headers and the time: forward (with identity headers) or answer locally, which counter to
 //! bump, and the decision-log line. The proxy-wasm glue only carries this out.
 
-use crate::config::{FailureMode, Plan, TokenSource, Unmatched};
+use crate::config::{FailureMode, LogLevel, Plan, TokenSource, Unmatched};
 use crate::routes::{Headers, MapError, map_request, percent_decode};
 use portcullis_engine::{Decision, Outcome};
 use serde_json::{Value, json};
@@ -64,8 +64,9 @@ pub struct Verdict {
     pub action: Action,
     /// The counter to increment, if any (preflights and unmatched passes count nothing).
     pub counter: Option<Counter>,
-    /// The decision-log line (JSON), never containing the token.
-    pub log: String,
+    /// The decision-log line (JSON), never containing the token; decisions skip building it
+    /// when the decision log is off.
+    pub log: Option<String>,
     /// The token's issuer has no keys yet, or the token named a key the engine does not have
     /// (the issuer's keys may have rotated): the glue looks for newer keys.
     pub keys_missing: bool,
@@ -93,13 +94,13 @@ pub fn handle(plan: &Plan, headers: &dyn Headers, now: i64) -> Verdict {
         return Verdict {
             action: Action::Forward(Vec::new()),
             counter: None,
-            log: http_log(
+            log: Some(http_log(
                 json!({"decision": "preflight"}),
                 &method,
                 &logged_path,
                 None,
                 0,
-            ),
+            )),
             keys_missing: false,
         };
     }
@@ -110,13 +111,13 @@ pub fn handle(plan: &Plan, headers: &dyn Headers, now: i64) -> Verdict {
                 Unmatched::Pass => Verdict {
                     action: Action::Forward(Vec::new()),
                     counter: None,
-                    log: http_log(
+                    log: Some(http_log(
                         json!({"decision": "no_route"}),
                         &method,
                         &logged_path,
                         None,
                         0,
-                    ),
+                    )),
                     keys_missing: false,
                 },
                 Unmatched::Deny => local(
@@ -189,18 +190,21 @@ pub fn handle(plan: &Plan, headers: &dyn Headers, now: i64) -> Verdict {
         Action::Respond { status, .. } => *status,
         Action::Forward(_) => 0,
     };
-    let mut record = serde_json::to_value(decision.audit_record()).unwrap_or(Value::Null);
-    if let Value::Object(map) = &mut record {
-        map.insert("dry_run".into(), Value::Bool(plan.dry_run));
-    }
-    Verdict {
-        log: http_log(
+    let log = (plan.log_level != LogLevel::Off).then(|| {
+        let mut record = serde_json::to_value(decision.audit_record()).unwrap_or(Value::Null);
+        if let Value::Object(map) = &mut record {
+            map.insert("dry_run".into(), Value::Bool(plan.dry_run));
+        }
+        http_log(
             record,
             &method,
             &logged_path,
             Some(route.template()),
             status,
-        ),
+        )
+    });
+    Verdict {
+        log,
         action,
         counter: Some(counter),
         keys_missing,
@@ -242,7 +246,13 @@ fn local(
     Verdict {
         action: respond(status, json!({ "error": error }), challenge),
         counter: Some(counter),
-        log: http_log(json!({"decision": error}), method, path, None, status),
+        log: Some(http_log(
+            json!({"decision": error}),
+            method,
+            path,
+            None,
+            status,
+        )),
         keys_missing: false,
     }
 }

@@ -409,8 +409,8 @@ impl HttpContext for Filter {
             LogLevel::Info => Some(proxy_wasm::types::LogLevel::Info),
             LogLevel::Warn => Some(proxy_wasm::types::LogLevel::Warn),
         };
-        if let Some(level) = level {
-            log(level, &verdict.log);
+        if let (Some(level), Some(line)) = (level, &verdict.log) {
+            log(level, line);
         }
         match verdict.action {
             GateAction::Forward(headers) => {

@@ -23,9 +23,11 @@ const indent = (text, n) => text.split('\n').map((l) => (l ? ' '.repeat(n) + l :
  * An envoy.yaml: one listener on `port` whose HTTP filters are the Portcullis Wasm filter
  * (`filterConfig`, a JSON-serialisable object; omitted: no auth filter) and the router, routing
  * everything to the `backend` cluster at `upstreamPort`. `clusters` adds more clusters
- * (`{name: port}`, e.g. the IdP's), `adminPort` the admin interface.
+ * (`{name: port}`, e.g. the IdP's), `adminPort` the admin interface. `direct`: answer 200 from
+ * Envoy itself instead of routing to the upstream (benchmarks), `extraFilters`: YAML of more
+ * HTTP filters before the router.
  */
-export function envoyYaml({ port, adminPort, upstreamPort, filterConfig, clusters = {}, wasm = WASM, extraFilters = '' }) {
+export function envoyYaml({ port, adminPort, upstreamPort, filterConfig, clusters = {}, wasm = WASM, extraFilters = '', direct = false }) {
   const cluster = (name, p) => `  - name: ${name}
     type: STATIC
     connect_timeout: 1s
@@ -76,7 +78,7 @@ static_resources:
               domains: ["*"]
               routes:
               - match: { prefix: "/" }
-                route: { cluster: backend }
+                ${direct ? 'direct_response: { status: 200, body: { inline_string: "ok" } }' : 'route: { cluster: backend }'}
           http_filters:
 ${wasmFilter}${extraFilters}          - name: envoy.filters.http.router
             typed_config:
@@ -161,7 +163,7 @@ export async function startEnvoy(yaml, { concurrency = 2, logLevel = 'info' } = 
   const dir = tmp();
   const file = join(dir, 'envoy.yaml');
   writeFileSync(file, yaml);
-  const p = await start(ENVOY, ['-c', file, '--concurrency', String(concurrency), '-l', logLevel, '--base-id', String(Math.floor(Math.random() * 1e6)), '--disable-hot-restart'], {
+  const p = await start(ENVOY, ['-c', file, '--concurrency', String(concurrency), '-l', logLevel, '--component-log-level', 'main:info,config:info', '--base-id', String(Math.floor(Math.random() * 1e6)), '--disable-hot-restart'], {
     ready: /starting workers/,
     name: 'envoy',
   });
