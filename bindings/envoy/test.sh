@@ -13,7 +13,8 @@ PROFILE="${PROFILE:-wasm-test}" bindings/envoy/build.sh
 
 step "install Envoy"
 envoy=$(scripts/install-envoy.sh)
-"$envoy" --version | head -1
+version=$("$envoy" --version)
+echo "${version//$'\n'/ }"
 
 step "install the OpenID provider (tests/idp)"
 (cd tests/idp && npm ci --no-audit --no-fund --loglevel=error)
