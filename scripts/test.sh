@@ -20,6 +20,9 @@ step "engine for wasm32-unknown-unknown, wasm32-wasip1, wasm32-wasip2 (clippy)"
 cargo clippy -p portcullis-engine --locked \
   --target wasm32-unknown-unknown --target wasm32-wasip1 --target wasm32-wasip2 -- -D warnings
 
+step "Envoy filter for wasm32-wasip1 (clippy)"
+cargo clippy -p portcullis-envoy --locked --target wasm32-wasip1 -- -D warnings
+
 step "docs"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
 
@@ -31,6 +34,9 @@ cargo run -q -p portcullis --locked -- test policies/techfin
 
 step "JS SDK: release wasm build, Node (conformance, Cedar corpus, SDK, types), headless Chromium"
 bindings/js/test.sh
+
+step "Envoy filter end to end (real Envoy 1.40, real OpenID provider)"
+bindings/envoy/test.sh
 
 # Benchmarks are not part of CI (they need an optimised build of every dependency, ~10 minutes
 # here): `scripts/bench.sh` runs them, `BENCH_QUICK=1 scripts/bench.sh` is the smoke run.

@@ -62,7 +62,7 @@ mod token;
 pub use bundle::{
     BUNDLE_FORMAT, Bundle, BundleSources, ClaimPath, ClaimsConfig, CompiledBundle, EntityTypes,
     IssuerConfig, KeySource, MAX_CLOCK_SKEW, PolicySource, Preset, Settings, TenantConfig,
-    TenantsFile, TokenSettings,
+    TenantsFile, TokenSettings, acceptable_key_url,
 };
 pub use claims::{Principal, PrincipalKind};
 #[cfg(feature = "rust-crypto")]

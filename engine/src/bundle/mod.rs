@@ -1067,7 +1067,7 @@ fn resolve_issuers(
                     (_, Some(url)) => (url, KeySource::Discovery(url.clone())),
                     _ => continue,
                 };
-                if !acceptable_url(url) {
+                if !acceptable_key_url(url) {
                     fail(
                         format!("key URL `{}` is not https", sanitize(url, 120)),
                         Some("keys must come over https (plain http only for localhost)"),
@@ -1162,15 +1162,42 @@ fn resolve_issuers(
     issuers
 }
 
-fn acceptable_url(url: &str) -> bool {
+/// Whether keys may be fetched from `url`: `https://`, or plain `http://` to a loopback host
+/// (`localhost`, `127.0.0.1`, `[::1]`, with an optional port) for development and tests.
+///
+/// Hosts apply the same rule to a `jwks_uri` they learn from a discovery document. A URL with
+/// userinfo (`http://127.0.0.1:80@evil.example/`) is refused: its host is not what it seems.
+pub fn acceptable_key_url(url: &str) -> bool {
     if url.starts_with("https://") {
         return true;
     }
     let Some(rest) = url.strip_prefix("http://") else {
         return false;
     };
-    let host = rest.split(['/', ':']).next().unwrap_or("");
-    matches!(host, "localhost" | "127.0.0.1" | "[::1]")
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if authority.contains('@') {
+        return false;
+    }
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(bracketed) => match bracketed.split_once(']') {
+            Some((host, "")) => (host, None),
+            Some((host, rest)) => match rest.strip_prefix(':') {
+                Some(port) => (host, Some(port)),
+                None => return false,
+            },
+            None => return false,
+        },
+        None => match authority.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        },
+    };
+    let port_ok = port.is_none_or(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    port_ok
+        && matches!(
+            host.to_ascii_lowercase().as_str(),
+            "localhost" | "127.0.0.1" | "::1"
+        )
 }
 
 /// `typ` values compare case-insensitively with an optional `application/` prefix (RFC 7515 §4.1.9).

@@ -282,6 +282,16 @@ pub fn parse_case_file(path: &Path) -> Result<CaseFile, Error> {
 /// # Errors
 /// The first file, bundle or case that cannot be loaded, named in the message.
 pub fn load_cases(repo_root: &Path) -> Result<Vec<ResolvedCase>, Error> {
+    load_cases_at(repo_root, None)
+}
+
+/// [`load_cases`], with every file's `now` replaced by `now` when given: for hosts that read
+/// the real clock (the Envoy filter), whose tokens must be valid at the time of the run. Case
+/// times are relative to `now` (`{"$now": N}`), so the expectations hold at any `now`.
+///
+/// # Errors
+/// As [`load_cases`].
+pub fn load_cases_at(repo_root: &Path, now: Option<i64>) -> Result<Vec<ResolvedCase>, Error> {
     let mut bundles = Bundles {
         root: repo_root,
         compiled: BTreeMap::new(),
@@ -292,7 +302,10 @@ pub fn load_cases(repo_root: &Path) -> Result<Vec<ResolvedCase>, Error> {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let file = parse_case_file(&path)?;
+        let mut file = parse_case_file(&path)?;
+        if let Some(now) = now {
+            file.now = now;
+        }
         let (dir, compiled) = bundles
             .get(&file.bundle)
             .map_err(|e| Error::new(format!("{file_name}: {e}")))?;
@@ -335,12 +348,12 @@ pub fn load_cases(repo_root: &Path) -> Result<Vec<ResolvedCase>, Error> {
 
 /// Every resolved case as one JSON document, for hosts that run the suite elsewhere:
 /// `{"format": "portcullis-conformance/1", "cases": [{file, name, bundle, now, token, request,
-/// expect, known_issue?}, ...]}`.
+/// expect, known_issue?}, ...]}`. `now` overrides the files' times as in [`load_cases_at`].
 ///
 /// # Errors
 /// As [`load_cases`].
-pub fn export(repo_root: &Path) -> Result<Value, Error> {
-    let cases = load_cases(repo_root)?;
+pub fn export(repo_root: &Path, now: Option<i64>) -> Result<Value, Error> {
+    let cases = load_cases_at(repo_root, now)?;
     let cases = serde_json::to_value(&cases)
         .map_err(|e| Error::new(format!("cannot serialise cases: {e}")))?;
     Ok(serde_json::json!({ "format": EXPORT_FORMAT, "cases": cases }))

@@ -1,4 +1,4 @@
-//! `portcullis-conformance export [--out FILE] [--root DIR]`: write every conformance case,
+//! `portcullis-conformance export [--out FILE] [--root DIR] [--now UNIX]`: write every conformance case,
 //! tokens materialised, as one JSON document (stdout by default) for hosts that cannot run
 //! the Rust loader (JS SDK, Envoy, HTTP service).
 
@@ -6,7 +6,8 @@ use portcullis_conformance::{default_repo_root, export};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: portcullis-conformance export [--out FILE] [--root REPO_ROOT]";
+const USAGE: &str =
+    "usage: portcullis-conformance export [--out FILE] [--root REPO_ROOT] [--now UNIX_SECONDS]";
 
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
@@ -16,17 +17,25 @@ fn main() -> ExitCode {
     }
     let mut out: Option<PathBuf> = None;
     let mut root = default_repo_root();
+    let mut now: Option<i64> = None;
     while let Some(arg) = args.next() {
         match (arg.as_str(), args.next()) {
             ("--out", Some(path)) => out = Some(PathBuf::from(path)),
             ("--root", Some(path)) => root = PathBuf::from(path),
+            ("--now", Some(value)) => match value.parse() {
+                Ok(value) => now = Some(value),
+                Err(_) => {
+                    eprintln!("{USAGE}");
+                    return ExitCode::from(2);
+                }
+            },
             _ => {
                 eprintln!("{USAGE}");
                 return ExitCode::from(2);
             }
         }
     }
-    let document = match export(&root) {
+    let document = match export(&root, now) {
         Ok(document) => document,
         Err(err) => {
             eprintln!("error: {err}");

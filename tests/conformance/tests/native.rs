@@ -69,7 +69,7 @@ fn native_host_decides_every_case_as_expected() {
 fn export_has_every_case_with_a_concrete_token() {
     let root = default_repo_root();
     let cases = load_cases(&root).unwrap();
-    let document = export(&root).unwrap();
+    let document = export(&root, None).unwrap();
     assert_eq!(document["format"], portcullis_conformance::EXPORT_FORMAT);
     let exported = document["cases"].as_array().unwrap();
     assert_eq!(exported.len(), cases.len());

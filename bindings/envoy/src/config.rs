@@ -1,0 +1,451 @@
+//! The filter's plugin configuration: its JSON shape (serde, unknown fields refused) and its
+//! validation into a [`Plan`], done once per VM in `on_configure`.
+
+use crate::routes::{Route, RouteSpec};
+use portcullis_engine::{Bundle, CompiledBundle, Engine, EngineOptions, KeySource};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// The plugin configuration, as written in `envoy.yaml`
+/// (`typed_config.config.configuration.value`). See the crate docs for a full example.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterConfig {
+    /// Where the compiled bundle comes from.
+    pub bundle: BundleSource,
+    /// Request → (action, resource) mappings, tried in order; the first match decides.
+    pub routes: Vec<RouteSpec>,
+    /// What happens to a request no route matches.
+    #[serde(default)]
+    pub unmatched: Unmatched,
+    /// Where the bearer token is read from, in order. Default: the `authorization` header
+    /// with the `Bearer ` prefix.
+    #[serde(default = "default_token_sources")]
+    pub token: Vec<TokenSource>,
+    /// Identity headers set on allowed requests (always removed from the client's request).
+    #[serde(default)]
+    pub forward: ForwardHeaders,
+    /// Decide and log, but always forward the request.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Let CORS preflight requests (`OPTIONS` with `Origin` and
+    /// `Access-Control-Request-Method`) through without a token. Default: true.
+    #[serde(default = "yes")]
+    pub cors_preflight: bool,
+    /// What to do when the filter cannot decide (no keys for the token's issuer yet).
+    #[serde(default)]
+    pub failure_mode: FailureMode,
+    /// The decision log.
+    #[serde(default)]
+    pub log: LogConfig,
+    /// How remote issuers' keys are fetched (required when the bundle has `jwks_uri` or
+    /// `discovery` issuers).
+    #[serde(default)]
+    pub keys: Option<KeysConfig>,
+    /// The `realm` of `WWW-Authenticate` challenges.
+    #[serde(default = "default_realm")]
+    pub realm: String,
+}
+
+/// Where the compiled bundle comes from.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub enum BundleSource {
+    /// The compiled bundle itself (the output of `portcullis bundle`).
+    Inline(Box<CompiledBundle>),
+}
+
+/// What happens to a request that no route matches.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Unmatched {
+    /// Answer 403 (the default).
+    #[default]
+    Deny,
+    /// Forward without a decision (identity headers are still stripped).
+    Pass,
+}
+
+/// One place a token may come from.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub enum TokenSource {
+    /// A request header; `prefix` (compared case-insensitively, e.g. `Bearer `) is removed.
+    Header {
+        /// Header name.
+        name: String,
+        /// Required prefix.
+        #[serde(default)]
+        prefix: String,
+    },
+    /// A cookie.
+    Cookie {
+        /// Cookie name.
+        name: String,
+    },
+    /// A query parameter.
+    Query {
+        /// Parameter name.
+        name: String,
+    },
+}
+
+/// Identity headers set on forwarded requests. Each is removed from the client's request first,
+/// whether or not the request is then allowed.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardHeaders {
+    /// The principal's tenant.
+    #[serde(default)]
+    pub tenant: Option<String>,
+    /// The principal's id (subject or client id).
+    #[serde(default)]
+    pub subject: Option<String>,
+    /// The principal's roles, comma-separated.
+    #[serde(default)]
+    pub roles: Option<String>,
+    /// The decision id.
+    #[serde(default)]
+    pub decision_id: Option<String>,
+}
+
+impl Default for ForwardHeaders {
+    fn default() -> Self {
+        Self {
+            tenant: Some("x-portcullis-tenant".into()),
+            subject: Some("x-portcullis-subject".into()),
+            roles: Some("x-portcullis-roles".into()),
+            decision_id: Some("x-portcullis-decision-id".into()),
+        }
+    }
+}
+
+impl ForwardHeaders {
+    /// Every configured header name.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        [&self.tenant, &self.subject, &self.roles, &self.decision_id]
+            .into_iter()
+            .flatten()
+            .map(String::as_str)
+    }
+}
+
+/// What to do when no decision can be made.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureMode {
+    /// Answer 503 (the default).
+    #[default]
+    Closed,
+    /// Forward the request without identity headers.
+    Open,
+}
+
+/// Decision-log settings.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// Envoy log level of the per-request decision line.
+    #[serde(default)]
+    pub level: LogLevel,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: LogLevel::Info,
+        }
+    }
+}
+
+/// A log level.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LogLevel {
+    /// No decision log.
+    Off,
+    /// Debug.
+    Debug,
+    /// Info (the default).
+    #[default]
+    Info,
+    /// Warn.
+    Warn,
+}
+
+/// How remote issuers' keys are fetched.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeysConfig {
+    /// URL origin (`scheme://host[:port]`, as in the bundle's URLs) → Envoy cluster name.
+    /// Every discovery and JWKS URL must have its origin here.
+    pub clusters: BTreeMap<String, String>,
+    /// Refresh period of good keys, seconds (default 300).
+    #[serde(default = "default_refresh")]
+    pub refresh_seconds: u64,
+    /// Wait after a failed fetch, seconds (default 5).
+    #[serde(default = "default_retry")]
+    pub retry_seconds: u64,
+    /// An unknown `kid` triggers a refetch at most this often, seconds (default 30).
+    #[serde(default = "default_cooldown")]
+    pub unknown_kid_cooldown_seconds: u64,
+    /// Timeout of one HTTP fetch, milliseconds (default 5000).
+    #[serde(default = "default_timeout")]
+    pub timeout_ms: u64,
+}
+
+impl KeysConfig {
+    /// The cluster serving `url`, if its origin is configured.
+    pub fn cluster_for(&self, url: &str) -> Option<(&str, Target)> {
+        let target = Target::parse(url)?;
+        self.clusters
+            .get(&target.origin)
+            .map(|cluster| (cluster.as_str(), target))
+    }
+}
+
+/// A URL split the way `dispatch_http_call` needs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    /// `scheme://authority`, lowercased.
+    pub origin: String,
+    /// The `:authority` header.
+    pub authority: String,
+    /// The `:path` header (path and query).
+    pub path: String,
+}
+
+impl Target {
+    /// Split an `http(s)://authority/path?query` URL; `None` for anything else.
+    pub fn parse(url: &str) -> Option<Self> {
+        let (scheme, rest) = url.split_once("://")?;
+        if scheme != "http" && scheme != "https" {
+            return None;
+        }
+        let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        let (authority, tail) = rest.split_at(end);
+        if authority.is_empty() || authority.contains('@') {
+            return None;
+        }
+        let tail = tail.split('#').next().unwrap_or("");
+        let path = if tail.starts_with('/') {
+            tail.to_owned()
+        } else {
+            format!("/{tail}")
+        };
+        Some(Self {
+            origin: format!("{scheme}://{}", authority.to_ascii_lowercase()),
+            authority: authority.to_owned(),
+            path,
+        })
+    }
+}
+
+fn default_token_sources() -> Vec<TokenSource> {
+    vec![TokenSource::Header {
+        name: "authorization".into(),
+        prefix: "Bearer ".into(),
+    }]
+}
+fn yes() -> bool {
+    true
+}
+fn default_realm() -> String {
+    "api".into()
+}
+fn default_refresh() -> u64 {
+    300
+}
+fn default_retry() -> u64 {
+    5
+}
+fn default_cooldown() -> u64 {
+    30
+}
+fn default_timeout() -> u64 {
+    5000
+}
+
+/// A configuration problem, reported by `on_configure` (which then refuses the configuration).
+#[derive(Debug, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A validated configuration with its engine: what every request of this VM uses.
+pub struct Plan {
+    /// The engine, built once.
+    pub engine: Engine,
+    /// Compiled routes.
+    pub routes: Vec<Route>,
+    /// See [`FilterConfig::unmatched`].
+    pub unmatched: Unmatched,
+    /// See [`FilterConfig::token`].
+    pub token: Vec<TokenSource>,
+    /// See [`FilterConfig::forward`].
+    pub forward: ForwardHeaders,
+    /// See [`FilterConfig::dry_run`].
+    pub dry_run: bool,
+    /// See [`FilterConfig::cors_preflight`].
+    pub cors_preflight: bool,
+    /// See [`FilterConfig::failure_mode`].
+    pub failure_mode: FailureMode,
+    /// See [`FilterConfig::log`].
+    pub log_level: LogLevel,
+    /// See [`FilterConfig::keys`].
+    pub keys: Option<KeysConfig>,
+    /// The `WWW-Authenticate` challenge for a missing token.
+    pub challenge_missing: String,
+    /// The `WWW-Authenticate` challenge for an invalid token.
+    pub challenge_invalid: String,
+    /// Remote issuers and the URL their keys come from (discovery or JWKS).
+    pub remote: Vec<(String, KeySource)>,
+}
+
+impl Plan {
+    /// Parse and validate the plugin configuration and build the engine.
+    ///
+    /// # Errors
+    /// Malformed JSON, an invalid bundle, route or token source, or a remote issuer whose URL
+    /// has no cluster.
+    pub fn from_json(bytes: &[u8], decision_id_seed: u64) -> Result<Self, ConfigError> {
+        let config: FilterConfig = serde_json::from_slice(bytes)
+            .map_err(|e| ConfigError(format!("invalid configuration: {e}")))?;
+        let FilterConfig {
+            bundle,
+            routes,
+            unmatched,
+            token,
+            forward,
+            dry_run,
+            cors_preflight,
+            failure_mode,
+            log,
+            keys,
+            realm,
+        } = config;
+        let BundleSource::Inline(compiled) = bundle;
+        let bundle = Bundle::load(*compiled).map_err(|e| {
+            let problems: Vec<String> = e.problems.iter().map(ToString::to_string).collect();
+            ConfigError(format!("invalid bundle: {}", problems.join("; ")))
+        })?;
+        let routes = routes
+            .iter()
+            .enumerate()
+            .map(|(i, spec)| {
+                Route::compile(spec).map_err(|e| ConfigError(format!("routes[{i}]: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        validate_token_sources(&token)?;
+        for name in forward.names() {
+            if !valid_header_name(name) {
+                return Err(ConfigError(format!(
+                    "invalid header name `{name}` in `forward`"
+                )));
+            }
+        }
+        if realm.contains(['"', '\\']) || !realm.bytes().all(|b| b == b' ' || b.is_ascii_graphic())
+        {
+            return Err(ConfigError(
+                "`realm` must be printable ASCII without quotes".into(),
+            ));
+        }
+        let options = EngineOptions {
+            decision_id_seed,
+            ..EngineOptions::default()
+        };
+        let engine = Engine::with_options(Arc::new(bundle), options);
+        let remote = engine.bundle().remote_issuers();
+        if !remote.is_empty() {
+            let keys = keys.as_ref().ok_or_else(|| {
+                ConfigError("the bundle has remote issuers: `keys.clusters` is required".into())
+            })?;
+            for (issuer, source) in &remote {
+                let url = match source {
+                    KeySource::JwksUri(url) | KeySource::Discovery(url) => url,
+                    KeySource::Inline => continue,
+                };
+                if keys.cluster_for(url).is_none() {
+                    return Err(ConfigError(format!(
+                        "no cluster in `keys.clusters` for the origin of `{url}` (issuer `{issuer}`)"
+                    )));
+                }
+            }
+        }
+        Ok(Self {
+            engine,
+            routes,
+            unmatched,
+            token,
+            forward,
+            dry_run,
+            cors_preflight,
+            failure_mode,
+            log_level: log.level,
+            keys,
+            challenge_missing: format!("Bearer realm=\"{realm}\""),
+            challenge_invalid: format!("Bearer realm=\"{realm}\", error=\"invalid_token\""),
+            remote,
+        })
+    }
+}
+
+/// An HTTP header name as Envoy accepts it: lowercase token characters.
+pub(crate) fn valid_header_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.!#$%&'*+^`|~".contains(&b)
+        })
+}
+
+fn validate_token_sources(sources: &[TokenSource]) -> Result<(), ConfigError> {
+    if sources.is_empty() {
+        return Err(ConfigError("`token` needs at least one source".into()));
+    }
+    for source in sources {
+        let name = match source {
+            TokenSource::Header { name, .. }
+            | TokenSource::Cookie { name }
+            | TokenSource::Query { name } => name,
+        };
+        let ok = match source {
+            TokenSource::Header { .. } => valid_header_name(name),
+            _ => {
+                !name.is_empty()
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_graphic() && !b"=;&".contains(&b))
+            }
+        };
+        if !ok {
+            return Err(ConfigError(format!("invalid token source name `{name}`")));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_split_into_origin_authority_and_path() {
+        let t = Target::parse("http://127.0.0.1:4000/.well-known/openid-configuration").unwrap();
+        assert_eq!(t.origin, "http://127.0.0.1:4000");
+        assert_eq!(t.authority, "127.0.0.1:4000");
+        assert_eq!(t.path, "/.well-known/openid-configuration");
+        let t = Target::parse("https://IdP.example?x=1#frag").unwrap();
+        assert_eq!(
+            (t.origin.as_str(), t.path.as_str()),
+            ("https://idp.example", "/?x=1")
+        );
+        for bad in ["ftp://a/b", "http:///x", "http://u@h/x", "nope"] {
+            assert_eq!(Target::parse(bad), None, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,85 @@
+//! # portcullis-envoy
+//!
+//! Portcullis as an Envoy HTTP filter (proxy-wasm, `wasm32-wasip1`): Envoy verifies the caller's
+//! token, maps the request to an action and a resource, asks the engine, and either forwards
+//! the request with the caller's identity or answers 401/403 — with no call to any other
+//! service on the request path. `build.sh` builds `portcullis_envoy.wasm`;
+//! `examples/envoy/` shows it in a complete `envoy.yaml`.
+//!
+//! The engine is built once per VM (one per Envoy worker) in `on_configure`; requests never
+//! parse policy. A configuration that does not validate is refused by `on_configure`, so Envoy
+//! keeps the previous one (or refuses to start).
+//!
+//! ## Configuration
+//! The plugin configuration is one JSON document (unknown fields are errors):
+//!
+//! ```json
+//! {
+//!   "bundle": { "inline": { "format": "portcullis-bundle/1", "...": "the output of `portcullis bundle`" } },
+//!   "routes": [
+//!     { "methods": ["GET"], "path": "/tenants/{tenant}/reports/{id}", "action": "view",
+//!       "resource": { "type": "Report", "id": "{tenant}/{id}",
+//!                     "attrs": { "tenant": "{tenant}", "department": { "header": "x-report-department" } } } },
+//!     { "methods": ["POST"], "path": "/tenants/{tenant}/reports/{id}/export", "action": "export",
+//!       "resource": { "type": "Report", "id": "{tenant}/{id}",
+//!                     "attrs": { "tenant": "{tenant}", "department": { "header": "x-report-department" } } },
+//!       "context": {} }
+//!   ],
+//!   "unmatched": "deny",
+//!   "token": [ { "header": { "name": "authorization", "prefix": "Bearer " } },
+//!              { "cookie": { "name": "access_token" } },
+//!              { "query": { "name": "access_token" } } ],
+//!   "forward": { "tenant": "x-portcullis-tenant", "subject": "x-portcullis-subject",
+//!                "roles": "x-portcullis-roles", "decision_id": "x-portcullis-decision-id" },
+//!   "dry_run": false,
+//!   "cors_preflight": true,
+//!   "failure_mode": "closed",
+//!   "log": { "level": "info" },
+//!   "realm": "api",
+//!   "keys": { "clusters": { "http://127.0.0.1:4000": "idp" },
+//!             "refresh_seconds": 300, "retry_seconds": 5,
+//!             "unknown_kid_cooldown_seconds": 30, "timeout_ms": 5000 }
+//! }
+//! ```
+//!
+//! | field | meaning (default) |
+//! |---|---|
+//! | `bundle.inline` | the compiled bundle (`portcullis bundle <dir> -o bundle.json`) |
+//! | `routes` | tried in order; `methods` (any), `path` template with whole-segment `{params}`, `action`, `resource.type`, `resource.id` template, `resource.attrs` and `context`: each a template over path parameters (`"{tenant}"`) or `{"header": name}` (absent header: attribute left out). Parameters are percent-decoded; invalid encodings are answered 400 |
+//! | `unmatched` | `deny` (403) or `pass` (forward without decision) (`deny`) |
+//! | `token` | sources in order: `header` (with case-insensitive `prefix`), `cookie`, `query`; a token in more than one is refused, RFC 6750 §2 (`authorization`, `Bearer `) |
+//! | `forward` | identity headers set on allowed requests; each is first removed from every client request (all four, as shown) |
+//! | `dry_run` | decide, count and log, but always forward (`false`) |
+//! | `cors_preflight` | forward `OPTIONS` with `Origin` and `Access-Control-Request-Method` without a token (`true`) |
+//! | `failure_mode` | when no keys are loaded for the token's issuer: `closed` answers 503, `open` forwards without identity (`closed`) |
+//! | `log.level` | level of the one JSON decision-log line per request: `off`, `debug`, `info`, `warn` (`info`) |
+//! | `keys` | required when the bundle has `jwks_uri`/`discovery` issuers: URL origin → Envoy cluster, refresh and retry periods, unknown-`kid` cooldown, fetch timeout |
+//!
+//! ## Responses
+//! - Allowed: forwarded, with the identity headers.
+//! - 401 `{"error": "unauthenticated", "decision_id": …}` with `WWW-Authenticate: Bearer
+//!   realm="api"` (no token) or `Bearer realm="api", error="invalid_token"` (a token that does
+//!   not verify); RFC 6750 §3.1.
+//! - 403 `{"error": "forbidden", "decision_id": …}` when policy denies (and, without a decision
+//!   id, for unmatched routes).
+//! - 400 `{"error": "invalid_request"}` for a request that cannot be mapped (bad encoding) or
+//!   carries two tokens.
+//! - 503 `{"error": "unavailable"}` when the token's issuer has no keys yet (fail closed).
+//!
+//! ## Stats and logs
+//! Counters `portcullis.allowed`, `portcullis.denied`, `portcullis.unauthenticated` and
+//! `portcullis.errors` (Envoy shows them as `wasmcustom.portcullis.*`). The decision log is the
+//! engine's audit record (token fingerprint and `jti`, never the token) plus `http.method`,
+//! `http.path` (without query), `http.route`, `http.status` and `dry_run`.
+//!
+//! ## Keys of remote issuers
+//! See [`keys`]: fetched through Envoy clusters (OIDC discovery, then `jwks_uri`), refreshed on
+//! a timer, refetched after an unknown `kid` (with a cooldown), one fetch in flight for all
+//! workers, last good keys kept when the IdP is down.
+
+pub mod config;
+pub mod gate;
+pub mod keys;
+#[cfg(target_arch = "wasm32")]
+mod proxy;
+pub mod routes;
