@@ -100,6 +100,8 @@ impl Algorithm {
         }
     }
 
+    // Only the built-in `rust-crypto` verifier reads it; hosts with their own crypto read `material`.
+    #[cfg_attr(not(feature = "rust-crypto"), allow(dead_code))]
     pub(crate) fn to_jsonwebtoken(self) -> jsonwebtoken::Algorithm {
         use jsonwebtoken::Algorithm as J;
         match self {
@@ -185,6 +187,8 @@ pub struct VerificationKey {
     kid: Option<String>,
     algorithms: Vec<Algorithm>,
     material: KeyMaterial,
+    // Only the built-in `rust-crypto` verifier reads it; hosts with their own crypto read `material`.
+    #[cfg_attr(not(feature = "rust-crypto"), allow(dead_code))]
     decoding: jsonwebtoken::DecodingKey,
 }
 
@@ -219,6 +223,8 @@ impl VerificationKey {
         self.algorithms.contains(&alg)
     }
 
+    // Only the built-in `rust-crypto` verifier reads it; hosts with their own crypto read `material`.
+    #[cfg_attr(not(feature = "rust-crypto"), allow(dead_code))]
     pub(crate) fn decoding_key(&self) -> &jsonwebtoken::DecodingKey {
         &self.decoding
     }
