@@ -20,10 +20,13 @@ step "engine for wasm32-unknown-unknown, wasm32-wasip1, wasm32-wasip2 (clippy)"
 cargo clippy -p portcullis-engine --locked \
   --target wasm32-unknown-unknown --target wasm32-wasip1 --target wasm32-wasip2 -- -D warnings
 
+step "engine component for wasm32-wasip2 (clippy)"
+cargo clippy -p portcullis-component --locked --target wasm32-wasip2 -- -D warnings
+
 step "docs"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
 
-step "tests (unit, integration, Cedar corpus, Wycheproof, conformance, doc tests)"
+step "tests (unit, integration, Cedar corpus, Wycheproof, conformance native/component/HTTP, service, doc tests)"
 cargo test --workspace --locked
 
 step "TechFin policy tests"

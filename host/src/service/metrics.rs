@@ -28,7 +28,8 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Count a decision (`outcome` one of [`OUTCOMES`]) and how long it took.
+    /// Count a decision (`outcome`: `allow`, `deny`, `unauthenticated` or `error`) and how long
+    /// it took.
     pub fn decision(&self, outcome: &str, elapsed: Duration) {
         let index = OUTCOMES.iter().position(|o| *o == outcome).unwrap_or(3);
         if let Some(counter) = self.decisions.get(index) {
