@@ -23,10 +23,13 @@ cargo clippy -p portcullis-engine --locked \
 step "Envoy filter for wasm32-wasip1 (clippy)"
 cargo clippy -p portcullis-envoy --locked --target wasm32-wasip1 -- -D warnings
 
+step "engine component for wasm32-wasip2 (clippy)"
+cargo clippy -p portcullis-component --locked --target wasm32-wasip2 -- -D warnings
+
 step "docs"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
 
-step "tests (unit, integration, Cedar corpus, Wycheproof, conformance, doc tests)"
+step "tests (unit, integration, Cedar corpus, Wycheproof, conformance native/component/HTTP, service, doc tests)"
 cargo test --workspace --locked
 
 step "TechFin policy tests"

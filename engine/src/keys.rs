@@ -100,6 +100,8 @@ impl Algorithm {
         }
     }
 
+    // Only the built-in `rust-crypto` verifier reads it; hosts with their own crypto read `material`.
+    #[cfg_attr(not(feature = "rust-crypto"), allow(dead_code))]
     pub(crate) fn to_jsonwebtoken(self) -> jsonwebtoken::Algorithm {
         use jsonwebtoken::Algorithm as J;
         match self {
@@ -190,6 +192,8 @@ struct KeyInner {
     kid: Option<String>,
     algorithms: Vec<Algorithm>,
     material: KeyMaterial,
+    // Only the built-in `rust-crypto` verifier reads it; hosts with their own crypto read `material`.
+    #[cfg_attr(not(feature = "rust-crypto"), allow(dead_code))]
     decoding: jsonwebtoken::DecodingKey,
 }
 
@@ -224,6 +228,8 @@ impl VerificationKey {
         self.0.algorithms.contains(&alg)
     }
 
+    // Only the built-in `rust-crypto` verifier reads it; hosts with their own crypto read `material`.
+    #[cfg_attr(not(feature = "rust-crypto"), allow(dead_code))]
     pub(crate) fn decoding_key(&self) -> &jsonwebtoken::DecodingKey {
         &self.0.decoding
     }

@@ -1,6 +1,9 @@
 //! Reading a bundle from disk: an authoring directory or a compiled JSON file.
 
-use portcullis_engine::{Bundle, BundleError, BundleSources, CompiledBundle, PolicySource};
+use portcullis_engine::{
+    Bundle, BundleError, BundleSources, CompiledBundle, DevIssuer, PolicySource,
+};
+use serde_json::{Map, Value};
 use std::fs;
 use std::path::{Component, Path, PathBuf};
 
@@ -134,4 +137,29 @@ pub fn load(path: &Path) -> Result<(CompiledBundle, Bundle), ReadError> {
     let compiled = compile(path)?;
     let bundle = Bundle::load(compiled.clone()).map_err(ReadError::Invalid)?;
     Ok((compiled, bundle))
+}
+
+/// A development token of `tenant`'s `issuer`-th issuer, signed with its key in the bundle
+/// directory (`dev-keys/`), with `overrides` over the standard claims (`null` removes one).
+///
+/// # Errors
+/// The tenant, issuer or its development key is missing.
+pub fn dev_token(
+    compiled: &CompiledBundle,
+    dir: &Path,
+    tenant: &str,
+    issuer: usize,
+    overrides: &Map<String, Value>,
+    now: i64,
+) -> Result<String, String> {
+    let dev = DevIssuer::for_tenant(compiled, tenant, issuer, &mut |p| read_relative(dir, p))?;
+    let mut claims = dev.base_claims(now, 3600);
+    for (key, value) in overrides {
+        if value.is_null() {
+            claims.remove(key);
+        } else {
+            claims.insert(key.clone(), value.clone());
+        }
+    }
+    dev.sign(&claims)
 }

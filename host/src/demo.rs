@@ -1,7 +1,8 @@
-//! `portcullis demo`: the TechFin scenario, end to end, as a readable table.
+//! `portcullis demo`: the TechFin scenario, end to end through the decision service, as a
+//! readable table.
 
-use crate::policy_tests::test_token;
-use portcullis_engine::{CompiledBundle, Decision, DecisionRequest, Engine, ResourceRef};
+use portcullis::bundle_dir::dev_token;
+use portcullis_engine::CompiledBundle;
 use serde_json::{Map, Value, json};
 use std::path::Path;
 
@@ -174,52 +175,58 @@ fn tamper(token: &str) -> String {
     format!("{header}.{forged}.{signature}")
 }
 
-/// Decide one step.
-pub fn decide(
-    engine: &Engine,
+/// The request body of one step: a development token of the step's tenant (or a forgery)
+/// and the resource.
+pub fn request_body(
     compiled: &CompiledBundle,
     dir: &Path,
     step: &Step,
     now: i64,
-) -> Result<Decision, String> {
+) -> Result<String, String> {
     let claims: Map<String, Value> = step.claims.as_object().cloned().unwrap_or_default();
     let token = match step.tenant {
-        Some(tenant) => test_token(compiled, dir, tenant, 0, &claims, now)?,
-        None => tamper(&test_token(compiled, dir, "acme", 0, &claims, now)?),
+        Some(tenant) => dev_token(compiled, dir, tenant, 0, &claims, now)?,
+        None => tamper(&dev_token(compiled, dir, "acme", 0, &claims, now)?),
     };
     let (ty, id, attrs) = &step.resource;
-    let request = DecisionRequest {
-        token: Some(token),
-        action: step.action.to_owned(),
-        resource: ResourceRef {
-            entity_type: (*ty).to_owned(),
-            id: (*id).to_owned(),
-            attrs: attrs.as_object().cloned().unwrap_or_default(),
-        },
-        context: Map::new(),
-    };
-    Ok(engine.decide(&request, now))
+    Ok(json!({
+        "token": token,
+        "action": step.action,
+        "resource": {"type": ty, "id": id, "attrs": attrs},
+    })
+    .to_string())
 }
 
 /// The deciding policy or error, for the table.
-pub fn why(decision: &Decision) -> String {
-    if !decision.reasons.is_empty() {
-        return decision.reasons.join(", ");
+pub fn why(decision: &Value) -> String {
+    let reasons: Vec<&str> = decision
+        .get("reasons")
+        .and_then(Value::as_array)
+        .map(|r| r.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    if !reasons.is_empty() {
+        return reasons.join(", ");
     }
     decision
-        .errors
-        .first()
-        .map_or_else(|| "(no permit applies)".to_owned(), |e| e.code.to_owned())
+        .pointer("/errors/0/code")
+        .and_then(Value::as_str)
+        .map_or_else(|| "(no permit applies)".to_owned(), str::to_owned)
 }
 
-/// Run the scenario and print the table. Returns the number of steps.
-pub fn run(dir: &Path, now: i64) -> Result<usize, String> {
-    let (compiled, bundle) = portcullis::bundle_dir::load(dir).map_err(|e| e.to_string())?;
-    let engine = Engine::new(bundle);
+/// Run the scenario against the decision service at `base` (`http://127.0.0.1:port`) and print
+/// the table. Returns the number of steps.
+pub fn run(base: &str, dir: &Path, now: i64) -> Result<usize, String> {
+    let compiled = portcullis::bundle_dir::compile(dir).map_err(|e| e.to_string())?;
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(std::time::Duration::from_secs(10)))
+        .http_status_as_error(false)
+        .build()
+        .into();
     println!(
         "Portcullis demo: TechFin policy pack, bundle revision {}",
-        engine.revision()
+        compiled.revision
     );
+    println!("Decision service (engine component in wasmtime) at {base}");
     println!();
     println!(
         "{:<34} {:<10} {:<12} {:<34} {:<16} DECIDED BY",
@@ -227,19 +234,29 @@ pub fn run(dir: &Path, now: i64) -> Result<usize, String> {
     );
     let steps = scenario(now);
     for step in &steps {
-        let decision = decide(&engine, &compiled, dir, step, now)?;
-        let tenant = decision
-            .principal
-            .as_ref()
-            .map_or("-", |p| p.tenant.as_str())
-            .to_owned();
+        let body = request_body(&compiled, dir, step, now)?;
+        let text = agent
+            .post(&format!("{base}/v1/decide"))
+            .header("content-type", "application/json")
+            .send(body.as_str())
+            .and_then(|mut r| r.body_mut().read_to_string())
+            .map_err(|e| format!("the decision service did not answer: {e}"))?;
+        let decision: Value = serde_json::from_str(&text)
+            .map_err(|e| format!("the decision service answered no decision ({e}): {text}"))?;
+        let field = |pointer: &str| {
+            decision
+                .pointer(pointer)
+                .and_then(Value::as_str)
+                .unwrap_or("-")
+                .to_owned()
+        };
         println!(
             "{:<34} {:<10} {:<12} {:<34} {:<16} {}",
             step.who,
-            tenant,
+            field("/principal/tenant"),
             step.action,
-            decision.request.resource,
-            decision.decision.as_str().to_uppercase(),
+            field("/request/resource"),
+            field("/decision").to_uppercase(),
             why(&decision)
         );
     }

@@ -8,6 +8,7 @@ mod policy_tests;
 
 use clap::{Parser, Subcommand};
 use portcullis::bundle_dir;
+use portcullis::service::{AuditTarget, BundleSource, Options, Server};
 use portcullis_engine::{DecisionRequest, DevIssuer, Engine, ResourceRef};
 use serde_json::{Map, Value};
 use std::path::PathBuf;
@@ -92,11 +93,27 @@ enum Command {
         #[arg(long)]
         now: Option<i64>,
     },
-    /// Run the TechFin scenario end to end and print a table.
+    /// Run the TechFin scenario through the decision service (started on a loopback port) and
+    /// print a table.
     Demo {
         /// Bundle directory.
         #[arg(long, default_value = "policies/techfin")]
         bundle: PathBuf,
+    },
+    /// Serve decisions over HTTP (reloads the bundle on change and on SIGHUP).
+    Serve {
+        /// Bundle directory, compiled bundle file, or `https://` URL of a compiled bundle.
+        #[arg(long)]
+        bundle: String,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// Audit log: `-` for stdout, `off`, or a file to append to.
+        #[arg(long, default_value = "-")]
+        audit_log: String,
+        /// Seconds between checks of the bundle source for changes.
+        #[arg(long, default_value_t = 2)]
+        poll_seconds: u64,
     },
 }
 
@@ -136,6 +153,45 @@ fn parse_resource(text: &str) -> Result<(String, String), String> {
 fn usage_error(message: impl std::fmt::Display) -> ExitCode {
     eprintln!("error: {message}");
     ExitCode::from(2)
+}
+
+/// Start the decision service, run `work` against it until it finishes or Ctrl-C / SIGTERM
+/// arrives (SIGHUP reloads the bundle), then shut down gracefully.
+fn serve_until(
+    options: Options,
+    work: impl FnOnce(String) -> std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send>>,
+) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => return usage_error(format!("cannot start the async runtime: {e}")),
+    };
+    let result: Result<(), String> = runtime.block_on(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let server = Server::start(options).await?;
+        let base = format!("http://{}", server.addr());
+        eprintln!("portcullis: serving decisions at {base}");
+        let mut hangup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
+        let mut terminate = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+        let mut work = work(base);
+        let outcome = loop {
+            tokio::select! {
+                done = &mut work => break done,
+                _ = tokio::signal::ctrl_c() => break Ok(()),
+                _ = terminate.recv() => break Ok(()),
+                _ = hangup.recv() => server.reload(),
+            }
+        };
+        eprintln!("portcullis: shutting down");
+        server.shutdown().await?;
+        outcome
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => usage_error(e),
+    }
 }
 
 fn main() -> ExitCode {
@@ -269,10 +325,37 @@ fn main() -> ExitCode {
                 Err(e) => usage_error(e),
             }
         }
-        Command::Demo { bundle } => match demo::run(&bundle, now_unix()) {
-            Ok(_) => ExitCode::SUCCESS,
-            Err(e) => usage_error(e),
-        },
+        Command::Demo { bundle } => {
+            let mut options = Options::new(
+                BundleSource::Path(bundle.clone()),
+                std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            );
+            options.audit = AuditTarget::Off;
+            serve_until(options, |base| {
+                let now = now_unix();
+                Box::pin(async move {
+                    tokio::task::spawn_blocking(move || demo::run(&base, &bundle, now))
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .map(|_| ())
+                })
+            })
+        }
+        Command::Serve {
+            bundle,
+            listen,
+            audit_log,
+            poll_seconds,
+        } => {
+            let mut options = Options::new(BundleSource::parse(&bundle), listen);
+            options.poll_interval = std::time::Duration::from_secs(poll_seconds.max(1));
+            options.audit = match audit_log.as_str() {
+                "-" => AuditTarget::Stdout,
+                "off" => AuditTarget::Off,
+                path => AuditTarget::File(PathBuf::from(path)),
+            };
+            serve_until(options, |_| Box::pin(std::future::pending()))
+        }
     }
 }
 

@@ -4,8 +4,8 @@
 //! tenant's dev key, so the whole token path is exercised), or a raw `token`, or an explicit
 //! `principal` (trusted-principal mode); then the request and the expected outcome.
 
-use portcullis::bundle_dir::{self, read_relative};
-use portcullis_engine::{DecisionRequest, DevIssuer, Engine, ResourceRef, TrustedRequest};
+use portcullis::bundle_dir::{self, dev_token};
+use portcullis_engine::{DecisionRequest, Engine, ResourceRef, TrustedRequest};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use std::path::Path;
@@ -59,27 +59,6 @@ pub struct PolicyTest {
     /// An error code that must appear, when given.
     #[serde(default)]
     pub error: Option<String>,
-}
-
-/// Sign the token a test describes.
-pub fn test_token(
-    compiled: &portcullis_engine::CompiledBundle,
-    dir: &Path,
-    tenant: &str,
-    issuer: usize,
-    overrides: &Map<String, Value>,
-    now: i64,
-) -> Result<String, String> {
-    let dev = DevIssuer::for_tenant(compiled, tenant, issuer, &mut |p| read_relative(dir, p))?;
-    let mut claims = dev.base_claims(now, 3600);
-    for (key, value) in overrides {
-        if value.is_null() {
-            claims.remove(key);
-        } else {
-            claims.insert(key.clone(), value.clone());
-        }
-    }
-    dev.sign(&claims)
 }
 
 /// Outcome of a run.
@@ -155,7 +134,7 @@ fn run_one(
     } else {
         let token = match (&test.token, &test.tenant) {
             (Some(token), _) => Some(token.clone()),
-            (None, Some(tenant)) => Some(test_token(
+            (None, Some(tenant)) => Some(dev_token(
                 compiled,
                 dir,
                 tenant,

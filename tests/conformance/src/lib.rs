@@ -135,6 +135,17 @@ impl ResolvedCase {
         }
     }
 
+    /// The body of `POST /v1/decide` for this case (token included), JSON.
+    pub fn request_json(&self) -> String {
+        serde_json::json!({
+            "token": self.token,
+            "action": self.request.action,
+            "resource": self.request.resource,
+            "context": self.request.context,
+        })
+        .to_string()
+    }
+
     /// Check an engine decision against the expectation.
     ///
     /// # Errors
@@ -357,4 +368,61 @@ pub fn export(repo_root: &Path, now: Option<i64>) -> Result<Value, Error> {
     let cases = serde_json::to_value(&cases)
         .map_err(|e| Error::new(format!("cannot serialise cases: {e}")))?;
     Ok(serde_json::json!({ "format": EXPORT_FORMAT, "cases": cases }))
+}
+
+/// Run every case through one host's `decide` (which answers the decision as JSON), twice:
+/// the second time a verified token may come from a cache, which must not change the outcome.
+/// Prints one line per failure and a summary per case file.
+///
+/// # Errors
+/// The ids of the failed cases (a case marked `known_issue` that fails is not a failure; one
+/// that passes is, so the marker gets removed).
+pub fn run_cases(
+    cases: &[ResolvedCase],
+    mut decide: impl FnMut(&ResolvedCase) -> Result<Value, String>,
+) -> Result<usize, Vec<String>> {
+    let (mut passed, mut failed, mut known) = (0usize, Vec::new(), 0usize);
+    let mut per_file: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    for case in cases {
+        let mut check = |when: &str| {
+            decide(case)
+                .and_then(|decision| case.check_json(&decision))
+                .map_err(|why| format!("{when}{why}"))
+        };
+        let result = check("").and_then(|()| check("on the second (cached) decision: "));
+        let tally = per_file.entry(case.file.clone()).or_default();
+        tally.0 += 1;
+        match (&case.known_issue, result) {
+            (None, Ok(())) => passed += 1,
+            (None, Err(why)) => {
+                println!("FAIL {}: {why}", case.id());
+                failed.push(case.id());
+                tally.1 += 1;
+            }
+            (Some(issue), Err(why)) => {
+                println!("KNOWN ISSUE {}: {issue}: {why}", case.id());
+                known += 1;
+            }
+            (Some(issue), Ok(())) => {
+                println!(
+                    "FAIL {}: passes although marked as known issue `{issue}`: remove `known_issue`",
+                    case.id()
+                );
+                failed.push(case.id());
+                tally.1 += 1;
+            }
+        }
+    }
+    for (file, (total, fails)) in &per_file {
+        println!("{file}: {total} cases, {fails} failed");
+    }
+    println!(
+        "{passed} passed, {} failed, {known} known engine issues (not counted as passed)",
+        failed.len()
+    );
+    if failed.is_empty() {
+        Ok(passed)
+    } else {
+        Err(failed)
+    }
 }

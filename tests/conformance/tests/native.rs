@@ -1,9 +1,12 @@
 //! The native host runner: every conformance case through `Engine::decide`, in process.
 //!
 //! Each case is decided twice on the same engine (one engine per case file): the second time a
-//! verified token may come from the token cache, which must not change the outcome.
+//! verified token may come from the token cache, which must not change the outcome
+//! ([`run_cases`]).
 
-use portcullis_conformance::{default_repo_root, export, load_bundle, load_cases, parse_case_file};
+use portcullis_conformance::{
+    default_repo_root, export, load_bundle, load_cases, parse_case_file, run_cases,
+};
 use portcullis_engine::Engine;
 use std::collections::BTreeMap;
 
@@ -14,55 +17,17 @@ fn native_host_decides_every_case_as_expected() {
         load_cases(&root).unwrap_or_else(|e| panic!("cannot load the conformance cases: {e}"));
     assert!(!cases.is_empty(), "no conformance cases found");
     let mut engines: BTreeMap<String, Engine> = BTreeMap::new();
-    let (mut passed, mut failed, mut known) = (0usize, Vec::new(), Vec::new());
-    let mut per_file: BTreeMap<String, (usize, usize)> = BTreeMap::new();
-    for case in &cases {
+    let result = run_cases(&cases, |case| {
         let engine = engines.entry(case.file.clone()).or_insert_with(|| {
             let (_, bundle) = load_bundle(&case.bundle_dir).unwrap_or_else(|e| panic!("{e}"));
             Engine::new(bundle)
         });
-        let request = case.decision_request();
-        let first = case.check(&engine.decide(&request, case.now));
-        let second = case
-            .check(&engine.decide(&request, case.now))
-            .map_err(|why| format!("on the second (cached) decision: {why}"));
-        let result = first.and(second);
-        let tally = per_file.entry(case.file.clone()).or_default();
-        tally.0 += 1;
-        match (&case.known_issue, result) {
-            (None, Ok(())) => passed += 1,
-            (None, Err(why)) => {
-                println!("FAIL {}: {why}", case.id());
-                failed.push(case.id());
-                tally.1 += 1;
-            }
-            (Some(issue), Err(why)) => {
-                println!("KNOWN ISSUE {}: {issue}: {why}", case.id());
-                known.push(case.id());
-            }
-            (Some(issue), Ok(())) => {
-                println!(
-                    "FAIL {}: passes although marked as known issue `{issue}`: remove `known_issue`",
-                    case.id()
-                );
-                failed.push(case.id());
-                tally.1 += 1;
-            }
-        }
+        serde_json::to_value(engine.decide(&case.decision_request(), case.now))
+            .map_err(|e| e.to_string())
+    });
+    if let Err(failed) = result {
+        panic!("{} conformance cases failed: {failed:#?}", failed.len());
     }
-    for (file, (total, fails)) in &per_file {
-        println!("{file}: {total} cases, {fails} failed");
-    }
-    println!(
-        "{passed} passed, {} failed, {} known engine issues (not counted as passed)",
-        failed.len(),
-        known.len()
-    );
-    assert!(
-        failed.is_empty(),
-        "{} conformance cases failed: {failed:#?}",
-        failed.len()
-    );
 }
 
 #[test]

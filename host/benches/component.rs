@@ -1,0 +1,180 @@
+//! The cost of the sandbox: the same TechFin decision in the native engine (with the same
+//! native `ring` crypto) and through the engine component in wasmtime.
+//!
+//! Both sides run in alternating rounds (paired), so load on the shared machine affects both
+//! alike; the report is each side's median time per decision and their ratio.
+//!
+//! - `cached`: a token the engine has verified before (the token cache answers).
+//! - `fresh RS256` / `fresh ES256`: each token is new to the engine (a new engine or instance
+//!   per round, set up outside the timing), so every decision verifies a signature.
+//!
+//! Run: `cargo bench -p portcullis --bench component` (`BENCH_QUICK=1` for a short run).
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use portcullis::bundle_dir::{compile, dev_token};
+use portcullis::component::{Instance, Limits, Loaded, Runtime};
+use portcullis::crypto::RingVerifier;
+use portcullis_engine::{Bundle, DecisionRequest, Engine, EngineOptions};
+use serde_json::{Map, Value, json};
+use std::hint::black_box;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+const NOW: i64 = 1_760_000_000;
+
+fn claims(value: Value) -> Map<String, Value> {
+    serde_json::from_value(value).unwrap()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+struct Setup {
+    compiled_json: Arc<str>,
+    bundle_json: String,
+    runtime: Runtime,
+}
+
+impl Setup {
+    fn native(&self) -> Engine {
+        let bundle = Bundle::from_json(&self.bundle_json).unwrap();
+        Engine::with_options(
+            Arc::new(bundle),
+            EngineOptions {
+                verifier: Arc::new(RingVerifier),
+                decision_id_seed: 1,
+            },
+        )
+    }
+
+    fn instance(&self) -> Instance {
+        let mut instance = self.runtime.instantiate().unwrap();
+        instance
+            .load(&Loaded {
+                generation: 1,
+                bundle_json: Arc::clone(&self.compiled_json),
+                revision: String::new(),
+                keys: Vec::new(),
+            })
+            .unwrap();
+        instance
+    }
+}
+
+fn request(token: &str, tenant: &str) -> (DecisionRequest, String) {
+    let json = json!({
+        "token": token,
+        "action": "view",
+        "resource": {"type": "Report", "id": "q3", "attrs": {"tenant": tenant, "department": "finance"}},
+    });
+    (
+        serde_json::from_value(json.clone()).unwrap(),
+        json.to_string(),
+    )
+}
+
+/// Nanoseconds per decision of `rounds` paired rounds of `per_round` decisions each.
+fn report(name: &str, native: Vec<f64>, component: Vec<f64>) {
+    let (n, c) = (median(native), median(component));
+    println!(
+        "{name:<14} native {n:>9.0} ns   component {c:>9.0} ns   ratio {:.2}",
+        c / n
+    );
+}
+
+fn main() {
+    let quick = std::env::var("BENCH_QUICK").is_ok_and(|v| v == "1");
+    let rounds = if quick { 7 } else { 31 };
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/techfin");
+    let compiled = compile(&dir).unwrap();
+    let bundle_json = compiled.to_json();
+    let started = Instant::now();
+    let runtime = Runtime::new(Limits::default()).unwrap();
+    println!(
+        "component compiled in {:.2}s",
+        started.elapsed().as_secs_f64()
+    );
+    let setup = Setup {
+        compiled_json: Arc::from(bundle_json.as_str()),
+        bundle_json,
+        runtime,
+    };
+
+    // Cached: one token, decided over and over.
+    let alice = claims(
+        json!({"oid": "alice", "roles": ["FinanceAnalyst"], "department": "finance", "amr": ["mfa"]}),
+    );
+    let token = dev_token(&compiled, &dir, "acme", 0, &alice, NOW).unwrap();
+    let (native_request, json_request) = request(&token, "acme");
+    let engine = setup.native();
+    let mut instance = setup.instance();
+    assert!(engine.decide(&native_request, NOW).is_allowed());
+    assert_eq!(
+        instance.decide(&json_request, NOW).unwrap().outcome,
+        "allow"
+    );
+    let per_round = if quick { 2_000 } else { 10_000 };
+    let (mut native, mut component) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        let t = Instant::now();
+        for _ in 0..per_round {
+            black_box(engine.decide(black_box(&native_request), NOW));
+        }
+        native.push(t.elapsed().as_nanos() as f64 / per_round as f64);
+        let t = Instant::now();
+        for _ in 0..per_round {
+            black_box(instance.decide(black_box(&json_request), NOW).unwrap());
+        }
+        component.push(t.elapsed().as_nanos() as f64 / per_round as f64);
+    }
+    report("cached", native, component);
+
+    // Fresh: distinct tokens, each seen once per engine or instance.
+    for (name, tenant, claims) in [
+        ("fresh RS256", "acme", alice.clone()),
+        (
+            "fresh ES256",
+            "globex",
+            claims(
+                json!({"sub": "bob", "techfin_roles": ["Controller"], "department": "finance", "amr": ["mfa"]}),
+            ),
+        ),
+    ] {
+        let per_round = if quick { 50 } else { 200 };
+        let requests: Vec<(DecisionRequest, String)> = (0..per_round)
+            .map(|i| {
+                let mut c = claims.clone();
+                c.insert("jti".into(), format!("bench-{i}").into());
+                request(
+                    &dev_token(&compiled, &dir, tenant, 0, &c, NOW).unwrap(),
+                    tenant,
+                )
+            })
+            .collect();
+        let (mut native, mut component) = (Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            let engine = setup.native();
+            let t = Instant::now();
+            for (r, _) in &requests {
+                black_box(engine.decide(black_box(r), NOW));
+            }
+            native.push(t.elapsed().as_nanos() as f64 / per_round as f64);
+            let mut instance = setup.instance();
+            let t = Instant::now();
+            for (_, r) in &requests {
+                black_box(instance.decide(black_box(r), NOW).unwrap());
+            }
+            component.push(t.elapsed().as_nanos() as f64 / per_round as f64);
+        }
+        report(name, native, component);
+    }
+}

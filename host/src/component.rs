@@ -1,0 +1,569 @@
+//! The engine as a sandboxed WASI component in wasmtime.
+//!
+//! [`Runtime`] compiles the embedded component once (Cranelift, at startup: deserialising a
+//! precompiled one is `unsafe`) and keeps an [`InstancePre`](wasmtime::component::InstancePre)
+//! over a pooling allocator. Every store gets a memory limit and an epoch deadline — a ticker
+//! thread advances the epoch — so no call can run away or grow without bound. [`Pool`] keeps
+//! idle instances for reuse: an instance serves one call at a time and is never created per
+//! request. The state every instance must hold (bundle and remote keys) is a [`Loaded`]
+//! generation; an instance that holds an older generation reloads before it serves.
+
+use crate::crypto;
+use portcullis_engine::{Algorithm, Curve, KeyMaterial};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::Duration;
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{
+    Config, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits,
+    StoreLimitsBuilder,
+};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+mod wit {
+    wasmtime::component::bindgen!({
+        world: "portcullis",
+        path: "../bindings/component/wit",
+    });
+}
+
+use wit::exports::portcullis::engine::engine::{self as wit_engine, Error as WitError, Outcome};
+use wit::portcullis::engine::crypto as wit_crypto;
+
+/// The component, built by `build.rs` from `bindings/component` for wasm32-wasip2.
+pub static COMPONENT_WASM: &[u8] = include_bytes!(env!("PORTCULLIS_COMPONENT_WASM"));
+
+/// How often the epoch advances.
+const TICK: Duration = Duration::from_millis(10);
+
+/// Sandbox limits.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Most linear memory one instance may use.
+    pub memory_bytes: usize,
+    /// Most instances alive at once (idle and busy).
+    pub max_instances: u32,
+    /// Longest a decision call may run.
+    pub decide_deadline: Duration,
+    /// Longest loading a bundle or keys into an instance may run.
+    pub load_deadline: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            memory_bytes: 256 << 20,
+            max_instances: 64,
+            decide_deadline: Duration::from_secs(1),
+            load_deadline: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Why a call into the component did not produce an answer.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// The engine refused the input (a stable code and a message).
+    #[error("{code}: {message}")]
+    Engine {
+        /// Stable error code (`request_invalid`, `bundle_invalid`, ...).
+        code: String,
+        /// Message; never contains a token.
+        message: String,
+    },
+    /// The sandbox failed: a trap, the deadline, the memory limit, or no instance to be had.
+    /// The instance is discarded.
+    #[error("sandbox failure: {0}")]
+    Sandbox(String),
+}
+
+impl From<WitError> for CallError {
+    fn from(e: WitError) -> Self {
+        Self::Engine {
+            code: e.code,
+            message: e.message,
+        }
+    }
+}
+
+/// One decision out of the component.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decided {
+    /// `allow`, `deny` or `unauthenticated`.
+    pub outcome: &'static str,
+    /// The HTTP status that goes with it.
+    pub status: u16,
+    /// The decision, JSON.
+    pub decision_json: String,
+    /// The audit record, JSON (no token).
+    pub audit_json: String,
+}
+
+/// A remote issuer whose keys the host must fetch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemoteIssuer {
+    /// The issuer (`iss`).
+    pub issuer: String,
+    /// Where its keys are: a JWK set URL, or an OIDC discovery URL.
+    pub source: KeyUrl,
+    /// Whether the engine holds keys for it.
+    pub has_keys: bool,
+}
+
+/// Where a remote issuer's keys come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeyUrl {
+    /// A JWK set URL.
+    JwksUri(String),
+    /// An OIDC discovery document URL (its `jwks_uri` has the keys).
+    Discovery(String),
+}
+
+fn decided(d: wit_engine::Decided) -> Decided {
+    Decided {
+        outcome: match d.outcome {
+            Outcome::Allow => "allow",
+            Outcome::Deny => "deny",
+            Outcome::Unauthenticated => "unauthenticated",
+        },
+        status: d.status,
+        decision_json: d.decision_json,
+        audit_json: d.audit_json,
+    }
+}
+
+/// What every instance must hold: one generation of bundle and keys.
+#[derive(Debug)]
+pub struct Loaded {
+    /// Bumped on every change; instances holding another generation reload.
+    pub generation: u64,
+    /// The compiled bundle, JSON.
+    pub bundle_json: Arc<str>,
+    /// Its revision.
+    pub revision: String,
+    /// JWK sets (JSON) of remote issuers, by issuer.
+    pub keys: Vec<(String, Arc<str>)>,
+}
+
+/// The data of one store: WASI (no files, no environment, no network: only what Rust's std
+/// needs, such as random bytes for hash maps) and the memory limiter.
+struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: StoreLimits,
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl wit_crypto::Host for HostState {
+    fn verify(
+        &mut self,
+        alg: wit_crypto::Algorithm,
+        key: wit_crypto::KeyMaterial,
+        message: Vec<u8>,
+        signature: Vec<u8>,
+    ) -> Result<bool, String> {
+        crypto::verify(algorithm(alg), &material(key), &message, &signature)
+    }
+}
+
+fn algorithm(alg: wit_crypto::Algorithm) -> Algorithm {
+    use wit_crypto::Algorithm as W;
+    match alg {
+        W::Hs256 => Algorithm::HS256,
+        W::Hs384 => Algorithm::HS384,
+        W::Hs512 => Algorithm::HS512,
+        W::Rs256 => Algorithm::RS256,
+        W::Rs384 => Algorithm::RS384,
+        W::Rs512 => Algorithm::RS512,
+        W::Ps256 => Algorithm::PS256,
+        W::Ps384 => Algorithm::PS384,
+        W::Ps512 => Algorithm::PS512,
+        W::Es256 => Algorithm::ES256,
+        W::Es384 => Algorithm::ES384,
+        W::Eddsa => Algorithm::EdDSA,
+    }
+}
+
+fn material(key: wit_crypto::KeyMaterial) -> KeyMaterial {
+    match key {
+        wit_crypto::KeyMaterial::Rsa(k) => KeyMaterial::Rsa { n: k.n, e: k.e },
+        wit_crypto::KeyMaterial::Ec(k) => KeyMaterial::Ec {
+            curve: match k.curve {
+                wit_crypto::Curve::P256 => Curve::P256,
+                wit_crypto::Curve::P384 => Curve::P384,
+            },
+            x: k.x,
+            y: k.y,
+        },
+        wit_crypto::KeyMaterial::Ed25519(x) => KeyMaterial::Ed25519 { x },
+        wit_crypto::KeyMaterial::Hmac(secret) => KeyMaterial::Hmac { secret },
+    }
+}
+
+fn sandbox(err: impl std::fmt::Display) -> CallError {
+    CallError::Sandbox(err.to_string())
+}
+
+/// A failed call: the trap's short name (`interrupt` for the deadline) rather than a wasm
+/// backtrace.
+fn trap(err: wasmtime::Error) -> CallError {
+    match err.downcast_ref::<wasmtime::Trap>() {
+        Some(trap) => CallError::Sandbox(trap.to_string()),
+        None => CallError::Sandbox(format!("{err:#}")),
+    }
+}
+
+/// Advances the engine's epoch every [`TICK`] until dropped.
+struct Ticker {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            // A ticker that panicked has nothing left to clean up.
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The compiled component and everything needed to instantiate it quickly.
+pub struct Runtime {
+    engine: wasmtime::Engine,
+    pre: wit::PortcullisPre<HostState>,
+    limits: Limits,
+    _ticker: Ticker,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+fn ticks(deadline: Duration) -> u64 {
+    // At least one full tick, so a deadline never fires before it has begun.
+    u64::try_from(deadline.as_millis() / TICK.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1)
+        + 1
+}
+
+impl Runtime {
+    /// Compile the embedded component.
+    ///
+    /// # Errors
+    /// When wasmtime cannot set up the pooling allocator or compile or link the component.
+    pub fn new(limits: Limits) -> Result<Self, String> {
+        Self::from_wasm(COMPONENT_WASM, limits)
+    }
+
+    /// Compile a component from bytes (the embedded one, or another build of it).
+    ///
+    /// # Errors
+    /// As for [`Runtime::new`].
+    pub fn from_wasm(wasm: &[u8], limits: Limits) -> Result<Self, String> {
+        let mut pooling = PoolingAllocationConfig::default();
+        pooling
+            .total_component_instances(limits.max_instances)
+            .total_core_instances(limits.max_instances.saturating_mul(8))
+            .total_memories(limits.max_instances.saturating_mul(2))
+            .total_tables(limits.max_instances.saturating_mul(8))
+            .max_memory_size(limits.memory_bytes);
+        let mut config = Config::new();
+        config
+            .epoch_interruption(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
+        let engine = wasmtime::Engine::new(&config).map_err(|e| format!("wasmtime: {e}"))?;
+        let component = Component::new(&engine, wasm)
+            .map_err(|e| format!("cannot compile the component: {e}"))?;
+        let mut linker = Linker::<HostState>::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .map_err(|e| format!("cannot link WASI: {e}"))?;
+        wit::Portcullis::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
+            .map_err(|e| format!("cannot link the crypto import: {e}"))?;
+        let pre = linker
+            .instantiate_pre(&component)
+            .and_then(wit::PortcullisPre::new)
+            .map_err(|e| format!("cannot link the component: {e}"))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (engine, stop) = (engine.clone(), Arc::clone(&stop));
+            std::thread::Builder::new()
+                .name("portcullis-epoch".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(TICK);
+                        engine.increment_epoch();
+                    }
+                })
+                .map_err(|e| format!("cannot start the epoch ticker: {e}"))?
+        };
+        Ok(Self {
+            engine,
+            pre,
+            limits,
+            _ticker: Ticker {
+                stop,
+                thread: Some(thread),
+            },
+        })
+    }
+
+    /// A fresh instance with no bundle.
+    ///
+    /// # Errors
+    /// [`CallError::Sandbox`] when the pool has no free slot or instantiation traps.
+    pub fn instantiate(&self) -> Result<Instance, CallError> {
+        let state = HostState {
+            wasi: WasiCtx::builder().build(),
+            table: ResourceTable::new(),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(self.limits.memory_bytes)
+                .trap_on_grow_failure(true)
+                .build(),
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limits);
+        store.set_epoch_deadline(ticks(self.limits.load_deadline));
+        let bindings = self.pre.instantiate(&mut store).map_err(trap)?;
+        Ok(Instance {
+            store,
+            bindings,
+            generation: None,
+            decide_ticks: ticks(self.limits.decide_deadline),
+            load_ticks: ticks(self.limits.load_deadline),
+        })
+    }
+}
+
+/// One component instance: one engine, used by one caller at a time.
+pub struct Instance {
+    store: Store<HostState>,
+    bindings: wit::Portcullis,
+    generation: Option<u64>,
+    decide_ticks: u64,
+    load_ticks: u64,
+}
+
+impl std::fmt::Debug for Instance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Instance")
+            .field("generation", &self.generation)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Instance {
+    /// Load a bundle and keys. On failure the instance holds no generation (and reloads next time).
+    ///
+    /// # Errors
+    /// The engine's load or key error, or a sandbox failure.
+    pub fn load(&mut self, loaded: &Loaded) -> Result<(), CallError> {
+        self.generation = None;
+        let mut seed = [0u8; 8];
+        getrandom::fill(&mut seed).map_err(|e| sandbox(format!("no random seed: {e}")))?;
+        self.store.set_epoch_deadline(self.load_ticks);
+        let api = self.bindings.portcullis_engine_engine();
+        api.call_load(
+            &mut self.store,
+            &loaded.bundle_json,
+            u64::from_le_bytes(seed),
+        )
+        .map_err(trap)??;
+        for (issuer, jwks) in &loaded.keys {
+            api.call_set_issuer_keys(&mut self.store, issuer, jwks)
+                .map_err(trap)??;
+        }
+        self.generation = Some(loaded.generation);
+        Ok(())
+    }
+
+    /// Decide a token request (`POST /v1/decide` body, JSON).
+    ///
+    /// # Errors
+    /// `request_invalid` for a malformed request, or a sandbox failure.
+    pub fn decide(&mut self, request_json: &str, now: i64) -> Result<Decided, CallError> {
+        self.store.set_epoch_deadline(self.decide_ticks);
+        let api = self.bindings.portcullis_engine_engine();
+        Ok(decided(
+            api.call_decide(&mut self.store, request_json, now)
+                .map_err(trap)??,
+        ))
+    }
+
+    /// Decide a trusted-principal request (JSON).
+    ///
+    /// # Errors
+    /// As for [`Instance::decide`].
+    pub fn decide_trusted(&mut self, request_json: &str, now: i64) -> Result<Decided, CallError> {
+        self.store.set_epoch_deadline(self.decide_ticks);
+        let api = self.bindings.portcullis_engine_engine();
+        Ok(decided(
+            api.call_decide_trusted(&mut self.store, request_json, now)
+                .map_err(trap)??,
+        ))
+    }
+
+    /// Decide a JSON array of token requests; one result per element.
+    ///
+    /// # Errors
+    /// `request_invalid` when the body is not an array, or a sandbox failure.
+    pub fn decide_batch(
+        &mut self,
+        requests_json: &str,
+        now: i64,
+    ) -> Result<Vec<Result<Decided, CallError>>, CallError> {
+        self.store.set_epoch_deadline(self.decide_ticks);
+        let api = self.bindings.portcullis_engine_engine();
+        let results = api
+            .call_decide_batch(&mut self.store, requests_json, now)
+            .map_err(trap)??;
+        Ok(results
+            .into_iter()
+            .map(|r| r.map(decided).map_err(CallError::from))
+            .collect())
+    }
+
+    /// The remote issuers of the loaded bundle.
+    ///
+    /// # Errors
+    /// A sandbox failure.
+    pub fn remote_issuers(&mut self) -> Result<Vec<RemoteIssuer>, CallError> {
+        self.store.set_epoch_deadline(self.decide_ticks);
+        let api = self.bindings.portcullis_engine_engine();
+        let issuers = api.call_remote_issuers(&mut self.store).map_err(trap)?;
+        Ok(issuers
+            .into_iter()
+            .filter_map(|i| {
+                let source = match i.kind.as_str() {
+                    "jwks-uri" => KeyUrl::JwksUri(i.url),
+                    "discovery" => KeyUrl::Discovery(i.url),
+                    _ => return None,
+                };
+                Some(RemoteIssuer {
+                    issuer: i.issuer,
+                    source,
+                    has_keys: i.has_keys,
+                })
+            })
+            .collect())
+    }
+
+    /// The loaded bundle's revision.
+    ///
+    /// # Errors
+    /// A sandbox failure.
+    pub fn revision(&mut self) -> Result<Option<String>, CallError> {
+        self.store.set_epoch_deadline(self.decide_ticks);
+        let api = self.bindings.portcullis_engine_engine();
+        api.call_revision(&mut self.store).map_err(trap)
+    }
+}
+
+/// Reusable instances over one [`Runtime`], all brought to the current [`Loaded`] generation.
+pub struct Pool {
+    runtime: Runtime,
+    idle: Mutex<Vec<Instance>>,
+    current: arc_swap::ArcSwapOption<Loaded>,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("runtime", &self.runtime)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Pool {
+    /// A pool with no bundle yet.
+    pub fn new(runtime: Runtime) -> Self {
+        Self {
+            runtime,
+            idle: Mutex::new(Vec::new()),
+            current: arc_swap::ArcSwapOption::empty(),
+        }
+    }
+
+    /// Make `loaded` what every instance serves from now on (instances reload lazily; call
+    /// [`Pool::refresh`] to do it off the request path).
+    pub fn install(&self, loaded: Loaded) {
+        self.current.store(Some(Arc::new(loaded)));
+    }
+
+    /// The generation being served.
+    pub fn current(&self) -> Option<Arc<Loaded>> {
+        self.current.load_full()
+    }
+
+    /// Bring every idle instance to the current generation (one at a time, so requests keep
+    /// being served by the others).
+    pub fn refresh(&self) {
+        let Some(loaded) = self.current.load_full() else {
+            return;
+        };
+        let stale: Vec<Instance> = {
+            let mut idle = self.lock_idle();
+            let (fresh, stale) = std::mem::take(&mut *idle)
+                .into_iter()
+                .partition(|i| i.generation == Some(loaded.generation));
+            *idle = fresh;
+            stale
+        };
+        for mut instance in stale {
+            // A stale instance that cannot load is dropped; the next call makes a new one.
+            if instance.load(&loaded).is_ok() {
+                self.lock_idle().push(instance);
+            }
+        }
+    }
+
+    fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<Instance>> {
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Run `f` on an instance holding the current generation.
+    ///
+    /// # Errors
+    /// `bundle_missing` before a bundle is installed, a load failure, or what `f` returns. An
+    /// instance that failed in the sandbox is discarded, never reused.
+    pub fn with<R>(
+        &self,
+        f: impl FnOnce(&mut Instance) -> Result<R, CallError>,
+    ) -> Result<R, CallError> {
+        let Some(loaded) = self.current.load_full() else {
+            return Err(CallError::Engine {
+                code: "bundle_missing".into(),
+                message: "no bundle is loaded".into(),
+            });
+        };
+        let popped = self.lock_idle().pop();
+        let mut instance = match popped {
+            Some(instance) => instance,
+            None => self.runtime.instantiate()?,
+        };
+        let result = if instance.generation == Some(loaded.generation) {
+            f(&mut instance)
+        } else {
+            instance.load(&loaded).and_then(|()| f(&mut instance))
+        };
+        if !matches!(result, Err(CallError::Sandbox(_))) {
+            self.lock_idle().push(instance);
+        }
+        result
+    }
+}

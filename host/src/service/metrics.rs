@@ -1,0 +1,206 @@
+//! Prometheus metrics, kept in atomics: recording never takes a lock.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Upper bounds of the latency histogram buckets, in seconds.
+const BUCKETS: [f64; 12] = [
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 1.0,
+];
+
+/// Outcomes counted by `portcullis_decisions_total`.
+pub const OUTCOMES: [&str; 4] = ["allow", "deny", "unauthenticated", "error"];
+
+/// The service's counters.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    decisions: [AtomicU64; 4],
+    buckets: [AtomicU64; BUCKETS.len()],
+    latency_count: AtomicU64,
+    latency_sum_nanos: AtomicU64,
+    reloads_ok: AtomicU64,
+    reloads_failed: AtomicU64,
+    key_fetches_ok: AtomicU64,
+    key_fetches_failed: AtomicU64,
+    audit_written: AtomicU64,
+    audit_dropped: AtomicU64,
+}
+
+impl Metrics {
+    /// Count a decision (`outcome`: `allow`, `deny`, `unauthenticated` or `error`) and how long
+    /// it took.
+    pub fn decision(&self, outcome: &str, elapsed: Duration) {
+        let index = OUTCOMES.iter().position(|o| *o == outcome).unwrap_or(3);
+        if let Some(counter) = self.decisions.get(index) {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+        let seconds = elapsed.as_secs_f64();
+        if let Some(bucket) = BUCKETS
+            .iter()
+            .position(|b| seconds <= *b)
+            .and_then(|i| self.buckets.get(i))
+        {
+            bucket.fetch_add(1, Ordering::Relaxed);
+        }
+        self.latency_count.fetch_add(1, Ordering::Relaxed);
+        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        self.latency_sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+
+    /// Count a bundle reload.
+    pub fn reload(&self, ok: bool) {
+        let counter = if ok {
+            &self.reloads_ok
+        } else {
+            &self.reloads_failed
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Count a key fetch.
+    pub fn key_fetch(&self, ok: bool) {
+        let counter = if ok {
+            &self.key_fetches_ok
+        } else {
+            &self.key_fetches_failed
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Count an audit record written or dropped.
+    pub fn audit(&self, written: bool) {
+        let counter = if written {
+            &self.audit_written
+        } else {
+            &self.audit_dropped
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Audit records dropped so far.
+    pub fn audit_dropped(&self) -> u64 {
+        self.audit_dropped.load(Ordering::Relaxed)
+    }
+
+    /// Failed reloads so far.
+    pub fn reloads_failed(&self) -> u64 {
+        self.reloads_failed.load(Ordering::Relaxed)
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let mut out = String::new();
+        out.push_str("# HELP portcullis_decisions_total Decisions by outcome.\n");
+        out.push_str("# TYPE portcullis_decisions_total counter\n");
+        for (outcome, counter) in OUTCOMES.iter().zip(&self.decisions) {
+            let _ = writeln!(
+                out,
+                "portcullis_decisions_total{{outcome=\"{outcome}\"}} {}",
+                get(counter)
+            );
+        }
+        out.push_str("# HELP portcullis_decision_seconds Time to decide, including the sandbox.\n");
+        out.push_str("# TYPE portcullis_decision_seconds histogram\n");
+        let mut cumulative = 0;
+        for (bound, counter) in BUCKETS.iter().zip(&self.buckets) {
+            cumulative += get(counter);
+            let _ = writeln!(
+                out,
+                "portcullis_decision_seconds_bucket{{le=\"{bound}\"}} {cumulative}"
+            );
+        }
+        let count = get(&self.latency_count);
+        let _ = writeln!(
+            out,
+            "portcullis_decision_seconds_bucket{{le=\"+Inf\"}} {count}"
+        );
+        #[allow(clippy::cast_precision_loss)]
+        let sum = get(&self.latency_sum_nanos) as f64 / 1e9;
+        let _ = writeln!(out, "portcullis_decision_seconds_sum {sum}");
+        let _ = writeln!(out, "portcullis_decision_seconds_count {count}");
+        let pairs = [
+            (
+                "portcullis_bundle_reloads_total",
+                "Bundle reloads by result.",
+                &self.reloads_ok,
+                &self.reloads_failed,
+                "result",
+                "ok",
+                "refused",
+            ),
+            (
+                "portcullis_key_fetches_total",
+                "JWK set fetches by result.",
+                &self.key_fetches_ok,
+                &self.key_fetches_failed,
+                "result",
+                "ok",
+                "failed",
+            ),
+        ];
+        for (name, help, ok, failed, label, ok_value, failed_value) in pairs {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            let _ = writeln!(out, "{name}{{{label}=\"{ok_value}\"}} {}", get(ok));
+            let _ = writeln!(out, "{name}{{{label}=\"{failed_value}\"}} {}", get(failed));
+        }
+        let _ = writeln!(
+            out,
+            "# HELP portcullis_audit_records_total Audit records written.\n# TYPE portcullis_audit_records_total counter"
+        );
+        let _ = writeln!(
+            out,
+            "portcullis_audit_records_total {}",
+            get(&self.audit_written)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP portcullis_audit_dropped_total Audit records dropped because the queue was full.\n# TYPE portcullis_audit_dropped_total counter"
+        );
+        let _ = writeln!(
+            out,
+            "portcullis_audit_dropped_total {}",
+            get(&self.audit_dropped)
+        );
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_is_cumulative() {
+        let m = Metrics::default();
+        m.decision("allow", Duration::from_micros(30));
+        m.decision("deny", Duration::from_millis(3));
+        m.decision("bogus", Duration::from_secs(5));
+        let text = m.render();
+        assert!(
+            text.contains("portcullis_decisions_total{outcome=\"allow\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("portcullis_decisions_total{outcome=\"error\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("portcullis_decision_seconds_bucket{le=\"0.00005\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("portcullis_decision_seconds_bucket{le=\"0.005\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("portcullis_decision_seconds_bucket{le=\"1\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("portcullis_decision_seconds_bucket{le=\"+Inf\"} 3"),
+            "{text}"
+        );
+    }
+}

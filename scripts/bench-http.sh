@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# HTTP benchmark of the decision service: `wrk` against `portcullis serve` on loopback, cached
+# tokens (one analyst token, decided over and over), at fixed connection counts. Prints
+# decisions/s and latency percentiles; then a run at half the peak rate (wrk2-style pacing is not
+# available in Debian's wrk, so "half the rate" is approximated with 1 connection and 1 thread).
+#
+#   scripts/bench-http.sh                 30 s per run
+#   BENCH_QUICK=1 scripts/bench-http.sh   5 s per run
+set -euo pipefail
+cd "$(dirname "$0")/.."
+command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+duration=30s
+[[ "${BENCH_QUICK:-0}" == 1 ]] && duration=5s
+
+# The bench profile (optimised, no fat LTO): the same build the component benchmark uses.
+cargo build -q --profile bench -p portcullis --locked
+bin=target/release/portcullis
+B=policies/techfin
+token=$($bin token --bundle $B --tenant acme --ttl 86400 \
+  --claims '{"oid":"alice","roles":["FinanceAnalyst"],"department":"finance","amr":["mfa"]}')
+port=${BENCH_PORT:-18080}
+$bin serve --bundle $B --listen 127.0.0.1:$port --audit-log off &
+server=$!
+trap 'kill $server 2>/dev/null; wait $server 2>/dev/null || true' EXIT
+for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.1; done
+
+lua=$(mktemp)
+cat > "$lua" <<LUA
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '{"token":"$token","action":"view","resource":{"type":"Report","id":"q3","attrs":{"tenant":"acme","department":"finance"}}}'
+LUA
+# Check the request really is an allow before measuring it.
+curl -sf "http://127.0.0.1:$port/v1/decide" -d "$(sed -n 's/^wrk.body = .\(.*\).$/\1/p' "$lua")" | grep -q '"decision":"allow"'
+
+for conns in 1 8 32 64; do
+  threads=$(( conns < 2 ? 1 : 2 ))
+  echo "==> wrk -t$threads -c$conns -d$duration --latency (cached token)"
+  wrk -t$threads -c$conns -d$duration --latency -s "$lua" "http://127.0.0.1:$port/v1/decide" \
+    | grep -E "Requests/sec|Latency|50%|90%|99%|Non-2xx|Socket errors"
+done
+rm -f "$lua"
+curl -s "http://127.0.0.1:$port/metrics" | grep -E 'portcullis_decisions_total|decision_seconds_count'

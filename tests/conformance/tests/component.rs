@@ -1,0 +1,105 @@
+//! The conformance cases through the engine as a WASI component in wasmtime (with the host's
+//! native crypto), in process and through the decision service over HTTP: the same cases and
+//! expectations as the native runner.
+
+// Test helpers outside `#[test]` functions unwrap too.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use portcullis::component::{Limits, Loaded, Pool, Runtime};
+use portcullis::service::{AuditTarget, BundleSource, Clock, Options, Server};
+use portcullis_conformance::{ResolvedCase, default_repo_root, load_bundle, load_cases, run_cases};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+fn cases() -> Vec<ResolvedCase> {
+    let cases = load_cases(&default_repo_root())
+        .unwrap_or_else(|e| panic!("cannot load the conformance cases: {e}"));
+    assert!(!cases.is_empty(), "no conformance cases found");
+    cases
+}
+
+#[test]
+fn component_decides_every_case_as_expected() {
+    let cases = cases();
+    // One pool per case file, like one engine per file in the native runner.
+    let mut pools: BTreeMap<String, Pool> = BTreeMap::new();
+    let result = run_cases(&cases, |case| {
+        let pool = pools.entry(case.file.clone()).or_insert_with(|| {
+            let (compiled, _) = load_bundle(&case.bundle_dir).unwrap_or_else(|e| panic!("{e}"));
+            let pool = Pool::new(Runtime::new(Limits::default()).unwrap());
+            pool.install(Loaded {
+                generation: 1,
+                revision: compiled.revision.clone(),
+                bundle_json: Arc::from(compiled.to_json().as_str()),
+                keys: Vec::new(),
+            });
+            pool
+        });
+        let decided = pool
+            .with(|i| i.decide(&case.request_json(), case.now))
+            .map_err(|e| e.to_string())?;
+        serde_json::from_str::<Value>(&decided.decision_json).map_err(|e| e.to_string())
+    });
+    if let Err(failed) = result {
+        panic!(
+            "{} conformance cases failed through the component: {failed:#?}",
+            failed.len()
+        );
+    }
+}
+
+#[test]
+fn http_service_decides_every_case_as_expected() {
+    let cases = cases();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    // One service per case file: its bundle, and a clock fixed at the file's `now`.
+    let mut servers: BTreeMap<String, Server> = BTreeMap::new();
+    let result = run_cases(&cases, |case| {
+        let server = servers.entry(case.file.clone()).or_insert_with(|| {
+            let mut options = Options::new(
+                BundleSource::Path(case.bundle_dir.clone()),
+                ([127, 0, 0, 1], 0).into(),
+            );
+            options.audit = AuditTarget::Off;
+            options.clock = Clock::fixed(case.now);
+            runtime.block_on(Server::start(options)).unwrap()
+        });
+        let mut response = agent
+            .post(&format!("http://{}/v1/decide", server.addr()))
+            .header("content-type", "application/json")
+            .send(case.request_json().as_str())
+            .map_err(|e| e.to_string())?;
+        let status = response.status().as_u16();
+        let body = response
+            .body_mut()
+            .read_to_string()
+            .map_err(|e| e.to_string())?;
+        if status != 200 {
+            return Err(format!("HTTP {status}: {body}"));
+        }
+        serde_json::from_str::<Value>(&body).map_err(|e| e.to_string())
+    });
+    for server in servers.into_values() {
+        runtime.block_on(server.shutdown()).unwrap();
+    }
+    if let Err(failed) = result {
+        panic!(
+            "{} conformance cases failed over HTTP: {failed:#?}",
+            failed.len()
+        );
+    }
+}
