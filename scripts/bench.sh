@@ -221,6 +221,14 @@ lines += [
     "- **tenant scaling**: generated bundles with the TechFin schema and shared policies and N tenants, each with its",
     "  own issuer and one policy of its own; a cached decision for a user of the first tenant.",
     "",
+    "## The hosts",
+    "",
+    "Each host has its own benchmark script and results, against its own peers:",
+    "",
+    "- JS SDK (Node, vs cedar-wasm, cedarling, jose): `bindings/js/BENCHMARKS.md`",
+    "- Envoy filter (vs Envoy's `jwt_authn` + `rbac`, wrk): `bindings/envoy/BENCHMARKS.md`",
+    "- decision service (native engine vs the wasmtime component; HTTP with wrk): `host/BENCHMARKS.md`",
+    "",
 ]
 report = os.environ["BENCH_REPORT"]
 with open(report, "w") as f:
