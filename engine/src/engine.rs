@@ -140,6 +140,31 @@ enum Step<'a> {
     Pending(Unverified<'a>),
 }
 
+/// Why a token was not accepted, with the configured issuer it named when it got that far (for
+/// the audit record, and for hosts that refetch an issuer's keys on `token_unknown_kid`).
+struct TokenFailure {
+    error: TokenError,
+    issuer: Option<String>,
+}
+
+impl From<TokenError> for TokenFailure {
+    fn from(error: TokenError) -> Self {
+        Self {
+            error,
+            issuer: None,
+        }
+    }
+}
+
+impl TokenFailure {
+    fn of(issuer: &str) -> impl Fn(TokenError) -> Self + '_ {
+        move |error| Self {
+            error,
+            issuer: Some(issuer.to_owned()),
+        }
+    }
+}
+
 /// A token that passed every check but the signature, borrowing the token and the issuer entry
 /// ([`PendingSignature`] is its owned form, for hosts that verify asynchronously).
 struct Unverified<'a> {
@@ -319,19 +344,24 @@ impl Engine {
     /// # Errors
     /// Why the token is not accepted.
     pub fn authenticate(&self, token: &str, now: i64) -> Result<Principal, TokenError> {
-        self.verified(token, now).map(|v| v.principal.clone())
+        self.verified(token, now)
+            .map(|v| v.principal.clone())
+            .map_err(|f| f.error)
     }
 
-    fn verified(&self, token: &str, now: i64) -> Result<Arc<VerifiedToken>, TokenError> {
+    fn verified(&self, token: &str, now: i64) -> Result<Arc<VerifiedToken>, TokenFailure> {
         // Keys replaced mid-verification: start over once with the new keys (a second change
         // within one verification is reported, not chased).
         match self.verify_once(token, now) {
-            Err(TokenError::KeysChanged) => self.verify_once(token, now),
+            Err(TokenFailure {
+                error: TokenError::KeysChanged,
+                ..
+            }) => self.verify_once(token, now),
             result => result,
         }
     }
 
-    fn verify_once(&self, token: &str, now: i64) -> Result<Arc<VerifiedToken>, TokenError> {
+    fn verify_once(&self, token: &str, now: i64) -> Result<Arc<VerifiedToken>, TokenFailure> {
         match self.step(token, now)? {
             Step::Hit(verified) => Ok(verified),
             Step::Pending(unverified) => {
@@ -343,7 +373,9 @@ impl Engine {
                         unverified.signing_input,
                         &unverified.signature,
                     )
-                    .map_err(TokenError::Crypto)?;
+                    .map_err(|e| {
+                        TokenFailure::of(&unverified.entry.issuer)(TokenError::Crypto(e))
+                    })?;
                 self.finish(unverified, ok, now)
             }
         }
@@ -356,7 +388,7 @@ impl Engine {
     /// # Errors
     /// Why the token is not accepted.
     pub fn begin_token(&self, token: &str, now: i64) -> Result<TokenStep, TokenError> {
-        Ok(match self.step(token, now)? {
+        Ok(match self.step(token, now).map_err(|f| f.error)? {
             Step::Hit(_) => TokenStep::Cached,
             Step::Pending(unverified) => {
                 TokenStep::NeedsSignature(Box::new(unverified.into_pending()))
@@ -364,36 +396,46 @@ impl Engine {
         })
     }
 
-    fn step<'a>(&'a self, token: &'a str, now: i64) -> Result<Step<'a>, TokenError> {
+    fn step<'a>(&'a self, token: &'a str, now: i64) -> Result<Step<'a>, TokenFailure> {
         let max_bytes = self.bundle.compiled().settings.tokens.max_bytes;
         if token.len() > max_bytes {
             return Err(TokenError::TooLarge {
                 size: token.len(),
                 limit: max_bytes,
-            });
+            }
+            .into());
         }
         if let Some(hit) = self.cache.get(token, now) {
-            hit.times.check(now)?;
+            if let Err(error) = hit.times.check(now) {
+                return Err(TokenFailure {
+                    error,
+                    issuer: hit.identity.issuer.clone(),
+                });
+            }
             return Ok(Step::Hit(hit));
         }
         let parsed = token::parse(token, max_bytes)?;
         let issuer = match parsed.claims.get("iss") {
             Some(Value::String(iss)) => iss,
-            _ => return Err(TokenError::UntrustedIssuer),
+            _ => return Err(TokenError::UntrustedIssuer.into()),
         };
-        let entries = self
+        // From here on, failures name the configured issuer (never an unknown `iss`).
+        let (issuer, entries) = self
             .bundle
             .issuers
-            .get(issuer)
+            .get_key_value(issuer)
             .ok_or(TokenError::UntrustedIssuer)?;
-        let entry = token::select_entry(entries, &parsed.claims)?;
-        token::check_header(&parsed, entry)?;
-        let times = token::check_claims(&parsed.claims, entry, now)?;
+        let failed = TokenFailure::of(issuer);
+        let entry = token::select_entry(entries, &parsed.claims).map_err(&failed)?;
+        token::check_header(&parsed, entry).map_err(&failed)?;
+        let times = token::check_claims(&parsed.claims, entry, now).map_err(&failed)?;
         let key_generation = self.key_generation.load(Ordering::SeqCst);
-        let key = self.key_for(entry, parsed.alg, parsed.kid.as_deref())?;
+        let key = self
+            .key_for(entry, parsed.alg, parsed.kid.as_deref())
+            .map_err(&failed)?;
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         if self.rejected.get(&hex(&digest), now).is_some() {
-            return Err(TokenError::BadSignature);
+            return Err(failed(TokenError::BadSignature));
         }
         Ok(Step::Pending(Unverified {
             token,
@@ -439,6 +481,7 @@ impl Engine {
         };
         self.finish(unverified, signature_ok, now)
             .map(|v| v.principal.clone())
+            .map_err(|f| f.error)
     }
 
     fn finish(
@@ -446,7 +489,8 @@ impl Engine {
         pending: Unverified<'_>,
         signature_ok: bool,
         now: i64,
-    ) -> Result<Arc<VerifiedToken>, TokenError> {
+    ) -> Result<Arc<VerifiedToken>, TokenFailure> {
+        let failed = TokenFailure::of(&pending.entry.issuer);
         let expires_at = pending.times.exp.saturating_add(pending.times.skew);
         let generation = pending.key_generation;
         let current_keys = move || self.key_generation.load(Ordering::SeqCst) == generation;
@@ -459,7 +503,7 @@ impl Engine {
                 now,
                 current_keys,
             );
-            return Err(TokenError::BadSignature);
+            return Err(failed(TokenError::BadSignature));
         }
         let entry = pending.entry;
         let types = &self.bundle.compiled().settings.entity_types;
@@ -473,9 +517,9 @@ impl Engine {
                 &types.client,
                 now.saturating_add(pending.times.skew),
             )
-            .map_err(TokenError::BadClaim)?;
+            .map_err(|claim| failed(TokenError::BadClaim(claim)))?;
         let (uid, entity) = cedar_glue::principal_entity(&self.bundle, &principal)
-            .map_err(|_| TokenError::BadClaim("attributes"))?;
+            .map_err(|_| failed(TokenError::BadClaim("attributes")))?;
         let fingerprint = crate::error::hex16(&pending.digest);
         let identity = TokenIdentity {
             fingerprint: Some(fingerprint),
@@ -503,7 +547,7 @@ impl Engine {
             current_keys,
         );
         if !inserted {
-            return Err(TokenError::KeysChanged);
+            return Err(failed(TokenError::KeysChanged));
         }
         Ok(verified)
     }
@@ -538,14 +582,17 @@ impl Engine {
         let token = request.token.as_deref().unwrap_or("");
         let verified = match self.verified(token, now) {
             Ok(v) => v,
-            Err(err) => {
+            Err(failure) => {
                 return self.decision(
                     Outcome::Unauthenticated,
                     summary,
                     Vec::new(),
-                    vec![err.info().into()],
+                    vec![failure.error.info().into()],
                     None,
-                    TokenIdentity::default(),
+                    TokenIdentity {
+                        issuer: failure.issuer,
+                        ..TokenIdentity::default()
+                    },
                     now,
                 );
             }

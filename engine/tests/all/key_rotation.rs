@@ -53,10 +53,14 @@ fn engine_with(options: EngineOptions) -> Engine {
 }
 
 fn token(pem: &str, kid: &str) -> String {
+    token_from(pem, kid, ISSUER)
+}
+
+fn token_from(pem: &str, kid: &str, issuer: &str) -> String {
     let header: Map<String, Value> =
         serde_json::from_value(json!({"alg": "RS256", "typ": "JWT", "kid": kid})).unwrap();
     let claims: Map<String, Value> = serde_json::from_value(json!({
-        "iss": ISSUER, "aud": "api://techfin", "sub": "alice",
+        "iss": issuer, "aud": "api://techfin", "sub": "alice",
         "iat": NOW - 10, "exp": NOW + 600
     }))
     .unwrap();
@@ -94,6 +98,19 @@ fn remote_keys_are_required_then_used_and_replacing_them_forgets_cached_tokens()
     assert_eq!(engine.cached_tokens(), 0);
     let after = engine.decide(&request(&old), NOW);
     assert_eq!(after.errors[0].code, "token_unknown_kid");
+    // The audit record names the configured issuer, so a host knows whose keys to refetch...
+    assert_eq!(after.audit_record().issuer, Some(ISSUER));
+    // ...but never an issuer the bundle does not trust.
+    let stranger = engine.decide(
+        &request(&token_from(
+            &new_pem,
+            &kid(&new_jwks),
+            "https://evil.example",
+        )),
+        NOW,
+    );
+    assert_eq!(stranger.errors[0].code, "token_issuer");
+    assert_eq!(stranger.audit_record().issuer, None);
     assert!(
         engine
             .decide(&request(&token(&new_pem, &kid(&new_jwks))), NOW)
