@@ -170,6 +170,7 @@ export interface TrustedRequest {
   principal: EntityRef;
   /** An action id (`view`) or a full action entity reference. */
   action: string | EntityRef;
+  /** Its `attrs`, if any, make its entity, as in token mode; then it must not also be in `entities`. */
   resource: ResourceRef;
   context?: CedarRecord;
   /** Entities added to the bundle's static entities. */

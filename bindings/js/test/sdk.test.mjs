@@ -475,21 +475,28 @@ describe("fetchKeys: OIDC discovery and JWKS over fetch", () => {
 describe("decideTrusted", () => {
   test("an explicit principal and entities, synchronously", async () => {
     const engine = await load();
-    const d = engine.decideTrusted({
+    const alice = { uid: { type: "User", id: "acme/alice" }, attrs: { tenant: "acme", department: "finance" }, parents: [{ type: "Role", id: "FinanceAnalyst" }] };
+    const trusted = (resource, entities) => engine.decideTrusted({
       principal: { type: "User", id: "acme/alice" },
       action: "view",
-      resource: REPORT,
+      resource,
       context: { mfa: false, scopes: [], token_type: "user" },
-      // Trusted mode takes the resource's attributes from `entities` (the engine ignores
-      // `resource.attrs` there).
-      entities: [
-        { uid: { type: "User", id: "acme/alice" }, attrs: { tenant: "acme", department: "finance" }, parents: [{ type: "Role", id: "FinanceAnalyst" }] },
-        { uid: { type: "Report", id: REPORT.id }, attrs: REPORT.attrs, parents: [] },
-      ],
+      entities,
       tenant: "acme",
     });
+    // The resource's attributes either in `entities`...
+    const bare = { type: "Report", id: REPORT.id };
+    const d = trusted(bare, [alice, { uid: bare, attrs: REPORT.attrs, parents: [] }]);
     assert.equal(d.decision, "allow", JSON.stringify(d.errors));
     assert.deepEqual(d.reasons, ["analyst-view-own-department"]);
+    // ...or as `resource.attrs`, as in token mode...
+    const viaAttrs = trusted(REPORT, [alice]);
+    assert.equal(viaAttrs.decision, "allow", JSON.stringify(viaAttrs.errors));
+    assert.deepEqual(viaAttrs.reasons, ["analyst-view-own-department"]);
+    // ...but not both: which one would count is ambiguous.
+    const both = trusted(REPORT, [alice, { uid: bare, attrs: REPORT.attrs, parents: [] }]);
+    assert.equal(both.decision, "deny");
+    assert.equal(both.errors[0].code, "request_entity");
     const unknownTenant = engine.decideTrusted({ principal: { type: "User", id: "x" }, action: "view", resource: REPORT, tenant: "nope" });
     assert.equal(unknownTenant.errors[0].code, "request_tenant");
   });
