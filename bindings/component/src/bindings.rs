@@ -8,6 +8,11 @@ wit_bindgen::generate!({
     path: "wit",
 });
 
+// Exported only when built for Wasm: natively (`cargo build --workspace`, `cargo test
+// --workspace`) the crate links as an ordinary library, and the canonical-ABI export names
+// (`cabi_post_portcullis:engine/...`) are not valid symbols for a native linker.
+#[cfg(target_arch = "wasm32")]
 use crate::Component;
 
+#[cfg(target_arch = "wasm32")]
 export!(Component with_types_in crate::bindings);
