@@ -3,10 +3,26 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
-step() { printf '\n==> %s\n' "$*"; }
+started=$SECONDS
+step() { printf '\n==> [%dm%02ds] %s\n' $(((SECONDS - started) / 60)) $(((SECONDS - started) % 60)) "$*"; }
 
 step "setup"
 scripts/setup.sh
+
+# Downloads and an installer that waits on the network or on one crate at a time: started now,
+# in the background, so they overlap the compilation below instead of adding to it.
+logs=$(mktemp -d)
+trap 'rm -rf "$logs"' EXIT
+scripts/install-wasm-bindgen.sh >"$logs/wasm-bindgen" 2>&1 &
+wasm_bindgen_pid=$!
+scripts/install-envoy.sh >"$logs/envoy" 2>&1 &
+envoy_pid=$!
+background() { # name pid: waits for a background installer, shows its output, fails with it
+  local status=0
+  wait "$2" || status=$?
+  sed "s/^/[$1] /" "$logs/$1"
+  if ((status != 0)); then echo "test.sh: installing $1 failed" >&2; exit "$status"; fi
+}
 
 step "format"
 cargo fmt --all --check
@@ -14,17 +30,16 @@ cargo fmt --all --check
 step "clippy (host; all features, so the benchmarks are linted too)"
 cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 
-# One cargo invocation for the three wasm targets, so both cores stay busy. Clippy type-checks
-# every line for each target (the JS SDK build below also compiles wasm32-unknown-unknown fully).
-step "engine for wasm32-unknown-unknown, wasm32-wasip1, wasm32-wasip2 (clippy)"
-cargo clippy -p portcullis-engine --locked \
-  --target wasm32-unknown-unknown --target wasm32-wasip1 --target wasm32-wasip2 -- -D warnings
-
+# Each wasm crate on its target, which lints the engine under each one's features: the Envoy
+# filter (wasip1, Rust crypto), the component (wasip2, the host's crypto), the JS SDK (browsers).
 step "Envoy filter for wasm32-wasip1 (clippy)"
 cargo clippy -p portcullis-envoy --locked --target wasm32-wasip1 -- -D warnings
 
 step "engine component for wasm32-wasip2 (clippy)"
 cargo clippy -p portcullis-component --locked --target wasm32-wasip2 -- -D warnings
+
+step "JS SDK for wasm32-unknown-unknown (clippy)"
+cargo clippy -p portcullis-js --locked --target wasm32-unknown-unknown -- -D warnings
 
 step "docs"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
@@ -35,11 +50,14 @@ cargo test --workspace --locked
 step "TechFin policy tests"
 cargo run -q -p portcullis --locked -- test policies/techfin
 
-step "JS SDK: release wasm build, Node (conformance, Cedar corpus, SDK, types), headless Chromium"
+step "JS SDK: wasm build, Node (conformance, Cedar corpus, SDK, types), headless Chromium"
+background wasm-bindgen "$wasm_bindgen_pid"
 bindings/js/test.sh
 
 step "Envoy filter end to end (real Envoy 1.40, real OpenID provider)"
+background envoy "$envoy_pid"
 bindings/envoy/test.sh
 
+step "done"
 # Benchmarks are not part of CI (they need an optimised build of every dependency, ~10 minutes
 # here): `scripts/bench.sh` runs them, `BENCH_QUICK=1 scripts/bench.sh` is the smoke run.

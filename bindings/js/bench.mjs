@@ -13,7 +13,7 @@
 
 import { execFileSync } from "node:child_process";
 import { createPrivateKey, randomUUID } from "node:crypto";
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
@@ -27,6 +27,11 @@ const peerUrl = (spec) => pathToFileURL(peerRequire.resolve(spec)).href;
 
 // PORTCULLIS_PKG: another build of the package to measure (e.g. another opt-level).
 const pkg = process.env.PORTCULLIS_PKG ? resolve(process.env.PORTCULLIS_PKG) : join(here, "pkg");
+// test.sh leaves a build without fat LTO in pkg/; its figures are not the package's.
+const builtWith = existsSync(join(pkg, ".profile")) ? readFileSync(join(pkg, ".profile"), "utf8").trim() : "?";
+if (builtWith !== "release" && !process.env.PORTCULLIS_PKG) {
+  throw new Error(`${pkg} was built with the "${builtWith}" profile: run bindings/js/build.sh (release) first`);
+}
 const { Portcullis, initialize } = await import(pathToFileURL(join(pkg, "portcullis.js")).href);
 const jose = await import(peerUrl("jose"));
 

@@ -5,33 +5,24 @@
 #                                     browsers, Vite and Node 20+; portcullis.js reads the .wasm
 #                                     from disk in Node, fetches it elsewhere)
 # Usage: bindings/js/build.sh [--dev]   (--dev: unoptimised dev-profile build, for iterating)
-# The release build uses the workspace's release profile (opt-level "s"); another opt-level is
+#        PROFILE=wasm-test bindings/js/build.sh   (release code without fat LTO: what test.sh
+#                                                 builds; minutes faster, a larger .wasm)
+# The default is the workspace's release profile (fat LTO, opt-level "s"); another opt-level is
 # one environment variable away, e.g. CARGO_PROFILE_RELEASE_OPT_LEVEL=3 (faster, larger) or "z"
 # (smaller, slower); BENCHMARKS.md has the measurements.
-# Idempotent: installs wasm-bindgen-cli (the exact version of the wasm-bindgen crate in
-# Cargo.lock) only when the installed one differs. Honours CARGO_TARGET_DIR.
+# Idempotent: scripts/install-wasm-bindgen.sh installs wasm-bindgen-cli (the exact version of
+# the wasm-bindgen crate in Cargo.lock) only when the installed one differs.
+# Honours CARGO_TARGET_DIR.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 cd "$root"
 export PATH="$HOME/.cargo/bin:$PATH"
 
-profile=release
+profile="${PROFILE:-release}"
 if [[ "${1:-}" == "--dev" ]]; then profile=dev; fi
 
-# wasm-bindgen's CLI must match the crate exactly (the generated glue and the module's
-# custom section are versioned together).
-version=$(awk '$0 == "name = \"wasm-bindgen\"" { getline; gsub(/version = |"/, ""); print; exit }' Cargo.lock)
-if [[ -z "$version" ]]; then echo "build.sh: wasm-bindgen is not in Cargo.lock" >&2; exit 1; fi
-installed=$(wasm-bindgen --version 2>/dev/null | awk '{print $2}' || true)
-if [[ "$installed" != "$version" ]]; then
-  echo "build.sh: installing wasm-bindgen-cli $version (found: ${installed:-none})"
-  # `--locked` first. wasm-bindgen-cli's own lock file can name a crate version the registry
-  # no longer serves (0.2.130 locks webpki-roots 1.0.11); then resolve afresh, still pinned to
-  # the same CLI version.
-  cargo install wasm-bindgen-cli --version "$version" --locked \
-    || cargo install wasm-bindgen-cli --version "$version"
-fi
+"$root/scripts/install-wasm-bindgen.sh"
 
 rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
 
@@ -43,13 +34,9 @@ rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup targe
 # on, the workspace's other builds, and a different opt-level (below) does not thrash them.
 target_dir="${CARGO_TARGET_DIR:-$root/target/js}"
 export CARGO_TARGET_DIR="$target_dir"
-if [[ "$profile" == release ]]; then
-  cargo build -p portcullis-js --target wasm32-unknown-unknown --release --locked
-  wasm="$target_dir/wasm32-unknown-unknown/release/portcullis_js.wasm"
-else
-  cargo build -p portcullis-js --target wasm32-unknown-unknown --locked
-  wasm="$target_dir/wasm32-unknown-unknown/debug/portcullis_js.wasm"
-fi
+cargo build -p portcullis-js --target wasm32-unknown-unknown --profile "$profile" --locked
+# Cargo names the dev profile's directory "debug".
+wasm="$target_dir/wasm32-unknown-unknown/${profile/#dev/debug}/portcullis_js.wasm"
 
 staging="$here/pkg.tmp"
 rm -rf "$staging"

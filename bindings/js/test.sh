@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The JS SDK's tests, idempotently on a fresh machine:
 #   npm ci (committed package-lock.json) · Debian chromium (apt-get, if missing) ·
-#   build.sh (release) if the package is missing or older than its sources ·
+#   build.sh (PROFILE, default wasm-test: release code without fat LTO) if the package is missing,
+#   was built with another profile, or is older than its sources ·
 #   test artifacts (compiled bundles, conformance export, playground samples) ·
 #   node --test: conformance cases, Cedar corpus, SDK behaviour, TypeScript declarations, and the
 #   playground in headless Chromium (screenshots in bindings/js/test-artifacts/).
@@ -36,17 +37,18 @@ if [[ ! -x "$chromium_path" ]]; then
 fi
 "$chromium_path" --version
 
-step "package (bindings/js/pkg)"
+profile="${PROFILE:-wasm-test}"
+step "package (bindings/js/pkg, profile $profile)"
 stale=""
-if [[ ! -f pkg/portcullis_js_bg.wasm || "$(cat pkg/.profile 2>/dev/null)" != release ]]; then
-  stale="missing"
+if [[ ! -f pkg/portcullis_js_bg.wasm || "$(cat pkg/.profile 2>/dev/null)" != "$profile" ]]; then
+  stale="missing or another profile"
 else
   stale=$(find "$root/engine/src" "$root/engine/Cargo.toml" "$here/src" "$here/Cargo.toml" "$here/js" \
     "$here/README.md" "$root/Cargo.lock" -newer pkg/.profile -print -quit)
 fi
 if [[ -n "$stale" ]]; then
   echo "building ($stale)"
-  ./build.sh
+  PROFILE="$profile" ./build.sh
 else
   echo "up to date"
 fi
