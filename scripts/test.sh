@@ -58,6 +58,10 @@ step "Envoy filter end to end (real Envoy 1.40, real OpenID provider)"
 background envoy "$envoy_pid"
 bindings/envoy/test.sh
 
+step "decision service end to end (real OpenID provider; tests/idp installed by the step above)"
+cargo build -q -p portcullis --locked
+node --test --test-concurrency=1 host/tests/e2e/*.test.mjs
+
 step "done"
 # Benchmarks are not part of CI (they need an optimised build of every dependency, ~10 minutes
 # here): `scripts/bench.sh` runs them, `BENCH_QUICK=1 scripts/bench.sh` is the smoke run.

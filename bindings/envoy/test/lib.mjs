@@ -1,19 +1,19 @@
 // Shared pieces of the Envoy filter's end-to-end tests: the envoy.yaml renderer (also used for
-// examples/envoy/envoy.yaml), processes (Envoy, the OpenID provider, an echo upstream) and
-// small HTTP helpers. Every server listens on 127.0.0.1 only.
+// examples/envoy/envoy.yaml), Envoy itself and an echo upstream. The OpenID provider, process,
+// bundle and polling helpers come from tests/idp/harness.mjs (shared with the decision
+// service's suite) and are re-exported here. Every server listens on 127.0.0.1 only.
 
-import { spawn, execFileSync } from 'node:child_process';
-import { once } from 'node:events';
-import { mkdtempSync, writeFileSync, readFileSync, cpSync } from 'node:fs';
-import { createServer as netServer } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join, dirname } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { execFileSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { ROOT, sleep, start, tmp } from '../../../tests/idp/harness.mjs';
 
-export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+export {
+  ROOT, PORTCULLIS, tmp, freePort, startIdp, idpToken, compileBundle, techfinWithIdp, sleep, until,
+} from '../../../tests/idp/harness.mjs';
+
 export const WASM = process.env.PORTCULLIS_WASM ?? join(ROOT, 'bindings/envoy/portcullis_envoy.wasm');
 export const ENVOY = process.env.ENVOY_BIN ?? 'envoy';
-export const PORTCULLIS = process.env.PORTCULLIS_BIN ?? join(ROOT, 'target/debug/portcullis');
 export const CONFORMANCE_BIN = process.env.CONFORMANCE_BIN ?? join(ROOT, 'target/debug/portcullis-conformance');
 
 /** Indent every line of `text` by `n` spaces. */
@@ -87,76 +87,7 @@ ${wasmFilter}${extraFilters}          - name: envoy.filters.http.router
 ${cluster('backend', upstreamPort)}${Object.entries(clusters).map(([n, p]) => cluster(n, p)).join('')}`;
 }
 
-/** A free TCP port on 127.0.0.1. */
-export async function freePort() {
-  const s = netServer();
-  s.listen(0, '127.0.0.1');
-  await once(s, 'listening');
-  const { port } = s.address();
-  s.close();
-  await once(s, 'close');
-  return port;
-}
-
-export const tmp = () => mkdtempSync(join(tmpdir(), 'portcullis-envoy-'));
-
 export { echoServer } from '../../../examples/envoy/echo.mjs';
-
-/** Spawn a process; resolves once a stdout/stderr line matches `ready`. */
-async function start(cmd, args, { ready, timeoutMs = 30000, name }) {
-  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-  const output = [];
-  let readyLine;
-  await new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`${name} not ready in ${timeoutMs} ms:\n${output.join('').slice(-4000)}`)), timeoutMs);
-    const onData = (chunk) => {
-      const text = chunk.toString();
-      output.push(text);
-      for (const line of text.split('\n')) {
-        if (!readyLine && ready.test(line)) {
-          readyLine = line;
-          clearTimeout(timer);
-          resolve();
-        }
-      }
-    };
-    child.stdout.on('data', onData);
-    child.stderr.on('data', onData);
-    child.on('exit', (code) => {
-      clearTimeout(timer);
-      if (!readyLine) reject(new Error(`${name} exited with ${code}:\n${output.join('').slice(-4000)}`));
-    });
-  });
-  return {
-    child,
-    readyLine,
-    output: () => output.join(''),
-    async stop() {
-      if (child.exitCode !== null || child.signalCode !== null) return;
-      child.kill('SIGTERM');
-      await once(child, 'exit');
-    },
-  };
-}
-
-/** Start the OpenID provider harness (tests/idp). */
-export async function startIdp({ port = 0, keysFile, extra = [] } = {}) {
-  const args = [join(ROOT, 'tests/idp/idp.mjs'), '--port', String(port), ...(keysFile ? ['--keys', keysFile] : []), ...extra];
-  const p = await start(process.execPath, args, { ready: /"ready":true/, name: 'idp' });
-  const info = JSON.parse(p.readyLine);
-  return { ...p, ...info };
-}
-
-/** A client-credentials access token from the IdP. */
-export async function idpToken(issuer, clientId, secret) {
-  const res = await fetch(`${issuer}/token`, {
-    method: 'POST',
-    headers: { authorization: `Basic ${Buffer.from(`${clientId}:${secret}`).toString('base64')}`, 'content-type': 'application/x-www-form-urlencoded' },
-    body: 'grant_type=client_credentials',
-  });
-  if (res.status !== 200) throw new Error(`token endpoint: ${res.status} ${await res.text()}`);
-  return (await res.json()).access_token;
-}
 
 /** Start Envoy on a rendered config; resolves when its listener answers. */
 export async function startEnvoy(yaml, { concurrency = 2, logLevel = 'info' } = {}) {
@@ -179,37 +110,6 @@ export function validateEnvoy(file) {
   } catch (e) {
     return { ok: false, output: `${e.stdout}${e.stderr}` };
   }
-}
-
-/** Compile a bundle directory with the portcullis CLI; returns the compiled bundle object. */
-export function compileBundle(dir) {
-  const out = join(tmp(), 'bundle.json');
-  execFileSync(PORTCULLIS, ['bundle', dir, '-o', out], { stdio: ['ignore', 'ignore', 'pipe'] });
-  return JSON.parse(readFileSync(out, 'utf8'));
-}
-
-/**
- * policies/techfin plus a tenant `contoso` whose issuer is the IdP at `issuer` (keys by OIDC
- * discovery), compiled.
- */
-export function techfinWithIdp(issuer) {
-  const dir = join(tmp(), 'techfin');
-  cpSync(join(ROOT, 'policies/techfin'), dir, { recursive: true });
-  const tenantsFile = join(dir, 'tenants.json');
-  const tenants = JSON.parse(readFileSync(tenantsFile, 'utf8'));
-  tenants.tenants.contoso = {
-    display_name: 'Contoso (oidc-provider on localhost)',
-    issuers: [{
-      issuer,
-      audiences: ['api://techfin'],
-      algorithms: ['RS256'],
-      typ: 'at+jwt',
-      discovery: `${issuer}/.well-known/openid-configuration`,
-      claims: { preset: 'entra', attributes: { department: 'department' } },
-    }],
-  };
-  writeFileSync(tenantsFile, JSON.stringify(tenants, null, 2));
-  return compileBundle(dir);
 }
 
 /** The routes the conformance cases are mapped onto (see `caseRequest`). */
@@ -245,16 +145,3 @@ export async function stats(adminPort) {
   return Object.fromEntries(text.split('\n').filter(Boolean).map((l) => { const i = l.lastIndexOf(': '); return [l.slice(0, i), l.slice(i + 2)]; }));
 }
 
-export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-/** Poll `fn` until it returns truthy or `timeoutMs` passes; returns the last value. */
-export async function until(fn, timeoutMs = 15000, stepMs = 200) {
-  const end = Date.now() + timeoutMs;
-  let value;
-  while (Date.now() < end) {
-    value = await fn();
-    if (value) return value;
-    await sleep(stepMs);
-  }
-  return value;
-}

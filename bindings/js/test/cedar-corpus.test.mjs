@@ -1,6 +1,6 @@
 // The Cedar integration corpus (cedar-policy/cedar-integration-tests) through the SDK's
 // trusted-principal path, `decideTrusted`, with the native runner's expectations
-// (engine/tests/all/cedar_corpus.rs): for each test file, policy validation must succeed iff
+// (tests/conformance/src/cedar_corpus.rs): for each test file, policy validation must succeed iff
 // `shouldValidate` (35 generated files validate since cedar-policy/cedar#2545, which the native
 // runner checks one by one with Cedar's validator and this runner pins by count); then every
 // request must give the expected decision, the expected set of reason policy ids and the

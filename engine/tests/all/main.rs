@@ -7,9 +7,23 @@
     clippy::indexing_slicing
 )]
 
-mod cedar_corpus;
 // Signs tokens with the development keys.
 #[cfg(feature = "mint")]
 mod key_rotation;
 mod trusted;
 mod wycheproof;
+
+/// The conformance data folder (`PORTCULLIS_CONFORMANCE_DIR`, default `shared/conformance`
+/// beside the repository). Missing data fails the test, never passes it silently.
+pub(crate) fn conformance_dir() -> std::path::PathBuf {
+    let dir = std::env::var_os("PORTCULLIS_CONFORMANCE_DIR").map_or_else(
+        || concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/conformance").into(),
+        std::path::PathBuf::from,
+    );
+    assert!(
+        dir.is_dir(),
+        "conformance data folder `{}` not found: set PORTCULLIS_CONFORMANCE_DIR",
+        dir.display()
+    );
+    dir
+}

@@ -128,9 +128,7 @@ enum Verdict {
 }
 
 fn load_suite(name: &str) -> Suite {
-    let path = super::cedar_corpus::conformance_dir()
-        .join("wycheproof")
-        .join(name);
+    let path = super::conformance_dir().join("wycheproof").join(name);
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("cannot read `{}`: {e}", path.display()));
     let suite: Suite = serde_json::from_str(&text)

@@ -31,6 +31,7 @@
 //! - A [`ResolvedCase`] has the concrete token string; [`export`] writes all of them.
 
 mod bundle_dir;
+pub mod cedar_corpus;
 mod format;
 mod tokens;
 
