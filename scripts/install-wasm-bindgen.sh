@@ -13,6 +13,8 @@ if [[ "$installed" != "$version" ]]; then
   # `--locked` first. wasm-bindgen-cli's own lock file can name a crate version the registry
   # no longer serves (0.2.130 locks webpki-roots 1.0.11); then resolve afresh, still pinned to
   # the same CLI version.
-  cargo install wasm-bindgen-cli --version "$version" --locked \
-    || cargo install wasm-bindgen-cli --version "$version"
+  # `--force`: cargo's record of installed packages can outlive the binaries (or name another
+  # build of them); the version check above is what counts.
+  cargo install --force wasm-bindgen-cli --version "$version" --locked \
+    || cargo install --force wasm-bindgen-cli --version "$version"
 fi

@@ -47,8 +47,13 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
 step "tests (unit, integration, Cedar corpus, Wycheproof, conformance native/component/HTTP, service, doc tests)"
 cargo test --workspace --locked
 
+# The CLIs as `cargo test` just built them (for the integration tests): `cargo build -p ...`
+# would resolve other dependency features and build them again.
+bin=$(cd "${CARGO_TARGET_DIR:-target}/debug" && pwd)
+export PORTCULLIS_BIN="$bin/portcullis" CONFORMANCE_BIN="$bin/portcullis-conformance"
+
 step "TechFin policy tests"
-cargo run -q -p portcullis --locked -- test policies/techfin
+"$PORTCULLIS_BIN" test policies/techfin
 
 step "JS SDK: wasm build, Node (conformance, Cedar corpus, SDK, types), headless Chromium"
 background wasm-bindgen "$wasm_bindgen_pid"
@@ -59,7 +64,6 @@ background envoy "$envoy_pid"
 bindings/envoy/test.sh
 
 step "decision service end to end (real OpenID provider; tests/idp installed by the step above)"
-cargo build -q -p portcullis --locked
 node --test --test-concurrency=1 host/tests/e2e/*.test.mjs
 
 step "done"

@@ -19,10 +19,15 @@ echo "${version//$'\n'/ }"
 step "install the OpenID provider (tests/idp)"
 (cd tests/idp && npm ci --no-audit --no-fund --loglevel=error)
 
+# PORTCULLIS_BIN and CONFORMANCE_BIN: already built CLIs (scripts/test.sh passes the ones its
+# `cargo test` built); otherwise they are built here.
 step "portcullis and portcullis-conformance CLIs (bundles, conformance export)"
-cargo build -q -p portcullis -p portcullis-conformance --locked
+if [[ -x "${PORTCULLIS_BIN:-}" && -x "${CONFORMANCE_BIN:-}" ]]; then
+  echo "given: $PORTCULLIS_BIN, $CONFORMANCE_BIN"
+else
+  cargo build -q -p portcullis -p portcullis-conformance --locked
+  export PORTCULLIS_BIN="$root/target/debug/portcullis" CONFORMANCE_BIN="$root/target/debug/portcullis-conformance"
+fi
 
 step "end-to-end tests (real Envoy, real IdP)"
-ENVOY_BIN="$envoy" PORTCULLIS_BIN="$root/target/debug/portcullis" \
-  CONFORMANCE_BIN="$root/target/debug/portcullis-conformance" \
-  node --test --test-concurrency=1 bindings/envoy/test/*.test.mjs
+ENVOY_BIN="$envoy" node --test --test-concurrency=1 bindings/envoy/test/*.test.mjs

@@ -49,8 +49,11 @@ const SAMPLES = [
     try: { action: "view", resource: report("umbrella", "q3-finance", "finance") } },
 ];
 
+// PORTCULLIS_BIN: an already built CLI (the test scripts pass theirs); otherwise `cargo run`.
 function portcullis(args) {
-  return execFileSync("cargo", ["run", "-q", "--locked", "-p", "portcullis", "--", ...args], {
+  const bin = process.env.PORTCULLIS_BIN;
+  const [cmd, argv] = bin ? [bin, args] : ["cargo", ["run", "-q", "--locked", "-p", "portcullis", "--", ...args]];
+  return execFileSync(cmd, argv, {
     cwd: root,
     encoding: "utf8",
     stdio: ["ignore", "pipe", "inherit"],

@@ -17,9 +17,14 @@ export const conformanceDir = process.env.PORTCULLIS_CONFORMANCE_DIR
   ? resolve(process.env.PORTCULLIS_CONFORMANCE_DIR)
   : resolve(repoRoot, "../shared/conformance");
 
-/** Run `cargo run -q -p <pkg> -- <args>` at the repository root; returns stdout. */
+/** Already built CLIs (scripts/test.sh passes the ones its `cargo test` built). */
+const prebuilt = { portcullis: process.env.PORTCULLIS_BIN, "portcullis-conformance": process.env.CONFORMANCE_BIN };
+
+/** Run `cargo run -q -p <pkg> -- <args>` (or the prebuilt CLI) at the repository root; returns stdout. */
 export function cargoRun(pkg, args) {
-  return execFileSync("cargo", ["run", "-q", "--locked", "-p", pkg, "--", ...args], {
+  const bin = prebuilt[pkg];
+  const [cmd, argv] = bin ? [bin, args] : ["cargo", ["run", "-q", "--locked", "-p", pkg, "--", ...args]];
+  return execFileSync(cmd, argv, {
     cwd: repoRoot,
     encoding: "utf8",
     maxBuffer: 256 * 1024 * 1024,
