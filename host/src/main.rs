@@ -347,7 +347,11 @@ fn main() -> ExitCode {
             audit_log,
             poll_seconds,
         } => {
-            let mut options = Options::new(BundleSource::parse(&bundle), listen);
+            let source = match BundleSource::parse(&bundle) {
+                Ok(source) => source,
+                Err(e) => return usage_error(e),
+            };
+            let mut options = Options::new(source, listen);
             options.poll_interval = std::time::Duration::from_secs(poll_seconds.max(1));
             options.audit = match audit_log.as_str() {
                 "-" => AuditTarget::Stdout,

@@ -72,10 +72,14 @@ pub fn fetch(agent: &ureq::Agent, source: &KeyUrl, bounds: &Bounds) -> Result<Fe
                 .get("jwks_uri")
                 .and_then(Value::as_str)
                 .ok_or_else(|| format!("the discovery document at `{url}` has no `jwks_uri`"))?;
-            // A discovery document over https must not send us to plain http.
-            if url.starts_with("https://") && !uri.starts_with("https://") {
+            // The bundle's rule for key URLs (https, or plain http to loopback) holds for the
+            // `jwks_uri` a discovery document names too; and one fetched over https must not
+            // send us to plain http.
+            if !portcullis_engine::acceptable_key_url(uri)
+                || (url.starts_with("https://") && !uri.starts_with("https://"))
+            {
                 return Err(format!(
-                    "the discovery document at `{url}` names a non-https `jwks_uri`"
+                    "the discovery document at `{url}` names a `jwks_uri` that is not https"
                 ));
             }
             uri.to_owned()

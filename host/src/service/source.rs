@@ -25,12 +25,22 @@ pub enum BundleSource {
 }
 
 impl BundleSource {
-    /// `http://` and `https://` locations are URLs; anything else is a path.
-    pub fn parse(text: &str) -> Self {
+    /// `http://` and `https://` locations are URLs; anything else is a path. Policy is as
+    /// sensitive as keys, so a URL follows the bundle's rule for key URLs: `https://`, or plain
+    /// `http://` to a loopback host only.
+    ///
+    /// # Errors
+    /// A plain `http://` URL to any other host.
+    pub fn parse(text: &str) -> Result<Self, String> {
         if text.starts_with("https://") || text.starts_with("http://") {
-            Self::Url(text.to_owned())
+            if !portcullis_engine::acceptable_key_url(text) {
+                return Err(format!(
+                    "bundle URL `{text}`: use https (plain http only to a loopback host)"
+                ));
+            }
+            Ok(Self::Url(text.to_owned()))
         } else {
-            Self::Path(PathBuf::from(text))
+            Ok(Self::Path(PathBuf::from(text)))
         }
     }
 }
@@ -161,5 +171,33 @@ fn collect(
         }
     } else {
         out.push((path.to_path_buf(), meta.len(), meta.modified().ok()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::BundleSource;
+    use std::path::PathBuf;
+
+    #[test]
+    fn bundle_urls_are_https_or_plain_http_to_loopback() {
+        for url in [
+            "https://bundles.example/techfin.json",
+            "http://127.0.0.1:8080/bundle.json",
+            "http://localhost/bundle.json",
+        ] {
+            assert_eq!(BundleSource::parse(url), Ok(BundleSource::Url(url.into())));
+        }
+        for url in [
+            "http://bundles.example/techfin.json",
+            "http://127.0.0.1:80@evil.example/bundle.json",
+        ] {
+            let err = BundleSource::parse(url).unwrap_err();
+            assert!(err.contains("use https"), "{err}");
+        }
+        assert_eq!(
+            BundleSource::parse("policies/techfin"),
+            Ok(BundleSource::Path(PathBuf::from("policies/techfin")))
+        );
     }
 }
