@@ -14,7 +14,8 @@
 //! - `fresh RS256` / `fresh ES256`: each token is new to the engine (a new engine or instance
 //!   per round, set up outside the timing), so every decision verifies a signature.
 //!
-//! Run: `cargo bench -p portcullis --bench component` (`BENCH_QUICK=1` for a short run).
+//! Run: `cargo bench -p portcullis --bench component` (`BENCH_QUICK=1` for a short run;
+//! `PORTCULLIS_BENCH_COMPONENT=path.wasm` measures another build of the component).
 
 #![allow(
     clippy::unwrap_used,
@@ -117,7 +118,13 @@ fn main() {
     let compiled = compile(&dir).unwrap();
     let bundle_json = compiled.to_json();
     let started = Instant::now();
-    let runtime = Runtime::new(Limits::default()).unwrap();
+    // PORTCULLIS_BENCH_COMPONENT: another build of the component to measure (another profile
+    // or allocator) without rebuilding the host.
+    let runtime = match std::env::var_os("PORTCULLIS_BENCH_COMPONENT") {
+        Some(path) => Runtime::from_wasm(&std::fs::read(path).unwrap(), Limits::default()),
+        None => Runtime::new(Limits::default()),
+    }
+    .unwrap();
     println!(
         "component compiled in {:.2}s",
         started.elapsed().as_secs_f64()
