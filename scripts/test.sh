@@ -12,7 +12,8 @@ scripts/setup.sh
 # Downloads and an installer that waits on the network or on one crate at a time: started now,
 # in the background, so they overlap the compilation below instead of adding to it.
 logs=$(mktemp -d)
-trap 'rm -rf "$logs"' EXIT
+# A failing step ends the script: the installers must not outlive it, writing into `$logs`.
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$logs"' EXIT
 scripts/install-wasm-bindgen.sh >"$logs/wasm-bindgen" 2>&1 &
 wasm_bindgen_pid=$!
 scripts/install-envoy.sh >"$logs/envoy" 2>&1 &
