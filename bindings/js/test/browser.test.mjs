@@ -27,10 +27,7 @@ before(async () => {
     execFileSync("node", [join(playground, "prepare.mjs")], { stdio: "inherit" });
   }
   ({ server, url } = await startServer());
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"],
-  });
+  browser = await launchChromium();
   page = await browser.newPage({ viewport: { width: 1280, height: 1000 } });
   page.on("pageerror", (err) => problems.push(`page error: ${err.message}`));
   page.on("console", (msg) => {
@@ -38,6 +35,26 @@ before(async () => {
   });
   page.on("requestfailed", (req) => problems.push(`request failed: ${req.url()}`));
 });
+
+// Chromium 156 (Debian) once died of SIGSEGV at start-up on a CI machine, before loading any page,
+// and never on this one: a start that fails is retried, each failure reported in full; three
+// failures fail the suite. Only the launch is retried, never a check.
+async function launchChromium() {
+  const failures = [];
+  for (let attempt = 1; attempt <= 3; attempt++) {
+    try {
+      return await chromium.launch({
+        executablePath: CHROMIUM,
+        args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+          "--disable-component-update", "--disable-quic", "--no-first-run", "--disable-sync"],
+      });
+    } catch (err) {
+      console.error(`Chromium did not start (attempt ${attempt} of 3):\n${err.message}`);
+      failures.push(err.message.split("\n")[0]);
+    }
+  }
+  throw new Error(`Chromium did not start in 3 attempts: ${failures.join("; ")}`);
+}
 
 after(async () => {
   await browser?.close();
