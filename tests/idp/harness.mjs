@@ -99,6 +99,11 @@ export function compileBundle(dir) {
  * discovery), compiled.
  */
 export function techfinWithIdp(issuer) {
+  return compileBundle(techfinDirWithIdp(issuer));
+}
+
+/** A copy of policies/techfin (a directory) whose tenant `contoso` trusts `issuer`; see `techfinWithIdp`. */
+export function techfinDirWithIdp(issuer) {
   const dir = join(tmp(), 'techfin');
   cpSync(join(ROOT, 'policies/techfin'), dir, { recursive: true });
   const tenantsFile = join(dir, 'tenants.json');
@@ -115,7 +120,22 @@ export function techfinWithIdp(issuer) {
     }],
   };
   writeFileSync(tenantsFile, JSON.stringify(tenants, null, 2));
-  return compileBundle(dir);
+  return dir;
+}
+
+/**
+ * Start `portcullis serve --bundle <bundle>` (on a free port unless `extra` has `--listen`), with
+ * its audit log in a temporary file; resolves once it listens, with its base URL.
+ */
+export async function serve(bundle, extra = []) {
+  const auditLog = join(tmp(), 'audit.jsonl');
+  const listen = extra.includes('--listen') ? [] : ['--listen', '127.0.0.1:0'];
+  const p = await start(PORTCULLIS, ['serve', '--bundle', bundle, ...listen, '--audit-log', auditLog, ...extra], {
+    ready: /serving decisions at http:\/\//,
+    name: 'portcullis serve',
+  });
+  const base = p.readyLine.match(/(http:\/\/[0-9.:]+)/)[1];
+  return { ...p, base, auditLog };
 }
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));

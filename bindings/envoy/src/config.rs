@@ -54,6 +54,29 @@ pub struct FilterConfig {
 pub enum BundleSource {
     /// The compiled bundle itself (the output of `portcullis bundle`).
     Inline(Box<CompiledBundle>),
+    /// Fetched through an Envoy cluster and polled with `If-None-Match` (for example from the
+    /// decision service's `GET /v1/bundle`); see [`crate::bundle`].
+    Remote(RemoteBundle),
+}
+
+/// A bundle fetched over HTTP through an Envoy cluster.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteBundle {
+    /// The bundle's URL: its authority and path are sent to `cluster` (whose transport socket
+    /// decides whether the connection uses TLS).
+    pub url: String,
+    /// The Envoy cluster serving `url`.
+    pub cluster: String,
+    /// How often the bundle is polled, seconds (default 30).
+    #[serde(default = "default_poll")]
+    pub poll_seconds: u64,
+    /// Wait after a failed or refused fetch, seconds (default 5).
+    #[serde(default = "default_retry")]
+    pub retry_seconds: u64,
+    /// Timeout of one fetch, milliseconds (default 5000).
+    #[serde(default = "default_timeout")]
+    pub timeout_ms: u64,
 }
 
 /// What happens to a request that no route matches.
@@ -260,6 +283,9 @@ fn default_refresh() -> u64 {
 fn default_retry() -> u64 {
     5
 }
+fn default_poll() -> u64 {
+    30
+}
 fn default_cooldown() -> u64 {
     30
 }
@@ -277,10 +303,9 @@ impl std::fmt::Display for ConfigError {
     }
 }
 
-/// A validated configuration with its engine: what every request of this VM uses.
+/// A validated configuration: what every request of this VM uses, beside the engine (which a
+/// remote bundle replaces while the plan stays).
 pub struct Plan {
-    /// The engine, built once.
-    pub engine: Engine,
     /// Compiled routes.
     pub routes: Vec<Route>,
     /// See [`FilterConfig::unmatched`].
@@ -303,17 +328,21 @@ pub struct Plan {
     pub challenge_missing: String,
     /// The `WWW-Authenticate` challenge for an invalid token.
     pub challenge_invalid: String,
-    /// Remote issuers and the URL their keys come from (discovery or JWKS).
-    pub remote: Vec<(String, KeySource)>,
+    /// Where the bundle is fetched from, when it is not inline.
+    pub remote_bundle: Option<(RemoteBundle, Target)>,
 }
 
 impl Plan {
-    /// Parse and validate the plugin configuration and build the engine.
+    /// Parse and validate the plugin configuration; with an inline bundle, also build the
+    /// engine (a remote bundle's engine comes with its first fetch).
     ///
     /// # Errors
-    /// Malformed JSON, an invalid bundle, route or token source, or a remote issuer whose URL
-    /// has no cluster.
-    pub fn from_json(bytes: &[u8], decision_id_seed: u64) -> Result<Self, ConfigError> {
+    /// Malformed JSON, an invalid bundle, route, token source or remote bundle source, or a
+    /// remote issuer whose URL has no cluster.
+    pub fn from_json(
+        bytes: &[u8],
+        decision_id_seed: u64,
+    ) -> Result<(Self, Option<Engine>), ConfigError> {
         let config: FilterConfig = serde_json::from_slice(bytes)
             .map_err(|e| ConfigError(format!("invalid configuration: {e}")))?;
         let FilterConfig {
@@ -329,11 +358,6 @@ impl Plan {
             keys,
             realm,
         } = config;
-        let BundleSource::Inline(compiled) = bundle;
-        let bundle = Bundle::load(*compiled).map_err(|e| {
-            let problems: Vec<String> = e.problems.iter().map(ToString::to_string).collect();
-            ConfigError(format!("invalid bundle: {}", problems.join("; ")))
-        })?;
         let routes = routes
             .iter()
             .enumerate()
@@ -355,30 +379,14 @@ impl Plan {
                 "`realm` must be printable ASCII without quotes".into(),
             ));
         }
-        let options = EngineOptions {
-            decision_id_seed,
-            ..EngineOptions::default()
-        };
-        let engine = Engine::with_options(Arc::new(bundle), options);
-        let remote = engine.bundle().remote_issuers();
-        if !remote.is_empty() {
-            let keys = keys.as_ref().ok_or_else(|| {
-                ConfigError("the bundle has remote issuers: `keys.clusters` is required".into())
-            })?;
-            for (issuer, source) in &remote {
-                let url = match source {
-                    KeySource::JwksUri(url) | KeySource::Discovery(url) => url,
-                    KeySource::Inline => continue,
-                };
-                if keys.cluster_for(url).is_none() {
-                    return Err(ConfigError(format!(
-                        "no cluster in `keys.clusters` for the origin of `{url}` (issuer `{issuer}`)"
-                    )));
-                }
+        let (inline, remote_bundle) = match bundle {
+            BundleSource::Inline(compiled) => (Some(compiled), None),
+            BundleSource::Remote(remote) => {
+                let target = validate_remote_bundle(&remote)?;
+                (None, Some((remote, target)))
             }
-        }
-        Ok(Self {
-            engine,
+        };
+        let plan = Self {
             routes,
             unmatched,
             token,
@@ -390,9 +398,68 @@ impl Plan {
             keys,
             challenge_missing: format!("Bearer realm=\"{realm}\""),
             challenge_invalid: format!("Bearer realm=\"{realm}\", error=\"invalid_token\""),
-            remote,
-        })
+            remote_bundle,
+        };
+        let engine = inline
+            .map(|compiled| plan.engine(*compiled, decision_id_seed))
+            .transpose()?;
+        Ok((plan, engine))
     }
+
+    /// Build the engine of a compiled bundle, checking that every remote issuer's keys can be
+    /// fetched through a configured cluster.
+    ///
+    /// # Errors
+    /// An invalid bundle (including one whose revision does not match its content), or a
+    /// remote issuer whose URL has no cluster in `keys.clusters`.
+    pub fn engine(
+        &self,
+        compiled: CompiledBundle,
+        decision_id_seed: u64,
+    ) -> Result<Engine, ConfigError> {
+        let bundle = Bundle::load(compiled).map_err(|e| {
+            let problems: Vec<String> = e.problems.iter().map(ToString::to_string).collect();
+            ConfigError(format!("invalid bundle: {}", problems.join("; ")))
+        })?;
+        for (issuer, source) in bundle.remote_issuers() {
+            let url = match &source {
+                KeySource::JwksUri(url) | KeySource::Discovery(url) => url,
+                KeySource::Inline => continue,
+            };
+            let keys = self.keys.as_ref().ok_or_else(|| {
+                ConfigError("the bundle has remote issuers: `keys.clusters` is required".into())
+            })?;
+            if keys.cluster_for(url).is_none() {
+                return Err(ConfigError(format!(
+                    "no cluster in `keys.clusters` for the origin of `{url}` (issuer `{issuer}`)"
+                )));
+            }
+        }
+        let options = EngineOptions {
+            decision_id_seed,
+            ..EngineOptions::default()
+        };
+        Ok(Engine::with_options(Arc::new(bundle), options))
+    }
+}
+
+fn validate_remote_bundle(remote: &RemoteBundle) -> Result<Target, ConfigError> {
+    let target = Target::parse(&remote.url).ok_or_else(|| {
+        ConfigError(format!(
+            "`bundle.remote.url` `{}` is not an http(s) URL",
+            remote.url
+        ))
+    })?;
+    if remote.cluster.is_empty() {
+        return Err(ConfigError("`bundle.remote.cluster` is empty".into()));
+    }
+    if remote.poll_seconds == 0 || remote.retry_seconds == 0 || remote.timeout_ms == 0 {
+        return Err(ConfigError(
+            "`bundle.remote`: `poll_seconds`, `retry_seconds` and `timeout_ms` must be positive"
+                .into(),
+        ));
+    }
+    Ok(target)
 }
 
 /// An HTTP header name as Envoy accepts it: lowercase token characters.
@@ -432,6 +499,122 @@ fn validate_token_sources(sources: &[TokenSource]) -> Result<(), ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use portcullis_engine::{BundleSources, PolicySource};
+    use serde_json::json;
+
+    /// A compiled bundle allowing everything, for tenant `a` with `issuer` (none: no tenant).
+    fn compiled(issuer: Option<serde_json::Value>) -> CompiledBundle {
+        let tenants = match issuer {
+            Some(issuer) => json!({"tenants": {"a": {"issuers": [issuer]}}}),
+            None => json!({"tenants": {}}),
+        };
+        BundleSources {
+            policies: vec![PolicySource {
+                file: "p.cedar".into(),
+                tenant: None,
+                source: "@id(\"all\")\npermit(principal, action, resource);".into(),
+            }],
+            tenants: Some(("tenants.json".into(), tenants.to_string())),
+            ..Default::default()
+        }
+        .compile(&mut |_| Err("no files".into()))
+        .unwrap()
+    }
+
+    fn remote_issuer() -> serde_json::Value {
+        json!({"issuer": "https://idp.a", "audiences": ["x"], "algorithms": ["RS256"],
+               "jwks_uri": "https://idp.a/jwks"})
+    }
+
+    fn plan(config: serde_json::Value) -> Result<(Plan, Option<Engine>), ConfigError> {
+        Plan::from_json(config.to_string().as_bytes(), 7)
+    }
+
+    #[test]
+    fn a_remote_bundle_is_configured_without_an_engine() {
+        let (plan, engine) = plan(json!({
+            "bundle": {"remote": {"url": "http://127.0.0.1:8181/v1/bundle?x=1", "cluster": "policy"}},
+            "routes": []
+        }))
+        .unwrap();
+        assert!(engine.is_none());
+        let (remote, target) = plan.remote_bundle.unwrap();
+        assert_eq!(
+            (remote.poll_seconds, remote.retry_seconds, remote.timeout_ms),
+            (30, 5, 5000)
+        );
+        assert_eq!(
+            (target.authority.as_str(), target.path.as_str()),
+            ("127.0.0.1:8181", "/v1/bundle?x=1")
+        );
+    }
+
+    #[test]
+    fn bad_remote_bundle_sources_are_refused() {
+        for (remote, expected) in [
+            (
+                json!({"url": "file:///etc/bundle.json", "cluster": "c"}),
+                "not an http(s) URL",
+            ),
+            (
+                json!({"url": "http://h/b", "cluster": ""}),
+                "cluster` is empty",
+            ),
+            (
+                json!({"url": "http://h/b", "cluster": "c", "poll_seconds": 0}),
+                "must be positive",
+            ),
+            (
+                json!({"url": "http://h/b", "cluster": "c", "etag": "x"}),
+                "unknown field",
+            ),
+        ] {
+            let err = plan(json!({"bundle": {"remote": remote}, "routes": []}))
+                .err()
+                .unwrap();
+            assert!(err.0.contains(expected), "{err} lacks {expected}");
+        }
+    }
+
+    #[test]
+    fn engines_are_built_only_from_sound_bundles_whose_issuers_have_clusters() {
+        let remote =
+            json!({"remote": {"url": "http://127.0.0.1:8181/v1/bundle", "cluster": "policy"}});
+        let (without_keys, _) = plan(json!({"bundle": remote, "routes": []})).unwrap();
+        let (with_keys, _) = plan(json!({
+            "bundle": remote, "routes": [],
+            "keys": {"clusters": {"https://idp.a": "idp"}}
+        }))
+        .unwrap();
+        let bundle = compiled(Some(remote_issuer()));
+        let err = without_keys.engine(bundle.clone(), 1).err().unwrap();
+        assert!(err.0.contains("`keys.clusters` is required"), "{err}");
+        assert_eq!(
+            with_keys.engine(bundle.clone(), 1).unwrap().revision(),
+            bundle.revision
+        );
+
+        let mut tampered = bundle.clone();
+        tampered.policies[0].source = "@id(\"all\")\nforbid(principal, action, resource);".into();
+        let err = with_keys.engine(tampered, 1).err().unwrap();
+        assert!(err.0.contains("invalid bundle"), "{err}");
+
+        let mut elsewhere = remote_issuer();
+        elsewhere["jwks_uri"] = json!("https://other.idp/jwks");
+        let err = with_keys
+            .engine(compiled(Some(elsewhere)), 1)
+            .err()
+            .unwrap();
+        assert!(err.0.contains("no cluster in `keys.clusters`"), "{err}");
+    }
+
+    #[test]
+    fn an_inline_bundle_comes_with_its_engine() {
+        let bundle = compiled(None);
+        let (plan, engine) = plan(json!({"bundle": {"inline": bundle}, "routes": []})).unwrap();
+        assert!(plan.remote_bundle.is_none());
+        assert_eq!(engine.unwrap().revision(), bundle.revision);
+    }
 
     #[test]
     fn urls_split_into_origin_authority_and_path() {

@@ -1,10 +1,10 @@
-//! What the filter does with one request, as a pure function of the [`Plan`], the request
-//! headers and the time: forward (with identity headers) or answer locally, which counter to
-//! bump, and the decision-log line. The proxy-wasm glue only carries this out.
+//! What the filter does with one request, as a pure function of the [`Plan`], the engine, the
+//! request headers and the time: forward (with identity headers) or answer locally, which
+//! counter to bump, and the decision-log line. The proxy-wasm glue only carries this out.
 
 use crate::config::{FailureMode, LogLevel, Plan, TokenSource, Unmatched};
 use crate::routes::{Headers, MapError, map_request, percent_decode};
-use portcullis_engine::{Decision, Outcome};
+use portcullis_engine::{Decision, Engine, Outcome};
 use serde_json::{Value, json};
 
 /// The counters the filter exports as Envoy stats.
@@ -16,17 +16,25 @@ pub enum Counter {
     Denied,
     /// No token or an invalid one.
     Unauthenticated,
-    /// No decision could be made: a malformed request or no keys for the token's issuer.
+    /// No decision could be made: a malformed request, no bundle yet or no keys for the
+    /// token's issuer.
     Errors,
+    /// A new bundle revision was fetched and accepted (counted once, by the worker that
+    /// fetched it).
+    BundleUpdates,
+    /// A fetched bundle was refused (it does not load); the previous one keeps serving.
+    BundleRefused,
 }
 
 impl Counter {
     /// Every counter, in the order the glue defines them.
-    pub const ALL: [Self; 4] = [
+    pub const ALL: [Self; 6] = [
         Self::Allowed,
         Self::Denied,
         Self::Unauthenticated,
         Self::Errors,
+        Self::BundleUpdates,
+        Self::BundleRefused,
     ];
 
     /// The stat name (Envoy shows it with a `wasmcustom.` prefix).
@@ -36,6 +44,8 @@ impl Counter {
             Self::Denied => "portcullis.denied",
             Self::Unauthenticated => "portcullis.unauthenticated",
             Self::Errors => "portcullis.errors",
+            Self::BundleUpdates => "portcullis.bundle_updates",
+            Self::BundleRefused => "portcullis.bundle_refused",
         }
     }
 }
@@ -74,8 +84,8 @@ pub struct Verdict {
 
 const MAX_LOGGED_PATH: usize = 256;
 
-/// Decide what to do with a request.
-pub fn handle(plan: &Plan, headers: &dyn Headers, now: i64) -> Verdict {
+/// Decide what to do with a request, with the VM's current engine.
+pub fn handle(plan: &Plan, engine: &Engine, headers: &dyn Headers, now: i64) -> Verdict {
     let method = headers
         .header(":method")
         .and_then(|m| String::from_utf8(m).ok());
@@ -155,7 +165,7 @@ pub fn handle(plan: &Plan, headers: &dyn Headers, now: i64) -> Verdict {
             );
         }
     };
-    let decision = plan.engine.decide(&request, now);
+    let decision = engine.decide(&request, now);
     let has_error = |code: &str| decision.errors.iter().any(|e| e.code == code);
     let keys_missing = has_error("token_unknown_kid") || has_error("token_keys_unavailable");
     let (mut action, counter) = match decision.decision {

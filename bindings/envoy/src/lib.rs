@@ -45,6 +45,7 @@
 //! | field | meaning (default) |
 //! |---|---|
 //! | `bundle.inline` | the compiled bundle (`portcullis bundle <dir> -o bundle.json`) |
+//! | `bundle.remote` | instead of `inline`: `{"url", "cluster", "poll_seconds", "retry_seconds", "timeout_ms"}` (30, 5, 5000): the bundle is fetched through the Envoy `cluster` (for example from `portcullis serve`'s `GET /v1/bundle`) and polled with `If-None-Match`; see [`bundle`] |
 //! | `routes` | tried in order; `methods` (any), `path` template with whole-segment `{params}`, `action`, `resource.type`, `resource.id` template, `resource.attrs` and `context`: each a template over path parameters (`"{tenant}"`) or `{"header": name}` (absent header: attribute left out). Parameters are percent-decoded; invalid encodings are answered 400 |
 //! | `unmatched` | `deny` (403) or `pass` (forward without decision) (`deny`) |
 //! | `token` | sources in order: `header` (with case-insensitive `prefix`), `cookie`, `query`; a token in more than one is refused, RFC 6750 §2 (`authorization`, `Bearer `) |
@@ -64,19 +65,32 @@
 //!   id, for unmatched routes).
 //! - 400 `{"error": "invalid_request"}` for a request that cannot be mapped (bad encoding) or
 //!   carries two tokens.
-//! - 503 `{"error": "unavailable"}` when the token's issuer has no keys yet (fail closed).
+//! - 503 `{"error": "unavailable"}` when the token's issuer has no keys yet (fail closed), or,
+//!   whatever `failure_mode` says, when a remote bundle has not arrived yet.
 //!
 //! ## Stats and logs
-//! Counters `portcullis.allowed`, `portcullis.denied`, `portcullis.unauthenticated` and
-//! `portcullis.errors` (Envoy shows them as `wasmcustom.portcullis.*`). The decision log is the
+//! Counters `portcullis.allowed`, `portcullis.denied`, `portcullis.unauthenticated`,
+//! `portcullis.errors`, and for a remote bundle `portcullis.bundle_updates` (new revisions
+//! accepted) and `portcullis.bundle_refused` (Envoy shows them as `wasmcustom.portcullis.*`). The decision log is the
 //! engine's audit record (token fingerprint and `jti`, never the token) plus `http.method`,
 //! `http.path` (without query), `http.route`, `http.status` and `dry_run`.
+//!
+//! ## A bundle fetched over HTTP
+//! With `bundle.remote`, the filter starts without a bundle (503) and one worker polls the URL
+//! every `poll_seconds` for all of them (Envoy shared data, as for keys), sending the last
+//! ETag in `If-None-Match`. A new bundle is loaded off the request path (on the timer) and
+//! swapped in between requests; one that does not load (a revision that does not match its
+//! content, a policy that does not compile, a remote issuer without a cluster) is logged,
+//! counted and dropped, and the previous bundle keeps serving, as it does while the source is
+//! down. The URL's scheme does not choose TLS: give the cluster a TLS `transport_socket` for
+//! anything but loopback. See [`bundle`].
 //!
 //! ## Keys of remote issuers
 //! See [`keys`]: fetched through Envoy clusters (OIDC discovery, then `jwks_uri`), refreshed on
 //! a timer, refetched after an unknown `kid` (with a cooldown), one fetch in flight for all
 //! workers, last good keys kept when the IdP is down.
 
+pub mod bundle;
 pub mod config;
 pub mod gate;
 pub mod keys;

@@ -1,11 +1,13 @@
-//! The proxy-wasm glue: root context (configuration, metrics, key fetching) and HTTP contexts
-//! (one per request, carrying out [`gate::handle`]). Only hostcalls that report errors as
-//! values are used, and headers are read as bytes: nothing here panics on what a client sends.
+//! The proxy-wasm glue: root context (configuration, metrics, bundle polling, key fetching) and
+//! HTTP contexts (one per request, carrying out [`gate::handle`]). Only hostcalls that report
+//! errors as values are used, and headers are read as bytes: nothing here panics on what a
+//! client sends.
 
-use crate::config::{LogLevel, Plan};
+use crate::config::{KeysConfig, LogLevel, Plan, RemoteBundle, Target};
 use crate::gate::{self, Action as GateAction, Counter};
-use crate::keys;
 use crate::routes::Headers;
+use crate::{bundle, keys};
+use portcullis_engine::{CompiledBundle, Engine, KeySource};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, MapType, MetricType};
@@ -79,6 +81,7 @@ enum Stage {
 struct IssuerState {
     issuer: String,
     first_url: String,
+    first_stage: Stage,
     loaded_cas: Option<u32>,
     fetched_at: Option<i64>,
     in_flight: Option<(u32, Stage)>,
@@ -93,16 +96,61 @@ struct Keys {
     unknown_kid: bool,
 }
 
+/// The engine this VM decides with: built in `on_configure` from an inline bundle, or from
+/// each new remote bundle on a tick; `None` until a remote bundle first arrives.
+type Current = RefCell<Option<Rc<Engine>>>;
+
+/// This VM's side of the remote bundle's poll (see [`bundle`]).
+#[derive(Default)]
+struct BundlePoll {
+    /// CAS version of the shared entry this VM's engine was built from (or refused).
+    loaded_cas: Option<u32>,
+    /// The fetch this VM has in flight.
+    in_flight: Option<u32>,
+}
+
 #[derive(Default)]
 struct Root {
     plan: Option<Rc<Plan>>,
+    engine: Rc<Current>,
     metrics: Rc<Metrics>,
     keys: Rc<RefCell<Keys>>,
+    poll: BundlePoll,
 }
 
 impl Keys {
+    /// Follow the remote issuers of a new engine: issuers it still has keep their fetch state,
+    /// and every issuer's shared keys are loaded into it by the next [`Keys::sync`].
+    fn follow(&mut self, engine: &Engine) {
+        let mut old = std::mem::take(&mut self.issuers);
+        self.issuers = engine
+            .bundle()
+            .remote_issuers()
+            .into_iter()
+            .filter_map(|(issuer, source)| {
+                let first_url = keys::first_url(&source)?.to_owned();
+                let first_stage = match source {
+                    KeySource::Discovery(_) => Stage::Discovery,
+                    _ => Stage::Jwks,
+                };
+                let kept = old
+                    .iter()
+                    .position(|s| s.issuer == issuer && s.first_url == first_url)
+                    .map(|i| old.swap_remove(i));
+                Some(IssuerState {
+                    issuer,
+                    first_url,
+                    first_stage,
+                    loaded_cas: None,
+                    fetched_at: kept.as_ref().and_then(|s| s.fetched_at),
+                    in_flight: kept.and_then(|s| s.in_flight),
+                })
+            })
+            .collect();
+    }
+
     /// Load keys other workers fetched into this VM's engine. Whether anything changed.
-    fn sync(&mut self, plan: &Plan) -> bool {
+    fn sync(&mut self, engine: &Engine) -> bool {
         let mut changed = false;
         for state in &mut self.issuers {
             let Ok((Some(entry), cas)) = hostcalls::get_shared_data(&keys::keys_key(&state.issuer))
@@ -113,8 +161,7 @@ impl Keys {
                 continue;
             }
             match keys::decode_keys(&entry) {
-                Some((fetched_at, jwks)) => match plan.engine.set_issuer_keys(&state.issuer, &jwks)
-                {
+                Some((fetched_at, jwks)) => match engine.set_issuer_keys(&state.issuer, &jwks) {
                     Ok(_) => {
                         state.loaded_cas = cas;
                         state.fetched_at = Some(fetched_at);
@@ -135,85 +182,245 @@ impl Keys {
         changed
     }
 
-    fn start_fetches(&mut self, plan: &Plan, now: i64) {
-        let Some(config) = &plan.keys else {
-            return;
-        };
+    fn start_fetches(&mut self, config: &KeysConfig, now: i64) {
         let unknown_kid = std::mem::take(&mut self.unknown_kid);
         let timeout = Duration::from_millis(config.timeout_ms);
-        let lease_for = keys::secs(
-            config
-                .timeout_ms
-                .div_ceil(1000)
-                .saturating_mul(2)
-                .saturating_add(1),
-        );
+        let lease_for = lease_for(config.timeout_ms);
         for state in &mut self.issuers {
             if state.in_flight.is_some()
                 || !keys::fetch_due(config, state.fetched_at, unknown_kid, now)
             {
                 continue;
             }
-            if !take_lease(&state.issuer, now, now.saturating_add(lease_for)) {
+            if !take_lease(
+                &keys::lease_key(&state.issuer),
+                now,
+                now.saturating_add(lease_for),
+            ) {
                 continue;
             }
-            let stage = match plan.remote.iter().find(|(i, _)| *i == state.issuer) {
-                Some((_, portcullis_engine::KeySource::Discovery(_))) => Stage::Discovery,
-                _ => Stage::Jwks,
-            };
             match dispatch(config, &state.first_url, timeout) {
-                Some(token) => state.in_flight = Some((token, stage)),
+                Some(token) => state.in_flight = Some((token, state.first_stage)),
                 None => fetch_failed(config, &state.issuer, now, "cannot dispatch the request"),
             }
         }
     }
 }
 
-/// Try to take the fetch lease of `issuer` until `until`.
-fn take_lease(issuer: &str, now: i64, until: i64) -> bool {
-    let key = keys::lease_key(issuer);
-    let Ok((current, cas)) = hostcalls::get_shared_data(&key) else {
+/// How long a fetch lease is held: twice the timeout and a second, so a VM that never hears
+/// back does not block the others for long.
+fn lease_for(timeout_ms: u64) -> i64 {
+    keys::secs(
+        timeout_ms
+            .div_ceil(1000)
+            .saturating_mul(2)
+            .saturating_add(1),
+    )
+}
+
+/// Try to take the lease at shared-data `key` until `until`.
+fn take_lease(key: &str, now: i64, until: i64) -> bool {
+    let Ok((current, cas)) = hostcalls::get_shared_data(key) else {
         return false;
     };
     if keys::decode_lease(current.as_deref()) > now {
         return false;
     }
-    hostcalls::set_shared_data(&key, Some(until.to_string().as_bytes()), cas).is_ok()
+    hostcalls::set_shared_data(key, Some(until.to_string().as_bytes()), cas).is_ok()
 }
 
-fn set_lease(issuer: &str, until: i64) {
-    let _ = hostcalls::set_shared_data(
-        &keys::lease_key(issuer),
-        Some(until.to_string().as_bytes()),
-        None,
-    );
+fn set_lease(key: &str, until: i64) {
+    let _ = hostcalls::set_shared_data(key, Some(until.to_string().as_bytes()), None);
 }
 
-fn fetch_failed(config: &crate::config::KeysConfig, issuer: &str, now: i64, why: &str) {
+fn fetch_failed(config: &KeysConfig, issuer: &str, now: i64, why: &str) {
     log(
         proxy_wasm::types::LogLevel::Warn,
         &format!(
             "portcullis: fetching the keys of `{issuer}` failed ({why}); keeping the last good keys"
         ),
     );
-    set_lease(issuer, now.saturating_add(keys::secs(config.retry_seconds)));
+    set_lease(
+        &keys::lease_key(issuer),
+        now.saturating_add(keys::secs(config.retry_seconds)),
+    );
 }
 
-fn dispatch(config: &crate::config::KeysConfig, url: &str, timeout: Duration) -> Option<u32> {
+fn dispatch(config: &KeysConfig, url: &str, timeout: Duration) -> Option<u32> {
     let (cluster, target) = config.cluster_for(url)?;
-    hostcalls::dispatch_http_call(
-        cluster,
-        vec![
-            (":method", "GET"),
-            (":path", &target.path),
-            (":authority", &target.authority),
-            ("accept", "application/json"),
-        ],
-        None,
-        vec![],
-        timeout,
-    )
-    .ok()
+    get(cluster, &target, None, timeout)
+}
+
+/// `GET target` through `cluster`, with `If-None-Match` when an ETag is given.
+fn get(cluster: &str, target: &Target, etag: Option<&str>, timeout: Duration) -> Option<u32> {
+    let mut headers = vec![
+        (":method", "GET"),
+        (":path", target.path.as_str()),
+        (":authority", target.authority.as_str()),
+        ("accept", "application/json"),
+    ];
+    if let Some(etag) = etag {
+        headers.push(("if-none-match", etag));
+    }
+    hostcalls::dispatch_http_call(cluster, headers, None, vec![], timeout).ok()
+}
+
+fn response_header(name: &str) -> Option<Vec<u8>> {
+    hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, name)
+        .ok()
+        .flatten()
+}
+
+fn response_body(size: usize) -> Vec<u8> {
+    hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, size)
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+}
+
+impl Root {
+    /// Use a new engine: the keys follow its remote issuers (loading the shared ones into it),
+    /// then requests decide with it.
+    fn install(&self, engine: Engine, source: &str) {
+        let mut keys = self.keys.borrow_mut();
+        keys.follow(&engine);
+        keys.sync(&engine);
+        log(
+            proxy_wasm::types::LogLevel::Info,
+            &format!(
+                "portcullis: bundle revision {} in use ({source}), {} remote issuers",
+                engine.revision(),
+                keys.issuers.len()
+            ),
+        );
+        *self.engine.borrow_mut() = Some(Rc::new(engine));
+    }
+
+    /// Build an engine from the remote bundle in shared data, when it changed since this VM
+    /// last looked.
+    fn sync_bundle(&mut self, plan: &Plan, remote: &RemoteBundle) {
+        let Ok((Some(entry), cas)) = hostcalls::get_shared_data(&bundle::entry_key(&remote.url))
+        else {
+            return;
+        };
+        if cas.is_some() && cas == self.poll.loaded_cas {
+            return;
+        }
+        self.poll.loaded_cas = cas;
+        let built = bundle::decode(&entry)
+            .ok_or_else(|| "unreadable shared entry".to_owned())
+            .and_then(|(_, bytes)| compiled(bytes))
+            .and_then(|compiled| {
+                plan.engine(compiled, random_seed())
+                    .map_err(|e| e.to_string())
+            });
+        match built {
+            Ok(engine) => self.install(engine, "shared by another worker"),
+            Err(why) => log(
+                proxy_wasm::types::LogLevel::Warn,
+                &format!("portcullis: the shared bundle was refused: {why}"),
+            ),
+        }
+    }
+
+    /// Poll the remote bundle if no worker did within the poll period.
+    fn poll_bundle(&mut self, remote: &RemoteBundle, target: &Target, now: i64) {
+        let lease = bundle::lease_key(&remote.url);
+        if self.poll.in_flight.is_some()
+            || !take_lease(
+                &lease,
+                now,
+                now.saturating_add(lease_for(remote.timeout_ms)),
+            )
+        {
+            return;
+        }
+        let entry = hostcalls::get_shared_data(&bundle::entry_key(&remote.url))
+            .ok()
+            .and_then(|(entry, _)| entry);
+        let etag = entry
+            .as_deref()
+            .and_then(bundle::decode)
+            .and_then(|(etag, _)| etag);
+        let timeout = Duration::from_millis(remote.timeout_ms);
+        match get(&remote.cluster, target, etag, timeout) {
+            Some(token) => self.poll.in_flight = Some(token),
+            None => self.bundle_failed(remote, now, "cannot dispatch the request"),
+        }
+    }
+
+    fn bundle_failed(&self, remote: &RemoteBundle, now: i64, why: &str) {
+        log(
+            proxy_wasm::types::LogLevel::Warn,
+            &format!(
+                "portcullis: fetching the bundle from `{}` failed ({why}); the previous bundle keeps serving",
+                remote.url
+            ),
+        );
+        set_lease(
+            &bundle::lease_key(&remote.url),
+            now.saturating_add(keys::secs(remote.retry_seconds)),
+        );
+    }
+
+    /// The answer to this VM's bundle poll.
+    fn on_bundle_response(&mut self, plan: &Plan, remote: &RemoteBundle, body_size: usize) {
+        let now = now();
+        let next_poll = now.saturating_add(keys::secs(remote.poll_seconds));
+        let status = response_header(":status");
+        match status.as_deref() {
+            Some(b"304") => return set_lease(&bundle::lease_key(&remote.url), next_poll),
+            Some(b"200") => {}
+            _ => return self.bundle_failed(remote, now, "no 200 or 304 answer"),
+        }
+        if body_size > bundle::MAX_BUNDLE {
+            return self.bundle_failed(remote, now, "bundle too large");
+        }
+        let body = response_body(body_size);
+        let compiled = match compiled(&body) {
+            Ok(compiled) => compiled,
+            Err(why) => return self.refused(remote, now, &why),
+        };
+        let current = self.engine.borrow().clone();
+        let unchanged = !compiled.revision.is_empty()
+            && current.is_some_and(|engine| engine.revision() == compiled.revision)
+            && compiled.compute_revision() == compiled.revision;
+        if unchanged {
+            // The revision in use, intact (a server without ETags): nothing to build. A bundle
+            // claiming it with other content goes on to be refused.
+            return set_lease(&bundle::lease_key(&remote.url), next_poll);
+        }
+        match plan.engine(compiled, random_seed()) {
+            Ok(engine) => {
+                let etag = response_header("etag");
+                let key = bundle::entry_key(&remote.url);
+                let stored = hostcalls::set_shared_data(
+                    &key,
+                    Some(&bundle::encode(bundle::usable_etag(etag.as_deref()), &body)),
+                    None,
+                );
+                if stored.is_ok() {
+                    self.poll.loaded_cas = hostcalls::get_shared_data(&key)
+                        .ok()
+                        .and_then(|(_, cas)| cas);
+                }
+                self.metrics.increment(Counter::BundleUpdates);
+                self.install(engine, &format!("fetched from `{}`", remote.url));
+                set_lease(&bundle::lease_key(&remote.url), next_poll);
+            }
+            Err(e) => self.refused(remote, now, &e.to_string()),
+        }
+    }
+
+    fn refused(&self, remote: &RemoteBundle, now: i64, why: &str) {
+        self.metrics.increment(Counter::BundleRefused);
+        self.bundle_failed(remote, now, &format!("refused: {why}"));
+    }
+}
+
+/// Parse a compiled bundle (loading it, which checks everything, is [`Plan::engine`]'s).
+fn compiled(bytes: &[u8]) -> Result<CompiledBundle, String> {
+    serde_json::from_slice(bytes).map_err(|e| format!("not a compiled bundle: {e}"))
 }
 
 impl Context for Root {
@@ -221,7 +428,14 @@ impl Context for Root {
         let Some(plan) = self.plan.clone() else {
             return;
         };
-        let Some(config) = &plan.keys else {
+        if self.poll.in_flight == Some(token_id) {
+            self.poll.in_flight = None;
+            if let Some((remote, _)) = &plan.remote_bundle {
+                self.on_bundle_response(&plan, remote, body_size);
+            }
+            return;
+        }
+        let (Some(config), Some(engine)) = (&plan.keys, self.engine.borrow().clone()) else {
             return;
         };
         let mut keys = self.keys.borrow_mut();
@@ -234,19 +448,13 @@ impl Context for Root {
         };
         let stage = state.in_flight.take().map(|(_, stage)| stage);
         let now = now();
-        let status = hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, ":status")
-            .ok()
-            .flatten();
-        if status.as_deref() != Some(b"200") {
+        if response_header(":status").as_deref() != Some(b"200") {
             return fetch_failed(config, &state.issuer, now, "no 200 answer");
         }
         if body_size > keys::MAX_DOCUMENT {
             return fetch_failed(config, &state.issuer, now, "document too large");
         }
-        let body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
-            .ok()
-            .flatten()
-            .unwrap_or_default();
+        let body = response_body(body_size);
         match stage {
             Some(Stage::Discovery) => {
                 let next = keys::jwks_uri(&body).and_then(|uri| {
@@ -265,7 +473,7 @@ impl Context for Root {
             Some(Stage::Jwks) => {
                 let parsed = serde_json::from_slice::<serde_json::Value>(&body);
                 let loaded = parsed.map_err(|e| e.to_string()).and_then(|jwks| {
-                    plan.engine
+                    engine
                         .set_issuer_keys(&state.issuer, &jwks)
                         .map_err(|e| e.info().message)
                 });
@@ -281,7 +489,7 @@ impl Context for Root {
                             .ok()
                             .and_then(|(_, cas)| cas);
                         state.fetched_at = Some(now);
-                        set_lease(&state.issuer, 0);
+                        set_lease(&keys::lease_key(&state.issuer), 0);
                         log(
                             proxy_wasm::types::LogLevel::Info,
                             &format!("portcullis: loaded {count} keys of `{}`", state.issuer),
@@ -311,34 +519,32 @@ impl RootContext for Root {
             return false;
         };
         match Plan::from_json(&bytes, random_seed()) {
-            Ok(plan) => {
-                let mut keys = self.keys.borrow_mut();
-                keys.issuers = plan
-                    .remote
-                    .iter()
-                    .filter_map(|(issuer, source)| {
-                        Some(IssuerState {
-                            issuer: issuer.clone(),
-                            first_url: keys::first_url(source)?.to_owned(),
-                            loaded_cas: None,
-                            fetched_at: None,
-                            in_flight: None,
-                        })
-                    })
-                    .collect();
-                if !keys.issuers.is_empty() {
-                    let _ = hostcalls::set_tick_period(Duration::from_secs(1));
-                }
+            Ok((plan, engine)) => {
                 log(
                     proxy_wasm::types::LogLevel::Info,
                     &format!(
-                        "portcullis: configured, bundle revision {}, {} routes, {} remote issuers",
-                        plan.engine.revision(),
+                        "portcullis: configured, {} routes, bundle {}",
                         plan.routes.len(),
-                        keys.issuers.len()
+                        plan.remote_bundle
+                            .as_ref()
+                            .map_or("inline".to_owned(), |(r, _)| format!("from `{}`", r.url))
                     ),
                 );
-                drop(keys);
+                *self.engine.borrow_mut() = None;
+                self.poll = BundlePoll::default();
+                *self.keys.borrow_mut() = Keys::default();
+                match engine {
+                    Some(engine) => self.install(engine, "inline"),
+                    None => {
+                        if let Some((remote, _)) = &plan.remote_bundle {
+                            // Another worker may have fetched it already.
+                            self.sync_bundle(&plan, remote);
+                        }
+                    }
+                }
+                if plan.remote_bundle.is_some() || !self.keys.borrow().issuers.is_empty() {
+                    let _ = hostcalls::set_tick_period(Duration::from_secs(1));
+                }
                 self.plan = Some(Rc::new(plan));
                 true
             }
@@ -353,16 +559,28 @@ impl RootContext for Root {
     }
 
     fn on_tick(&mut self) {
-        if let Some(plan) = &self.plan {
-            let mut keys = self.keys.borrow_mut();
-            keys.sync(plan);
-            keys.start_fetches(plan, now());
+        let Some(plan) = self.plan.clone() else {
+            return;
+        };
+        let now = now();
+        if let Some((remote, target)) = &plan.remote_bundle {
+            self.sync_bundle(&plan, remote);
+            self.poll_bundle(remote, target, now);
+        }
+        let Some(engine) = self.engine.borrow().clone() else {
+            return;
+        };
+        let mut keys = self.keys.borrow_mut();
+        keys.sync(&engine);
+        if let Some(config) = &plan.keys {
+            keys.start_fetches(config, now);
         }
     }
 
     fn create_http_context(&self, _: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(Filter {
             plan: self.plan.clone(),
+            engine: Rc::clone(&self.engine),
             metrics: Rc::clone(&self.metrics),
             keys: Rc::clone(&self.keys),
         }))
@@ -375,6 +593,7 @@ impl RootContext for Root {
 
 struct Filter {
     plan: Option<Rc<Plan>>,
+    engine: Rc<Current>,
     metrics: Rc<Metrics>,
     keys: Rc<RefCell<Keys>>,
 }
@@ -390,13 +609,19 @@ impl HttpContext for Filter {
         for name in plan.forward.names() {
             let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, name);
         }
+        // No bundle yet (a remote one not fetched): no usable configuration, whatever
+        // `failure_mode` says.
+        let Some(engine) = self.engine.borrow().clone() else {
+            self.metrics.increment(Counter::Errors);
+            return respond(gate::unavailable());
+        };
         let now = now();
-        let mut verdict = gate::handle(plan, &HostHeaders, now);
+        let mut verdict = gate::handle(plan, &engine, &HostHeaders, now);
         if verdict.keys_missing {
             // Another worker may have fetched the keys since this VM's last tick.
             let mut keys = self.keys.borrow_mut();
-            if keys.sync(plan) {
-                verdict = gate::handle(plan, &HostHeaders, now);
+            if keys.sync(&engine) {
+                verdict = gate::handle(plan, &engine, &HostHeaders, now);
             }
             keys.unknown_kid |= verdict.keys_missing;
         }

@@ -9,7 +9,8 @@ import { join } from 'node:path';
 import { ROOT, sleep, start, tmp } from '../../../tests/idp/harness.mjs';
 
 export {
-  ROOT, PORTCULLIS, tmp, freePort, startIdp, idpToken, compileBundle, techfinWithIdp, sleep, until,
+  ROOT, PORTCULLIS, tmp, freePort, startIdp, idpToken, compileBundle, techfinWithIdp, techfinDirWithIdp, serve, sleep,
+  until,
 } from '../../../tests/idp/harness.mjs';
 
 export const WASM = process.env.PORTCULLIS_WASM ?? join(ROOT, 'bindings/envoy/portcullis_envoy.wasm');

@@ -14,19 +14,8 @@ import { createServer } from 'node:http';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import {
-  PORTCULLIS, ROOT, compileBundle, freePort, idpToken, sleep, start, startIdp, techfinWithIdp, tmp, until,
+  ROOT, compileBundle, freePort, idpToken, serve, sleep, startIdp, techfinWithIdp, tmp, until,
 } from '../../../tests/idp/harness.mjs';
-
-/** Start `portcullis serve` on a free port; resolves once it listens. */
-async function serve(bundle, extra = []) {
-  const auditLog = join(tmp(), 'audit.jsonl');
-  const p = await start(PORTCULLIS, ['serve', '--bundle', bundle, '--listen', '127.0.0.1:0', '--audit-log', auditLog, ...extra], {
-    ready: /serving decisions at http:\/\//,
-    name: 'portcullis serve',
-  });
-  const base = p.readyLine.match(/(http:\/\/[0-9.:]+)/)[1];
-  return { ...p, base, auditLog };
-}
 
 const post = async (base, path, body) => {
   const res = await fetch(`${base}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
