@@ -1,15 +1,18 @@
 // Envoy benchmark, one run on one machine: Envoy with no auth filter (the ceiling), Envoy's
 // native jwt_authn (with jwt_cache_config) + rbac enforcing the analyst rule, and Portcullis
-// (the full TechFin bundle). Each Envoy runs one worker and answers with a direct response, so
+// (the full TechFin bundle). "Every request verified": native without jwt_cache_config against
+// Portcullis with its token cache off (`tokens.cache_entries: 0`), signatures checked by
+// Envoy's `verify_signature` (crypto: envoy) or in Wasm (crypto: wasm), the cost of a fresh
+// token on every request. Each Envoy runs one worker and answers with a direct response, so
 // the difference between configurations is the auth filters' cost. Main figure: Envoy's CPU
 // time per request (utime + stime of the Envoy process from /proc, before/after each wrk run);
 // requests/s and p50/p99 (noisy on shared machines) and Envoy's memory (VmRSS) are reported too.
 // Run by bindings/envoy/bench.sh.
 
 import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { cpSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ROOT, PORTCULLIS, compileBundle, envoyYaml, freePort, sleep, startEnvoy } from '../test/lib.mjs';
+import { ROOT, PORTCULLIS, compileBundle, envoyYaml, freePort, sleep, startEnvoy, tmp } from '../test/lib.mjs';
 
 const DURATION = process.env.BENCH_DURATION ?? '10s';
 const CONNECTIONS = (process.env.BENCH_CONNECTIONS ?? '16').split(',').map(Number);
@@ -18,11 +21,11 @@ const TICKS = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).
 const token = execFileSync(PORTCULLIS, ['token', '--bundle', join(ROOT, 'policies/techfin'), '--tenant', 'acme', '--ttl', '7200',
   '--claims', JSON.stringify({ oid: 'alice', roles: ['FinanceAnalyst'], department: 'finance', amr: ['mfa'] })], { encoding: 'utf8' }).trim();
 const [h, p, sig] = token.split('.');
-const forged = `${h}.${p}.${sig.slice(0, -4)}${sig.slice(-4) === 'AAAA' ? 'BBBB' : 'AAAA'}`;
+const forgedToken = `${h}.${p}.${sig.slice(0, -4)}${sig.slice(-4) === 'AAAA' ? 'BBBB' : 'AAAA'}`;
 const jwks = readFileSync(join(ROOT, 'policies/techfin/dev-keys/acme-rs256.jwks.json'), 'utf8');
 const issuer = JSON.parse(Buffer.from(p, 'base64url')).iss;
 
-const native = `          - name: envoy.filters.http.jwt_authn
+const native = (cache) => `          - name: envoy.filters.http.jwt_authn
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication
               providers:
@@ -32,8 +35,7 @@ const native = `          - name: envoy.filters.http.jwt_authn
                   local_jwks: { inline_string: ${JSON.stringify(JSON.stringify(JSON.parse(jwks)))} }
                   payload_in_metadata: jwt_payload
                   forward: true
-                  jwt_cache_config: { jwt_cache_size: 1000 }
-              rules:
+${cache ? '                  jwt_cache_config: { jwt_cache_size: 1000 }\n' : ''}              rules:
               - match: { prefix: "/" }
                 requires: { provider_name: acme }
           - name: envoy.filters.http.rbac
@@ -62,8 +64,18 @@ const native = `          - name: envoy.filters.http.jwt_authn
                             value: { string_match: { exact: finance } }
 `;
 
-const portcullisConfig = () => ({
-  bundle: { inline: compileBundle(join(ROOT, 'policies/techfin')) },
+/** The TechFin bundle, with the engine's token cache off when `cache` is false. */
+function techfin(cache) {
+  if (cache) return compileBundle(join(ROOT, 'policies/techfin'));
+  const dir = join(tmp(), 'techfin');
+  cpSync(join(ROOT, 'policies/techfin'), dir, { recursive: true });
+  writeFileSync(join(dir, 'bundle.json'), JSON.stringify({ tokens: { cache_entries: 0 } }));
+  return compileBundle(dir);
+}
+
+const portcullisConfig = ({ cache = true, crypto = 'envoy' } = {}) => ({
+  bundle: { inline: techfin(cache) },
+  crypto,
   routes: [{ methods: ['GET'], path: '/tenants/{tenant}/reports/{id}', action: 'view',
     resource: { type: 'Report', id: '{tenant}/{id}', attrs: { tenant: '{tenant}', department: { header: 'x-report-department' } } } }],
   unmatched: 'pass',
@@ -89,23 +101,27 @@ function wrk(port, connections, bearer, path = '/tenants/acme/reports/q3') {
   return { requests, non2xx, rps, p50: ms(pct(50)), p99: ms(pct(99)) };
 }
 
-const configs = [
-  ['no auth filter', {}],
-  ['native jwt_authn + rbac', { extraFilters: native }],
-  ['portcullis', { filterConfig: portcullisConfig() }],
-];
+const valid = ['valid token, repeated', token];
+const forged = ['forged token, repeated', forgedToken];
+const everyTime = ['valid token, every request verified', token];
 // The last scenario only exists for Portcullis: a path no route matches (`unmatched: pass`),
 // which costs the filter's glue (hostcalls, header removal) without a decision.
-const scenarios = [['valid token, repeated', token], ['forged token, repeated', forged], ['no route (filter glue only)', token, '/other']];
+const noRoute = ['no route (filter glue only)', token, '/other'];
+const configs = [
+  ['no auth filter', {}, [valid]],
+  ['native jwt_authn + rbac', { extraFilters: native(true) }, [valid, forged]],
+  ['native jwt_authn + rbac, no JWT cache', { extraFilters: native(false) }, [everyTime]],
+  ['portcullis', { filterConfig: portcullisConfig() }, [valid, forged, noRoute]],
+  ['portcullis, token cache off, crypto: envoy', { filterConfig: portcullisConfig({ cache: false }) }, [everyTime]],
+  ['portcullis, token cache off, crypto: wasm', { filterConfig: portcullisConfig({ cache: false, crypto: 'wasm' }) }, [everyTime]],
+];
 const rows = [];
-for (const [name, extra] of configs) {
+for (const [name, extra, scenarios] of configs) {
   const port = await freePort();
   const envoy = await startEnvoy(envoyYaml({ port, adminPort: await freePort(), upstreamPort: 1, direct: true, ...extra }), { concurrency: 1, logLevel: 'warn' });
   const pid = envoy.child.pid;
   wrk(port, 4, token); // warm-up (also fills caches)
   for (const [scenario, bearer, path] of scenarios) {
-    if (name === 'no auth filter' && scenario !== scenarios[0][0]) continue;
-    if (name !== 'portcullis' && path) continue;
     for (const c of CONNECTIONS) {
       const before = cpuTicks(pid);
       const r = wrk(port, c, bearer, path);
@@ -123,7 +139,11 @@ for (const r of rows) {
   console.log(`| ${r.name} | ${r.scenario} | ${r.c} | ${r.cpuUs.toFixed(1)} | ${r.rps.toFixed(0)} | ${r.p50.toFixed(2)} | ${r.p99.toFixed(2)} | ${r.non2xx} | ${r.rss.toFixed(1)} |`);
 }
 const cpu = (name, scenario) => rows.find((r) => r.name === name && r.scenario === scenario && r.c === CONNECTIONS[0])?.cpuUs;
-for (const [scenario] of scenarios.slice(0, 2)) {
-  const ratio = cpu('portcullis', scenario) / cpu('native jwt_authn + rbac', scenario);
-  console.log(`\n${scenario}: Portcullis / native CPU per request = ${ratio.toFixed(2)}x (at ${CONNECTIONS[0]} connections)`);
+const ratio = (label, [ours, theirs], scenario) => {
+  console.log(`\n${label}: ${ours} / ${theirs} CPU per request = ${(cpu(ours, scenario) / cpu(theirs, scenario)).toFixed(2)}x (at ${CONNECTIONS[0]} connections)`);
+};
+ratio(valid[0], ['portcullis', 'native jwt_authn + rbac'], valid[0]);
+ratio(forged[0], ['portcullis', 'native jwt_authn + rbac'], forged[0]);
+for (const crypto of ['envoy', 'wasm']) {
+  ratio(everyTime[0], [`portcullis, token cache off, crypto: ${crypto}`, 'native jwt_authn + rbac, no JWT cache'], everyTime[0]);
 }

@@ -46,6 +46,22 @@ pub struct FilterConfig {
     /// The `realm` of `WWW-Authenticate` challenges.
     #[serde(default = "default_realm")]
     pub realm: String,
+    /// Where RSA and ECDSA signatures are checked.
+    #[serde(default)]
+    pub crypto: Crypto,
+}
+
+/// Where RSA (`RS*`) and ECDSA (`ES*`) signatures are checked; the other algorithms are always
+/// checked in Wasm.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Crypto {
+    /// By Envoy (BoringSSL), through its `verify_signature` foreign function (the default);
+    /// in Wasm where Envoy lacks the function.
+    #[default]
+    Envoy,
+    /// In Wasm (RustCrypto).
+    Wasm,
 }
 
 /// Where the compiled bundle comes from.
@@ -330,18 +346,21 @@ pub struct Plan {
     pub challenge_invalid: String,
     /// Where the bundle is fetched from, when it is not inline.
     pub remote_bundle: Option<(RemoteBundle, Target)>,
+    /// See [`FilterConfig::crypto`].
+    pub crypto: Crypto,
 }
 
 impl Plan {
     /// Parse and validate the plugin configuration; with an inline bundle, also build the
-    /// engine (a remote bundle's engine comes with its first fetch).
+    /// engine with the `options` the plan asks for (a remote bundle's engine comes with its
+    /// first fetch).
     ///
     /// # Errors
     /// Malformed JSON, an invalid bundle, route, token source or remote bundle source, or a
     /// remote issuer whose URL has no cluster.
     pub fn from_json(
         bytes: &[u8],
-        decision_id_seed: u64,
+        options: impl FnOnce(&Self) -> EngineOptions,
     ) -> Result<(Self, Option<Engine>), ConfigError> {
         let config: FilterConfig = serde_json::from_slice(bytes)
             .map_err(|e| ConfigError(format!("invalid configuration: {e}")))?;
@@ -357,6 +376,7 @@ impl Plan {
             log,
             keys,
             realm,
+            crypto,
         } = config;
         let routes = routes
             .iter()
@@ -399,9 +419,10 @@ impl Plan {
             challenge_missing: format!("Bearer realm=\"{realm}\""),
             challenge_invalid: format!("Bearer realm=\"{realm}\", error=\"invalid_token\""),
             remote_bundle,
+            crypto,
         };
         let engine = inline
-            .map(|compiled| plan.engine(*compiled, decision_id_seed))
+            .map(|compiled| plan.engine(*compiled, options(&plan)))
             .transpose()?;
         Ok((plan, engine))
     }
@@ -415,7 +436,7 @@ impl Plan {
     pub fn engine(
         &self,
         compiled: CompiledBundle,
-        decision_id_seed: u64,
+        options: EngineOptions,
     ) -> Result<Engine, ConfigError> {
         let bundle = Bundle::load(compiled).map_err(|e| {
             let problems: Vec<String> = e.problems.iter().map(ToString::to_string).collect();
@@ -435,10 +456,6 @@ impl Plan {
                 )));
             }
         }
-        let options = EngineOptions {
-            decision_id_seed,
-            ..EngineOptions::default()
-        };
         Ok(Engine::with_options(Arc::new(bundle), options))
     }
 }
@@ -527,7 +544,7 @@ mod tests {
     }
 
     fn plan(config: serde_json::Value) -> Result<(Plan, Option<Engine>), ConfigError> {
-        Plan::from_json(config.to_string().as_bytes(), 7)
+        Plan::from_json(config.to_string().as_bytes(), |_| EngineOptions::default())
     }
 
     #[test]
@@ -587,22 +604,31 @@ mod tests {
         }))
         .unwrap();
         let bundle = compiled(Some(remote_issuer()));
-        let err = without_keys.engine(bundle.clone(), 1).err().unwrap();
+        let err = without_keys
+            .engine(bundle.clone(), EngineOptions::default())
+            .err()
+            .unwrap();
         assert!(err.0.contains("`keys.clusters` is required"), "{err}");
         assert_eq!(
-            with_keys.engine(bundle.clone(), 1).unwrap().revision(),
+            with_keys
+                .engine(bundle.clone(), EngineOptions::default())
+                .unwrap()
+                .revision(),
             bundle.revision
         );
 
         let mut tampered = bundle.clone();
         tampered.policies[0].source = "@id(\"all\")\nforbid(principal, action, resource);".into();
-        let err = with_keys.engine(tampered, 1).err().unwrap();
+        let err = with_keys
+            .engine(tampered, EngineOptions::default())
+            .err()
+            .unwrap();
         assert!(err.0.contains("invalid bundle"), "{err}");
 
         let mut elsewhere = remote_issuer();
         elsewhere["jwks_uri"] = json!("https://other.idp/jwks");
         let err = with_keys
-            .engine(compiled(Some(elsewhere)), 1)
+            .engine(compiled(Some(elsewhere)), EngineOptions::default())
             .err()
             .unwrap();
         assert!(err.0.contains("no cluster in `keys.clusters`"), "{err}");

@@ -92,6 +92,7 @@
 
 pub mod bundle;
 pub mod config;
+pub mod crypto;
 pub mod gate;
 pub mod keys;
 #[cfg(target_arch = "wasm32")]

@@ -3,17 +3,23 @@
 //! errors as values are used, and headers are read as bytes: nothing here panics on what a
 //! client sends.
 
-use crate::config::{KeysConfig, LogLevel, Plan, RemoteBundle, Target};
+use crate::config::{Crypto, KeysConfig, LogLevel, Plan, RemoteBundle, Target};
+use crate::crypto::{self, Prepared};
 use crate::gate::{self, Action as GateAction, Counter};
 use crate::routes::Headers;
 use crate::{bundle, keys};
-use portcullis_engine::{CompiledBundle, Engine, KeySource};
+use portcullis_engine::{
+    Algorithm, CompiledBundle, Engine, EngineOptions, KeySource, RustCryptoVerifier,
+    SignatureVerifier, VerificationKey,
+};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, BufferType, ContextType, MapType, MetricType};
+use proxy_wasm::types::{Action, BufferType, ContextType, MapType, MetricType, Status};
 use std::cell::RefCell;
 use std::hash::{BuildHasher, Hasher};
 use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, UNIX_EPOCH};
 
 proxy_wasm::main! {{
@@ -38,6 +44,58 @@ fn random_seed() -> u64 {
     std::collections::hash_map::RandomState::new()
         .build_hasher()
         .finish()
+}
+
+/// Whether this VM has said that Envoy lacks `verify_signature`.
+static FALLBACK_LOGGED: AtomicBool = AtomicBool::new(false);
+
+/// Checks RSA and ECDSA signatures with Envoy's `verify_signature` foreign function (native
+/// BoringSSL); everything else, and everything in an Envoy without the function, in Wasm.
+struct EnvoyVerifier;
+
+impl SignatureVerifier for EnvoyVerifier {
+    fn verify(
+        &self,
+        alg: Algorithm,
+        key: &VerificationKey,
+        message: &[u8],
+        signature: &[u8],
+    ) -> Result<bool, String> {
+        let in_wasm = || RustCryptoVerifier.verify(alg, key, message, signature);
+        match crypto::prepare(alg, key.material(), message, signature) {
+            Prepared::Invalid => Ok(false),
+            Prepared::InWasm => in_wasm(),
+            Prepared::Envoy(arguments) => {
+                match hostcalls::call_foreign_function("verify_signature", Some(&arguments)) {
+                    Ok(Some(result)) => crypto::parse_result(&result)
+                        .ok_or_else(|| "unreadable `verify_signature` result".to_owned()),
+                    Ok(None) => Err("`verify_signature` returned nothing".to_owned()),
+                    Err(Status::NotFound) => {
+                        if !FALLBACK_LOGGED.swap(true, Ordering::Relaxed) {
+                            log(
+                                proxy_wasm::types::LogLevel::Warn,
+                                "portcullis: this Envoy has no `verify_signature` foreign function; signatures are checked in Wasm",
+                            );
+                        }
+                        in_wasm()
+                    }
+                    Err(status) => Err(format!("`verify_signature` failed: {status:?}")),
+                }
+            }
+        }
+    }
+}
+
+/// Engine options for this VM: a fresh decision-id seed and the configured verifier.
+fn engine_options(plan_crypto: Crypto) -> EngineOptions {
+    let verifier: Arc<dyn SignatureVerifier> = match plan_crypto {
+        Crypto::Envoy => Arc::new(EnvoyVerifier),
+        Crypto::Wasm => Arc::new(RustCryptoVerifier),
+    };
+    EngineOptions {
+        verifier,
+        decision_id_seed: random_seed(),
+    }
 }
 
 struct HostHeaders;
@@ -311,7 +369,7 @@ impl Root {
             .ok_or_else(|| "unreadable shared entry".to_owned())
             .and_then(|(_, bytes)| compiled(bytes))
             .and_then(|compiled| {
-                plan.engine(compiled, random_seed())
+                plan.engine(compiled, engine_options(plan.crypto))
                     .map_err(|e| e.to_string())
             });
         match built {
@@ -390,7 +448,7 @@ impl Root {
             // claiming it with other content goes on to be refused.
             return set_lease(&bundle::lease_key(&remote.url), next_poll);
         }
-        match plan.engine(compiled, random_seed()) {
+        match plan.engine(compiled, engine_options(plan.crypto)) {
             Ok(engine) => {
                 let etag = response_header("etag");
                 let key = bundle::entry_key(&remote.url);
@@ -518,7 +576,7 @@ impl RootContext for Root {
             );
             return false;
         };
-        match Plan::from_json(&bytes, random_seed()) {
+        match Plan::from_json(&bytes, |plan| engine_options(plan.crypto)) {
             Ok((plan, engine)) => {
                 log(
                     proxy_wasm::types::LogLevel::Info,
