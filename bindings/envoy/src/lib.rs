@@ -55,7 +55,7 @@
 //! | `cors_preflight` | forward `OPTIONS` with `Origin` and `Access-Control-Request-Method` without a token (`true`) |
 //! | `failure_mode` | when no keys are loaded for the token's issuer: `closed` answers 503, `open` forwards without identity (`closed`) |
 //! | `log.level` | level of the one JSON decision-log line per request: `off`, `debug`, `info`, `warn` (`info`) |
-//! | `crypto` | where `RS*` and `ES*` signatures are checked: `envoy` (Envoy's `verify_signature` foreign function, BoringSSL; in Wasm where the function is missing, with a warning) or `wasm` (RustCrypto); `PS*`, `EdDSA` and `HS*` are always checked in Wasm (`envoy`) |
+//! | `crypto` | where `RS*` and `ES*` signatures are checked: `envoy` (Envoy's `verify_signature` foreign function, BoringSSL; in Wasm, with a warning, where the function is missing or refuses a key) or `wasm` (RustCrypto); `PS*`, `EdDSA` and `HS*` are always checked in Wasm (`envoy`) |
 //! | `keys` | required when the bundle has `jwks_uri`/`discovery` issuers: URL origin → Envoy cluster, refresh and retry periods, unknown-`kid` cooldown, fetch timeout |
 //!
 //! ## Responses

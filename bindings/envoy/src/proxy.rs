@@ -46,11 +46,12 @@ fn random_seed() -> u64 {
         .finish()
 }
 
-/// Whether this VM has said that Envoy lacks `verify_signature`.
+/// Whether this VM has said that Envoy's `verify_signature` could not be used.
 static FALLBACK_LOGGED: AtomicBool = AtomicBool::new(false);
 
 /// Checks RSA and ECDSA signatures with Envoy's `verify_signature` foreign function (native
-/// BoringSSL); everything else, and everything in an Envoy without the function, in Wasm.
+/// BoringSSL); everything else, and what Envoy cannot check (no such function, a key it
+/// refuses), in Wasm.
 struct EnvoyVerifier;
 
 impl SignatureVerifier for EnvoyVerifier {
@@ -70,11 +71,15 @@ impl SignatureVerifier for EnvoyVerifier {
                     Ok(Some(result)) => crypto::parse_result(&result)
                         .ok_or_else(|| "unreadable `verify_signature` result".to_owned()),
                     Ok(None) => Err("`verify_signature` returned nothing".to_owned()),
-                    Err(Status::NotFound) => {
+                    // No such function in this Envoy, or arguments it cannot read (a key its
+                    // BoringSSL refuses): the same check in Wasm, never an answer by default.
+                    Err(status @ (Status::NotFound | Status::BadArgument)) => {
                         if !FALLBACK_LOGGED.swap(true, Ordering::Relaxed) {
                             log(
                                 proxy_wasm::types::LogLevel::Warn,
-                                "portcullis: this Envoy has no `verify_signature` foreign function; signatures are checked in Wasm",
+                                &format!(
+                                    "portcullis: Envoy's `verify_signature` answered {status:?}; signatures it cannot check are checked in Wasm"
+                                ),
                             );
                         }
                         in_wasm()
