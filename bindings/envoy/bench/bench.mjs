@@ -10,7 +10,7 @@
 // Run by bindings/envoy/bench.sh.
 
 import { execFileSync } from 'node:child_process';
-import { cpSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ROOT, PORTCULLIS, compileBundle, envoyYaml, freePort, sleep, startEnvoy, tmp } from '../test/lib.mjs';
 
@@ -146,4 +146,27 @@ ratio(valid[0], ['portcullis', 'native jwt_authn + rbac'], valid[0]);
 ratio(forged[0], ['portcullis', 'native jwt_authn + rbac'], forged[0]);
 for (const crypto of ['envoy', 'wasm']) {
   ratio(everyTime[0], [`portcullis, token cache off, crypto: ${crypto}`, 'native jwt_authn + rbac, no JWT cache'], everyTime[0]);
+}
+
+// Memory: Envoy's RSS with no filter, with the filter on a one-policy bundle and on TechFin,
+// with one and two workers (after 50 requests), to tell the engine's data from the VM's cost.
+const onePolicy = (() => {
+  const dir = join(tmp(), 'one-policy');
+  mkdirSync(join(dir, 'policies'), { recursive: true });
+  writeFileSync(join(dir, 'policies/all.cedar'), '@id("all")\npermit (principal, action, resource);\n');
+  writeFileSync(join(dir, 'tenants.json'), '{"tenants": {}}');
+  return compileBundle(dir);
+})();
+const memoryRows = [['no auth filter', undefined], ['portcullis, one-policy bundle', { ...portcullisConfig(), bundle: { inline: onePolicy } }], ['portcullis, TechFin', portcullisConfig()]];
+console.log('\n| configuration | workers | Envoy RSS MiB |');
+console.log('|---|---:|---:|');
+for (const [name, filterConfig] of memoryRows) {
+  for (const concurrency of [1, 2]) {
+    const port = await freePort();
+    const envoy = await startEnvoy(envoyYaml({ port, adminPort: await freePort(), upstreamPort: 1, direct: true, filterConfig }), { concurrency, logLevel: 'warn' });
+    for (let i = 0; i < 50; i += 1) await fetch(`http://127.0.0.1:${port}/tenants/acme/reports/q3`, { headers: { authorization: `Bearer ${token}`, 'x-report-department': 'finance' } });
+    await sleep(500);
+    console.log(`| ${name} | ${concurrency} | ${rssMiB(envoy.child.pid).toFixed(1)} |`);
+    await envoy.stop();
+  }
 }

@@ -413,11 +413,16 @@ impl Root {
     }
 
     fn bundle_failed(&self, remote: &RemoteBundle, now: i64, why: &str) {
+        let consequence = if self.engine.borrow().is_some() {
+            "the previous bundle keeps serving"
+        } else {
+            "no bundle yet: requests are answered 503"
+        };
         log(
             proxy_wasm::types::LogLevel::Warn,
             &format!(
-                "portcullis: fetching the bundle from `{}` failed ({why}); the previous bundle keeps serving",
-                remote.url
+                "portcullis: fetching the bundle from `{}` failed ({why}); {consequence}; next try in {} s",
+                remote.url, remote.retry_seconds
             ),
         );
         set_lease(

@@ -54,6 +54,7 @@ describe('a bundle polled from the decision service', () => {
     const token = await analyst();
     await sleep(1500);
     assert.deepEqual(await report(token), { status: 503, body: { error: 'unavailable' } });
+    assert.match(envoy.output(), /fetching the bundle from `[^`]+` failed \(no 200 or 304 answer\); no bundle yet: requests are answered 503/);
     service = await serve(dir, ['--listen', `127.0.0.1:${sourcePort}`, '--poll-seconds', '3600']);
     const allowed = await until(async () => { const r = await report(token); return r.status === 200 && r; });
     assert.equal(allowed.status, 200, 'the filter fetched the bundle, then the IdP keys');

@@ -1,5 +1,5 @@
-// examples/envoy/envoy.yaml is rendered from EXAMPLE below (BLESS=1 rewrites it) and must pass
-// `envoy --mode validate`.
+// examples/envoy/envoy.yaml and envoy-remote-bundle.yaml are rendered below (BLESS=1 rewrites
+// them) and must pass `envoy --mode validate`.
 
 import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -7,15 +7,17 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { ROOT, compileBundle, envoyYaml, validateEnvoy } from './lib.mjs';
 
-const FILE = join(ROOT, 'examples/envoy/envoy.yaml');
 const report = (method, path, action) => ({
   methods: [method], path, action,
   resource: { type: 'Report', id: '{tenant}/{id}', attrs: { tenant: '{tenant}', department: { header: 'x-report-department' } } },
 });
 
-function render() {
+/** The example's configuration; `remote`: the bundle polled from `portcullis serve` instead. */
+function render(remote = false) {
   const filterConfig = {
-    bundle: { inline: compileBundle(join(ROOT, 'policies/techfin')) },
+    bundle: remote
+      ? { remote: { url: 'http://127.0.0.1:8181/v1/bundle', cluster: 'policy', poll_seconds: 30 } }
+      : { inline: compileBundle(join(ROOT, 'policies/techfin')) },
     routes: [
       report('GET', '/tenants/{tenant}/reports/{id}', 'view'),
       report('POST', '/tenants/{tenant}/reports/{id}/export', 'export'),
@@ -30,14 +32,18 @@ function render() {
     failure_mode: 'closed',
     log: { level: 'info' },
   };
-  return envoyYaml({ port: 10000, adminPort: 9901, upstreamPort: 8080, filterConfig, wasm: 'bindings/envoy/portcullis_envoy.wasm' });
+  const clusters = remote ? { policy: 8181 } : {};
+  return envoyYaml({ port: 10000, adminPort: 9901, upstreamPort: 8080, filterConfig, clusters, wasm: 'bindings/envoy/portcullis_envoy.wasm' });
 }
 
-test('examples/envoy/envoy.yaml is up to date and valid', () => {
-  const yaml = render();
-  if (process.env.BLESS === '1') writeFileSync(FILE, yaml);
-  assert.equal(readFileSync(FILE, 'utf8'), yaml, 'stale example: rerun with BLESS=1');
-  const { ok, output } = validateEnvoy(FILE);
-  assert.ok(ok, output);
-  assert.match(output, /configuration .* OK/);
-});
+for (const [file, remote] of [['envoy.yaml', false], ['envoy-remote-bundle.yaml', true]]) {
+  test(`examples/envoy/${file} is up to date and valid`, () => {
+    const path = join(ROOT, 'examples/envoy', file);
+    const yaml = render(remote);
+    if (process.env.BLESS === '1') writeFileSync(path, yaml);
+    assert.equal(readFileSync(path, 'utf8'), yaml, 'stale example: rerun with BLESS=1');
+    const { ok, output } = validateEnvoy(path);
+    assert.ok(ok, output);
+    assert.match(output, /configuration .* OK/);
+  });
+}
