@@ -37,23 +37,27 @@ before(async () => {
 });
 
 // Chromium 156 (Debian) once died of SIGSEGV at start-up on a CI machine, before loading any page,
-// and never on this one: a start that fails is retried, each failure reported in full; three
-// failures fail the suite. Only the launch is retried, never a check.
+// and never on this one: a start that fails is retried, each failure reported in full, the
+// later attempts without the zygote process (a common cause of start-up crashes in containers)
+// and then in one process; three failures fail the suite. Only the launch is retried, never a
+// check.
+const LAUNCH_ATTEMPTS = [[], ['--no-zygote'], ['--no-zygote', '--single-process']];
+
 async function launchChromium() {
   const failures = [];
-  for (let attempt = 1; attempt <= 3; attempt++) {
+  for (const [i, extra] of LAUNCH_ATTEMPTS.entries()) {
     try {
       return await chromium.launch({
         executablePath: CHROMIUM,
         args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-          "--disable-component-update", "--disable-quic", "--no-first-run", "--disable-sync"],
+          "--disable-component-update", "--disable-quic", "--no-first-run", "--disable-sync", ...extra],
       });
     } catch (err) {
-      console.error(`Chromium did not start (attempt ${attempt} of 3):\n${err.message}`);
+      console.error(`Chromium did not start (attempt ${i + 1} of ${LAUNCH_ATTEMPTS.length}, extra flags: ${extra.join(" ") || "none"}):\n${err.message}`);
       failures.push(err.message.split("\n")[0]);
     }
   }
-  throw new Error(`Chromium did not start in 3 attempts: ${failures.join("; ")}`);
+  throw new Error(`Chromium did not start in ${LAUNCH_ATTEMPTS.length} attempts: ${failures.join("; ")}`);
 }
 
 after(async () => {
