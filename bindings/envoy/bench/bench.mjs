@@ -96,7 +96,12 @@ function wrk(port, connections, bearer, path = '/tenants/acme/reports/q3') {
   const requests = Number(/(\d+) requests in/.exec(out)[1]);
   const non2xx = Number(/Non-2xx or 3xx responses: (\d+)/.exec(out)?.[1] ?? 0);
   const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)[1]);
-  const pct = (q) => /([\d.]+)(us|ms|s)$/.exec(new RegExp(`${q}%\\s+(\\S+)`).exec(out)[1]);
+  // Anchored: "Thread Stats" lines end in percentages too (a Stdev of 94.99% is not the p99).
+  const pct = (q) => {
+    const m = /([\d.]+)(us|ms|s)$/.exec(new RegExp(`^\\s+${q}%\\s+(\\S+)`, 'm').exec(out)?.[1] ?? '');
+    if (!m) throw new Error(`no ${q}th percentile in wrk's output:\n${out}`);
+    return m;
+  };
   const ms = (m) => Number(m[1]) * { us: 0.001, ms: 1, s: 1000 }[m[2]];
   return { requests, non2xx, rps, p50: ms(pct(50)), p99: ms(pct(99)) };
 }
