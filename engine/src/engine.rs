@@ -156,6 +156,14 @@ impl From<TokenError> for TokenFailure {
     }
 }
 
+/// A token whose signature did not verify: who it claimed to come from, and its times (so
+/// that a remembered rejection answers what the whole check would: expired, not yet valid,
+/// too old, or a bad signature).
+struct Rejected {
+    issuer: String,
+    times: TokenTimes,
+}
+
 impl TokenFailure {
     fn of(issuer: &str) -> impl Fn(TokenError) -> Self + '_ {
         move |error| Self {
@@ -227,7 +235,7 @@ pub struct Engine {
     cache: TokenCache<VerifiedToken>,
     /// Tokens whose signature did not verify (by SHA-256), so that a forged token sent again
     /// and again costs one signature check, not one per request. Cleared with `cache`.
-    rejected: TokenCache<()>,
+    rejected: TokenCache<Rejected>,
     verifier: Arc<dyn SignatureVerifier>,
     counter: AtomicU64,
     seed: u64,
@@ -414,6 +422,14 @@ impl Engine {
             }
             return Ok(Step::Hit(hit));
         }
+        // A forged token sent again is answered before any decoding: one SHA-256 (which a new
+        // token needs anyway, for its fingerprint) and a lookup.
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        if let Some(rejected) = self.rejected.get(&hex(&digest), now) {
+            let failed = TokenFailure::of(&rejected.issuer);
+            rejected.times.check(now).map_err(&failed)?;
+            return Err(failed(TokenError::BadSignature));
+        }
         let parsed = token::parse(token, max_bytes)?;
         let issuer = match parsed.claims.get("iss") {
             Some(Value::String(iss)) => iss,
@@ -433,10 +449,6 @@ impl Engine {
         let key = self
             .key_for(entry, parsed.alg, parsed.kid.as_deref())
             .map_err(&failed)?;
-        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        if self.rejected.get(&hex(&digest), now).is_some() {
-            return Err(failed(TokenError::BadSignature));
-        }
         Ok(Step::Pending(Unverified {
             token,
             signing_input: parsed.signing_input.as_bytes(),
@@ -498,7 +510,10 @@ impl Engine {
             // Remembered only against the keys it was checked with.
             self.rejected.insert_if(
                 &hex(&pending.digest),
-                Arc::new(()),
+                Arc::new(Rejected {
+                    issuer: pending.entry.issuer.clone(),
+                    times: pending.times,
+                }),
                 expires_at,
                 now,
                 current_keys,
