@@ -135,22 +135,25 @@ for (const [name, extra, scenarios] of configs) {
   const port = await freePort();
   const envoy = await startEnvoy(envoyYaml({ port, adminPort: await freePort(), upstreamPort: 1, direct: true, ...extra }), { concurrency: 1, logLevel: 'warn' });
   const pid = envoy.child.pid;
-  wrk(port, 4, token); // warm-up (also fills caches)
-  for (const [scenario, bearer, path] of scenarios) {
-    for (const c of CONNECTIONS) {
-      const before = cpuTicks(pid);
-      const r = wrk(port, c, bearer, path);
-      // A row whose answers are not what its scenario is about measures something else.
-      const forged = scenario.startsWith('forged');
-      if (forged ? r.non2xx !== r.requests : r.non2xx !== 0) {
-        throw new Error(`${name} / ${scenario}: ${r.non2xx} of ${r.requests} answers were not 2xx`);
+  try {
+    wrk(port, 4, token); // warm-up (also fills caches)
+    for (const [scenario, bearer, path] of scenarios) {
+      for (const c of CONNECTIONS) {
+        const before = cpuTicks(pid);
+        const r = wrk(port, c, bearer, path);
+        // A row whose answers are not what its scenario is about measures something else.
+        const forged = scenario.startsWith('forged');
+        if (forged ? r.non2xx !== r.requests : r.non2xx !== 0) {
+          throw new Error(`${name} / ${scenario}: ${r.non2xx} of ${r.requests} answers were not 2xx`);
+        }
+        const cpu = (cpuTicks(pid) - before) / TICKS;
+        rows.push({ name, scenario, c, ...r, cpuUs: (cpu / r.requests) * 1e6, rss: rssMiB(pid) });
+        await sleep(500);
       }
-      const cpu = (cpuTicks(pid) - before) / TICKS;
-      rows.push({ name, scenario, c, ...r, cpuUs: (cpu / r.requests) * 1e6, rss: rssMiB(pid) });
-      await sleep(500);
     }
+  } finally {
+    await envoy.stop(); // also when a row fails: no Envoy outlives the bench
   }
-  await envoy.stop();
 }
 
 console.log(`| configuration | scenario | conns | Envoy CPU µs/req | req/s | p50 ms | p99 ms | non-2xx | Envoy RSS MiB |`);
