@@ -49,14 +49,13 @@ pub fn encode(etag: Option<&str>, bundle: &[u8]) -> Vec<u8> {
 
 /// Decode a bundle entry into its ETag (if any) and the bundle's bytes.
 pub fn decode(entry: &[u8]) -> Option<(Option<&str>, &[u8])> {
-    let newline = entry.iter().position(|&b| b == b'\n')?;
-    let (etag, rest) = entry.split_at(newline);
+    let (etag, bundle) = crate::keys::split_entry(entry)?;
     let etag = if etag.is_empty() {
         None
     } else {
         Some(usable_etag(Some(etag))?)
     };
-    Some((etag, rest.get(1..)?))
+    Some((etag, bundle))
 }
 
 #[cfg(test)]

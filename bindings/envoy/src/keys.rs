@@ -35,12 +35,18 @@ pub fn encode_keys(fetched_at: i64, jwks: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Split a shared-data entry (`<header line>\n<body>`, keys' and bundles' alike) in two.
+pub fn split_entry(entry: &[u8]) -> Option<(&[u8], &[u8])> {
+    let newline = entry.iter().position(|&b| b == b'\n')?;
+    let (header, rest) = entry.split_at(newline);
+    Some((header, rest.get(1..)?))
+}
+
 /// Decode a keys entry into the fetch time and the JWK set.
 pub fn decode_keys(entry: &[u8]) -> Option<(i64, serde_json::Value)> {
-    let newline = entry.iter().position(|&b| b == b'\n')?;
-    let (time, rest) = entry.split_at(newline);
+    let (time, jwks) = split_entry(entry)?;
     let fetched_at = std::str::from_utf8(time).ok()?.parse().ok()?;
-    let jwks = serde_json::from_slice(rest.get(1..)?).ok()?;
+    let jwks = serde_json::from_slice(jwks).ok()?;
     Some((fetched_at, jwks))
 }
 
