@@ -324,6 +324,18 @@ export interface SubtleCryptoLike {
   verify(algorithm: WebCryptoAlgorithm, key: unknown, signature: ByteView, data: ByteView): Promise<boolean>;
 }
 
+/** What the SDK needs of `node:crypto` (the module itself is one). */
+export interface NodeCryptoLike {
+  /** `key.key` is a public JWK (RSA, EC or OKP). */
+  createPublicKey(key: { key: { [member: string]: unknown }; format: "jwk" }): unknown;
+  createSecretKey(key: string, encoding: "base64url"): unknown;
+  /** `key` is what `createPublicKey` returned, or an options object holding it. */
+  verify(digest: string | null, data: Uint8Array, key: unknown, signature: Uint8Array): boolean;
+  createHmac(digest: string, key: unknown): { update(data: Uint8Array): { digest(): Uint8Array } };
+  timingSafeEqual(a: Uint8Array, b: Uint8Array): boolean;
+  readonly constants: { readonly RSA_PKCS1_PADDING: number; readonly RSA_PKCS1_PSS_PADDING: number };
+}
+
 /** Options of the key-fetching helper. */
 export interface FetchKeysOptions {
   /** The `fetch` to use (default `globalThis.fetch`). */
@@ -357,7 +369,17 @@ export interface LoadOptions extends InitializeOptions {
   now?: () => number;
   /** Fetch remote issuers' keys (OIDC discovery / JWKS) with `fetch`, and refetch on an unknown `kid`. */
   fetchKeys?: boolean | FetchKeysOptions;
-  /** The WebCrypto to verify signatures with (default `globalThis.crypto.subtle`; `null`: the engine's own verifier). */
+  /**
+   * Verify signatures with `node:crypto`, synchronously on the calling thread. The default in
+   * Node when `subtle` is not given; `null`: do not use it.
+   */
+  nodeCrypto?: NodeCryptoLike | null;
+  /**
+   * The WebCrypto to verify signatures with: the default outside Node (`globalThis.crypto.subtle`);
+   * given in Node, it is used instead of `node:crypto`. `null`: no host crypto at all, every
+   * signature goes to the engine's own verifier (or is refused with `token_crypto` in a module
+   * built without it).
+   */
   subtle?: SubtleCryptoLike | null;
 }
 

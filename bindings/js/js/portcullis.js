@@ -2,8 +2,9 @@
 //
 // Everything that decides stays in the engine (Rust, compiled to Wasm): token parsing and
 // checks, key selection, claim mapping, Cedar evaluation, the decision itself. This file only
-// converts values, checks signatures with WebCrypto (the engine says which key and algorithm),
-// reads the clock and, optionally, fetches issuers' keys.
+// converts values, checks signatures with the host's crypto (node:crypto in Node, WebCrypto
+// elsewhere; the engine says which key and algorithm), reads the clock and, optionally, fetches
+// issuers' keys.
 
 import init, { initSync, RawEngine } from "./portcullis_js.js";
 
@@ -136,11 +137,31 @@ async function instantiate(wasm) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// WebCrypto
+// Signature checks: the engine hands over algorithm, key, message and signature; the host's
+// crypto answers valid, invalid or "cannot" (then the engine's own verifier decides, when the
+// module has it, or the token is refused with `token_crypto`).
 
 const HOST_INVALID = 0;
 const HOST_VALID = 1;
 const HOST_CANNOT = 2;
+
+const MAX_CACHED_KEYS = 256;
+
+/** A bounded cache of imported keys by the engine's key handle (algorithm + key material). */
+class KeyCache {
+  #keys = new Map();
+
+  get(pending, importKey) {
+    const handle = pending.keyHandle;
+    let key = this.#keys.get(handle);
+    if (key === undefined) {
+      if (this.#keys.size >= MAX_CACHED_KEYS) this.#keys.clear();
+      key = importKey(JSON.parse(pending.keyJwk()), () => this.#keys.delete(handle));
+      this.#keys.set(handle, key);
+    }
+    return key;
+  }
+}
 
 const SHA = { 256: "SHA-256", 384: "SHA-384", 512: "SHA-512" };
 
@@ -185,7 +206,127 @@ function webCryptoParams(alg) {
 
 /** Algorithm families this runtime's WebCrypto turned out not to support. */
 const unsupported = new Set();
-const MAX_CACHED_KEYS = 256;
+
+/** WebCrypto (`crypto.subtle`): asynchronous, the browsers' only choice. */
+class WebCryptoChecker {
+  #subtle;
+  #keys = new KeyCache();
+
+  constructor(subtle) {
+    this.#subtle = subtle;
+  }
+
+  async check(pending) {
+    const params = webCryptoParams(pending.algorithm);
+    if (params === null || unsupported.has(params.family)) return HOST_CANNOT;
+    try {
+      const key = await this.#keys.get(pending, (jwk, forget) =>
+        this.#subtle.importKey("jwk", jwk, params.importAs, false, ["verify"]).catch((err) => {
+          forget();
+          if (err?.name === "NotSupportedError") {
+            unsupported.add(params.family);
+            return null;
+          }
+          throw err;
+        }));
+      if (key === null) return HOST_CANNOT;
+      const ok = await this.#subtle.verify(params.verifyAs, key, pending.signature, pending.signingInput);
+      return ok ? HOST_VALID : HOST_INVALID;
+    } catch {
+      return HOST_CANNOT;
+    }
+  }
+}
+
+/** How node:crypto verifies each JOSE algorithm: the digest and the key options. */
+function nodeCryptoParams(alg, constants) {
+  const bits = alg.slice(2);
+  const digest = { 256: "sha256", 384: "sha384", 512: "sha512" }[bits];
+  switch (alg.slice(0, 2)) {
+    case "RS":
+      return { digest, key: (key) => ({ key, padding: constants.RSA_PKCS1_PADDING }) };
+    case "PS":
+      // RFC 7518 §3.5: the salt is as long as the hash.
+      return { digest, key: (key) => ({ key, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: Number(bits) / 8 }) };
+    case "ES":
+      // JWS ECDSA signatures are r || s (IEEE P1363), not DER.
+      return { digest, key: (key) => ({ key, dsaEncoding: "ieee-p1363" }) };
+    case "HS":
+      return { digest, hmac: true };
+    case "Ed":
+      return { digest: null, key: (key) => key };
+    default:
+      return null;
+  }
+}
+
+/**
+ * node:crypto (OpenSSL): synchronous, on the calling thread. WebCrypto in Node runs the same
+ * OpenSSL code on the libuv thread pool, and the round trip costs more than an RS256 check.
+ */
+class NodeCryptoChecker {
+  #crypto;
+  #keys = new KeyCache();
+
+  constructor(nodeCrypto) {
+    this.#crypto = nodeCrypto;
+  }
+
+  check(pending) {
+    const c = this.#crypto;
+    const params = nodeCryptoParams(pending.algorithm, c.constants);
+    if (params === null) return HOST_CANNOT;
+    try {
+      const key = this.#keys.get(pending, (jwk) =>
+        jwk.kty === "oct" ? c.createSecretKey(jwk.k, "base64url") : c.createPublicKey({ key: jwk, format: "jwk" }));
+      const message = pending.signingInput;
+      const signature = pending.signature;
+      if (params.hmac) {
+        const mac = c.createHmac(params.digest, key).update(message).digest();
+        return mac.length === signature.length && c.timingSafeEqual(mac, signature) ? HOST_VALID : HOST_INVALID;
+      }
+      return c.verify(params.digest, message, params.key(key), signature) ? HOST_VALID : HOST_INVALID;
+    } catch {
+      return HOST_CANNOT;
+    }
+  }
+}
+
+/** No host crypto: every signature goes to the engine's own verifier. */
+const engineOnly = { check: () => HOST_CANNOT };
+
+let nodeCryptoModule;
+
+/** node:crypto where the runtime has it (Node, and runtimes compatible with it), else null. */
+async function loadNodeCrypto() {
+  if (nodeCryptoModule === undefined) {
+    nodeCryptoModule = null;
+    if (typeof globalThis.process?.versions?.node === "string") {
+      // Not a literal, so that bundlers leave this import, which never runs in browsers, alone.
+      const specifier = "node:crypto";
+      try {
+        nodeCryptoModule = await import(/* @vite-ignore */ specifier);
+      } catch {
+        nodeCryptoModule = null;
+      }
+    }
+  }
+  return nodeCryptoModule;
+}
+
+/** The checker `Portcullis.load`'s options ask for (see `LoadOptions` in portcullis.d.ts). */
+async function signatureChecker(options) {
+  if (options.nodeCrypto != null) return new NodeCryptoChecker(options.nodeCrypto);
+  if ("subtle" in options && options.subtle !== undefined) {
+    return options.subtle === null ? engineOnly : new WebCryptoChecker(options.subtle);
+  }
+  if (options.nodeCrypto !== null) {
+    const nodeCrypto = await loadNodeCrypto();
+    if (nodeCrypto !== null) return new NodeCryptoChecker(nodeCrypto);
+  }
+  const subtle = globalThis.crypto?.subtle;
+  return subtle ? new WebCryptoChecker(subtle) : engineOnly;
+}
 
 // ---------------------------------------------------------------------------------------------
 // Key fetching (optional)
@@ -361,16 +502,15 @@ export class Portcullis {
   #raw;
   #clock;
   #keys = null;
-  #cryptoKeys = new Map();
-  #subtle;
+  #checker;
 
-  constructor(token, raw, options) {
+  constructor(token, raw, options, checker) {
     if (token !== constructing) {
       throw new TypeError("use `await Portcullis.load(bundle)`");
     }
     this.#raw = raw;
     this.#clock = options.now ?? Date.now;
-    this.#subtle = options.subtle ?? globalThis.crypto?.subtle ?? null;
+    this.#checker = checker;
   }
 
   /**
@@ -378,7 +518,7 @@ export class Portcullis {
    * as JSON text.
    */
   static async load(bundle, options = {}) {
-    await initialize(options);
+    const [checker] = await Promise.all([signatureChecker(options), initialize(options)]);
     const text = typeof bundle === "string" ? bundle : toJson(bundle);
     if (typeof text !== "string") {
       throw new BundleError({ code: "bundle_invalid", message: "the bundle must be an object or JSON text" });
@@ -391,7 +531,7 @@ export class Portcullis {
     } catch (thrown) {
       rethrow(thrown);
     }
-    const engine = new Portcullis(constructing, raw, options);
+    const engine = new Portcullis(constructing, raw, options, checker);
     if (options.fetchKeys) {
       const fetchOptions = options.fetchKeys === true ? {} : options.fetchKeys;
       engine.#keys = new KeyFetcher(engine, engine.remoteIssuers(), fetchOptions, () => engine.#clock());
@@ -448,7 +588,7 @@ export class Portcullis {
     if (errors.length > 0) throw errors[0];
   }
 
-  /** Decide one request. Signature checks are asynchronous (WebCrypto), hence the Promise. */
+  /** Decide one request. A Promise: WebCrypto's signature checks are asynchronous. */
   async decide(request) {
     const json = toJson(objectArgument(request, "request"));
     const run = () => this.#run((raw, now) => raw.decide(json, now));
@@ -536,49 +676,15 @@ export class Portcullis {
       rethrow(thrown);
     }
     if (typeof out === "string") return out;
-    const verdict = await this.#verify(out);
+    let verdict = this.#checker.check(out);
+    // node:crypto answers at once; only WebCrypto needs the wait.
+    if (typeof verdict !== "number") verdict = await verdict;
     if (this.#raw === null) out.free();
     try {
       return this.#engine().finish(out, verdict);
     } catch (thrown) {
       rethrow(thrown);
     }
-  }
-
-  /** WebCrypto's verdict on a pending signature; HOST_CANNOT lets the engine verify it itself. */
-  async #verify(pending) {
-    const subtle = this.#subtle;
-    const params = webCryptoParams(pending.algorithm);
-    if (subtle === null || params === null || unsupported.has(params.family)) return HOST_CANNOT;
-    try {
-      const key = await this.#importKey(subtle, pending, params);
-      if (key === null) return HOST_CANNOT;
-      const ok = await subtle.verify(params.verifyAs, key, pending.signature, pending.signingInput);
-      return ok ? HOST_VALID : HOST_INVALID;
-    } catch {
-      return HOST_CANNOT;
-    }
-  }
-
-  /** The imported key, cached by (algorithm, key material). */
-  #importKey(subtle, pending, params) {
-    const handle = pending.keyHandle;
-    let key = this.#cryptoKeys.get(handle);
-    if (key === undefined) {
-      if (this.#cryptoKeys.size >= MAX_CACHED_KEYS) this.#cryptoKeys.clear();
-      key = subtle
-        .importKey("jwk", JSON.parse(pending.keyJwk()), params.importAs, false, ["verify"])
-        .catch((err) => {
-          this.#cryptoKeys.delete(handle);
-          if (err?.name === "NotSupportedError") {
-            unsupported.add(params.family);
-            return null;
-          }
-          throw err;
-        });
-      this.#cryptoKeys.set(handle, key);
-    }
-    return key;
   }
 }
 

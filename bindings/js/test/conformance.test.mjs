@@ -5,6 +5,7 @@
 // Cases marked `known_issue` are reported as TODO, and fail if they start passing.
 
 import assert from "node:assert/strict";
+import crypto from "node:crypto";
 import { after, before, describe, test } from "node:test";
 import { compiledBundle, conformanceExport, fixedClock, sdk } from "./support.mjs";
 
@@ -48,10 +49,9 @@ function differences(expect, decision) {
  */
 function recordingSubtle() {
   const real = globalThis.crypto.subtle;
-  const record = { imports: 0, verifies: 0, failures: [] };
+  const record = { verifies: 0, failures: [] };
   const subtle = {
     async importKey(...args) {
-      record.imports += 1;
       try {
         return await real.importKey(...args);
       } catch (err) {
@@ -69,14 +69,39 @@ function recordingSubtle() {
       }
     },
   };
-  return { subtle, record };
+  return { options: { subtle }, record };
 }
 
-// Signatures checked by WebCrypto (the SDK's normal path), and by the engine's pure-Rust
-// verifier (`subtle: null`: what runs where WebCrypto lacks an algorithm).
+/** node:crypto with a record of what it did (the SDK's default in Node). */
+function recordingNodeCrypto() {
+  const record = { verifies: 0, failures: [] };
+  const recorded = (name, fn) => (...args) => {
+    if (name !== "createPublicKey" && name !== "createSecretKey") record.verifies += 1;
+    try {
+      return fn(...args);
+    } catch (err) {
+      record.failures.push(`${name}: ${err}`);
+      throw err;
+    }
+  };
+  const nodeCrypto = {
+    constants: crypto.constants,
+    timingSafeEqual: crypto.timingSafeEqual,
+    createPublicKey: recorded("createPublicKey", crypto.createPublicKey),
+    createSecretKey: recorded("createSecretKey", crypto.createSecretKey),
+    createHmac: recorded("createHmac", crypto.createHmac),
+    verify: recorded("verify", crypto.verify),
+  };
+  return { options: { nodeCrypto }, record };
+}
+
+// Signatures checked by node:crypto (the SDK's default in Node), by WebCrypto (the browsers'),
+// and by the engine's pure-Rust verifier (`subtle: null`: what runs where the host lacks an
+// algorithm).
 const MODES = [
-  { label: "WebCrypto", subtle: () => recordingSubtle() },
-  { label: "engine verifier", subtle: () => ({ subtle: null, record: null }) },
+  { label: "node:crypto", crypto: () => recordingNodeCrypto() },
+  { label: "WebCrypto", crypto: () => recordingSubtle() },
+  { label: "engine verifier", crypto: () => ({ options: { subtle: null }, record: null }) },
 ];
 
 const files = new Map();
@@ -88,21 +113,21 @@ for (const c of document.cases) {
 for (const mode of MODES) for (const [file, cases] of files) {
   describe(`conformance ${file} (${mode.label})`, () => {
     const engines = new Map();
-    const { subtle, record } = mode.subtle();
+    const { options, record } = mode.crypto();
     before(async () => {
       for (const c of cases) {
         const key = `${c.bundle}@${c.now}`;
         if (!engines.has(key)) {
-          engines.set(key, await Portcullis.load(compiledBundle(c.bundle), { now: fixedClock(c.now), subtle }));
+          engines.set(key, await Portcullis.load(compiledBundle(c.bundle), { now: fixedClock(c.now), ...options }));
         }
       }
     });
     if (record !== null) {
       after(() => {
         if (record.failures.length > 0) {
-          console.log(`${file}: WebCrypto threw ${record.failures.length} times (the engine verified those):\n  ${record.failures.join("\n  ")}`);
+          console.log(`${file}: ${mode.label} threw ${record.failures.length} times (the engine verified those):\n  ${record.failures.join("\n  ")}`);
         }
-        assert.ok(record.verifies > 0, "WebCrypto verified signatures");
+        assert.ok(record.verifies > 0, `${mode.label} verified signatures`);
       });
     }
 

@@ -4,6 +4,7 @@
 // replaced while a signature is being checked), BigInt values, the clock, dispose.
 
 import assert from "node:assert/strict";
+import nodeCrypto from "node:crypto";
 import { createServer } from "node:http";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
@@ -262,13 +263,108 @@ describe("authenticate", () => {
   });
 });
 
-describe("signatures without WebCrypto, and without a token cache", () => {
-  test("subtle: null uses the engine's own verifier", async () => {
-    const engine = await load({ subtle: null });
-    for (const c of [analyst, UMBRELLA, GLOBEX, INITECH]) {
-      assert.equal((await engine.decide({ ...c.request, token: c.token })).decision, "allow", c.name);
+/** node:crypto that counts its signature checks. */
+function countingNodeCrypto() {
+  const counts = { verify: 0, hmac: 0, keys: 0 };
+  return {
+    counts,
+    constants: nodeCrypto.constants,
+    timingSafeEqual: nodeCrypto.timingSafeEqual,
+    createPublicKey(...args) {
+      counts.keys += 1;
+      return nodeCrypto.createPublicKey(...args);
+    },
+    createSecretKey(...args) {
+      counts.keys += 1;
+      return nodeCrypto.createSecretKey(...args);
+    },
+    createHmac(...args) {
+      counts.hmac += 1;
+      return nodeCrypto.createHmac(...args);
+    },
+    verify(...args) {
+      counts.verify += 1;
+      return nodeCrypto.verify(...args);
+    },
+  };
+}
+
+/** Count the calls to the global WebCrypto's `verify` while `fn` runs. */
+async function globalWebCryptoVerifies(fn) {
+  const subtle = globalThis.crypto.subtle;
+  const own = Object.getOwnPropertyDescriptor(subtle, "verify");
+  let calls = 0;
+  const real = subtle.verify;
+  subtle.verify = function (...args) {
+    calls += 1;
+    return real.apply(this, args);
+  };
+  try {
+    await fn();
+  } finally {
+    if (own) Object.defineProperty(subtle, "verify", own);
+    else delete subtle.verify;
+  }
+  return calls;
+}
+
+describe("signatures with node:crypto (the default in Node)", () => {
+  test("every algorithm family verifies through node:crypto, on the calling thread", async () => {
+    const counting = countingNodeCrypto();
+    const engine = await load({ nodeCrypto: counting });
+    const webcrypto = await globalWebCryptoVerifies(async () => {
+      for (const c of [analyst, UMBRELLA, GLOBEX, INITECH]) {
+        assert.equal((await engine.decide({ ...c.request, token: c.token })).decision, "allow", c.name);
+      }
+    });
+    assert.equal(counting.counts.verify, 4);
+    assert.equal(counting.counts.keys, 4);
+    assert.equal(webcrypto, 0);
+    for (const name of ["tampered signature (RS256)", "tampered signature (ES256)", "tampered signature (PS256)", "tampered signature (EdDSA)"]) {
+      const c = byName(name);
+      assert.equal((await engine.decide({ ...c.request, token: c.token })).errors[0].code, "token_signature", name);
     }
-    assert.equal((await engine.decide({ ...analyst.request, token: byName("tampered signature (EdDSA)").token })).errors[0].code, "token_signature");
+  });
+
+  test("it is the default: without options, WebCrypto is not used", async () => {
+    const engine = await load();
+    const c = byName("acme: analyst cannot view a report of another department");
+    const webcrypto = await globalWebCryptoVerifies(async () => {
+      assert.equal((await engine.decide({ ...c.request, token: c.token })).decision, "deny");
+    });
+    assert.equal(webcrypto, 0);
+  });
+
+  test("an ECDSA signature of the wrong length never reaches node:crypto", async () => {
+    const counting = countingNodeCrypto();
+    const engine = await load({ nodeCrypto: counting });
+    const [header, payload, signature] = GLOBEX.token.split(".");
+    const short = `${header}.${payload}.${signature.slice(0, -4)}`;
+    const d = await engine.decide({ ...GLOBEX.request, token: short });
+    assert.equal(d.errors[0].code, "token_malformed");
+    assert.equal(counting.counts.verify, 0);
+  });
+
+  test("given `subtle`, WebCrypto is used instead", async () => {
+    const subtle = countingSubtle();
+    const engine = await load({ subtle });
+    assert.equal((await engine.decide({ ...analyst.request, token: analyst.token })).decision, "allow");
+    assert.equal(subtle.counts.verify, 1);
+  });
+});
+
+describe("signatures without host crypto, and without a token cache", () => {
+  test("subtle: null uses the engine's own verifier, neither WebCrypto nor node:crypto", async () => {
+    const counting = countingNodeCrypto();
+    const engine = await load({ subtle: null });
+    const webcrypto = await globalWebCryptoVerifies(async () => {
+      for (const c of [analyst, UMBRELLA, GLOBEX, INITECH]) {
+        assert.equal((await engine.decide({ ...c.request, token: c.token })).decision, "allow", c.name);
+      }
+      assert.equal((await engine.decide({ ...analyst.request, token: byName("tampered signature (EdDSA)").token })).errors[0].code, "token_signature");
+    });
+    assert.equal(webcrypto, 0);
+    assert.equal(counting.counts.verify, 0);
   });
 
   test("a WebCrypto without Ed25519 falls back to the engine's verifier", async () => {
@@ -322,7 +418,8 @@ describe("keys", () => {
   });
 
   test("keys replaced while WebCrypto checks a signature: the new keys decide", async () => {
-    const engine = await load({}, remoteAcmeBundle({ jwks_uri: "https://login.example/keys" }));
+    // WebCrypto answers asynchronously; node:crypto (the default in Node) leaves no such window.
+    const engine = await load({ subtle: globalThis.crypto.subtle }, remoteAcmeBundle({ jwks_uri: "https://login.example/keys" }));
     engine.setIssuerKeys(ACME_ISSUER, ACME_JWKS);
     // The signature check is under way when the keys change to a set without the token's key.
     const pending = engine.decide({ token: ANALYST, action: "view", resource: REPORT });
