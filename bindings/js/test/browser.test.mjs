@@ -1,6 +1,7 @@
 // The playground (examples/browser/) in a real headless Chromium: the page loads the package
 // from bindings/js/pkg, the engine decides in the page (signatures through the browser's
-// WebCrypto), and the rendered results are checked. A screenshot goes to test-artifacts/.
+// WebCrypto), and the rendered results are checked. A screenshot goes to test-artifacts/. Then
+// the shared conformance cases run in the page, with the Node runner's expectations.
 
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
@@ -9,7 +10,7 @@ import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { chromium } from "playwright-core";
 import { startServer } from "../../../examples/browser/serve.mjs";
-import { artifacts, pkgDir, repoRoot } from "./support.mjs";
+import { artifacts, compiledBundle, conformanceExport, differences, pkgDir, repoRoot } from "./support.mjs";
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
 const playground = join(repoRoot, "examples/browser");
@@ -146,6 +147,49 @@ test("a pasted, tampered token is unauthenticated", async () => {
   const garbage = await decideWith({ token: "not-a-token" });
   assert.ok(garbage.errors.some((e) => e.startsWith("token_malformed")), garbage.errors.join());
   await page.screenshot({ path: join(artifacts, "playground-unauthenticated.png"), fullPage: true });
+});
+
+test("the conformance cases decide in Chromium as natively (signatures through WebCrypto)", async () => {
+  const { cases } = conformanceExport();
+  const bundles = {};
+  for (const c of cases) bundles[c.bundle] ??= compiledBundle(c.bundle);
+  const { results, verifies } = await page.evaluate(async ({ moduleUrl, cases, bundles }) => {
+    const subtle = globalThis.crypto.subtle;
+    let verifies = 0;
+    const counting = {
+      importKey: (...args) => subtle.importKey(...args),
+      verify: (...args) => {
+        verifies += 1;
+        return subtle.verify(...args);
+      },
+    };
+    const { Portcullis } = await import(moduleUrl);
+    // As the Node runner: one engine per case file, bundle and clock; every case decided twice.
+    const engines = new Map();
+    const results = [];
+    for (const c of cases) {
+      const key = `${c.file}\u0000${c.bundle}\u0000${c.now}`;
+      if (!engines.has(key)) engines.set(key, await Portcullis.load(bundles[c.bundle], { now: () => c.now * 1000, subtle: counting }));
+      const request = { ...c.request, token: c.token };
+      const engine = engines.get(key);
+      results.push([await engine.decide(request), await engine.decide(request)]);
+    }
+    engines.forEach((e) => e.dispose());
+    return { results, verifies };
+  }, { moduleUrl: new URL("/bindings/js/pkg/portcullis.js", url).href, cases, bundles });
+  assert.equal(results.length, cases.length);
+  assert.ok(verifies > 0, "WebCrypto verified signatures");
+  const failures = [];
+  cases.forEach((c, i) => {
+    const [first, second] = results[i];
+    const problems = [...differences(c.expect, first), ...differences(c.expect, second).map((p) => `second (cached): ${p}`)];
+    if (c.known_issue !== undefined) {
+      if (problems.length === 0) failures.push(`${c.name}: passes although marked as known issue \`${c.known_issue}\``);
+    } else if (problems.length > 0) {
+      failures.push(`${c.name}: ${problems.join("; ")}`);
+    }
+  });
+  assert.deepEqual(failures, []);
 });
 
 test("no page errors", () => {

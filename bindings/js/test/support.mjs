@@ -88,3 +88,32 @@ export async function sdk() {
 export function fixedClock(seconds) {
   return () => seconds * 1000;
 }
+
+const STATUS = { allow: 200, deny: 403, unauthenticated: 401 };
+
+/** Every difference between `decision` and the case's expectation (as `ResolvedCase::check_json`). */
+export function differences(expect, decision) {
+  const problems = [];
+  if (decision.decision !== expect.decision) {
+    problems.push(`expected ${expect.decision}, got ${decision.decision}`);
+  } else if (decision.status !== STATUS[expect.decision]) {
+    problems.push(`expected status ${STATUS[expect.decision]}, got ${decision.status}`);
+  }
+  if (decision.decision === "unauthenticated" && decision.principal != null) {
+    problems.push("an unauthenticated decision names a principal");
+  }
+  if (expect.reasons !== undefined) {
+    const want = [...new Set(expect.reasons)].sort();
+    const got = [...new Set(decision.reasons)].sort();
+    if (JSON.stringify(want) !== JSON.stringify(got)) {
+      problems.push(`expected reasons ${JSON.stringify(want)}, got ${JSON.stringify(got)}`);
+    }
+  }
+  if (expect.error !== undefined && !decision.errors.some((e) => e.code === expect.error)) {
+    problems.push(`expected error \`${expect.error}\``);
+  }
+  if (problems.length > 0) {
+    problems.push(`errors: ${JSON.stringify(decision.errors.map((e) => `${e.code}: ${e.message}`))}`);
+  }
+  return problems;
+}
