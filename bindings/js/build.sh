@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
 # Builds the npm package into bindings/js/pkg/ (gitignored):
 #   portcullis.js + portcullis.d.ts   the public API (hand-written, js/)
-#   portcullis_js.js, *_bg.wasm       the wasm-bindgen module (`--target web`: one ES module for
-#                                     browsers, Vite and Node 20+; portcullis.js reads the .wasm
-#                                     from disk in Node, fetches it elsewhere)
-# Usage: bindings/js/build.sh [--dev]   (--dev: unoptimised dev-profile build, for iterating)
-#        PROFILE=wasm-test bindings/js/build.sh   (release code without fat LTO: what test.sh
-#                                                 builds; minutes faster, a larger .wasm)
-# The default is the workspace's release profile (fat LTO, opt-level "s"); another opt-level is
-# one environment variable away, e.g. CARGO_PROFILE_RELEASE_OPT_LEVEL=3 (faster, larger) or "z"
-# (smaller, slower); BENCHMARKS.md has the measurements.
+#   portcullis_js.js                  the wasm-bindgen glue (`--target web`: one ES module for
+#                                     browsers, Vite and Node 20+)
+#   portcullis_js_bg.wasm             the browsers' module, built for size (profile `js-web`:
+#                                     opt-level "z")
+#   portcullis_js_node_bg.wasm        Node's module, read from disk (profile `release`: opt-level
+#                                     "s")
+# Both come from the same crate, features and API, so they share one glue file; the build fails
+# if wasm-bindgen's glue for the two differs.
+# Usage: bindings/js/build.sh [--dev]   (--dev: unoptimised dev-profile builds, for iterating)
+#        PROFILE=wasm-test bindings/js/build.sh   (release code without fat LTO, both modules at
+#                                                 opt-level "s": what test.sh builds; minutes faster)
+# BENCHMARKS.md has the measurements behind the two opt-levels; CARGO_PROFILE_RELEASE_OPT_LEVEL
+# and CARGO_PROFILE_JS_WEB_OPT_LEVEL override them.
 # Idempotent: scripts/install-wasm-bindgen.sh installs wasm-bindgen-cli (the exact version of
 # the wasm-bindgen crate in Cargo.lock) only when the installed one differs.
 # Honours CARGO_TARGET_DIR.
@@ -34,14 +38,30 @@ rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup targe
 # on, the workspace's other builds, and a different opt-level (below) does not thrash them.
 target_dir="${CARGO_TARGET_DIR:-$root/target/js}"
 export CARGO_TARGET_DIR="$target_dir"
-cargo build -p portcullis-js --target wasm32-unknown-unknown --profile "$profile" --locked
-# Cargo names the dev profile's directory "debug".
-wasm="$target_dir/wasm32-unknown-unknown/${profile/#dev/debug}/portcullis_js.wasm"
-
+# One module per flavour (browsers, Node), each built with its cargo profile.
+if [[ "$profile" == "release" ]]; then web_profile=js-web; else web_profile="$profile"; fi
 staging="$here/pkg.tmp"
 rm -rf "$staging"
-mkdir -p "$staging"
-wasm-bindgen --target web --out-dir "$staging" --out-name portcullis_js "$wasm"
+mkdir -p "$staging/web" "$staging/node"
+build_module() {
+  local flavour=$1 cargo_profile=$2
+  cargo build -p portcullis-js --target wasm32-unknown-unknown --profile "$cargo_profile" --locked
+  # Cargo names the dev profile's directory "debug".
+  wasm-bindgen --target web --out-dir "$staging/$flavour" --out-name portcullis_js \
+    "$target_dir/wasm32-unknown-unknown/${cargo_profile/#dev/debug}/portcullis_js.wasm"
+}
+build_module web "$web_profile"
+build_module node "$profile"
+for file in portcullis_js.js portcullis_js.d.ts portcullis_js_bg.wasm.d.ts; do
+  if ! cmp -s "$staging/web/$file" "$staging/node/$file"; then
+    diff "$staging/web/$file" "$staging/node/$file" | head -20 >&2 || true
+    echo "build.sh: the browser and Node modules need different wasm-bindgen glue ($file); they must share one" >&2
+    exit 1
+  fi
+done
+mv "$staging/node/portcullis_js_bg.wasm" "$staging/portcullis_js_node_bg.wasm"
+mv "$staging/web/"* "$staging/"
+rm -rf "$staging/web" "$staging/node"
 cp "$here/js/portcullis.js" "$here/js/portcullis.d.ts" "$here/README.md" "$staging/"
 crate_version=$(awk -F'"' '/^version = / { print $2; exit }' Cargo.toml)
 sed "s/@VERSION@/$crate_version/" "$here/js/package.json" > "$staging/package.json"
@@ -49,6 +69,6 @@ rm -f "$staging/.gitignore"
 echo "$profile" > "$staging/.profile"
 rm -rf "$here/pkg"
 mv "$staging" "$here/pkg"
-size=$(wc -c < "$here/pkg/portcullis_js_bg.wasm")
-gz=$(gzip -9 -c "$here/pkg/portcullis_js_bg.wasm" | wc -c)
-echo "build.sh: bindings/js/pkg ($profile): portcullis_js_bg.wasm $size bytes, $gz bytes gzip -9"
+for module in portcullis_js_bg.wasm portcullis_js_node_bg.wasm; do
+  echo "build.sh: bindings/js/pkg ($profile): $module $(wc -c < "$here/pkg/$module") bytes, $(gzip -9 -c "$here/pkg/$module" | wc -c) bytes gzip -9"
+done

@@ -40,7 +40,7 @@ fi
 profile="${PROFILE:-wasm-test}"
 step "package (bindings/js/pkg, profile $profile)"
 stale=""
-if [[ ! -f pkg/portcullis_js_bg.wasm || "$(cat pkg/.profile 2>/dev/null)" != "$profile" ]]; then
+if [[ ! -f pkg/portcullis_js_bg.wasm || ! -f pkg/portcullis_js_node_bg.wasm || "$(cat pkg/.profile 2>/dev/null)" != "$profile" ]]; then
   stale="missing or another profile"
 else
   stale=$(find "$root/engine/src" "$root/engine/Cargo.toml" "$here/src" "$here/Cargo.toml" "$here/js" \

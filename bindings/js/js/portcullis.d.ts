@@ -377,8 +377,7 @@ export interface LoadOptions extends InitializeOptions {
   /**
    * The WebCrypto to verify signatures with: the default outside Node (`globalThis.crypto.subtle`);
    * given in Node, it is used instead of `node:crypto`. `null`: no host crypto at all, every
-   * signature goes to the engine's own verifier (or is refused with `token_crypto` in a module
-   * built without it).
+   * signed token is refused with `token_crypto`.
    */
   subtle?: SubtleCryptoLike | null;
 }

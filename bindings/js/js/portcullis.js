@@ -120,8 +120,14 @@ export function initialize(options = {}) {
   return ready;
 }
 
+/** Node's module, built for speed (browsers fetch `portcullis_js_bg.wasm`, built for size). */
+const NODE_MODULE = "./portcullis_js_node_bg.wasm";
+
 async function instantiate(wasm) {
-  let source = wasm ?? new URL("./portcullis_js_bg.wasm", import.meta.url);
+  const inNode = typeof globalThis.process?.versions?.node === "string";
+  // In Node the module is read from disk, so it need not be small. The name is not a literal
+  // `new URL(...)` argument, so that bundlers do not ship Node's module to browsers.
+  let source = wasm ?? new URL(inNode ? NODE_MODULE : "./portcullis_js_bg.wasm", import.meta.url);
   if (typeof source === "string" && source.startsWith("file:")) source = new URL(source);
   if (source instanceof URL && source.protocol === "file:") {
     // Node (20+) cannot `fetch` a file: URL. The specifier is not a literal so that bundlers
@@ -138,8 +144,7 @@ async function instantiate(wasm) {
 
 // ---------------------------------------------------------------------------------------------
 // Signature checks: the engine hands over algorithm, key, message and signature; the host's
-// crypto answers valid, invalid or "cannot" (then the engine's own verifier decides, when the
-// module has it, or the token is refused with `token_crypto`).
+// crypto answers valid, invalid or "cannot" (then the token is refused with `token_crypto`).
 
 const HOST_INVALID = 0;
 const HOST_VALID = 1;
@@ -292,7 +297,7 @@ class NodeCryptoChecker {
   }
 }
 
-/** No host crypto: every signature goes to the engine's own verifier. */
+/** No host crypto: every signed token is refused (`token_crypto`). */
 const engineOnly = { check: () => HOST_CANNOT };
 
 let nodeCryptoModule;

@@ -3,7 +3,7 @@
 //! The Portcullis decision engine for browsers and Node, compiled to WebAssembly with
 //! wasm-bindgen. This crate is the thin, low-level layer: it converts between JSON text and
 //! the engine's types and splits token verification around the signature check, which the
-//! JavaScript side does with WebCrypto. The npm package (`bindings/js/js/portcullis.js`, built
+//! JavaScript side does with the host's crypto (`node:crypto` or WebCrypto). The npm package (`bindings/js/js/portcullis.js`, built
 //! into `bindings/js/pkg/` by `build.sh`) wraps it in the public API:
 //!
 //! ```js
@@ -19,16 +19,15 @@
 //!    ([`Engine::begin_token`]): every check but the signature. A cached or rejected token is
 //!    decided at once and the decision returned as JSON text.
 //! 2. Otherwise it returns a [`Pending`]: algorithm, key (as a JWK), signing input and
-//!    signature. JavaScript verifies it with `crypto.subtle.verify`.
+//!    signature. JavaScript verifies it with `node:crypto` (Node) or `crypto.subtle.verify`.
 //! 3. [`RawEngine::finish`] hands the verdict to the engine ([`Engine::finish_token`], which
 //!    caches the verified token) and decides the request(s) with [`Engine::decide`].
 //!
-//! Everything but the signature arithmetic stays in the engine. When WebCrypto cannot verify an
-//! algorithm (Ed25519 in older browsers), the engine's pure-Rust verifier does (feature
-//! `fallback-crypto`, on by default).
+//! Everything but the signature arithmetic stays in the engine. The module carries no verifier
+//! of its own: a signature the host cannot check (Ed25519 in older browsers) is refused
+//! (`token_crypto`), which keeps the browsers' module small.
 
 mod convert;
-mod fallback;
 mod verifier;
 
 use portcullis_engine::{
@@ -263,8 +262,8 @@ impl RawEngine {
     }
 
     /// Finish what a [`Pending`] was for, with the host's verdict on its signature:
-    /// `0` invalid, `1` valid, anything else: the host could not check it (the engine's own
-    /// verifier decides, or the token is refused with `token_crypto`).
+    /// `0` invalid, `1` valid, anything else: the host could not check it (the token is refused
+    /// with `token_crypto`).
     ///
     /// # Errors
     /// For [`RawEngine::authenticate`]: why the token is not accepted.

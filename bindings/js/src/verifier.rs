@@ -1,15 +1,14 @@
-//! The engine's [`SignatureVerifier`] in a host whose crypto is asynchronous (WebCrypto).
+//! The engine's [`SignatureVerifier`] in a host whose crypto runs outside the engine
+//! (`node:crypto`, or WebCrypto, which is asynchronous).
 //!
-//! The JS wrapper checks a token's signature with `crypto.subtle.verify` between
-//! `begin_token` and `finish_token`. The decisions that follow come from `Engine::decide`,
-//! which normally finds the token in the verified-token cache. When it does not (a bundle with
-//! `tokens.cache_entries: 0`, a bad signature, keys replaced while WebCrypto was busy), `decide`
-//! verifies again, synchronously, through this verifier: it answers from the verdict WebCrypto
-//! just gave for exactly that algorithm, key, message and signature, and otherwise falls back
-//! to the engine's pure-Rust verifier (feature `fallback-crypto`) or refuses (`token_crypto`).
-//! It never decides which key or algorithm is acceptable: the engine already did.
+//! The JS wrapper checks a token's signature between `begin_token` and `finish_token`. The
+//! decisions that follow come from `Engine::decide`, which normally finds the token in the
+//! verified-token cache. When it does not (a bundle with `tokens.cache_entries: 0`, a bad
+//! signature, keys replaced while WebCrypto was busy), `decide` verifies again, synchronously,
+//! through this verifier: it answers from the verdict the host just gave for exactly that
+//! algorithm, key, message and signature, and otherwise refuses (`token_crypto`). It never
+//! decides which key or algorithm is acceptable: the engine already did.
 
-use crate::fallback;
 use portcullis_engine::{Algorithm, KeyMaterial, SignatureVerifier, VerificationKey};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
@@ -65,7 +64,7 @@ impl SignatureVerifier for HostVerifier {
         {
             return Ok(verdict.valid);
         }
-        fallback::verify(alg, key, message, signature)
+        Err(format!("the host's crypto could not verify `{alg}`"))
     }
 }
 

@@ -1,5 +1,5 @@
 // The SDK's own behaviour: the API shape (camelCase objects, errors with codes), the
-// asynchronous signature path (WebCrypto, its fallback, the token cache and its absence), key
+// signature path (node:crypto, WebCrypto, neither; the token cache and its absence), key
 // handling (setIssuerKeys, the fetch helper with refetch on unknown kid and cooldown, keys
 // replaced while a signature is being checked), BigInt values, the clock, dispose.
 
@@ -354,27 +354,30 @@ describe("signatures with node:crypto (the default in Node)", () => {
 });
 
 describe("signatures without host crypto, and without a token cache", () => {
-  test("subtle: null uses the engine's own verifier, neither WebCrypto nor node:crypto", async () => {
-    const counting = countingNodeCrypto();
+  test("subtle: null: no host crypto, so every signed token is refused (token_crypto), never allowed", async () => {
     const engine = await load({ subtle: null });
     const webcrypto = await globalWebCryptoVerifies(async () => {
       for (const c of [analyst, UMBRELLA, GLOBEX, INITECH]) {
-        assert.equal((await engine.decide({ ...c.request, token: c.token })).decision, "allow", c.name);
+        const d = await engine.decide({ ...c.request, token: c.token });
+        assert.equal(d.decision, "unauthenticated", c.name);
+        assert.equal(d.errors[0].code, "token_crypto", c.name);
       }
-      assert.equal((await engine.decide({ ...analyst.request, token: byName("tampered signature (EdDSA)").token })).errors[0].code, "token_signature");
     });
     assert.equal(webcrypto, 0);
-    assert.equal(counting.counts.verify, 0);
+    assert.equal(engine.cachedTokens, 0);
+    // Checks that need no signature still run first.
+    assert.equal((await engine.decide({ ...analyst.request, token: UNKNOWN_KID })).errors[0].code, "token_unknown_kid");
   });
 
-  test("a WebCrypto without Ed25519 falls back to the engine's verifier", async () => {
+  test("a WebCrypto without Ed25519 refuses EdDSA tokens (token_crypto) and still verifies the others", async () => {
     const subtle = countingSubtle({ refuse: ["Ed25519"] });
     const engine = await load({ subtle });
     const d = await engine.decide({ ...UMBRELLA.request, token: UMBRELLA.token });
-    assert.equal(d.decision, "allow", JSON.stringify(d.errors));
+    assert.equal(d.decision, "unauthenticated");
+    assert.equal(d.errors[0].code, "token_crypto");
     assert.equal(subtle.counts.verify, 0);
-    const bad = byName("tampered signature (EdDSA)");
-    assert.equal((await engine.decide({ ...bad.request, token: bad.token })).errors[0].code, "token_signature");
+    assert.equal((await engine.decide({ ...analyst.request, token: analyst.token })).decision, "allow");
+    assert.equal(subtle.counts.verify, 1);
   });
 
   test("with the token cache off, WebCrypto's verdict still decides", async () => {
