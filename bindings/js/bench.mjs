@@ -18,7 +18,6 @@ import { tmpdir } from "node:os";
 import { createRequire } from "node:module";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
-import { gzipSync } from "node:zlib";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = join(here, "../..");
@@ -42,18 +41,29 @@ const jose = await import(peerUrl("jose"));
 const progress = (what) => process.stderr.write(`bench: ${what}\n`);
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
-/** Run `fn` (sync or async) `n` times after a warm-up; best-of-`rounds` ops/s. */
-async function opsPerSecond(fn, { n, rounds = 5, warmup = Math.min(n, 2000) }) {
-  for (let i = 0; i < warmup; i++) await fn(i);
-  const rates = [];
-  for (let r = 0; r < rounds; r++) {
-    const t0 = performance.now();
-    for (let i = 0; i < n; i++) await fn(i);
-    rates.push(n / ((performance.now() - t0) / 1000));
-  }
-  return median(rates);
+/** ops/s of one timed pass of `n` calls of `fn` (sync or async). */
+async function onePass(fn, n) {
+  const t0 = performance.now();
+  for (let i = 0; i < n; i++) await fn();
+  return n / ((performance.now() - t0) / 1000);
 }
 
+/**
+ * Compare `contenders` ({name: [fn, calls per pass]}) in alternating passes: after a warm-up of
+ * each, every round times one pass of each in turn, so that a change of load, of V8's tiers or
+ * of the heap between two measurements moves all of them. Median ops/s per name.
+ */
+async function alternating(contenders, { rounds, warmup }) {
+  for (const [fn, n] of Object.values(contenders)) for (let i = 0; i < Math.min(n, warmup); i++) await fn();
+  const rates = Object.fromEntries(Object.keys(contenders).map((name) => [name, []]));
+  for (let r = 0; r < rounds; r++) {
+    for (const [name, [fn, n]] of Object.entries(contenders)) rates[name].push(await onePass(fn, n));
+  }
+  return Object.fromEntries(Object.entries(rates).map(([name, xs]) => [name, median(xs)]));
+}
+
+/** Bytes after `gzip -9` (the target's measure; Node's zlib at level 9 comes out ~2% larger). */
+const gzip9 = (bytes) => execFileSync("gzip", ["-9", "-c"], { input: bytes, maxBuffer: 1 << 28 }).length;
 const fmt = (x) => (x >= 100 ? Math.round(x).toLocaleString("en-US") : x.toFixed(2));
 const kb = (bytes) => `${(bytes / 1024).toFixed(0)} KiB`;
 
@@ -108,7 +118,7 @@ const sizes = [
   ["portcullis (this SDK), Node's module (read from disk; not downloaded)", ourNodeWasm],
   ["@cedar-policy/cedar-wasm 4.13.0", readFileSync(cedarWasmPath)],
   ["@janssenproject/cedarling_wasm 2.4.0", readFileSync(cedarlingWasmPath)],
-].map(([name, bytes]) => [name, bytes.length, gzipSync(bytes, { level: 9 }).length]);
+].map(([name, bytes]) => [name, bytes.length, gzip9(bytes)]);
 
 // ---------------------------------------------------------------------------------------------
 // 2. Module instantiation (fresh processes: a module instantiates once per process)
@@ -143,10 +153,9 @@ const cachedToken = await acmeToken();
 const first = await pc.decide(request(cachedToken));
 if (first.decision !== "allow") throw new Error(`scenario does not allow: ${JSON.stringify(first.errors)}`);
 
-const N = quick ? 2_000 : 20_000;
-const portcullisCached = await opsPerSecond(() => pc.decide(request(cachedToken)), { n: N });
+const N = quick ? 2_000 : 10_000;
+const ROUNDS = quick ? 3 : 7;
 const batch = Array.from({ length: 10 }, () => ({ action: "view", resource: financeReport }));
-const portcullisBatch = 10 * await opsPerSecond(() => pc.decideMany({ token: cachedToken, requests: batch }), { n: N / 10 });
 
 // The browsers' module (built for size), timed here too: a copy of the package gets its own
 // module instance, initialised with that module.
@@ -157,9 +166,6 @@ const web = await import(pathToFileURL(join(webCopy, "portcullis.js")).href);
 await web.initialize({ wasm: readFileSync(join(webCopy, "portcullis_js_bg.wasm")) });
 const pcWeb = await web.Portcullis.load(bundle, { now: clock, subtle: globalThis.crypto.subtle });
 if ((await pcWeb.decide(request(cachedToken))).decision !== "allow") throw new Error("the browsers' module does not allow the scenario");
-const portcullisWebCached = await opsPerSecond(() => pcWeb.decide(request(cachedToken)), { n: N });
-pcWeb.dispose();
-rmSync(webCopy, { recursive: true, force: true });
 
 progress("cedar-wasm");
 // cedar-wasm, stateful: the same schema and policies (shared + acme's), preparsed once.
@@ -184,7 +190,6 @@ const cedarCall = {
 };
 const cedarAnswer = cedar.statefulIsAuthorized(cedarCall);
 if (cedarAnswer.type !== "success" || cedarAnswer.response.decision !== "allow") throw new Error(`cedar-wasm: ${JSON.stringify(cedarAnswer)}`);
-const cedarStateful = await opsPerSecond(() => cedar.statefulIsAuthorized(cedarCall), { n: N });
 
 progress("cedarling");
 // cedarling, unsigned: the TechFin rule with roles as an attribute (see the header).
@@ -234,7 +239,22 @@ const cedarlingRequest = JSON.stringify({
 const cedarlingFirst = await cedarling.authorize_unsigned(cedarlingRequest);
 if (cedarlingFirst.decision !== true) throw new Error(`cedarling: ${cedarlingFirst.json_string()}`);
 cedarlingFirst.free();
-const cedarlingUnsigned = await opsPerSecond(async () => (await cedarling.authorize_unsigned(cedarlingRequest)).free(), { n: quick ? 1_000 : 5_000 });
+
+progress("cached-token decisions: alternating passes");
+const cached = await alternating({
+  portcullis: [() => pc.decide(request(cachedToken)), N],
+  batch: [() => pc.decideMany({ token: cachedToken, requests: batch }), N / 10],
+  web: [() => pcWeb.decide(request(cachedToken)), N / 2],
+  cedarWasm: [() => cedar.statefulIsAuthorized(cedarCall), N / 4],
+  cedarling: [async () => (await cedarling.authorize_unsigned(cedarlingRequest)).free(), N / 4],
+}, { rounds: ROUNDS, warmup: 2_000 });
+const portcullisCached = cached.portcullis;
+const portcullisBatch = 10 * cached.batch;
+const portcullisWebCached = cached.web;
+const cedarStateful = cached.cedarWasm;
+const cedarlingUnsigned = cached.cedarling;
+pcWeb.dispose();
+rmSync(webCopy, { recursive: true, force: true });
 
 // ---------------------------------------------------------------------------------------------
 // 4. First decision on a fresh token vs jose's jwtVerify
@@ -247,12 +267,6 @@ async function freshTokens(make, count) {
 }
 const FRESH = quick ? 300 : 2_000;
 const FRESH_ROUNDS = 3;
-/** ops/s of one timed pass of `fn` over `n` calls. */
-async function onePass(fn, n) {
-  const t0 = performance.now();
-  for (let i = 0; i < n; i++) await fn();
-  return n / ((performance.now() - t0) / 1000);
-}
 const fresh = {};
 for (const [alg, make, jwks, issuer, resource] of [
   ["RS256", acmeToken, bundle.tenants.acme.issuers[0].jwks, acme, financeReport],
@@ -270,21 +284,16 @@ for (const [alg, make, jwks, issuer, resource] of [
   const tokens = await freshTokens(make, 2 + 3 * (WARMUP + FRESH * FRESH_ROUNDS));
   let next = 0;
   const take = () => tokens[next++];
-  const run = {
-    node: () => engines.node.decide({ token: take(), action: "view", resource }),
-    webcrypto: () => engines.webcrypto.decide({ token: take(), action: "view", resource }),
-    jose: () => jose.jwtVerify(take(), key, verifyOptions),
-  };
   for (const engine of Object.values(engines)) {
     const check = await engine.decide({ token: take(), action: "view", resource });
     if (check.decision !== "allow") throw new Error(`${alg}: ${JSON.stringify(check.errors)}`);
   }
-  for (const fn of Object.values(run)) for (let i = 0; i < WARMUP; i++) await fn();
-  const rates = { node: [], webcrypto: [], jose: [] };
-  for (let r = 0; r < FRESH_ROUNDS; r++) {
-    for (const [name, fn] of Object.entries(run)) rates[name].push(await onePass(fn, FRESH));
-  }
-  fresh[alg] = { ours: median(rates.node), webcrypto: median(rates.webcrypto), theirs: median(rates.jose) };
+  const rates = await alternating({
+    node: [() => engines.node.decide({ token: take(), action: "view", resource }), FRESH],
+    webcrypto: [() => engines.webcrypto.decide({ token: take(), action: "view", resource }), FRESH],
+    jose: [() => jose.jwtVerify(take(), key, verifyOptions), FRESH],
+  }, { rounds: FRESH_ROUNDS, warmup: WARMUP });
+  fresh[alg] = { ours: rates.node, webcrypto: rates.webcrypto, theirs: rates.jose };
   Object.values(engines).forEach((e) => e.dispose());
 }
 
@@ -306,20 +315,22 @@ function manyTenants(count) {
   }
   return b;
 }
-const tenantRates = {};
 const loadMs = {};
+const tenantEngines = {};
+const tenantToken = await acmeToken({}, "https://login.example/tenant5/v2.0");
+const tenantResource = { type: "Report", id: "tenant5/q3", attrs: { tenant: "tenant5", department: "finance" } };
 for (const count of [10, 1000]) {
   const b = manyTenants(count);
   const t0 = performance.now();
   const engine = await Portcullis.load(b, { now: clock });
   loadMs[count] = performance.now() - t0;
-  const token = await acmeToken({}, "https://login.example/tenant5/v2.0");
-  const resource = { type: "Report", id: "tenant5/q3", attrs: { tenant: "tenant5", department: "finance" } };
-  const d = await engine.decide({ token, action: "view", resource });
+  const d = await engine.decide({ token: tenantToken, action: "view", resource: tenantResource });
   if (d.decision !== "allow") throw new Error(`tenants ${count}: ${JSON.stringify(d)}`);
-  tenantRates[count] = await opsPerSecond(() => engine.decide({ token, action: "view", resource }), { n: N });
-  engine.dispose();
+  tenantEngines[count] = engine;
 }
+const tenantRates = await alternating(Object.fromEntries(Object.entries(tenantEngines).map(([count, engine]) =>
+  [count, [() => engine.decide({ token: tenantToken, action: "view", resource: tenantResource }), N]])), { rounds: ROUNDS, warmup: 2_000 });
+Object.values(tenantEngines).forEach((e) => e.dispose());
 
 // ---------------------------------------------------------------------------------------------
 // Report

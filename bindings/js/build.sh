@@ -5,15 +5,15 @@
 #                                     browsers, Vite and Node 20+)
 #   portcullis_js_bg.wasm             the browsers' module, built for size (profile `js-web`:
 #                                     opt-level "z")
-#   portcullis_js_node_bg.wasm        Node's module, read from disk (profile `release`: opt-level
-#                                     "s")
+#   portcullis_js_node_bg.wasm        Node's module, read from disk, built for speed (profile
+#                                     `js-node`: opt-level 3)
 # Both come from the same crate, features and API, so they share one glue file; the build fails
 # if wasm-bindgen's glue for the two differs.
 # Usage: bindings/js/build.sh [--dev]   (--dev: unoptimised dev-profile builds, for iterating)
-#        PROFILE=wasm-test bindings/js/build.sh   (release code without fat LTO, both modules at
-#                                                 opt-level "s": what test.sh builds; minutes faster)
-# BENCHMARKS.md has the measurements behind the two opt-levels; CARGO_PROFILE_RELEASE_OPT_LEVEL
-# and CARGO_PROFILE_JS_WEB_OPT_LEVEL override them.
+#        PROFILE=wasm-test bindings/js/build.sh   (release code without fat LTO, one module at
+#                                                 opt-level "s" for both: what test.sh builds)
+# BENCHMARKS.md has the measurements behind the two opt-levels; CARGO_PROFILE_JS_WEB_OPT_LEVEL
+# and CARGO_PROFILE_JS_NODE_OPT_LEVEL override them.
 # Idempotent: scripts/install-wasm-bindgen.sh installs wasm-bindgen-cli (the exact version of
 # the wasm-bindgen crate in Cargo.lock) only when the installed one differs.
 # Honours CARGO_TARGET_DIR.
@@ -39,7 +39,11 @@ rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup targe
 target_dir="${CARGO_TARGET_DIR:-$root/target/js}"
 export CARGO_TARGET_DIR="$target_dir"
 # One module per flavour (browsers, Node), each built with its cargo profile.
-if [[ "$profile" == "release" ]]; then web_profile=js-web; else web_profile="$profile"; fi
+if [[ "$profile" == "release" ]]; then
+  web_profile=js-web node_profile=js-node
+else
+  web_profile="$profile" node_profile="$profile"
+fi
 staging="$here/pkg.tmp"
 rm -rf "$staging"
 mkdir -p "$staging/web" "$staging/node"
@@ -47,11 +51,16 @@ build_module() {
   local flavour=$1 cargo_profile=$2
   cargo build -p portcullis-js --target wasm32-unknown-unknown --profile "$cargo_profile" --locked
   # Cargo names the dev profile's directory "debug".
-  wasm-bindgen --target web --out-dir "$staging/$flavour" --out-name portcullis_js \
+  wasm-bindgen --target web --remove-name-section --remove-producers-section \
+    --out-dir "$staging/$flavour" --out-name portcullis_js \
     "$target_dir/wasm32-unknown-unknown/${cargo_profile/#dev/debug}/portcullis_js.wasm"
 }
 build_module web "$web_profile"
-build_module node "$profile"
+if [[ "$node_profile" == "$web_profile" ]]; then
+  cp -r "$staging/web/." "$staging/node/"
+else
+  build_module node "$node_profile"
+fi
 for file in portcullis_js.js portcullis_js.d.ts portcullis_js_bg.wasm.d.ts; do
   if ! cmp -s "$staging/web/$file" "$staging/node/$file"; then
     diff "$staging/web/$file" "$staging/node/$file" | head -20 >&2 || true

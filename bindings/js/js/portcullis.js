@@ -89,6 +89,19 @@ function bigintReplacer(_key, value) {
   return typeof value === "bigint" ? bigintMarker + value.toString() : value;
 }
 
+const encoder = new TextEncoder();
+let scratch = new Uint8Array(4096);
+
+/**
+ * `text` as UTF-8, in a buffer reused from call to call (the engine copies it at once). Native
+ * `encodeInto` instead of wasm-bindgen's string copy, which goes character by character.
+ */
+function utf8(text) {
+  if (text.length * 3 > scratch.length) scratch = new Uint8Array(text.length * 3);
+  const { written } = encoder.encodeInto(text, scratch);
+  return scratch.subarray(0, written);
+}
+
 /** JSON text of `value`; BigInt values become JSON integers. */
 function toJson(value) {
   try {
@@ -596,7 +609,7 @@ export class Portcullis {
   /** Decide one request. A Promise: WebCrypto's signature checks are asynchronous. */
   async decide(request) {
     const json = toJson(objectArgument(request, "request"));
-    const run = () => this.#run((raw, now) => raw.decide(json, now));
+    const run = () => this.#run((raw, now) => raw.decide(utf8(json), now));
     let decision = JSON.parse(await run());
     if (this.#keys !== null) {
       this.#keys.refreshStale();
@@ -622,7 +635,7 @@ export class Portcullis {
     }
     const json = toJson(requests);
     const tok = token ?? undefined;
-    const run = () => this.#run((raw, now) => raw.decideMany(tok, json, now));
+    const run = () => this.#run((raw, now) => raw.decideMany(tok, utf8(json), now));
     let decisions = JSON.parse(await run());
     if (this.#keys !== null) {
       this.#keys.refreshStale();
