@@ -101,7 +101,7 @@ impl Algorithm {
     }
 
     // Only the built-in `rust-crypto` verifier reads it; hosts with their own crypto read `material`.
-    #[cfg_attr(not(feature = "rust-crypto"), allow(dead_code))]
+    #[cfg(feature = "rust-crypto")]
     pub(crate) fn to_jsonwebtoken(self) -> jsonwebtoken::Algorithm {
         use jsonwebtoken::Algorithm as J;
         match self {
@@ -193,7 +193,7 @@ struct KeyInner {
     algorithms: Vec<Algorithm>,
     material: KeyMaterial,
     // Only the built-in `rust-crypto` verifier reads it; hosts with their own crypto read `material`.
-    #[cfg_attr(not(feature = "rust-crypto"), allow(dead_code))]
+    #[cfg(feature = "rust-crypto")]
     decoding: jsonwebtoken::DecodingKey,
 }
 
@@ -229,7 +229,7 @@ impl VerificationKey {
     }
 
     // Only the built-in `rust-crypto` verifier reads it; hosts with their own crypto read `material`.
-    #[cfg_attr(not(feature = "rust-crypto"), allow(dead_code))]
+    #[cfg(feature = "rust-crypto")]
     pub(crate) fn decoding_key(&self) -> &jsonwebtoken::DecodingKey {
         &self.0.decoding
     }
@@ -461,7 +461,19 @@ pub(crate) fn parse_jwk(
         }
         return Ok(None);
     }
-    let decoding = match &material {
+    Ok(Some(VerificationKey(Arc::new(KeyInner {
+        kid: raw.kid,
+        algorithms,
+        #[cfg(feature = "rust-crypto")]
+        decoding: decoding_key(&material),
+        material,
+    }))))
+}
+
+/// The key in the form the built-in verifier (`jsonwebtoken`'s RustCrypto provider) takes.
+#[cfg(feature = "rust-crypto")]
+fn decoding_key(material: &KeyMaterial) -> jsonwebtoken::DecodingKey {
+    match material {
         KeyMaterial::Rsa { n, e } => jsonwebtoken::DecodingKey::from_rsa_raw_components(n, e),
         KeyMaterial::Ec { x, y, .. } => {
             let mut point = Vec::with_capacity(1 + x.len() + y.len());
@@ -472,13 +484,7 @@ pub(crate) fn parse_jwk(
         }
         KeyMaterial::Ed25519 { x } => jsonwebtoken::DecodingKey::from_ed_der(x),
         KeyMaterial::Hmac { secret } => jsonwebtoken::DecodingKey::from_secret(secret),
-    };
-    Ok(Some(VerificationKey(Arc::new(KeyInner {
-        kid: raw.kid,
-        algorithms,
-        material,
-        decoding,
-    }))))
+    }
 }
 
 #[cfg(test)]
