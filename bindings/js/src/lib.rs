@@ -192,14 +192,31 @@ impl RawEngine {
         Ok(u32::try_from(count).unwrap_or(u32::MAX))
     }
 
-    /// Decide one request (`{token, action, resource, context}`, JSON as UTF-8) at unix time `now`.
-    /// Returns the decision as JSON text, or a [`Pending`] signature for the host to check.
+    /// Decide one request (`{token?, action, resource, context}`, JSON as UTF-8) at unix time
+    /// `now`. A string token comes apart, as UTF-8 (empty: none), so that neither side writes or
+    /// reads it as JSON. Returns the decision as JSON text, or a [`Pending`] signature for the
+    /// host to check.
     ///
     /// # Errors
     /// `request_invalid` when the request does not have the documented shape.
-    pub fn decide(&self, request_json: &[u8], now: f64) -> Result<JsValue, JsValue> {
+    pub fn decide(&self, token: &[u8], request_json: &[u8], now: f64) -> Result<JsValue, JsValue> {
         let now = seconds(now)?;
-        let request: DecisionRequest = parse(request_json, "request")?;
+        let mut request: DecisionRequest = parse(request_json, "request")?;
+        if !token.is_empty() {
+            if request.token.is_some() {
+                return Err(convert::invalid(
+                    "request_invalid",
+                    "invalid request: two tokens".to_owned(),
+                ));
+            }
+            let token = std::str::from_utf8(token).map_err(|_| {
+                convert::invalid(
+                    "request_invalid",
+                    "invalid request: the token is not UTF-8".to_owned(),
+                )
+            })?;
+            request.token = Some(token.to_owned());
+        }
         Ok(match self.begin(request.token.as_deref(), now) {
             Some(signature) => self.pending(signature, Work::One(Box::new(request)), now),
             None => JsValue::from_str(&convert::decision(&self.engine.decide(&request, now))),
