@@ -5,7 +5,7 @@
 
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { existsSync, mkdirSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { chromium } from "playwright-core";
@@ -190,6 +190,46 @@ test("the conformance cases decide in Chromium as natively (signatures through W
     }
   });
   assert.deepEqual(failures, []);
+});
+
+test("an app built with Vite imports the package and decides in Chromium", async () => {
+  // The package as a bundler sees it: Vite must emit the browsers' module (found through its
+  // literal `new URL(..., import.meta.url)`) and leave Node's module out.
+  const { build } = await import("vite");
+  const app = join(artifacts, "vite-app");
+  mkdirSync(app, { recursive: true });
+  writeFileSync(join(app, "index.html"), '<!doctype html><html><body><script type="module" src="./main.js"></script></body></html>\n');
+  writeFileSync(join(app, "main.js"), 'import { Portcullis } from "portcullis";\nwindow.Portcullis = Portcullis;\n');
+  await build({
+    root: app,
+    logLevel: "warn",
+    resolve: { alias: { portcullis: join(pkgDir, "portcullis.js") } },
+    build: { outDir: join(app, "dist"), emptyOutDir: true },
+  });
+  const assets = readdirSync(join(app, "dist/assets"));
+  assert.ok(assets.some((f) => /^portcullis_js_bg-.*\.wasm$/.test(f)), `the browsers' module is emitted: ${assets}`);
+  assert.ok(!assets.some((f) => f.includes("node_bg")), `Node's module is not: ${assets}`);
+
+  const { server: appServer, url: appUrl } = await startServer({ root: join(app, "dist") });
+  const appPage = await browser.newPage();
+  const appProblems = [];
+  appPage.on("pageerror", (err) => appProblems.push(`page error: ${err.message}`));
+  appPage.on("requestfailed", (req) => appProblems.push(`request failed: ${req.url()}`));
+  try {
+    // startServer names the playground's path; this app is at the root.
+    await appPage.goto(new URL("/", appUrl).href);
+    await appPage.waitForFunction(() => window.Portcullis !== undefined, null, { timeout: 30_000 });
+    const analyst = conformanceExport().cases.find((c) => c.name === "acme (RS256, Entra): analyst views a report of her department");
+    const decision = await appPage.evaluate(async ({ bundle, c }) => {
+      const pc = await window.Portcullis.load(bundle, { now: () => c.now * 1000 });
+      return pc.decide({ ...c.request, token: c.token });
+    }, { bundle: compiledBundle(analyst.bundle), c: analyst });
+    assert.equal(decision.decision, "allow", JSON.stringify(decision.errors));
+    assert.deepEqual(appProblems, []);
+  } finally {
+    await appPage.close();
+    appServer.close();
+  }
 });
 
 test("no page errors", () => {
