@@ -134,15 +134,17 @@ export function initialize(options = {}) {
   return ready;
 }
 
+/** Whether this runs in Node (or a runtime compatible with it). */
+const IN_NODE = typeof globalThis.process?.versions?.node === "string";
+
 /** Node's module, built for speed (browsers fetch `portcullis_js_bg.wasm`, built for size). */
 const NODE_MODULE = "./portcullis_js_node_bg.wasm";
 
 async function instantiate(wasm) {
-  const inNode = typeof globalThis.process?.versions?.node === "string";
   // In Node the module is read from disk, so it need not be small. Bundlers (Vite) find the
   // browsers' module by its literal `new URL("…", import.meta.url)`; Node's module is named
   // through a variable, so that they do not ship it to browsers.
-  let source = wasm ?? (inNode ? new URL(NODE_MODULE, import.meta.url) : new URL("./portcullis_js_bg.wasm", import.meta.url));
+  let source = wasm ?? (IN_NODE ? new URL(NODE_MODULE, import.meta.url) : new URL("./portcullis_js_bg.wasm", import.meta.url));
   if (typeof source === "string" && source.startsWith("file:")) source = new URL(source);
   if (source instanceof URL && source.protocol === "file:") {
     // Node (20+) cannot `fetch` a file: URL. The specifier is not a literal so that bundlers
@@ -321,7 +323,7 @@ let nodeCryptoModule;
 async function loadNodeCrypto() {
   if (nodeCryptoModule === undefined) {
     nodeCryptoModule = null;
-    if (typeof globalThis.process?.versions?.node === "string") {
+    if (IN_NODE) {
       // Not a literal, so that bundlers leave this import, which never runs in browsers, alone.
       const specifier = "node:crypto";
       try {
@@ -337,7 +339,7 @@ async function loadNodeCrypto() {
 /** The checker `Portcullis.load`'s options ask for (see `LoadOptions` in portcullis.d.ts). */
 async function signatureChecker(options) {
   if (options.nodeCrypto != null) return new NodeCryptoChecker(options.nodeCrypto);
-  if ("subtle" in options && options.subtle !== undefined) {
+  if (options.subtle !== undefined) {
     return options.subtle === null ? engineOnly : new WebCryptoChecker(options.subtle);
   }
   if (options.nodeCrypto !== null) {
