@@ -3,8 +3,9 @@
 //! The Portcullis decision engine for browsers and Node, compiled to WebAssembly with
 //! wasm-bindgen. This crate is the thin, low-level layer: it converts between JSON text and
 //! the engine's types and splits token verification around the signature check, which the
-//! JavaScript side does with the host's crypto (`node:crypto` or WebCrypto). The npm package (`bindings/js/js/portcullis.js`, built
-//! into `bindings/js/pkg/` by `build.sh`) wraps it in the public API:
+//! JavaScript side does with the host's crypto (`node:crypto` or WebCrypto). The npm package
+//! (`bindings/js/js/portcullis.js`, built into `bindings/js/pkg/` by `build.sh`) wraps it in the
+//! public API:
 //!
 //! ```js
 //! import { Portcullis } from "portcullis";
@@ -56,7 +57,7 @@ fn seconds(now: f64) -> Result<i64, JsValue> {
     }
 }
 
-/// JSON text, as UTF-8 bytes or a string. Requests come as bytes: the JS side encodes them
+/// JSON text as UTF-8 bytes. Requests come as bytes: the JS side encodes them
 /// with `TextEncoder.encodeInto`, natively, where wasm-bindgen would copy a string character
 /// by character (a third of a cached decision's JS time with a 1 KB token in it).
 fn parse<T: serde::de::DeserializeOwned>(text: &[u8], what: &str) -> Result<T, JsValue> {
