@@ -1,4 +1,5 @@
-//! The crypto-provider seam: how the engine checks a signature.
+//! The crypto-provider seam: how the engine checks a signature (and, optionally, hashes a
+//! token).
 //!
 //! The engine decides *which* key and algorithm may verify a token; a [`SignatureVerifier`]
 //! only answers "does this signature verify under this key". The default,
@@ -25,6 +26,21 @@ pub trait SignatureVerifier: Send + Sync {
         message: &[u8],
         signature: &[u8],
     ) -> Result<bool, String>;
+
+    /// SHA-256 of `data`: a new token's fingerprint (in audit records) and its key among
+    /// remembered rejections. The default computes it in Rust; a host whose native hashing is
+    /// faster (a Wasm sandbox's host) may compute it instead. It must be SHA-256 itself:
+    /// fingerprints are compared across hosts.
+    fn sha256(&self, data: &[u8]) -> [u8; 32] {
+        sha256(data)
+    }
+}
+
+/// SHA-256 in Rust: what [`SignatureVerifier::sha256`] does unless a host overrides it.
+#[must_use]
+pub fn sha256(data: &[u8]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(data).into()
 }
 
 /// The default verifier: RustCrypto through `jsonwebtoken`'s `rust_crypto` provider.

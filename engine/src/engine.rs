@@ -14,7 +14,6 @@ use crate::token::{self, TokenTimes};
 use cedar_policy::{Entities, Entity, EntityUid, RestrictedExpression};
 use serde::Deserialize;
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -424,7 +423,7 @@ impl Engine {
         }
         // A forged token sent again is answered before any decoding: one SHA-256 (which a new
         // token needs anyway, for its fingerprint) and a lookup.
-        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let digest = self.verifier.sha256(token.as_bytes());
         if let Some(rejected) = self.rejected.get(&hex(&digest), now) {
             let failed = TokenFailure::of(&rejected.issuer);
             rejected.times.check(now).map_err(&failed)?;

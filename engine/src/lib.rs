@@ -68,6 +68,7 @@ pub use claims::{Principal, PrincipalKind};
 #[cfg(feature = "rust-crypto")]
 pub use crypto::RustCryptoVerifier;
 pub use crypto::SignatureVerifier;
+pub use crypto::sha256;
 pub use decision::{
     AuditRecord, Decision, DecisionError, Outcome, PrincipalSummary, RequestSummary,
 };

@@ -173,6 +173,12 @@ impl wit_crypto::Host for HostState {
     ) -> Result<bool, String> {
         crypto::verify(algorithm(alg), &material(key), &message, &signature)
     }
+
+    fn sha256(&mut self, data: Vec<u8>) -> Vec<u8> {
+        ring::digest::digest(&ring::digest::SHA256, &data)
+            .as_ref()
+            .to_vec()
+    }
 }
 
 fn algorithm(alg: wit_crypto::Algorithm) -> Algorithm {

@@ -6,6 +6,8 @@
 wit_bindgen::generate!({
     world: "portcullis",
     path: "wit",
+    // Key material goes to the host borrowed, not cloned for each signature.
+    ownership: Borrowing { duplicate_if_necessary: false },
 });
 
 // Exported only when built for Wasm: natively (`cargo build --workspace`, `cargo test
