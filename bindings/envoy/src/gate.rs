@@ -85,23 +85,28 @@ pub struct Verdict {
 const MAX_LOGGED_PATH: usize = 256;
 
 /// Decide what to do with a request, with the VM's current engine.
-pub fn handle(plan: &Plan, engine: &Engine, headers: &Headers, now: i64) -> Verdict {
-    let text = |name| headers.get(name).and_then(|v| std::str::from_utf8(v).ok());
-    let (Some(method), Some(path)) = (text(":method"), text(":path")) else {
+pub fn handle(plan: &Plan, engine: &Engine, headers: &dyn Headers, now: i64) -> Verdict {
+    let method = headers
+        .header(":method")
+        .and_then(|m| String::from_utf8(m).ok());
+    let path = headers
+        .header(":path")
+        .and_then(|p| String::from_utf8(p).ok());
+    let (Some(method), Some(path)) = (method, path) else {
         return local(400, "invalid_request", None, "", "", Counter::Errors);
     };
-    let logged_path = loggable_path(path);
+    let logged_path = loggable_path(&path);
     if plan.cors_preflight
         && method == "OPTIONS"
-        && headers.get("origin").is_some()
-        && headers.get("access-control-request-method").is_some()
+        && headers.header("origin").is_some()
+        && headers.header("access-control-request-method").is_some()
     {
         return Verdict {
             action: Action::Forward(Vec::new()),
             counter: None,
             log: Some(http_log(
                 json!({"decision": "preflight"}),
-                method,
+                &method,
                 &logged_path,
                 None,
                 0,
@@ -109,7 +114,7 @@ pub fn handle(plan: &Plan, engine: &Engine, headers: &Headers, now: i64) -> Verd
             keys_missing: false,
         };
     }
-    let (route, mut request) = match map_request(&plan.routes, method, path, headers) {
+    let (route, mut request) = match map_request(&plan.routes, &method, &path, headers) {
         Ok(Some(found)) => found,
         Ok(None) => {
             return match plan.unmatched {
@@ -118,7 +123,7 @@ pub fn handle(plan: &Plan, engine: &Engine, headers: &Headers, now: i64) -> Verd
                     counter: None,
                     log: Some(http_log(
                         json!({"decision": "no_route"}),
-                        method,
+                        &method,
                         &logged_path,
                         None,
                         0,
@@ -129,7 +134,7 @@ pub fn handle(plan: &Plan, engine: &Engine, headers: &Headers, now: i64) -> Verd
                     403,
                     "forbidden",
                     None,
-                    method,
+                    &method,
                     &logged_path,
                     Counter::Denied,
                 ),
@@ -140,7 +145,7 @@ pub fn handle(plan: &Plan, engine: &Engine, headers: &Headers, now: i64) -> Verd
                 400,
                 "invalid_request",
                 None,
-                method,
+                &method,
                 &logged_path,
                 Counter::Errors,
             );
@@ -154,7 +159,7 @@ pub fn handle(plan: &Plan, engine: &Engine, headers: &Headers, now: i64) -> Verd
                 400,
                 "invalid_request",
                 Some(challenge),
-                method,
+                &method,
                 &logged_path,
                 Counter::Unauthenticated,
             );
@@ -200,7 +205,13 @@ pub fn handle(plan: &Plan, engine: &Engine, headers: &Headers, now: i64) -> Verd
         if let Value::Object(map) = &mut record {
             map.insert("dry_run".into(), Value::Bool(plan.dry_run));
         }
-        http_log(record, method, &logged_path, Some(route.template()), status)
+        http_log(
+            record,
+            &method,
+            &logged_path,
+            Some(route.template()),
+            status,
+        )
     });
     Verdict {
         log,
@@ -307,24 +318,27 @@ fn identity(plan: &Plan, decision: &Decision) -> Vec<(String, String)> {
 struct TooManyTokens;
 
 /// The token from the configured sources. RFC 6750 §2: a client must not send more than one.
-fn find_token(sources: &[TokenSource], headers: &Headers) -> Result<Option<String>, TooManyTokens> {
+fn find_token(
+    sources: &[TokenSource],
+    headers: &dyn Headers,
+) -> Result<Option<String>, TooManyTokens> {
     let mut found: Option<String> = None;
     for source in sources {
         let token = match source {
-            TokenSource::Header { name, prefix } => headers.get(name).and_then(|value| {
+            TokenSource::Header { name, prefix } => headers.header(name).and_then(|value| {
                 let head = value.get(..prefix.len())?;
                 head.eq_ignore_ascii_case(prefix.as_bytes())
                     .then(|| value.get(prefix.len()..).map(<[u8]>::to_vec))
                     .flatten()
             }),
-            TokenSource::Cookie { name } => headers.get("cookie").and_then(|cookies| {
+            TokenSource::Cookie { name } => headers.header("cookie").and_then(|cookies| {
                 cookies.split(|&b| b == b';').find_map(|pair| {
                     let pair = pair.trim_ascii_start();
                     let rest = pair.strip_prefix(name.as_bytes())?;
                     rest.strip_prefix(b"=").map(<[u8]>::to_vec)
                 })
             }),
-            TokenSource::Query { name } => headers.get(":path").and_then(|path| {
+            TokenSource::Query { name } => headers.header(":path").and_then(|path| {
                 let query = path.splitn(2, |&b| b == b'?').nth(1)?;
                 let query = query.split(|&b| b == b'#').next()?;
                 query.split(|&b| b == b'&').find_map(|pair| {
@@ -354,6 +368,16 @@ fn find_token(sources: &[TokenSource], headers: &Headers) -> Result<Option<Strin
 mod tests {
     use super::*;
 
+    struct H(Vec<(&'static str, Vec<u8>)>);
+    impl Headers for H {
+        fn header(&self, name: &str) -> Option<Vec<u8>> {
+            self.0
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| v.clone())
+        }
+    }
+
     fn sources() -> Vec<TokenSource> {
         vec![
             TokenSource::Header {
@@ -368,7 +392,8 @@ mod tests {
     }
 
     fn token(headers: Vec<(&'static str, &[u8])>) -> Result<Option<String>, TooManyTokens> {
-        find_token(&sources(), &Headers::of(&headers))
+        let h = H(headers.into_iter().map(|(n, v)| (n, v.to_vec())).collect());
+        find_token(&sources(), &h)
     }
 
     #[test]

@@ -103,6 +103,16 @@ fn engine_options(plan_crypto: Crypto) -> EngineOptions {
     }
 }
 
+struct HostHeaders;
+
+impl Headers for HostHeaders {
+    fn header(&self, name: &str) -> Option<Vec<u8>> {
+        hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name)
+            .ok()
+            .flatten()
+    }
+}
+
 /// Metric ids, in [`Counter::ALL`] order.
 #[derive(Default)]
 struct Metrics(Vec<u32>);
@@ -664,14 +674,8 @@ impl HttpContext for Filter {
             self.metrics.increment(Counter::Errors);
             return respond(gate::unavailable());
         };
-        let mut headers =
-            Headers::new(hostcalls::get_map_bytes(MapType::HttpRequestHeaders).unwrap_or_default());
-        // Identity headers sent by the client go, from Envoy's request and from what the
-        // filter reads (a route may read a header of the same name).
         for name in plan.forward.names() {
-            if headers.remove(name) {
-                let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, name);
-            }
+            let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, name);
         }
         // No bundle yet (a remote one not fetched): no usable configuration, whatever
         // `failure_mode` says.
@@ -680,12 +684,12 @@ impl HttpContext for Filter {
             return respond(gate::unavailable());
         };
         let now = now();
-        let mut verdict = gate::handle(plan, &engine, &headers, now);
+        let mut verdict = gate::handle(plan, &engine, &HostHeaders, now);
         if verdict.keys_missing {
             // Another worker may have fetched the keys since this VM's last tick.
             let mut keys = self.keys.borrow_mut();
             if keys.sync(&engine) {
-                verdict = gate::handle(plan, &engine, &headers, now);
+                verdict = gate::handle(plan, &engine, &HostHeaders, now);
             }
             keys.unknown_kid |= verdict.keys_missing;
         }

@@ -97,46 +97,10 @@ pub enum MapError {
     BadHeader,
 }
 
-/// A request's headers as Envoy hands them over in one call (`get_map`): lowercase names with
-/// raw values, in Envoy's order, pseudo-headers (`:method`, `:path`) included. One hostcall for
-/// all of them instead of one (and a Wasm allocation) per header read.
-#[derive(Debug, Default)]
-pub struct Headers(Vec<(String, Vec<u8>)>);
-
-impl Headers {
-    /// Headers from (name, value) pairs.
-    #[must_use]
-    pub fn new(pairs: Vec<(String, Vec<u8>)>) -> Self {
-        Self(pairs)
-    }
-
-    /// The first value of header `name`, as Envoy's single-header lookup answers; `None` when
-    /// absent.
-    #[must_use]
-    pub fn get(&self, name: &str) -> Option<&[u8]> {
-        self.0
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_slice())
-    }
-
-    /// Drop every value of header `name`; whether there was one.
-    pub fn remove(&mut self, name: &str) -> bool {
-        let before = self.0.len();
-        self.0.retain(|(n, _)| n != name);
-        self.0.len() != before
-    }
-
-    /// Headers for tests.
-    #[cfg(test)]
-    pub fn of(pairs: &[(&str, &[u8])]) -> Self {
-        Self(
-            pairs
-                .iter()
-                .map(|(n, v)| ((*n).to_owned(), v.to_vec()))
-                .collect(),
-        )
-    }
+/// Reads request headers; `None` when absent. Names are lowercase.
+pub trait Headers {
+    /// The value of header `name`, as raw bytes.
+    fn header(&self, name: &str) -> Option<Vec<u8>>;
 }
 
 impl Route {
@@ -233,7 +197,7 @@ impl Route {
     fn request(
         &self,
         raw_params: &[(&str, &str)],
-        headers: &Headers,
+        headers: &dyn Headers,
     ) -> Result<DecisionRequest, MapError> {
         let params = raw_params
             .iter()
@@ -245,12 +209,8 @@ impl Route {
                 let value = match source {
                     Source::Template(pieces) => Some(render(pieces, &params)),
                     Source::Header(name) => headers
-                        .get(name)
-                        .map(|v| {
-                            std::str::from_utf8(v)
-                                .map(str::to_owned)
-                                .map_err(|_| MapError::BadHeader)
-                        })
+                        .header(name)
+                        .map(|v| String::from_utf8(v).map_err(|_| MapError::BadHeader))
                         .transpose()?,
                 };
                 if let Some(value) = value {
@@ -281,7 +241,7 @@ pub fn map_request<'r>(
     routes: &'r [Route],
     method: &str,
     path: &str,
-    headers: &Headers,
+    headers: &dyn Headers,
 ) -> Result<Option<(&'r Route, DecisionRequest)>, MapError> {
     for route in routes {
         if let Some(params) = route.matches(method, path) {
@@ -374,6 +334,16 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    struct H(Vec<(&'static str, &'static [u8])>);
+    impl Headers for H {
+        fn header(&self, name: &str) -> Option<Vec<u8>> {
+            self.0
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| v.to_vec())
+        }
+    }
+
     fn route(spec: serde_json::Value) -> Route {
         Route::compile(&serde_json::from_value(spec).unwrap()).unwrap()
     }
@@ -388,23 +358,9 @@ mod tests {
     }
 
     #[test]
-    fn headers_answer_the_first_value_and_remove_every_value() {
-        let mut headers = Headers::of(&[
-            ("x-tenant", b"spoofed"),
-            ("x-department", b"finance"),
-            ("x-tenant", b"again"),
-        ]);
-        assert_eq!(headers.get("x-tenant"), Some(&b"spoofed"[..]));
-        assert!(headers.remove("x-tenant"));
-        assert_eq!(headers.get("x-tenant"), None);
-        assert!(!headers.remove("x-tenant"));
-        assert_eq!(headers.get("x-department"), Some(&b"finance"[..]));
-    }
-
-    #[test]
     fn a_template_maps_path_and_headers_to_a_request() {
         let routes = [reports()];
-        let headers = Headers::of(&[("x-department", b"finance")]);
+        let headers = H(vec![("x-department", b"finance")]);
         let (r, req) = map_request(&routes, "GET", "/tenants/acme/reports/q%203?x=1", &headers)
             .unwrap()
             .unwrap();
@@ -418,14 +374,9 @@ mod tests {
         );
         assert_eq!(json!(req.context), json!({"channel": "web"}));
         // An absent header leaves the attribute out.
-        let (_, req) = map_request(
-            &routes,
-            "GET",
-            "/tenants/acme/reports/q3",
-            &Headers::default(),
-        )
-        .unwrap()
-        .unwrap();
+        let (_, req) = map_request(&routes, "GET", "/tenants/acme/reports/q3", &H(vec![]))
+            .unwrap()
+            .unwrap();
         assert_eq!(json!(req.resource.attrs), json!({"tenant": "acme"}));
     }
 
@@ -443,7 +394,7 @@ mod tests {
             ("GET", "/Tenants/acme/reports/q3"),
         ] {
             assert!(
-                map_request(&routes, method, path, &Headers::default())
+                map_request(&routes, method, path, &H(vec![]))
                     .unwrap()
                     .is_none(),
                 "{method} {path}"
@@ -461,12 +412,12 @@ mod tests {
             "/tenants/a%4/reports/1",
         ] {
             assert_eq!(
-                map_request(&routes, "GET", path, &Headers::default()).unwrap_err(),
+                map_request(&routes, "GET", path, &H(vec![])).unwrap_err(),
                 MapError::BadEncoding,
                 "{path}"
             );
         }
-        let bad_header = Headers::of(&[("x-department", b"\xff\xfe")]);
+        let bad_header = H(vec![("x-department", b"\xff\xfe")]);
         assert_eq!(
             map_request(&routes, "GET", "/tenants/a/reports/1", &bad_header).unwrap_err(),
             MapError::BadHeader
