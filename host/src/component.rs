@@ -175,9 +175,7 @@ impl wit_crypto::Host for HostState {
     }
 
     fn sha256(&mut self, data: Vec<u8>) -> Vec<u8> {
-        ring::digest::digest(&ring::digest::SHA256, &data)
-            .as_ref()
-            .to_vec()
+        crypto::sha256(&data)
     }
 }
 

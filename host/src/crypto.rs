@@ -1,8 +1,17 @@
-//! Native signature verification with `ring`: what the embedded component's `crypto` import
-//! runs, and a [`SignatureVerifier`] for native engines (the benchmarks' baseline).
+//! Native signature verification and SHA-256 with `ring`: what the embedded component's
+//! `crypto` import runs, and a [`SignatureVerifier`] for native engines (the benchmarks'
+//! baseline).
 
 use portcullis_engine::{Algorithm, Curve, KeyMaterial, SignatureVerifier, VerificationKey};
 use ring::{hmac, signature};
+
+/// SHA-256 of `data`.
+#[must_use]
+pub fn sha256(data: &[u8]) -> Vec<u8> {
+    ring::digest::digest(&ring::digest::SHA256, data)
+        .as_ref()
+        .to_vec()
+}
 
 /// Whether `sig` is a valid `alg` signature of `message` under `key`.
 ///
@@ -95,6 +104,15 @@ impl SignatureVerifier for RingVerifier {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sha256_is_sha256() {
+        // FIPS 180-2, appendix B.1.
+        let expected = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+        let hex: String = sha256(b"abc").iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex, expected);
+        assert_eq!(sha256(b"abc"), portcullis_engine::sha256(b"abc"));
+    }
 
     #[test]
     fn hmac_verifies_and_rejects() {

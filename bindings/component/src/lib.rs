@@ -2,7 +2,7 @@
 //!
 //! The Portcullis engine as a WASI component (wasm32-wasip2). It exports the `engine`
 //! interface of `wit/portcullis.wit` — load a compiled bundle, hand over issuer keys, decide —
-//! and imports `crypto`, signature verification, from its host. The `portcullis` binary
+//! and imports `crypto`, signature verification and SHA-256, from its host. The `portcullis` binary
 //! embeds this component and runs it in wasmtime, checking signatures with native crypto, so
 //! the sandbox costs little and fresh tokens cost what native crypto costs.
 //!
