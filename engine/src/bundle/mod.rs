@@ -22,7 +22,6 @@ use crate::keys::{Algorithm, KeySet};
 use cedar_policy::{Entities, Entity, EntityTypeName, EntityUid, PolicyId, PolicySet, Schema};
 use miette::Diagnostic;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::str::FromStr;
 use std::sync::Arc;
@@ -92,8 +91,7 @@ impl CompiledBundle {
         let mut unsealed = self.clone();
         unsealed.revision.clear();
         let bytes = serde_json::to_vec(&unsealed).unwrap_or_default();
-        let digest = Sha256::digest(&bytes);
-        crate::error::hex16(&digest)
+        crate::error::hex16(&crate::crypto::sha256(&bytes))
     }
 
     /// Set the revision from the content.
