@@ -356,7 +356,11 @@ pub(crate) fn evaluate(
     let diagnostics = response.diagnostics();
     Ok(Evaluation {
         allowed: response.decision() == cedar_policy::Decision::Allow,
-        reasons: diagnostics.reason().map(ToString::to_string).collect(),
+        // The ids as written (`Display` would escape them, and costs a formatter per reason).
+        reasons: diagnostics
+            .reason()
+            .map(|id| AsRef::<str>::as_ref(id).to_owned())
+            .collect(),
         errors: diagnostics
             .errors()
             .map(|err| {
@@ -364,7 +368,7 @@ pub(crate) fn evaluate(
                 DecisionError {
                     code: "policy_evaluation",
                     message: e.to_string(),
-                    policy: Some(e.policy_id().to_string()),
+                    policy: Some(AsRef::<str>::as_ref(e.policy_id()).to_owned()),
                 }
             })
             .collect(),

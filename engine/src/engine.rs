@@ -44,7 +44,25 @@ impl ResourceRef {
 
     /// `Type::"id"`.
     pub fn display(&self) -> String {
-        format!("{}::{}", self.entity_type, Value::String(self.id.clone()))
+        // The id as a JSON string: quoted and escaped, as Cedar writes it.
+        let id = Value::String(self.id.clone()).to_string();
+        let mut out = String::with_capacity(self.entity_type.len() + 2 + id.len());
+        out.push_str(&self.entity_type);
+        out.push_str("::");
+        out.push_str(&id);
+        out
+    }
+}
+
+/// The low `digits` hex digits of `value`, zero-padded, lower case: `{value:0digits$x}` when
+/// `value` has at most `digits` digits.
+fn push_hex(out: &mut String, value: u64, digits: u32) {
+    const HEX: [char; 16] = [
+        '0', '1', '2', '3', '4', '5', '6', '7', '8', '9', 'a', 'b', 'c', 'd', 'e', 'f',
+    ];
+    for shift in (0..digits.min(16)).rev() {
+        let nibble = (value >> (shift * 4)) & 0xf;
+        out.extend(HEX.get(usize::try_from(nibble).unwrap_or(0)));
     }
 }
 
@@ -343,7 +361,11 @@ impl Engine {
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^= z >> 31;
-        format!("{z:016x}{n:08x}")
+        // `format!("{z:016x}{n:08x}")` without the formatter (this runs on every decision).
+        let mut id = String::with_capacity(24);
+        push_hex(&mut id, z, 16);
+        push_hex(&mut id, n, 8.max(16 - n.leading_zeros() / 4));
+        id
     }
 
     /// Verify a token and map its claims to a principal, without deciding anything.
@@ -859,5 +881,40 @@ impl Engine {
             token,
             time: now,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn push_hex_writes_what_format_does() {
+        for value in [
+            0,
+            1,
+            0xabc,
+            u64::from(u32::MAX),
+            1 << 32,
+            (1 << 36) - 1,
+            u64::MAX,
+        ] {
+            for digits in [8, 16] {
+                let mut out = String::new();
+                push_hex(&mut out, value, digits.max(16 - value.leading_zeros() / 4));
+                let width = usize::try_from(digits).unwrap_or(16);
+                assert_eq!(
+                    out,
+                    format!("{value:0width$x}"),
+                    "{value:#x}, {digits} digits"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn resource_display_quotes_and_escapes_the_id() {
+        let r = ResourceRef::new("Report", "acme/q\"3\n");
+        assert_eq!(r.display(), r#"Report::"acme/q\"3\n""#);
     }
 }

@@ -26,21 +26,30 @@ pub(crate) struct SliceKey<'a> {
 }
 
 impl SliceKey<'_> {
-    fn cache_key(&self) -> String {
-        format!(
-            "{}\u{0}{}\u{0}{}\u{0}{}",
-            self.tenant.unwrap_or(""),
-            self.principal,
-            self.action,
-            self.resource
-        )
+    /// The key as the cache holds it: clones of Cedar's shared names, no formatting (this runs
+    /// on every decision).
+    fn owned(&self) -> CacheKey {
+        CacheKey {
+            tenant: self.tenant.map(Box::from),
+            principal: self.principal.clone(),
+            action: self.action.clone(),
+            resource: self.resource.clone(),
+        }
     }
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct CacheKey {
+    tenant: Option<Box<str>>,
+    principal: EntityTypeName,
+    action: EntityUid,
+    resource: EntityTypeName,
 }
 
 /// The slice cache of one bundle.
 #[derive(Debug, Default)]
 pub(crate) struct Slices {
-    cache: RwLock<HashMap<String, Arc<PolicySet>>>,
+    cache: RwLock<HashMap<CacheKey, Arc<PolicySet>>>,
 }
 
 impl Slices {
@@ -51,7 +60,7 @@ impl Slices {
         key: &SliceKey<'_>,
         action_ancestors: Option<&HashSet<EntityUid>>,
     ) -> Arc<PolicySet> {
-        let cache_key = key.cache_key();
+        let cache_key = key.owned();
         if let Some(slice) = self
             .cache
             .read()
