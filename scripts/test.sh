@@ -48,6 +48,9 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
 step "tests (unit, integration, Cedar corpus, Wycheproof, conformance native/component/HTTP, service, doc tests)"
 cargo test --workspace --locked
 
+step "engine without its built-in crypto (as the component and the JS SDK build it)"
+cargo test -p portcullis-engine --no-default-features --locked
+
 # The CLIs as `cargo test` just built them (for the integration tests): `cargo build -p ...`
 # would resolve other dependency features and build them again.
 bin=$(cd "${CARGO_TARGET_DIR:-target}/debug" && pwd)

@@ -8,6 +8,7 @@
 //! (proxy-wasm), in browsers and Node (wasm-bindgen) and as a WASI component.
 //!
 //! ```
+//! # #[cfg(feature = "rust-crypto")] { // `Engine::new`: the built-in crypto
 //! use portcullis_engine::{Bundle, CompiledBundle, DecisionRequest, Engine, PolicySource, ResourceRef, Settings, TrustedRequest};
 //!
 //! let policies = vec![PolicySource {
@@ -32,6 +33,7 @@
 //! // Token mode: no token means unauthenticated, never allow.
 //! let request = DecisionRequest { action: "view".into(), resource: ResourceRef::new("Report", "q3"), ..Default::default() };
 //! assert_eq!(engine.decide(&request, 1_700_000_000).status, 401);
+//! # }
 //! # Ok::<(), portcullis_engine::BundleError>(())
 //! ```
 //!

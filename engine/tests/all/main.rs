@@ -11,8 +11,11 @@
 #[cfg(feature = "mint")]
 mod key_rotation;
 mod trusted;
+// Checks the built-in pure-Rust crypto.
+#[cfg(feature = "rust-crypto")]
 mod wycheproof;
 
+#[cfg(feature = "rust-crypto")]
 /// The conformance data folder (`PORTCULLIS_CONFORMANCE_DIR`, default `shared/conformance`
 /// beside the repository). Missing data fails the test, never passes it silently.
 pub(crate) fn conformance_dir() -> std::path::PathBuf {

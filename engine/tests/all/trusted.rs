@@ -1,9 +1,11 @@
 //! Trusted-principal mode: the `attrs` of the principal and the resource.
 
 use portcullis_engine::{
-    Bundle, CompiledBundle, Engine, PolicySource, ResourceRef, Settings, TrustedRequest,
+    Algorithm, Bundle, CompiledBundle, Engine, EngineOptions, PolicySource, ResourceRef, Settings,
+    SignatureVerifier, TrustedRequest, VerificationKey,
 };
 use serde_json::{Map, Value, json};
+use std::sync::Arc;
 
 const NOW: i64 = 1_767_225_600;
 
@@ -16,7 +18,29 @@ fn engine() -> Engine {
                    && principal.department == resource.department };"#
             .into(),
     }];
-    Engine::new(Bundle::load(CompiledBundle::new(Settings::default(), None, policies)).unwrap())
+    let bundle = Bundle::load(CompiledBundle::new(Settings::default(), None, policies)).unwrap();
+    // No crypto at all: trusted decisions check no signature, so these tests also run without
+    // the `rust-crypto` feature.
+    let options = EngineOptions {
+        verifier: Arc::new(NoSignatures),
+        decision_id_seed: 0,
+    };
+    Engine::with_options(Arc::new(bundle), options)
+}
+
+/// A verifier that refuses every signature.
+struct NoSignatures;
+
+impl SignatureVerifier for NoSignatures {
+    fn verify(
+        &self,
+        _: Algorithm,
+        _: &VerificationKey,
+        _: &[u8],
+        _: &[u8],
+    ) -> Result<bool, String> {
+        Err("trusted decisions check no signature".into())
+    }
 }
 
 fn with_attrs(entity_type: &str, id: &str, attrs: Value) -> ResourceRef {
