@@ -44,13 +44,7 @@ impl ResourceRef {
 
     /// `Type::"id"`.
     pub fn display(&self) -> String {
-        // The id as a JSON string: quoted and escaped, as Cedar writes it.
-        let id = Value::String(self.id.clone()).to_string();
-        let mut out = String::with_capacity(self.entity_type.len() + 2 + id.len());
-        out.push_str(&self.entity_type);
-        out.push_str("::");
-        out.push_str(&id);
-        out
+        format!("{}::{}", self.entity_type, Value::String(self.id.clone()))
     }
 }
 
