@@ -368,15 +368,7 @@ fn find_token(
 mod tests {
     use super::*;
 
-    struct H(Vec<(&'static str, Vec<u8>)>);
-    impl Headers for H {
-        fn header(&self, name: &str) -> Option<Vec<u8>> {
-            self.0
-                .iter()
-                .find(|(n, _)| *n == name)
-                .map(|(_, v)| v.clone())
-        }
-    }
+    use crate::routes::test_headers::TestHeaders;
 
     fn sources() -> Vec<TokenSource> {
         vec![
@@ -392,8 +384,7 @@ mod tests {
     }
 
     fn token(headers: Vec<(&'static str, &[u8])>) -> Result<Option<String>, TooManyTokens> {
-        let h = H(headers.into_iter().map(|(n, v)| (n, v.to_vec())).collect());
-        find_token(&sources(), &h)
+        find_token(&sources(), &TestHeaders(headers))
     }
 
     #[test]

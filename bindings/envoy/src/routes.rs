@@ -103,6 +103,22 @@ pub trait Headers {
     fn header(&self, name: &str) -> Option<Vec<u8>>;
 }
 
+/// Request headers as a list, for the unit tests of this module and of `gate`.
+#[cfg(test)]
+pub(crate) mod test_headers {
+    /// `(name, value)` pairs; the first pair with the name answers.
+    pub(crate) struct TestHeaders<'a>(pub Vec<(&'static str, &'a [u8])>);
+
+    impl super::Headers for TestHeaders<'_> {
+        fn header(&self, name: &str) -> Option<Vec<u8>> {
+            self.0
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| v.to_vec())
+        }
+    }
+}
+
 impl Route {
     /// Validate a route specification.
     ///
@@ -334,15 +350,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    struct H(Vec<(&'static str, &'static [u8])>);
-    impl Headers for H {
-        fn header(&self, name: &str) -> Option<Vec<u8>> {
-            self.0
-                .iter()
-                .find(|(n, _)| *n == name)
-                .map(|(_, v)| v.to_vec())
-        }
-    }
+    use super::test_headers::TestHeaders as H;
 
     fn route(spec: serde_json::Value) -> Route {
         Route::compile(&serde_json::from_value(spec).unwrap()).unwrap()
