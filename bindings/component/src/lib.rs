@@ -9,6 +9,9 @@
 //! Build it with `cargo build -p portcullis-component --target wasm32-wasip2` (the host's
 //! build script does this itself). Only conversions live here; decisions are the engine's.
 
+// The component's allocator (and its tests, which run on the host).
+#[cfg(any(test, all(target_family = "wasm", not(target_feature = "atomics"))))]
+mod alloc;
 mod bindings;
 
 use bindings::exports::portcullis::engine::engine::{
