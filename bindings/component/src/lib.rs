@@ -9,9 +9,6 @@
 //! Build it with `cargo build -p portcullis-component --target wasm32-wasip2` (the host's
 //! build script does this itself). Only conversions live here; decisions are the engine's.
 
-// The component's allocator (and its tests, which run on the host).
-#[cfg(any(test, all(target_family = "wasm", not(target_feature = "atomics"))))]
-mod alloc;
 mod bindings;
 
 use bindings::exports::portcullis::engine::engine::{
@@ -24,6 +21,11 @@ use portcullis_engine::{
 };
 use std::cell::RefCell;
 use std::sync::Arc;
+
+/// Small blocks from free lists, not dlmalloc's bins (see `portcullis-alloc`).
+#[cfg(all(target_arch = "wasm32", not(target_feature = "atomics")))]
+#[global_allocator]
+static ALLOCATOR: portcullis_alloc::SingleThreaded = portcullis_alloc::SingleThreaded::new();
 
 thread_local! {
     /// The engine of this instance; `None` until a bundle is loaded. Wasm components are

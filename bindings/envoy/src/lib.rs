@@ -100,3 +100,8 @@ pub mod keys;
 #[cfg(target_arch = "wasm32")]
 mod proxy;
 pub mod routes;
+
+/// Small blocks from free lists, not dlmalloc's bins (see `portcullis-alloc`).
+#[cfg(all(target_arch = "wasm32", not(target_feature = "atomics")))]
+#[global_allocator]
+static ALLOCATOR: portcullis_alloc::SingleThreaded = portcullis_alloc::SingleThreaded::new();

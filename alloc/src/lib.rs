@@ -1,20 +1,27 @@
-//! The component's global allocator: size classes with free lists in front of the system
-//! allocator (wasi-libc's dlmalloc).
+//! # portcullis-alloc
+//!
+//! The global allocator of Portcullis's Wasm builds (the engine component, the Envoy filter):
+//! size classes with free lists in front of the system allocator (wasi-libc's dlmalloc).
 //!
 //! A decision allocates and frees hundreds of small blocks (Cedar's expressions, names, maps,
-//! JSON). dlmalloc's bins and boundary tags took ~15% of a cached decision in the component;
-//! here a small block is one pop or push on a singly linked list. Sizes up to [`MAX_SMALL`]
-//! bytes (alignment up to [`ALIGN`]) are rounded up to a multiple of 16 and served from that
-//! class's free list, refilled by carving [`CHUNK`]-byte chunks taken from the system
-//! allocator. Freed small blocks return to their class's list, never to the system: memory of
-//! a class is reused by that class only, so the footprint is the peak live use of each class
-//! (instances are recycled and capped by the host's memory limit). Anything larger or more
-//! aligned goes to the system allocator unchanged.
+//! JSON). dlmalloc's bins and boundary tags took ~15% of a cached decision in the engine
+//! component; here a small block is one pop or push on a singly linked list. Sizes up to
+//! 512 bytes (alignment up to 16) are rounded up to a multiple of 16 and
+//! served from that class's free list, refilled by carving 64 KiB chunks taken from the
+//! system allocator. Freed small blocks return to their class's list, never to the system:
+//! memory of a class is reused by that class only, so the footprint is the peak live use of
+//! each class. Anything larger or more aligned goes to the system allocator unchanged.
 //!
-//! This is the crate's only hand-written unsafe code. It relies on one fact of the target: a
-//! component's core module runs on one thread (`wasm32-wasip2` without the `atomics` feature),
-//! so the lists need no lock. The type is not `Sync` anywhere else; tests run it on the host
-//! as a local value.
+//! It relies on one fact of its targets: a Wasm module built without the `atomics` feature runs
+//! on one thread, so the lists need no lock. `SingleThreaded`, the type a binding installs
+//! with `#[global_allocator]`, exists only for such targets; elsewhere (tests on the host) the
+//! allocator is a local, `!Sync` value.
+//!
+//! ```text
+//! #[cfg(all(target_arch = "wasm32", not(target_feature = "atomics")))]
+//! #[global_allocator]
+//! static ALLOCATOR: portcullis_alloc::SingleThreaded = portcullis_alloc::SingleThreaded::new();
+//! ```
 #![allow(unsafe_code)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -29,7 +36,7 @@ const CLASSES: usize = MAX_SMALL / ALIGN;
 /// Bytes taken from the system allocator at a time to carve small blocks from.
 const CHUNK: usize = 64 * 1024;
 
-/// The allocator's state. Only `&self` methods exist (as `GlobalAlloc` requires); the state is
+/// The allocator. Only `&self` methods exist (as `GlobalAlloc` requires); the state is
 /// in `Cell`s, so the type is `!Sync` and cannot be shared between threads by mistake.
 pub struct SizeClasses {
     /// The first free block of each class; each free block's first word points to the next.
@@ -50,6 +57,8 @@ fn class(layout: Layout) -> Option<usize> {
 }
 
 impl SizeClasses {
+    /// An allocator with empty free lists.
+    #[must_use]
     pub const fn new() -> Self {
         Self {
             free: [const { Cell::new(ptr::null_mut()) }; CLASSES],
@@ -179,16 +188,32 @@ unsafe impl GlobalAlloc for SizeClasses {
     }
 }
 
-/// The allocator of the component's single thread.
-#[cfg(all(target_family = "wasm", not(target_feature = "atomics")))]
-pub struct SingleThreaded(pub SizeClasses);
+/// The allocator of a single-threaded Wasm module, for `#[global_allocator]`.
+#[cfg(all(target_arch = "wasm32", not(target_feature = "atomics")))]
+pub struct SingleThreaded(SizeClasses);
+
+#[cfg(all(target_arch = "wasm32", not(target_feature = "atomics")))]
+impl SingleThreaded {
+    /// An allocator with empty free lists.
+    #[must_use]
+    pub const fn new() -> Self {
+        Self(SizeClasses::new())
+    }
+}
+
+#[cfg(all(target_arch = "wasm32", not(target_feature = "atomics")))]
+impl Default for SingleThreaded {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 // SAFETY: without the `atomics` target feature a Wasm module has exactly one thread, so the
 // allocator is never reached from two threads.
-#[cfg(all(target_family = "wasm", not(target_feature = "atomics")))]
+#[cfg(all(target_arch = "wasm32", not(target_feature = "atomics")))]
 unsafe impl Sync for SingleThreaded {}
 
-#[cfg(all(target_family = "wasm", not(target_feature = "atomics")))]
+#[cfg(all(target_arch = "wasm32", not(target_feature = "atomics")))]
 // SAFETY: forwards to `SizeClasses`, whose implementation is sound on one thread.
 unsafe impl GlobalAlloc for SingleThreaded {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
@@ -208,10 +233,6 @@ unsafe impl GlobalAlloc for SingleThreaded {
         unsafe { self.0.realloc(block, layout, new_size) }
     }
 }
-
-#[cfg(all(target_family = "wasm", not(target_feature = "atomics")))]
-#[global_allocator]
-static ALLOCATOR: SingleThreaded = SingleThreaded(SizeClasses::new());
 
 #[cfg(test)]
 mod tests {
