@@ -13,14 +13,14 @@
 //! each class. Anything larger or more aligned goes to the system allocator unchanged.
 //!
 //! It relies on one fact of its targets: a Wasm module built without the `atomics` feature runs
-//! on one thread, so the lists need no lock. `SingleThreaded`, the type a binding installs
-//! with `#[global_allocator]`, exists only for such targets; elsewhere (tests on the host) the
-//! allocator is a local, `!Sync` value.
+//! on one thread, so the lists need no lock. [`SizeClasses`] is `Sync`, and so can be a
+//! `#[global_allocator]`, only on such targets; elsewhere (tests on the host) it is a local,
+//! `!Sync` value.
 //!
 //! ```text
 //! #[cfg(all(target_arch = "wasm32", not(target_feature = "atomics")))]
 //! #[global_allocator]
-//! static ALLOCATOR: portcullis_alloc::SingleThreaded = portcullis_alloc::SingleThreaded::new();
+//! static ALLOCATOR: portcullis_alloc::SizeClasses = portcullis_alloc::SizeClasses::new();
 //! ```
 #![allow(unsafe_code)]
 
@@ -37,7 +37,8 @@ const CLASSES: usize = MAX_SMALL / ALIGN;
 const CHUNK: usize = 64 * 1024;
 
 /// The allocator. Only `&self` methods exist (as `GlobalAlloc` requires); the state is
-/// in `Cell`s, so the type is `!Sync` and cannot be shared between threads by mistake.
+/// in `Cell`s, so the type is `!Sync` (but on single-threaded Wasm) and cannot be shared
+/// between threads by mistake.
 pub struct SizeClasses {
     /// The first free block of each class; each free block's first word points to the next.
     free: [Cell<*mut u8>; CLASSES],
@@ -188,51 +189,10 @@ unsafe impl GlobalAlloc for SizeClasses {
     }
 }
 
-/// The allocator of a single-threaded Wasm module, for `#[global_allocator]`.
-#[cfg(all(target_arch = "wasm32", not(target_feature = "atomics")))]
-pub struct SingleThreaded(SizeClasses);
-
-#[cfg(all(target_arch = "wasm32", not(target_feature = "atomics")))]
-impl SingleThreaded {
-    /// An allocator with empty free lists.
-    #[must_use]
-    pub const fn new() -> Self {
-        Self(SizeClasses::new())
-    }
-}
-
-#[cfg(all(target_arch = "wasm32", not(target_feature = "atomics")))]
-impl Default for SingleThreaded {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 // SAFETY: without the `atomics` target feature a Wasm module has exactly one thread, so the
-// allocator is never reached from two threads.
+// allocator's cells are never reached from two threads. Everywhere else the type stays `!Sync`.
 #[cfg(all(target_arch = "wasm32", not(target_feature = "atomics")))]
-unsafe impl Sync for SingleThreaded {}
-
-#[cfg(all(target_arch = "wasm32", not(target_feature = "atomics")))]
-// SAFETY: forwards to `SizeClasses`, whose implementation is sound on one thread.
-unsafe impl GlobalAlloc for SingleThreaded {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { self.0.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { self.0.alloc_zeroed(layout) }
-    }
-    unsafe fn dealloc(&self, block: *mut u8, layout: Layout) {
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { self.0.dealloc(block, layout) }
-    }
-    unsafe fn realloc(&self, block: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { self.0.realloc(block, layout, new_size) }
-    }
-}
+unsafe impl Sync for SizeClasses {}
 
 #[cfg(test)]
 mod tests {

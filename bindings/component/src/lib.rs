@@ -25,7 +25,7 @@ use std::sync::Arc;
 /// Small blocks from free lists, not dlmalloc's bins (see `portcullis-alloc`).
 #[cfg(all(target_arch = "wasm32", not(target_feature = "atomics")))]
 #[global_allocator]
-static ALLOCATOR: portcullis_alloc::SingleThreaded = portcullis_alloc::SingleThreaded::new();
+static ALLOCATOR: portcullis_alloc::SizeClasses = portcullis_alloc::SizeClasses::new();
 
 thread_local! {
     /// The engine of this instance; `None` until a bundle is loaded. Wasm components are

@@ -104,4 +104,4 @@ pub mod routes;
 /// Small blocks from free lists, not dlmalloc's bins (see `portcullis-alloc`).
 #[cfg(all(target_arch = "wasm32", not(target_feature = "atomics")))]
 #[global_allocator]
-static ALLOCATOR: portcullis_alloc::SingleThreaded = portcullis_alloc::SingleThreaded::new();
+static ALLOCATOR: portcullis_alloc::SizeClasses = portcullis_alloc::SizeClasses::new();
