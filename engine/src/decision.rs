@@ -3,6 +3,7 @@
 
 use crate::claims::{Principal, PrincipalKind};
 use crate::error::ErrorInfo;
+use crate::json_text::{push_int, push_opt_string, push_string, push_strings};
 use serde::Serialize;
 
 /// The outcome of a decision.
@@ -160,6 +161,67 @@ impl Decision {
             jti: self.token.jti.as_deref(),
         }
     }
+
+    /// The decision as JSON text: what `serde_json` writes for it, faster (decisions are
+    /// written on every request).
+    pub fn to_json(&self) -> String {
+        let mut out = String::with_capacity(512);
+        out.push_str("{\"decision\":");
+        push_string(&mut out, self.decision.as_str());
+        out.push_str(",\"status\":");
+        push_int(&mut out, self.status);
+        out.push_str(",\"reasons\":");
+        push_strings(&mut out, self.reasons.iter().map(String::as_str));
+        out.push_str(",\"errors\":");
+        out.push('[');
+        for (i, e) in self.errors.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str("{\"code\":");
+            push_string(&mut out, e.code);
+            out.push_str(",\"message\":");
+            push_string(&mut out, &e.message);
+            if let Some(policy) = &e.policy {
+                out.push_str(",\"policy\":");
+                push_string(&mut out, policy);
+            }
+            out.push('}');
+        }
+        out.push(']');
+        out.push_str(",\"principal\":");
+        match &self.principal {
+            None => out.push_str("null"),
+            Some(p) => {
+                out.push_str("{\"tenant\":");
+                push_string(&mut out, &p.tenant);
+                out.push_str(",\"kind\":");
+                push_string(&mut out, p.kind.as_str());
+                out.push_str(",\"id\":");
+                push_string(&mut out, &p.id);
+                out.push_str(",\"entity\":");
+                push_string(&mut out, &p.entity);
+                out.push_str(",\"roles\":");
+                push_strings(&mut out, p.roles.iter().map(String::as_str));
+                if let Some(mfa) = p.mfa {
+                    out.push_str(",\"mfa\":");
+                    out.push_str(if mfa { "true" } else { "false" });
+                }
+                out.push('}');
+            }
+        }
+        out.push_str(",\"revision\":");
+        push_string(&mut out, &self.revision);
+        out.push_str(",\"decision_id\":");
+        push_string(&mut out, &self.decision_id);
+        out.push_str(",\"request\":");
+        out.push_str("{\"action\":");
+        push_string(&mut out, &self.request.action);
+        out.push_str(",\"resource\":");
+        push_string(&mut out, &self.request.resource);
+        out.push_str("}}");
+        out
+    }
 }
 
 /// One audit line. Contains no token and no secret.
@@ -194,4 +256,141 @@ pub struct AuditRecord<'a> {
     /// The token's `jti`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub jti: Option<&'a str>,
+}
+
+impl AuditRecord<'_> {
+    /// The record as one line of JSON: what `serde_json` writes for it, faster.
+    pub fn to_json(&self) -> String {
+        let mut out = String::with_capacity(384);
+        out.push_str("{\"decision_id\":");
+        push_string(&mut out, self.decision_id);
+        out.push_str(",\"time\":");
+        push_int(&mut out, self.time);
+        out.push_str(",\"decision\":");
+        push_string(&mut out, self.decision.as_str());
+        out.push_str(",\"tenant\":");
+        push_opt_string(&mut out, self.tenant);
+        out.push_str(",\"principal\":");
+        push_opt_string(&mut out, self.principal);
+        out.push_str(",\"action\":");
+        push_string(&mut out, self.action);
+        out.push_str(",\"resource\":");
+        push_string(&mut out, self.resource);
+        out.push_str(",\"reasons\":");
+        push_strings(&mut out, self.reasons.iter().map(String::as_str));
+        out.push_str(",\"errors\":");
+        push_strings(&mut out, self.errors.iter().copied());
+        out.push_str(",\"revision\":");
+        push_string(&mut out, self.revision);
+        for (key, value) in [
+            (",\"issuer\":", self.issuer),
+            (",\"token_fingerprint\":", self.token_fingerprint),
+            (",\"jti\":", self.jti),
+        ] {
+            if let Some(value) = value {
+                out.push_str(key);
+                push_string(&mut out, value);
+            }
+        }
+        out.push('}');
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Strings with everything a JSON writer must escape, and some it must not.
+    const AWKWARD: [&str; 5] = [
+        "",
+        "plain",
+        "Report::\"q\\\"3\"",
+        "line\nbreak\ttab\u{1}\u{1f}\u{7f}",
+        "ünï 日本 🦀 \u{2028}",
+    ];
+
+    fn decisions() -> Vec<Decision> {
+        let mut all = Vec::new();
+        for (i, s) in AWKWARD.iter().enumerate() {
+            let s = (*s).to_owned();
+            let principal = |mfa| PrincipalSummary {
+                tenant: s.clone(),
+                kind: if i % 2 == 0 {
+                    PrincipalKind::User
+                } else {
+                    PrincipalKind::Client
+                },
+                id: format!("{s}-id"),
+                entity: format!("User::\"{s}\""),
+                roles: vec![s.clone(); i],
+                mfa,
+            };
+            for (j, outcome) in [Outcome::Allow, Outcome::Deny, Outcome::Unauthenticated]
+                .into_iter()
+                .enumerate()
+            {
+                let principal = match j {
+                    0 => Some(principal(Some(i % 2 == 0))),
+                    1 => Some(principal(None)),
+                    _ => None,
+                };
+                let errors = (0..j)
+                    .map(|k| DecisionError {
+                        code: "token_expired",
+                        message: format!("{s} {k}"),
+                        policy: (k == 1).then(|| s.clone()),
+                    })
+                    .collect();
+                let token = TokenIdentity {
+                    fingerprint: (j != 1).then(|| "00ff".repeat(8)),
+                    jti: (j == 0).then(|| s.clone()),
+                    issuer: (j != 2).then(|| format!("https://{s}")),
+                };
+                all.push(Decision {
+                    decision: outcome,
+                    status: outcome.http_status(),
+                    reasons: vec![s.clone(); j + i % 2],
+                    errors,
+                    principal,
+                    revision: s.clone(),
+                    decision_id: format!("{i}-{j}"),
+                    request: RequestSummary {
+                        action: s.clone(),
+                        resource: format!("Report::\"{s}\""),
+                    },
+                    token,
+                    time: 1_760_000_000 - (i as i64) * 1_000_000_000_000,
+                });
+            }
+        }
+        all
+    }
+
+    #[test]
+    fn decisions_and_audit_records_are_written_as_serde_json_writes_them() {
+        let all = decisions();
+        assert_eq!(all.len(), 15);
+        for d in &all {
+            assert_eq!(d.to_json(), serde_json::to_string(d).unwrap());
+            let audit = d.audit_record();
+            assert_eq!(audit.to_json(), serde_json::to_string(&audit).unwrap());
+        }
+        // The shapes the comparison is meant to cover are there.
+        assert!(all.iter().any(|d| d.principal.is_none()));
+        assert!(
+            all.iter()
+                .any(|d| d.principal.as_ref().is_some_and(|p| p.mfa.is_none()))
+        );
+        assert!(
+            all.iter()
+                .any(|d| d.errors.iter().any(|e| e.policy.is_some()))
+        );
+        assert!(
+            all.iter()
+                .any(|d| d.token.jti.is_some() && d.token.issuer.is_some())
+        );
+        assert!(all.iter().any(|d| d.token.fingerprint.is_none()));
+        assert!(all.iter().any(|d| d.to_json().contains("\\u0001")));
+    }
 }

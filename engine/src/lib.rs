@@ -55,6 +55,7 @@ mod crypto;
 mod decision;
 mod engine;
 mod error;
+mod json_text;
 mod keys;
 #[cfg(feature = "mint")]
 mod mint;

@@ -96,10 +96,7 @@ fn request(token: &str, tenant: &str) -> (DecisionRequest, String) {
 fn native_json(engine: &Engine, request_json: &str) -> (String, String) {
     let request: DecisionRequest = serde_json::from_str(request_json).unwrap();
     let decision = engine.decide(&request, NOW);
-    (
-        serde_json::to_string(&decision).unwrap(),
-        serde_json::to_string(&decision.audit_record()).unwrap(),
-    )
+    (decision.to_json(), decision.audit_record().to_json())
 }
 
 /// Medians (ns per decision) of paired rounds: native bare, native JSON, component.

@@ -233,7 +233,7 @@ fn main() -> ExitCode {
                 context,
             };
             let decision = engine.decide(&request, now.unwrap_or_else(now_unix));
-            println!("{}", serde_json::to_string(&decision).unwrap_or_default());
+            println!("{}", decision.to_json());
             if decision.is_allowed() {
                 ExitCode::SUCCESS
             } else {

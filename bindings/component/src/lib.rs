@@ -114,21 +114,17 @@ fn with_engine<T>(f: impl FnOnce(&Engine) -> Result<T, Error>) -> Result<T, Erro
     ENGINE.with_borrow(|engine| engine.as_ref().map_or_else(|| Err(not_loaded()), f))
 }
 
-fn decided(decision: &Decision) -> Result<Decided, Error> {
-    let serialisation = |e: serde_json::Error| Error {
-        code: "internal".to_owned(),
-        message: format!("cannot serialise the decision: {e}"),
-    };
-    Ok(Decided {
+fn decided(decision: &Decision) -> Decided {
+    Decided {
         outcome: match decision.decision {
             Outcome::Allow => WitOutcome::Allow,
             Outcome::Deny => WitOutcome::Deny,
             Outcome::Unauthenticated => WitOutcome::Unauthenticated,
         },
         status: decision.status,
-        decision_json: serde_json::to_string(decision).map_err(serialisation)?,
-        audit_json: serde_json::to_string(&decision.audit_record()).map_err(serialisation)?,
-    })
+        decision_json: decision.to_json(),
+        audit_json: decision.audit_record().to_json(),
+    }
 }
 
 /// The exported `engine` interface.
@@ -190,13 +186,13 @@ impl Guest for Component {
     fn decide(request_json: String, now: i64) -> Result<Decided, Error> {
         let request: DecisionRequest =
             serde_json::from_str(&request_json).map_err(|e| request_invalid("request", &e))?;
-        with_engine(|engine| decided(&engine.decide(&request, now)))
+        with_engine(|engine| Ok(decided(&engine.decide(&request, now))))
     }
 
     fn decide_trusted(request_json: String, now: i64) -> Result<Decided, Error> {
         let request: TrustedRequest =
             serde_json::from_str(&request_json).map_err(|e| request_invalid("request", &e))?;
-        with_engine(|engine| decided(&engine.decide_trusted(&request, now)))
+        with_engine(|engine| Ok(decided(&engine.decide_trusted(&request, now))))
     }
 
     fn decide_batch(requests_json: String, now: i64) -> Result<Vec<Result<Decided, Error>>, Error> {
@@ -209,7 +205,7 @@ impl Guest for Component {
                 .map(|value| {
                     let request: DecisionRequest = serde_json::from_value(value)
                         .map_err(|e| request_invalid("request", &e))?;
-                    decided(&engine.decide(&request, now))
+                    Ok(decided(&engine.decide(&request, now)))
                 })
                 .collect())
         })

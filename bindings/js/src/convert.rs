@@ -47,12 +47,12 @@ const DECISION_RENAMES: [(&str, &str); 1] = [("\"decision_id\":", "\"decisionId\
 
 /// One decision, as JSON text with camelCase keys.
 ///
-/// Serialised directly (a `Value` tree in between costs a fifth of a cached decision) and the
+/// Written directly (a `Value` tree in between costs a fifth of a cached decision) and the
 /// keys renamed in the text: a decision has no user-keyed maps, and a JSON string value can
 /// never contain `"decision_id":` (its quotes would be escaped), so the text can only match the
 /// key. `tests::decision_keys_are_known` fails if the engine adds a snake_case field.
 pub(crate) fn decision(decision: &Decision) -> String {
-    let mut text = serde_json::to_string(decision).unwrap_or_default();
+    let mut text = decision.to_json();
     for (from, to) in DECISION_RENAMES {
         if let Some(at) = text.find(from) {
             text.replace_range(at..at + from.len(), to);
