@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # HTTP benchmark of the decision service: `wrk` against `portcullis serve` on loopback, cached
 # tokens (one analyst token, decided over and over), at fixed connection counts. Prints
-# decisions/s and latency percentiles; then a run at half the peak rate (wrk2-style pacing is not
-# available in Debian's wrk, so "half the rate" is approximated with 1 connection and 1 thread).
+# decisions/s and latency percentiles. Then a paced run at a fixed rate (BENCH_RATE, default
+# 10,000/s: half the 20,000/s the service is sized for) by host/examples/paced_load.rs, which
+# sends on a schedule and measures latency from each request's scheduled time (Debian's wrk
+# cannot pace: it measures only a saturated server).
 #
 #   scripts/bench-http.sh                 30 s per run
 #   BENCH_QUICK=1 scripts/bench-http.sh   5 s per run
@@ -11,9 +13,10 @@ cd "$(dirname "$0")/.."
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
 duration=30s
 [[ "${BENCH_QUICK:-0}" == 1 ]] && duration=5s
+rate=${BENCH_RATE:-10000}
 
 # The bench profile (optimised, no fat LTO): the same build the component benchmark uses.
-cargo build -q --profile bench -p portcullis --locked
+cargo build -q --profile bench -p portcullis --locked --bin portcullis --example paced_load
 bin=target/release/portcullis
 B=policies/techfin
 token=$($bin token --bundle $B --tenant acme --ttl 86400 \
@@ -39,5 +42,9 @@ for conns in 1 8 32 64; do
   wrk -t$threads -c$conns -d$duration --latency -s "$lua" "http://127.0.0.1:$port/v1/decide" \
     | grep -E "Requests/sec|Latency|50%|90%|99%|Non-2xx|Socket errors"
 done
-rm -f "$lua"
+body=$(mktemp)
+sed -n 's/^wrk.body = .\(.*\).$/\1/p' "$lua" > "$body"
+echo "==> paced: $rate decisions/s, 32 connections (cached token)"
+target/release/examples/paced_load "127.0.0.1:$port" /v1/decide "$body" "$rate" "${duration%s}" 32
+rm -f "$lua" "$body"
 curl -s "http://127.0.0.1:$port/metrics" | grep -E 'portcullis_decisions_total|decision_seconds_count'
