@@ -157,6 +157,14 @@ pub(crate) fn token_context_keys(principal: &Principal) -> Vec<(&'static str, At
     keys
 }
 
+/// Seconds since the principal signed in (`auth_time`), the only part of a token request's
+/// evaluation that depends on the time.
+pub(crate) fn session_age(principal: &Principal, now: i64) -> Option<i64> {
+    principal
+        .auth_time
+        .map(|auth_time| now.saturating_sub(auth_time).max(0))
+}
+
 /// The engine's part of the context, from the token.
 pub(crate) fn token_context(
     principal: &Principal,
@@ -167,10 +175,10 @@ pub(crate) fn token_context(
         "mfa".to_owned(),
         RestrictedExpression::new_bool(principal.mfa),
     ));
-    if let Some(auth_time) = principal.auth_time {
+    if let Some(age) = session_age(principal, now) {
         pairs.push((
             "session_age".to_owned(),
-            RestrictedExpression::new_long(now.saturating_sub(auth_time).max(0)),
+            RestrictedExpression::new_long(age),
         ));
     }
     pairs.push((
@@ -332,6 +340,7 @@ pub(crate) fn resource_attrs_conform(
 }
 
 /// The result of evaluating one request.
+#[derive(Clone, Debug)]
 pub(crate) struct Evaluation {
     pub allowed: bool,
     pub reasons: Vec<String>,

@@ -10,6 +10,7 @@ use crate::decision::{
 };
 use crate::error::{KeyError, RequestError, TokenError, hex, sanitize};
 use crate::keys::{Algorithm, KeySet, VerificationKey};
+use crate::memo::Memo;
 use crate::token::{self, TokenTimes};
 use cedar_policy::{Entities, Entity, EntityUid, RestrictedExpression};
 use serde::Deserialize;
@@ -107,6 +108,8 @@ pub(crate) struct VerifiedToken {
     pub entity_conforms: Result<(), String>,
     pub times: TokenTimes,
     pub identity: TokenIdentity,
+    /// The token's evaluations, for the same request sent again (see [`crate::memo`]).
+    pub memo: Memo,
 }
 
 /// A token that passed every check but the signature: what an asynchronous crypto host
@@ -563,6 +566,7 @@ impl Engine {
             entity_conforms,
             times: pending.times,
             identity,
+            memo: Memo::default(),
         });
         let inserted = self.cache.insert_if(
             pending.token,
@@ -623,7 +627,14 @@ impl Engine {
             }
         };
         let principal = Some(PrincipalSummary::from_principal(&verified.principal));
-        let result = self.evaluate_token_request(&verified, request, now);
+        let evaluate = || self.evaluate_token_request(&verified, request, now);
+        // Without a token cache the token, and its memo, is gone after this request.
+        let result = if self.bundle.compiled().settings.tokens.cache_entries > 0 {
+            let age = cedar_glue::session_age(&verified.principal, now);
+            verified.memo.get_or_evaluate(age, request, evaluate)
+        } else {
+            evaluate()
+        };
         self.conclude(result, summary, principal, verified.identity.clone(), now)
     }
 

@@ -57,6 +57,7 @@ mod engine;
 mod error;
 mod json_text;
 mod keys;
+mod memo;
 #[cfg(feature = "mint")]
 mod mint;
 mod token;

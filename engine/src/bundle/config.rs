@@ -223,7 +223,9 @@ pub struct TokenSettings {
     pub max_bytes: usize,
     /// Default clock skew in seconds.
     pub clock_skew: u64,
-    /// Most verified tokens kept in the cache.
+    /// Most verified tokens kept in the cache. Each cached token also remembers the evaluations
+    /// of its last few requests (a token sent again for the same request skips Cedar); `0`
+    /// turns both off.
     pub cache_entries: usize,
 }
 
