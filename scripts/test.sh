@@ -34,7 +34,7 @@ cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 # Each wasm crate on its target, which lints the engine under each one's features: the Envoy
 # filter (wasip1, Rust crypto), the component (wasip2, the host's crypto), the JS SDK (browsers).
 step "Envoy filter for wasm32-wasip1 (clippy)"
-cargo clippy -p portcullis-envoy --locked --target wasm32-wasip1 -- -D warnings
+cargo clippy -p portcullis-envoy -p portcullis-envoy-floor --locked --target wasm32-wasip1 -- -D warnings
 
 step "engine component for wasm32-wasip2 (clippy)"
 cargo clippy -p portcullis-component --locked --target wasm32-wasip2 -- -D warnings

@@ -1,4 +1,5 @@
-// Envoy benchmark, one run on one machine: Envoy with no auth filter (the ceiling), Envoy's
+// Envoy benchmark, one run on one machine: Envoy with no auth filter (the ceiling), with a
+// proxy-wasm filter that does nothing (the floor of any Wasm filter in this Envoy), Envoy's
 // native jwt_authn (with jwt_cache_config) + rbac enforcing the analyst rule, and Portcullis
 // (the full TechFin bundle). "Every request verified": native without jwt_cache_config against
 // Portcullis with its token cache off (`tokens.cache_entries: 0`), signatures checked by
@@ -15,6 +16,7 @@ import { join } from 'node:path';
 import { ROOT, PORTCULLIS, compileBundle, envoyYaml, freePort, sleep, startEnvoy, tmp } from '../test/lib.mjs';
 
 const DURATION = process.env.BENCH_DURATION ?? '10s';
+const FLOOR = process.env.FLOOR_WASM ?? join(ROOT, 'target/wasm32-wasip1/release/portcullis_envoy_floor.wasm');
 const CONNECTIONS = (process.env.BENCH_CONNECTIONS ?? '16').split(',').map(Number);
 const TICKS = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim());
 
@@ -97,9 +99,20 @@ function cpuTicks(pid) {
 }
 const rssMiB = (pid) => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))[1]) / 1024;
 
-function wrk(port, connections, bearer, path = '/tenants/acme/reports/q3') {
+// A wrk script that asks for another report on every request (`/tenants/acme/reports/r1`, `r2`,
+// ...), with the command line's headers.
+const newReportEachTime = join(tmp(), 'new-report.lua');
+writeFileSync(newReportEachTime, `local n = 0
+request = function()
+  n = n + 1
+  return wrk.format(nil, "/tenants/acme/reports/r" .. n)
+end
+`);
+
+function wrk(port, connections, bearer, path = '/tenants/acme/reports/q3', script) {
   const out = execFileSync('wrk', ['-t1', `-c${connections}`, `-d${DURATION}`, '--latency',
     '-H', `authorization: Bearer ${bearer}`, '-H', 'x-report-department: finance',
+    ...(script ? ['-s', script] : []),
     `http://127.0.0.1:${port}${path}`], { encoding: 'utf8' });
   const requests = Number(/(\d+) requests in/.exec(out)[1]);
   const non2xx = Number(/Non-2xx or 3xx responses: (\d+)/.exec(out)?.[1] ?? 0);
@@ -115,6 +128,9 @@ function wrk(port, connections, bearer, path = '/tenants/acme/reports/q3') {
 }
 
 const valid = ['valid token, repeated', token];
+// The same token for a report never asked for before: Portcullis evaluates the policies every
+// time (its memo of a token's evaluations never hits), native rbac does what it always does.
+const newReport = ['valid token, another report each time', token, undefined, newReportEachTime];
 const forged = ['forged token, repeated', forgedToken];
 const everyTime = ['valid token, every request verified', token];
 const everyTimeEs = ['ES256 token, every request verified', globex.token, '/tenants/globex/reports/q3'];
@@ -123,10 +139,11 @@ const everyTimeEs = ['ES256 token, every request verified', globex.token, '/tena
 const noRoute = ['no route (filter glue only)', token, '/other'];
 const configs = [
   ['no auth filter', {}, [valid]],
-  ['native jwt_authn + rbac', { extraFilters: native(true) }, [valid, forged]],
+  ['empty proxy-wasm filter (floor)', { filterConfig: {}, wasm: FLOOR }, [valid]],
+  ['native jwt_authn + rbac', { extraFilters: native(true) }, [valid, newReport, forged]],
   ['native jwt_authn + rbac, no JWT cache', { extraFilters: native(false) }, [everyTime]],
   ['native jwt_authn + rbac, no JWT cache (Globex)', { extraFilters: native(false, globex) }, [everyTimeEs]],
-  ['portcullis', { filterConfig: portcullisConfig() }, [valid, forged, noRoute]],
+  ['portcullis', { filterConfig: portcullisConfig() }, [valid, newReport, forged, noRoute]],
   ['portcullis, token cache off, crypto: envoy', { filterConfig: portcullisConfig({ cache: false }) }, [everyTime, everyTimeEs]],
   ['portcullis, token cache off, crypto: wasm', { filterConfig: portcullisConfig({ cache: false, crypto: 'wasm' }) }, [everyTime, everyTimeEs]],
 ];
@@ -137,10 +154,10 @@ for (const [name, extra, scenarios] of configs) {
   const pid = envoy.child.pid;
   try {
     wrk(port, 4, token); // warm-up (also fills caches)
-    for (const [scenario, bearer, path] of scenarios) {
+    for (const [scenario, bearer, path, script] of scenarios) {
       for (const c of CONNECTIONS) {
         const before = cpuTicks(pid);
-        const r = wrk(port, c, bearer, path);
+        const r = wrk(port, c, bearer, path, script);
         // A row whose answers are not what its scenario is about measures something else.
         const forged = scenario.startsWith('forged');
         if (forged ? r.non2xx !== r.requests : r.non2xx !== 0) {
@@ -166,6 +183,8 @@ const ratio = (label, [ours, theirs], scenario) => {
   console.log(`\n${label}: ${ours} / ${theirs} CPU per request = ${(cpu(ours, scenario) / cpu(theirs, scenario)).toFixed(2)}x (at ${CONNECTIONS[0]} connections)`);
 };
 ratio(valid[0], ['portcullis', 'native jwt_authn + rbac'], valid[0]);
+ratio(newReport[0], ['portcullis', 'native jwt_authn + rbac'], newReport[0]);
+ratio(`${valid[0]}, the floor`, ['empty proxy-wasm filter (floor)', 'native jwt_authn + rbac'], valid[0]);
 ratio(forged[0], ['portcullis', 'native jwt_authn + rbac'], forged[0]);
 for (const crypto of ['envoy', 'wasm']) {
   ratio(everyTime[0], [`portcullis, token cache off, crypto: ${crypto}`, 'native jwt_authn + rbac, no JWT cache'], everyTime[0]);
@@ -181,18 +200,18 @@ const onePolicy = (() => {
   writeFileSync(join(dir, 'tenants.json'), '{"tenants": {}}');
   return compileBundle(dir);
 })();
-const memoryRows = [['no auth filter', undefined], ['portcullis, one-policy bundle', { ...portcullisConfig(), bundle: { inline: onePolicy } }], ['portcullis, TechFin', portcullisConfig()]];
+const memoryRows = [['no auth filter', undefined], ['empty proxy-wasm filter (floor)', {}, FLOOR], ['portcullis, one-policy bundle', { ...portcullisConfig(), bundle: { inline: onePolicy } }], ['portcullis, TechFin', portcullisConfig()]];
 // Each with `memory_allocator_manager` returning free heap pages to the OS (what envoyYaml
 // renders, as in examples/envoy) and without it (Envoy's default: free pages stay mapped).
 const rssOf = {};
 console.log('\n| configuration | workers | Envoy RSS MiB, free pages returned | Envoy RSS MiB, free pages kept |');
 console.log('|---|---:|---:|---:|');
-for (const [name, filterConfig] of memoryRows) {
+for (const [name, filterConfig, wasm] of memoryRows) {
   for (const concurrency of [1, 2]) {
     const rss = [];
     for (const releaseMemory of [true, false]) {
       const port = await freePort();
-      const envoy = await startEnvoy(envoyYaml({ port, adminPort: await freePort(), upstreamPort: 1, direct: true, filterConfig, releaseMemory }), { concurrency, logLevel: 'warn' });
+      const envoy = await startEnvoy(envoyYaml({ port, adminPort: await freePort(), upstreamPort: 1, direct: true, filterConfig, releaseMemory, ...(wasm && { wasm }) }), { concurrency, logLevel: 'warn' });
       for (let i = 0; i < 50; i += 1) await fetch(`http://127.0.0.1:${port}/tenants/acme/reports/q3`, { headers: { authorization: `Bearer ${token}`, 'x-report-department': 'finance' } });
       await sleep(3000); // 16 MiB/s are returned: enough for what start-up left free
       rss.push(rssMiB(envoy.child.pid));
@@ -202,5 +221,9 @@ for (const [name, filterConfig] of memoryRows) {
     console.log(`| ${name} | ${concurrency} | ${rss[0].toFixed(1)} | ${rss[1].toFixed(1)} |`);
   }
 }
-const [base, techfinRss] = [rssOf['no auth filter/1'], rssOf['portcullis, TechFin/1']];
-console.log(`\nMemory, one worker, TechFin over no filter: +${(techfinRss[0] - base[0]).toFixed(1)} MiB with free pages returned, +${(techfinRss[1] - base[1]).toFixed(1)} MiB without`);
+const over = (name) => {
+  const [base, rss] = [rssOf['no auth filter/1'], rssOf[`${name}/1`]];
+  console.log(`\nMemory, one worker, ${name} over no filter: +${(rss[0] - base[0]).toFixed(1)} MiB with free pages returned, +${(rss[1] - base[1]).toFixed(1)} MiB without`);
+};
+over('portcullis, TechFin');
+over('empty proxy-wasm filter (floor)');
