@@ -45,7 +45,13 @@ impl ResourceRef {
 
     /// `Type::"id"`.
     pub fn display(&self) -> String {
-        format!("{}::{}", self.entity_type, Value::String(self.id.clone()))
+        // The id as `serde_json` writes a string, without the formatter or a copy of the id:
+        // this runs on every decision.
+        let mut out = String::with_capacity(self.entity_type.len() + self.id.len() + 4);
+        out.push_str(&self.entity_type);
+        out.push_str("::");
+        crate::json_text::push_string(&mut out, &self.id);
+        out
     }
 }
 
@@ -914,5 +920,22 @@ mod tests {
     fn resource_display_quotes_and_escapes_the_id() {
         let r = ResourceRef::new("Report", "acme/q\"3\n");
         assert_eq!(r.display(), r#"Report::"acme/q\"3\n""#);
+        // The same text as the formatter and `serde_json` give, whatever the id.
+        for id in [
+            "",
+            "q3",
+            "a\\b",
+            "\u{0}\u{1f}\u{7f}",
+            "é/日本/😀",
+            "\"\"",
+            "tab\there",
+        ] {
+            let r = ResourceRef::new("Ns::Report", id);
+            assert_eq!(
+                r.display(),
+                format!("Ns::Report::{}", Value::String(id.into())),
+                "{id:?}"
+            );
+        }
     }
 }
