@@ -514,13 +514,13 @@ fn validate_token_sources(sources: &[TokenSource]) -> Result<(), ConfigError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use portcullis_engine::{BundleSources, PolicySource};
     use serde_json::json;
 
     /// A compiled bundle allowing everything, for tenant `a` with `issuer` (none: no tenant).
-    fn compiled(issuer: Option<serde_json::Value>) -> CompiledBundle {
+    pub(crate) fn compiled(issuer: Option<serde_json::Value>) -> CompiledBundle {
         let tenants = match issuer {
             Some(issuer) => json!({"tenants": {"a": {"issuers": [issuer]}}}),
             None => json!({"tenants": {}}),

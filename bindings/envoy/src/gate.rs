@@ -74,8 +74,8 @@ pub struct Verdict {
     pub action: Action,
     /// The counter to increment, if any (preflights and unmatched passes count nothing).
     pub counter: Option<Counter>,
-    /// The decision-log line (JSON), never containing the token; decisions skip building it
-    /// when the decision log is off.
+    /// The decision-log line (JSON), never containing the token; `None` when the decision log
+    /// is off (it is not built then).
     pub log: Option<String>,
     /// The token's issuer has no keys yet, or the token named a key the engine does not have
     /// (the issuer's keys may have rotated): the glue looks for newer keys.
@@ -92,10 +92,21 @@ pub fn handle(plan: &Plan, engine: &Engine, headers: &dyn Headers, now: i64) -> 
     let path = headers
         .header(":path")
         .and_then(|p| String::from_utf8(p).ok());
+    let logging = plan.log_level != LogLevel::Off;
     let (Some(method), Some(path)) = (method, path) else {
-        return local(400, "invalid_request", None, "", "", Counter::Errors);
+        let log =
+            logging.then(|| http_log(json!({"decision": "invalid_request"}), "", "", None, 400));
+        return local(400, "invalid_request", None, log, Counter::Errors);
     };
-    let logged_path = loggable_path(&path);
+    // The decision-log line, built only when the log is on: most requests never need it.
+    let log = |record: &dyn Fn() -> Value, route: Option<&str>, status: u32| {
+        logging.then(|| http_log(record(), &method, &loggable_path(&path), route, status))
+    };
+    // A local answer without a decision: its log line says which.
+    let answer = |status: u32, error: &'static str, challenge, counter| {
+        let line = log(&|| json!({ "decision": error }), None, status);
+        local(status, error, challenge, line, counter)
+    };
     if plan.cors_preflight
         && method == "OPTIONS"
         && headers.header("origin").is_some()
@@ -104,13 +115,7 @@ pub fn handle(plan: &Plan, engine: &Engine, headers: &dyn Headers, now: i64) -> 
         return Verdict {
             action: Action::Forward(Vec::new()),
             counter: None,
-            log: Some(http_log(
-                json!({"decision": "preflight"}),
-                &method,
-                &logged_path,
-                None,
-                0,
-            )),
+            log: log(&|| json!({"decision": "preflight"}), None, 0),
             keys_missing: false,
         };
     }
@@ -121,46 +126,24 @@ pub fn handle(plan: &Plan, engine: &Engine, headers: &dyn Headers, now: i64) -> 
                 Unmatched::Pass => Verdict {
                     action: Action::Forward(Vec::new()),
                     counter: None,
-                    log: Some(http_log(
-                        json!({"decision": "no_route"}),
-                        &method,
-                        &logged_path,
-                        None,
-                        0,
-                    )),
+                    log: log(&|| json!({"decision": "no_route"}), None, 0),
                     keys_missing: false,
                 },
-                Unmatched::Deny => local(
-                    403,
-                    "forbidden",
-                    None,
-                    &method,
-                    &logged_path,
-                    Counter::Denied,
-                ),
+                Unmatched::Deny => answer(403, "forbidden", None, Counter::Denied),
             };
         }
         Err(MapError::BadEncoding | MapError::BadHeader) => {
-            return local(
-                400,
-                "invalid_request",
-                None,
-                &method,
-                &logged_path,
-                Counter::Errors,
-            );
+            return answer(400, "invalid_request", None, Counter::Errors);
         }
     };
     request.token = match find_token(&plan.token, headers) {
         Ok(token) => token,
         Err(TooManyTokens) => {
             let challenge = format!("{}, error=\"invalid_request\"", plan.challenge_missing);
-            return local(
+            return answer(
                 400,
                 "invalid_request",
                 Some(challenge),
-                &method,
-                &logged_path,
                 Counter::Unauthenticated,
             );
         }
@@ -200,19 +183,14 @@ pub fn handle(plan: &Plan, engine: &Engine, headers: &dyn Headers, now: i64) -> 
         Action::Respond { status, .. } => *status,
         Action::Forward(_) => 0,
     };
-    let log = (plan.log_level != LogLevel::Off).then(|| {
+    let record = || {
         let mut record = serde_json::to_value(decision.audit_record()).unwrap_or(Value::Null);
         if let Value::Object(map) = &mut record {
             map.insert("dry_run".into(), Value::Bool(plan.dry_run));
         }
-        http_log(
-            record,
-            &method,
-            &logged_path,
-            Some(route.template()),
-            status,
-        )
-    });
+        record
+    };
+    let log = log(&record, Some(route.template()), status);
     Verdict {
         log,
         action,
@@ -245,24 +223,18 @@ fn respond(status: u32, body: Value, challenge: Option<String>) -> Action {
     }
 }
 
+/// A local answer without a decision, with its log line (`None` when the log is off).
 fn local(
     status: u32,
     error: &str,
     challenge: Option<String>,
-    method: &str,
-    path: &str,
+    log: Option<String>,
     counter: Counter,
 ) -> Verdict {
     Verdict {
         action: respond(status, json!({ "error": error }), challenge),
         counter: Some(counter),
-        log: Some(http_log(
-            json!({"decision": error}),
-            method,
-            path,
-            None,
-            status,
-        )),
+        log,
         keys_missing: false,
     }
 }
@@ -317,6 +289,16 @@ fn identity(plan: &Plan, decision: &Decision) -> Vec<(String, String)> {
 
 struct TooManyTokens;
 
+/// A token's bytes as text, trimmed, without another copy when they are UTF-8. A token that is
+/// not UTF-8 is still a (bad) token: it must not read as "no token".
+fn token_text(mut bytes: Vec<u8>) -> String {
+    let end = bytes.trim_ascii_end().len();
+    bytes.truncate(end);
+    let start = end - bytes.trim_ascii_start().len();
+    bytes.drain(..start);
+    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
 /// The token from the configured sources. RFC 6750 §2: a client must not send more than one.
 fn find_token(
     sources: &[TokenSource],
@@ -325,11 +307,12 @@ fn find_token(
     let mut found: Option<String> = None;
     for source in sources {
         let token = match source {
-            TokenSource::Header { name, prefix } => headers.header(name).and_then(|value| {
+            TokenSource::Header { name, prefix } => headers.header(name).and_then(|mut value| {
                 let head = value.get(..prefix.len())?;
-                head.eq_ignore_ascii_case(prefix.as_bytes())
-                    .then(|| value.get(prefix.len()..).map(<[u8]>::to_vec))
-                    .flatten()
+                head.eq_ignore_ascii_case(prefix.as_bytes()).then(|| {
+                    value.drain(..prefix.len());
+                    value
+                })
             }),
             TokenSource::Cookie { name } => headers.header("cookie").and_then(|cookies| {
                 cookies.split(|&b| b == b';').find_map(|pair| {
@@ -348,9 +331,7 @@ fn find_token(
                 })
             }),
         };
-        // A token that is not UTF-8 is still a (bad) token: it must not read as "no token".
-        let Some(token) = token.map(|t| String::from_utf8_lossy(t.trim_ascii()).into_owned())
-        else {
+        let Some(token) = token.map(token_text) else {
             continue;
         };
         if token.is_empty() {
@@ -416,6 +397,83 @@ mod tests {
             ])
             .is_err()
         );
+    }
+
+    #[test]
+    fn token_text_is_trimmed_and_never_lost() {
+        assert_eq!(token_text(b" \ta.b.c \r".to_vec()), "a.b.c");
+        assert_eq!(token_text(b"a.b.c".to_vec()), "a.b.c");
+        assert_eq!(token_text(b"  ".to_vec()), "");
+        assert_eq!(token_text(b" \xffx\xfe ".to_vec()), "\u{fffd}x\u{fffd}");
+        assert_eq!(
+            token(vec![("authorization", b"Bearer   abc  ")])
+                .ok()
+                .flatten()
+                .as_deref(),
+            Some("abc")
+        );
+    }
+
+    /// Answers without a decision (no route, a malformed request, a preflight) carry the same
+    /// action and counter whatever the log level; their log line exists only when the log is
+    /// on, and then says what happened without the query.
+    #[test]
+    fn answers_without_a_decision_log_only_when_the_log_is_on() {
+        let get: Vec<(&'static str, &[u8])> =
+            vec![(":method", b"GET"), (":path", b"/x?access_token=secret")];
+        let preflight: Vec<(&'static str, &[u8])> = vec![
+            (":method", b"OPTIONS"),
+            (":path", b"/x"),
+            ("origin", b"https://app.example"),
+            ("access-control-request-method", b"GET"),
+        ];
+        let no_method: Vec<(&'static str, &[u8])> = vec![(":path", b"/x")];
+        let cases = [
+            ("pass", &get, "no_route", 0, None),
+            ("deny", &get, "forbidden", 403, Some(Counter::Denied)),
+            ("deny", &preflight, "preflight", 0, None),
+            (
+                "pass",
+                &no_method,
+                "invalid_request",
+                400,
+                Some(Counter::Errors),
+            ),
+        ];
+        for (unmatched, headers, logged, status, counter) in cases {
+            let verdicts = ["off", "info"].map(|level| {
+                let config = json!({
+                    "bundle": {"inline": crate::config::tests::compiled(None)},
+                    "routes": [],
+                    "unmatched": unmatched,
+                    "log": {"level": level},
+                });
+                let (plan, engine) =
+                    Plan::from_json(config.to_string().as_bytes(), |_| Default::default()).unwrap();
+                handle(
+                    &plan,
+                    &engine.unwrap(),
+                    &TestHeaders(headers.clone()),
+                    1_800_000_000,
+                )
+            });
+            let [off, on] = verdicts;
+            assert_eq!(off.log, None, "{logged}");
+            assert_eq!((&off.action, off.counter), (&on.action, on.counter));
+            assert_eq!(off.counter, counter, "{logged}");
+            let actual_status = match &off.action {
+                Action::Respond { status, .. } => *status,
+                Action::Forward(headers) => {
+                    assert!(headers.is_empty());
+                    0
+                }
+            };
+            assert_eq!(actual_status, status, "{logged}");
+            let line: Value = serde_json::from_str(on.log.as_deref().unwrap()).unwrap();
+            assert_eq!(line["decision"], logged);
+            assert_eq!(line["http"]["status"], status);
+            assert!(!line.to_string().contains("secret"), "{line}");
+        }
     }
 
     #[test]

@@ -220,7 +220,7 @@ impl Route {
             .map(|(name, raw)| Ok((*name, percent_decode(raw).ok_or(MapError::BadEncoding)?)))
             .collect::<Result<Vec<_>, MapError>>()?;
         let resolve = |entries: &[(String, Source)]| -> Result<Map<String, Value>, MapError> {
-            let mut map = Map::new();
+            let mut map = Map::with_capacity(entries.len());
             for (key, source) in entries {
                 let value = match source {
                     Source::Template(pieces) => Some(render(pieces, &params)),
@@ -303,7 +303,7 @@ fn parse_template(template: &str, names: &[&str]) -> Result<Vec<Piece>, String> 
 }
 
 fn render(pieces: &[Piece], params: &[(&str, String)]) -> String {
-    let mut out = String::new();
+    let mut out = String::with_capacity(64);
     for piece in pieces {
         match piece {
             Piece::Text(text) => out.push_str(text),
