@@ -51,9 +51,15 @@ impl Slot {
             && *self.action == *request.action
             && *self.resource_id == *request.resource.id
             && *self.resource_type == *request.resource.entity_type
-            && self.attrs == request.resource.attrs
-            && self.context == request.context
+            && same_map(&self.attrs, &request.resource.attrs)
+            && same_map(&self.context, &request.context)
     }
+}
+
+/// `a == b`. A binding builds a route's maps in the same order every time, so the entries are
+/// compared in order first; only maps that differ in order pay for `Map`'s lookups by key.
+fn same_map(a: &Map<String, Value>, b: &Map<String, Value>) -> bool {
+    a.len() == b.len() && (a.iter().zip(b).all(|(x, y)| x == y) || a == b)
 }
 
 impl Memo {
@@ -213,6 +219,39 @@ mod tests {
         }
         assert_eq!(runs, 1 + different.len());
         assert_eq!(memo.len(), PER_TOKEN);
+    }
+
+    #[test]
+    fn maps_match_whatever_the_order_of_their_entries() {
+        let memo = Memo::default();
+        let evaluated = |attrs: Value, context: Value| {
+            let mut ran = false;
+            let _ = memo.get_or_evaluate(Some(1), &request("q3", attrs, context), || {
+                ran = true;
+                evaluation(true)
+            });
+            ran
+        };
+        assert!(evaluated(
+            json!({"a": "1", "b": "2"}),
+            json!({"x": 1, "y": [true]})
+        ));
+        assert!(
+            !evaluated(json!({"b": "2", "a": "1"}), json!({"y": [true], "x": 1})),
+            "the same maps in another order"
+        );
+        assert!(evaluated(
+            json!({"a": "1", "c": "2"}),
+            json!({"x": 1, "y": [true]})
+        ));
+        assert!(evaluated(
+            json!({"a": "1", "b": "2"}),
+            json!({"x": 1, "y": [false]})
+        ));
+        assert!(evaluated(
+            json!({"a": "1", "b": "2"}),
+            json!({"x": 1, "y": [true], "z": 0})
+        ));
     }
 
     #[test]
