@@ -2,14 +2,14 @@
 # Envoy benchmark in one run (see bench/bench.mjs): no auth filter vs an empty proxy-wasm filter
 # (bindings/envoy/floor) vs native jwt_authn + rbac vs Portcullis, Envoy CPU time per request as
 # the main figure. Installs wrk (Debian) and Envoy.
-#   bindings/envoy/bench.sh                      release build of the filter (fat LTO, ~10 min)
+#   bindings/envoy/bench.sh                      the filter's `envoy` build (opt-level 3, fat LTO)
 #   PROFILE=wasm-test bindings/envoy/bench.sh    faster build, slower filter
 #   BENCH_DURATION=10s BENCH_CONNECTIONS=16,64 bindings/envoy/bench.sh
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$root"
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
-PROFILE="${PROFILE:-release}" bindings/envoy/build.sh
+PROFILE="${PROFILE:-envoy}" bindings/envoy/build.sh
 cargo build -q -p portcullis-envoy-floor --target wasm32-wasip1 --release --locked
 envoy=$(scripts/install-envoy.sh)
 cargo build -q -p portcullis --locked
