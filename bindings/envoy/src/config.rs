@@ -130,8 +130,10 @@ pub enum TokenSource {
     },
 }
 
-/// Identity headers set on forwarded requests. Each is removed from the client's request first,
-/// whether or not the request is then allowed.
+/// Identity headers set on forwarded requests. A client's copies of them are never read (a route
+/// attribute taken from one sees none) and never forwarded, whatever the decision: every copy is
+/// removed before a request goes upstream, allowed or not (dry run, `unmatched: pass`,
+/// `failure_mode: open`).
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ForwardHeaders {

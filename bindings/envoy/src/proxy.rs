@@ -1,9 +1,11 @@
 //! The proxy-wasm glue: root context (configuration, metrics, bundle polling, key fetching) and
 //! HTTP contexts (one per request, carrying out [`gate::handle`]). Only hostcalls that report
-//! errors as values are used, and headers are read as bytes: nothing here panics on what a
-//! client sends.
+//! errors as values are used, and header values are read as bytes: nothing here panics on what a
+//! client sends. (The request's headers come in one `get_map_bytes`, which needs header names to
+//! be UTF-8: Envoy's codecs answer 400 to any name that is not a token, as the end-to-end tests
+//! check, before a filter sees it.)
 
-use crate::config::{Crypto, KeysConfig, LogLevel, Plan, RemoteBundle, Target};
+use crate::config::{Crypto, ForwardHeaders, KeysConfig, LogLevel, Plan, RemoteBundle, Target};
 use crate::crypto::{self, Prepared};
 use crate::gate::{self, Action as GateAction, Counter};
 use crate::routes::Headers;
@@ -103,13 +105,55 @@ fn engine_options(plan_crypto: Crypto) -> EngineOptions {
     }
 }
 
-struct HostHeaders;
+/// The request's headers, read in one hostcall, without the identity headers the filter
+/// forwards: a client's copies of those are never read (a route attribute taken from one sees
+/// none) and never forwarded.
+///
+/// Hostcalls are most of what a remembered decision costs in Envoy. Reading a header by name is
+/// one, plus a call back into the VM to allocate its value, and a decision reads four or five;
+/// one read of the whole map costs less, and tells whether the client sent identity headers, so
+/// the common request (it sent none) needs no removal.
+struct RequestHeaders {
+    pairs: Vec<(String, Vec<u8>)>,
+    /// The client sent at least one identity header.
+    spoofed: bool,
+}
 
-impl Headers for HostHeaders {
+impl RequestHeaders {
+    /// Unreadable headers read as none: no token, so nothing is allowed.
+    fn read(forward: &ForwardHeaders) -> Self {
+        let mut pairs = hostcalls::get_map_bytes(MapType::HttpRequestHeaders).unwrap_or_default();
+        let all = pairs.len();
+        // Names in `forward` are lowercase (checked with the configuration), as Envoy's are.
+        pairs.retain(|(name, _)| !forward.names().any(|f| f == name));
+        Self {
+            spoofed: pairs.len() != all,
+            pairs,
+        }
+    }
+
+    /// Let the request go upstream with `identity` as its only identity headers.
+    fn forward(&self, forward: &ForwardHeaders, identity: &[(String, String)]) {
+        if self.spoofed {
+            // Removing a header removes every copy of it.
+            for name in forward.names() {
+                let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, name);
+            }
+        }
+        // None of them is left, so adding (cheaper than replacing) sets each once.
+        for (name, value) in identity {
+            let _ = hostcalls::add_map_value(MapType::HttpRequestHeaders, name, value);
+        }
+    }
+}
+
+impl Headers for RequestHeaders {
+    /// The first value, as Envoy's `get_header_map_value` answers for a repeated header.
     fn header(&self, name: &str) -> Option<Vec<u8>> {
-        hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name)
-            .ok()
-            .flatten()
+        self.pairs
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
     }
 }
 
@@ -674,9 +718,7 @@ impl HttpContext for Filter {
             self.metrics.increment(Counter::Errors);
             return respond(gate::unavailable());
         };
-        for name in plan.forward.names() {
-            let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, name);
-        }
+        let headers = RequestHeaders::read(&plan.forward);
         // No bundle yet (a remote one not fetched): no usable configuration, whatever
         // `failure_mode` says.
         let Some(engine) = self.engine.borrow().clone() else {
@@ -684,12 +726,12 @@ impl HttpContext for Filter {
             return respond(gate::unavailable());
         };
         let now = now();
-        let mut verdict = gate::handle(plan, &engine, &HostHeaders, now);
+        let mut verdict = gate::handle(plan, &engine, &headers, now);
         if verdict.keys_missing {
             // Another worker may have fetched the keys since this VM's last tick.
             let mut keys = self.keys.borrow_mut();
             if keys.sync(&engine) {
-                verdict = gate::handle(plan, &engine, &HostHeaders, now);
+                verdict = gate::handle(plan, &engine, &headers, now);
             }
             keys.unknown_kid |= verdict.keys_missing;
         }
@@ -706,11 +748,8 @@ impl HttpContext for Filter {
             log(level, line);
         }
         match verdict.action {
-            GateAction::Forward(headers) => {
-                for (name, value) in &headers {
-                    let _ =
-                        hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value));
-                }
+            GateAction::Forward(identity) => {
+                headers.forward(&plan.forward, &identity);
                 Action::Continue
             }
             respond_action @ GateAction::Respond { .. } => respond(respond_action),

@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import { request as httpRequest } from 'node:http';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -22,6 +23,23 @@ async function send(port, { method = 'GET', path, headers = {} }) {
   let body;
   try { body = JSON.parse(text); } catch { body = text; }
   return { status: res.status, headers: res.headers, body };
+}
+
+/** A GET with headers as a flat `[name, value, ...]` list, so a name can repeat; the body as JSON. */
+function sendRaw(port, path, headers) {
+  return new Promise((resolve, reject) => {
+    const req = httpRequest({ host: '127.0.0.1', port, path, headers: ['host', `127.0.0.1:${port}`, ...headers] }, (res) => {
+      let text = '';
+      res.on('data', (d) => { text += d; });
+      res.on('end', () => {
+        let body;
+        try { body = JSON.parse(text); } catch { body = text; }
+        resolve({ status: res.statusCode, body });
+      });
+    });
+    req.on('error', reject);
+    req.end();
+  });
 }
 
 /** One raw HTTP/1.1 exchange (for bytes `fetch` refuses to send); resolves to the status line. */
@@ -217,6 +235,14 @@ describe('with a real OpenID provider', () => {
     assert.equal(allowed.body.headers['x-portcullis-subject'], 'alice');
     assert.equal(allowed.body.headers['x-portcullis-roles'], 'FinanceAnalyst');
     assert.notEqual(allowed.body.headers['x-portcullis-decision-id'], 'forged');
+    // Each spoofed header twice (fetch would join them into one): no copy survives.
+    const twice = await sendRaw(port, '/tenants/contoso/reports/q3', ['authorization', `Bearer ${token}`, 'x-report-department', 'finance',
+      ...Object.entries(spoof).flatMap(([name, value]) => [name, value, name, `${value}2`])]);
+    assert.equal(twice.status, 200);
+    assert.equal(twice.body.headers['x-portcullis-tenant'], 'contoso');
+    assert.equal(twice.body.headers['x-portcullis-subject'], 'alice');
+    assert.equal(twice.body.headers['x-portcullis-roles'], 'FinanceAnalyst');
+    assert.match(twice.body.headers['x-portcullis-decision-id'], /^[0-9a-f]{24}$/);
     // An unmatched route passes (unmatched: pass) without any identity header.
     const passed = await send(port, { path: '/public/info', headers: spoof });
     assert.equal(passed.status, 200);
