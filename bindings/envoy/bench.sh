@@ -4,7 +4,8 @@
 # the main figure. Installs wrk (Debian) and Envoy.
 #   bindings/envoy/bench.sh                      the filter's `envoy` build (opt-level 3, fat LTO)
 #   PROFILE=wasm-test bindings/envoy/bench.sh    faster build, slower filter
-#   BENCH_DURATION=10s BENCH_CONNECTIONS=16,64 bindings/envoy/bench.sh
+#   BENCH_DURATION=10s BENCH_ROUNDS=5 BENCH_CONNECTIONS=16,64 bindings/envoy/bench.sh
+#                                                (defaults: 5s per row, 3 rounds, 16 connections)
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$root"
