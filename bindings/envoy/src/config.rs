@@ -637,6 +637,36 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn forward_names_the_identity_headers_and_an_empty_object_none() {
+        let remote =
+            json!({"remote": {"url": "http://127.0.0.1:8181/v1/bundle", "cluster": "policy"}});
+        let names = |forward: Option<serde_json::Value>| {
+            let mut config = json!({"bundle": remote, "routes": []});
+            if let Some(forward) = forward {
+                config["forward"] = forward;
+            }
+            let (plan, _) = plan(config).unwrap();
+            plan.forward.names().map(str::to_owned).collect::<Vec<_>>()
+        };
+        assert_eq!(
+            names(None),
+            [
+                "x-portcullis-tenant",
+                "x-portcullis-subject",
+                "x-portcullis-roles",
+                "x-portcullis-decision-id"
+            ]
+        );
+        assert!(names(Some(json!({}))).is_empty());
+        assert_eq!(names(Some(json!({"subject": "x-user"}))), ["x-user"]);
+        // Envoy's header names are lowercase, and the filter compares them as they are.
+        let err = plan(json!({"bundle": remote, "routes": [], "forward": {"tenant": "X-Tenant"}}))
+            .err()
+            .unwrap();
+        assert!(err.0.contains("invalid header name `X-Tenant`"), "{err}");
+    }
+
+    #[test]
     fn an_inline_bundle_comes_with_its_engine() {
         let bundle = compiled(None);
         let (plan, engine) = plan(json!({"bundle": {"inline": bundle}, "routes": []})).unwrap();

@@ -50,7 +50,7 @@
 //! | `routes` | tried in order; `methods` (any), `path` template with whole-segment `{params}`, `action`, `resource.type`, `resource.id` template, `resource.attrs` and `context`: each a template over path parameters (`"{tenant}"`) or `{"header": name}` (absent header: attribute left out). Parameters are percent-decoded; invalid encodings are answered 400 |
 //! | `unmatched` | `deny` (403) or `pass` (forward without decision) (`deny`) |
 //! | `token` | sources in order: `header` (with case-insensitive `prefix`), `cookie`, `query`; a token in more than one is refused, RFC 6750 §2 (`authorization`, `Bearer `) |
-//! | `forward` | identity headers set on allowed requests; each is first removed from every client request (all four, as shown) |
+//! | `forward` | identity headers set on allowed requests; a client's copies are never read and never forwarded, allowed or not (all four, as shown; `{}` for none) |
 //! | `dry_run` | decide, count and log, but always forward (`false`) |
 //! | `cors_preflight` | forward `OPTIONS` with `Origin` and `Access-Control-Request-Method` without a token (`true`) |
 //! | `failure_mode` | when no keys are loaded for the token's issuer: `closed` answers 503, `open` forwards without identity (`closed`) |
