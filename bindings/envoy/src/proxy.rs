@@ -1,9 +1,10 @@
 //! The proxy-wasm glue: root context (configuration, metrics, bundle polling, key fetching) and
-//! HTTP contexts (one per request, carrying out [`gate::handle`]). Only hostcalls that report
-//! errors as values are used, and header values are read as bytes: nothing here panics on what a
-//! client sends. (The request's headers come in one `get_map_bytes`, which needs header names to
-//! be UTF-8: Envoy's codecs answer 400 to any name that is not a token, as the end-to-end tests
-//! check, before a filter sees it.)
+//! HTTP contexts (one per request, carrying out [`gate::handle`]). Header values are read as
+//! bytes: nothing here panics on what a client sends. The request's headers come in one
+//! `get_map_bytes`, which needs header names to be UTF-8: Envoy's codecs answer 400 to any name
+//! that is not a token before a filter sees it, as the end-to-end tests check. The SDK's header
+//! calls panic on a status other than OK, which Envoy returns only when the request has no
+//! header map; a panic traps the VM, and a filter configured `fail_open: false` fails closed.
 
 use crate::config::{Crypto, ForwardHeaders, KeysConfig, LogLevel, Plan, RemoteBundle, Target};
 use crate::crypto::{self, Prepared};
