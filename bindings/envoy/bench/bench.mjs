@@ -20,7 +20,6 @@ import { ROOT, PORTCULLIS, compileBundle, envoyYaml, freePort, sleep, startEnvoy
 
 const DURATION = process.env.BENCH_DURATION ?? '5s';
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
-const runs = [];
 const FLOOR = process.env.FLOOR_WASM ?? join(ROOT, 'target/wasm32-wasip1/release/portcullis_envoy_floor.wasm');
 const CONNECTIONS = (process.env.BENCH_CONNECTIONS ?? '16').split(',').map(Number);
 const TICKS = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim());
@@ -170,6 +169,7 @@ const configs = [
 // shared machine's load drifts by tens of percent within minutes; alternating spreads that
 // drift over all rows alike, and each row reports its median round (and its range).
 const envoys = [];
+const runs = [];
 try {
   for (const [name, extra, scenarios] of configs) {
     const port = await freePort();

@@ -719,13 +719,13 @@ impl HttpContext for Filter {
             self.metrics.increment(Counter::Errors);
             return respond(gate::unavailable());
         };
-        let headers = RequestHeaders::read(&plan.forward);
         // No bundle yet (a remote one not fetched): no usable configuration, whatever
         // `failure_mode` says.
         let Some(engine) = self.engine.borrow().clone() else {
             self.metrics.increment(Counter::Errors);
             return respond(gate::unavailable());
         };
+        let headers = RequestHeaders::read(&plan.forward);
         let now = now();
         let mut verdict = gate::handle(plan, &engine, &headers, now);
         if verdict.keys_missing {

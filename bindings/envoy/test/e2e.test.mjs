@@ -19,23 +19,21 @@ const FORWARD = ['x-portcullis-tenant', 'x-portcullis-subject', 'x-portcullis-ro
 
 async function send(port, { method = 'GET', path, headers = {} }) {
   const res = await fetch(`http://127.0.0.1:${port}${path}`, { method, headers });
-  const text = await res.text();
-  let body;
-  try { body = JSON.parse(text); } catch { body = text; }
-  return { status: res.status, headers: res.headers, body };
+  return { status: res.status, headers: res.headers, body: jsonOrText(await res.text()) };
 }
 
-/** A GET with headers as a flat `[name, value, ...]` list, so a name can repeat; the body as JSON. */
+/** A response body: JSON when it parses, else the text. */
+function jsonOrText(text) {
+  try { return JSON.parse(text); } catch { return text; }
+}
+
+/** A GET with headers as a flat `[name, value, ...]` list, so a name can repeat. */
 function sendRaw(port, path, headers) {
   return new Promise((resolve, reject) => {
     const req = httpRequest({ host: '127.0.0.1', port, path, headers: ['host', `127.0.0.1:${port}`, ...headers] }, (res) => {
       let text = '';
       res.on('data', (d) => { text += d; });
-      res.on('end', () => {
-        let body;
-        try { body = JSON.parse(text); } catch { body = text; }
-        resolve({ status: res.statusCode, body });
-      });
+      res.on('end', () => resolve({ status: res.statusCode, body: jsonOrText(text) }));
     });
     req.on('error', reject);
     req.end();
