@@ -374,11 +374,14 @@ pub(crate) fn evaluate(
             .errors()
             .map(|err| {
                 let cedar_policy::AuthorizationError::PolicyEvaluationError(e) = err;
-                DecisionError {
+                // Evaluation errors can quote request values: bounded like every message.
+                let mut error = DecisionError::from(crate::error::ErrorInfo {
                     code: "policy_evaluation",
                     message: e.to_string(),
-                    policy: Some(AsRef::<str>::as_ref(e.policy_id()).to_owned()),
-                }
+                    help: None,
+                });
+                error.policy = Some(AsRef::<str>::as_ref(e.policy_id()).to_owned());
+                error
             })
             .collect(),
     })

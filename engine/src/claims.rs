@@ -69,18 +69,25 @@ pub struct Principal {
     pub ignored_claims: Vec<String>,
 }
 
+/// How each IdP marks a token an OAuth client obtained for itself (client credentials), as
+/// its documentation describes the token.
 #[derive(Clone, Copy, Debug)]
 enum ClientRule {
     Never,
-    /// `idtyp` == `app` (Entra app-only tokens).
+    /// Entra ID: `idtyp` is `app` (an optional claim the API can ask for); without `idtyp`,
+    /// an app-only token has no `scp` and its `oid` is its `sub` (the service principal).
     EntraApp,
     /// `token_use` == `access` and no `username` (Cognito client credentials).
     CognitoNoUser,
-    /// `gty` == `client-credentials` (Auth0).
-    Auth0Gty,
-    /// `sub` equals the client id (Okta), or `sub` is absent (generic).
+    /// Auth0: `sub` is `<client id>@clients` (both token profiles); `gty` is
+    /// `client-credentials` in the `auth0` profile.
+    Auth0Clients,
+    /// Okta: `sub` is the client id (`cid`), or there is no `uid` (no user).
+    OktaNoUser,
+    /// `sub` equals the client id, or `sub` is absent (generic).
     SubIsClient,
-    /// `preferred_username` starts with `service-account-` (Keycloak).
+    /// Keycloak: a `client_id` (`clientId` before Keycloak 20) claim, or a
+    /// `preferred_username` of `service-account-<client>`.
     KeycloakServiceAccount,
 }
 
@@ -97,6 +104,9 @@ pub(crate) struct ClaimMapping {
     mfa_acr: Vec<String>,
     role_map: BTreeMap<String, String>,
     client_rule: ClientRule,
+    /// Keycloak: clients whose roles (`resource_access.<client>.roles`) join the realm roles
+    /// (the issuer's audiences, when `roles` is the preset's).
+    client_roles: Vec<String>,
 }
 
 /// Where an identity provider puts things, in order of preference.
@@ -142,7 +152,7 @@ impl PresetDefaults {
                 groups: None,
                 scopes: &["scope"],
                 client_id: &["azp", "client_id"],
-                client_rule: ClientRule::Auth0Gty,
+                client_rule: ClientRule::Auth0Clients,
             },
             Preset::Okta => Self {
                 subject: &["sub"],
@@ -150,14 +160,14 @@ impl PresetDefaults {
                 groups: Some("groups"),
                 scopes: &["scp"],
                 client_id: &["cid"],
-                client_rule: ClientRule::SubIsClient,
+                client_rule: ClientRule::OktaNoUser,
             },
             Preset::Keycloak => Self {
                 subject: &["sub"],
                 roles: Some("realm_access.roles"),
                 groups: Some("groups"),
                 scopes: &["scope"],
-                client_id: &["azp", "client_id"],
+                client_id: &["client_id", "clientId", "azp"],
                 client_rule: ClientRule::KeycloakServiceAccount,
             },
             Preset::Generic => Self {
@@ -178,7 +188,12 @@ fn paths(list: &[&str]) -> Vec<ClaimPath> {
 
 impl ClaimMapping {
     /// Combine a preset with explicit overrides; checks attribute names against the schema.
-    pub(crate) fn resolve(config: &ClaimsConfig, types: &PrincipalTypes) -> Result<Self, String> {
+    /// `audiences` are the issuer's (Keycloak's client roles are those of these clients).
+    pub(crate) fn resolve(
+        config: &ClaimsConfig,
+        types: &PrincipalTypes,
+        audiences: &[String],
+    ) -> Result<Self, String> {
         let d = PresetDefaults::of(config.preset);
         let mut attributes = Vec::new();
         for (name, path) in &config.attributes {
@@ -249,6 +264,11 @@ impl ClaimMapping {
             mfa_acr: config.mfa_acr.clone(),
             role_map: config.role_map.clone(),
             client_rule: d.client_rule,
+            client_roles: if config.preset == Preset::Keycloak && config.roles.is_none() {
+                audiences.to_vec()
+            } else {
+                Vec::new()
+            },
         })
     }
 
@@ -270,38 +290,66 @@ impl ClaimMapping {
                 .map(str::to_owned)
         };
         let subject = first_string(&self.subject);
-        let client_id = first_string(&self.client_id);
+        let mut client_id = first_string(&self.client_id);
+        let text = |name: &str| claims.get(name).and_then(Value::as_str);
         let kind = match self.client_rule {
             ClientRule::Never => PrincipalKind::User,
-            ClientRule::EntraApp => {
-                kind_if(claims.get("idtyp").and_then(Value::as_str) == Some("app"))
+            ClientRule::EntraApp => match text("idtyp") {
+                Some("app") => PrincipalKind::Client,
+                Some(_) => PrincipalKind::User,
+                None => kind_if(
+                    !claims.contains_key("scp")
+                        && text("oid").is_some_and(|oid| Some(oid) == text("sub")),
+                ),
+            },
+            ClientRule::CognitoNoUser => {
+                kind_if(text("token_use") == Some("access") && !claims.contains_key("username"))
             }
-            ClientRule::CognitoNoUser => kind_if(
-                claims.get("token_use").and_then(Value::as_str) == Some("access")
-                    && !claims.contains_key("username"),
+            ClientRule::Auth0Clients => {
+                let own = text("sub").and_then(|s| s.strip_suffix("@clients"));
+                if client_id.is_none() {
+                    client_id = own.filter(|c| !c.is_empty()).map(str::to_owned);
+                }
+                kind_if(own.is_some() || text("gty") == Some("client-credentials"))
+            }
+            ClientRule::OktaNoUser => kind_if(
+                client_id.is_some() && (subject == client_id || !claims.contains_key("uid")),
             ),
-            ClientRule::Auth0Gty => {
-                kind_if(claims.get("gty").and_then(Value::as_str) == Some("client-credentials"))
-            }
             ClientRule::SubIsClient => {
                 kind_if(client_id.is_some() && (subject.is_none() || subject == client_id))
             }
             ClientRule::KeycloakServiceAccount => kind_if(
-                claims
-                    .get("preferred_username")
-                    .and_then(Value::as_str)
-                    .is_some_and(|u| u.starts_with("service-account-")),
+                text("client_id").is_some()
+                    || text("clientId").is_some()
+                    || text("preferred_username")
+                        .is_some_and(|u| u.starts_with("service-account-")),
             ),
         };
+        // An identity longer than any IdP issues is refused, not cut: it names the principal.
         let id = match kind {
-            PrincipalKind::User => subject.ok_or("sub")?,
-            PrincipalKind::Client => client_id.clone().ok_or("client_id")?,
+            PrincipalKind::User => subject.filter(|s| bounded(s)).ok_or("sub")?,
+            PrincipalKind::Client => client_id
+                .clone()
+                .filter(|c| bounded(c))
+                .ok_or("client_id")?,
         };
         let mut roles = self
             .roles
             .as_ref()
             .map(|p| string_array(claims, p, "roles", &mut ignored))
             .unwrap_or_default();
+        for client in &self.client_roles {
+            let path = ClaimPath::Keys(vec![
+                "resource_access".into(),
+                client.clone(),
+                "roles".into(),
+            ]);
+            roles.extend(string_array(claims, &path, "roles", &mut ignored));
+        }
+        if roles.len() > MAX_VALUES {
+            ignored.push("roles".into());
+            roles.clear();
+        }
         for role in &mut roles {
             if let Some(mapped) = self.role_map.get(role) {
                 role.clone_from(mapped);
@@ -478,7 +526,7 @@ mod tests {
     }
 
     fn map(config: ClaimsConfig, claims: Value) -> Result<Principal, &'static str> {
-        let mapping = ClaimMapping::resolve(&config, &types()).unwrap();
+        let mapping = ClaimMapping::resolve(&config, &types(), &["techfin-api".into()]).unwrap();
         mapping.map(
             claims.as_object().unwrap(),
             "t",
@@ -591,14 +639,14 @@ mod tests {
         let mut config = preset(Preset::Generic);
         config.attributes.insert("salary".into(), "salary".into());
         assert!(
-            ClaimMapping::resolve(&config, &types())
+            ClaimMapping::resolve(&config, &types(), &[])
                 .unwrap_err()
                 .contains("unknown claim mapping")
         );
         let mut config = preset(Preset::Generic);
         config.attributes.insert("tenant".into(), "tid".into());
         assert!(
-            ClaimMapping::resolve(&config, &types())
+            ClaimMapping::resolve(&config, &types(), &[])
                 .unwrap_err()
                 .contains("reserved")
         );
@@ -614,7 +662,7 @@ mod tests {
 
     #[test]
     fn future_auth_time_is_ignored() {
-        let mapping = ClaimMapping::resolve(&preset(Preset::Generic), &types()).unwrap();
+        let mapping = ClaimMapping::resolve(&preset(Preset::Generic), &types(), &[]).unwrap();
         let claims = json!({"sub": "u", "auth_time": 1000});
         let at = |latest| {
             mapping

@@ -82,23 +82,61 @@ pub struct DecisionError {
     pub policy: Option<String>,
 }
 
+/// Longest error message a decision carries (messages may quote a request's values).
+pub(crate) const MAX_ECHOED_MESSAGE: usize = 300;
+/// Longest action a decision and its audit record echo, in bytes.
+pub const MAX_ECHOED_ACTION: usize = 128;
+/// Longest resource (`Type::"id"`) a decision and its audit record echo, in bytes.
+pub const MAX_ECHOED_RESOURCE: usize = 256;
+
 impl From<ErrorInfo> for DecisionError {
     fn from(info: ErrorInfo) -> Self {
         Self {
             code: info.code,
-            message: info.message,
+            message: if info.message.len() > MAX_ECHOED_MESSAGE {
+                crate::error::sanitize(&info.message, MAX_ECHOED_MESSAGE)
+            } else {
+                info.message
+            },
             policy: None,
         }
     }
 }
 
-/// What was asked, echoed into the decision for logs and audit.
+/// What was asked, echoed into the decision for logs and audit, bounded: an action over
+/// [`MAX_ECHOED_ACTION`] bytes or a resource over [`MAX_ECHOED_RESOURCE`] is cut, and ends in
+/// `…[+N bytes]`, so that no request makes a large audit line.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct RequestSummary {
     /// The action id.
     pub action: String,
     /// The resource, `Type::"id"`.
     pub resource: String,
+}
+
+impl RequestSummary {
+    pub(crate) fn of(action: &str, resource: &crate::engine::ResourceRef) -> Self {
+        Self {
+            action: bounded(action.to_owned(), MAX_ECHOED_ACTION),
+            resource: bounded(resource.display(), MAX_ECHOED_RESOURCE),
+        }
+    }
+}
+
+/// `text` cut to at most `max` bytes (at a character boundary) with a marker saying how much
+/// was cut.
+fn bounded(mut text: String, max: usize) -> String {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let cut = text.len() - end;
+    text.truncate(end);
+    text.push_str(&format!("…[+{cut} bytes]"));
+    text
 }
 
 /// A decision.
@@ -392,5 +430,40 @@ mod tests {
         );
         assert!(all.iter().any(|d| d.token.fingerprint.is_none()));
         assert!(all.iter().any(|d| d.to_json().contains("\\u0001")));
+    }
+}
+
+#[cfg(test)]
+mod echo_tests {
+    use super::*;
+    use crate::engine::ResourceRef;
+
+    #[test]
+    fn echoed_requests_are_bounded() {
+        let huge = "x".repeat(60_000);
+        let summary = RequestSummary::of(&huge, &ResourceRef::new("Report", huge.clone()));
+        assert!(
+            summary.action.len() < MAX_ECHOED_ACTION + 20,
+            "{}",
+            summary.action.len()
+        );
+        assert!(
+            summary.action.ends_with("…[+59872 bytes]"),
+            "{}",
+            &summary.action[120..]
+        );
+        assert!(summary.resource.len() < MAX_ECHOED_RESOURCE + 20);
+        let short = RequestSummary::of("view", &ResourceRef::new("Report", "q3"));
+        assert_eq!(
+            (short.action.as_str(), short.resource.as_str()),
+            ("view", "Report::\"q3\"")
+        );
+        // Cut at a character boundary.
+        let wide = "é".repeat(100);
+        assert!(
+            RequestSummary::of(&wide, &ResourceRef::new("R", ""))
+                .action
+                .starts_with("éé")
+        );
     }
 }

@@ -1,6 +1,6 @@
 //! The engine: a loaded bundle, the issuers' keys, a token cache, and `decide`.
 
-use crate::bundle::{Bundle, IssuerEntry, KeySource};
+use crate::bundle::{Bundle, IssuerEntry, KeySource, KeyUrl};
 use crate::cache::TokenCache;
 use crate::cedar_glue::{self, RESERVED_CONTEXT_KEYS};
 use crate::claims::Principal;
@@ -157,6 +157,9 @@ pub enum TokenStep {
 enum Step<'a> {
     Hit(Arc<VerifiedToken>),
     Pending(Unverified<'a>),
+    /// The token's ECDSA signature was high-S: verify its low-S twin instead, so that both
+    /// forms are one token (one fingerprint, one cache entry).
+    Canonical(String),
 }
 
 /// Why a token was not accepted, with the configured issuer it named when it got that far (for
@@ -304,7 +307,7 @@ impl Engine {
     }
 
     /// Issuers whose keys the host must fetch, and whether each has keys yet.
-    pub fn remote_issuers(&self) -> Vec<(String, KeySource, bool)> {
+    pub fn remote_issuers(&self) -> Vec<(String, KeyUrl, bool)> {
         let keys = self
             .remote_keys
             .read()
@@ -344,6 +347,53 @@ impl Engine {
             .insert(issuer.to_owned(), keys);
         // Bump before clearing: a verification that chose its key before this point either
         // inserts before the clear (and is cleared) or sees the new generation (and does not).
+        self.key_generation.fetch_add(1, Ordering::SeqCst);
+        self.cache.clear();
+        self.rejected.clear();
+        Ok(count)
+    }
+
+    /// Hand the engine an HMAC secret the bundle names (`"secret": "<name>"` on an issuer),
+    /// read by the host from its own secret source: every issuer naming it verifies with it
+    /// from now on. Returns the number of such issuers.
+    ///
+    /// # Errors
+    /// No issuer names the secret, or it is too short for their algorithms; the previous
+    /// secret, if any, stays.
+    pub fn set_secret(&self, name: &str, secret: &[u8]) -> Result<usize, KeyError> {
+        let mut sets = Vec::new();
+        for (issuer, entries) in &self.bundle.issuers {
+            let mut algorithms = Vec::new();
+            let mut kid = None;
+            for entry in entries {
+                if let KeySource::Secret(named) = &entry.source
+                    && named.name == name
+                {
+                    algorithms.extend(entry.algorithms.iter().copied());
+                    kid = named.kid.as_deref();
+                }
+            }
+            if algorithms.is_empty() {
+                continue;
+            }
+            algorithms.sort();
+            algorithms.dedup();
+            let keys = KeySet::from_secret(secret, kid, &algorithms).map_err(|why| {
+                KeyError::InvalidSecret {
+                    name: sanitize(name, 64),
+                    reason: why,
+                }
+            })?;
+            sets.push((issuer.clone(), keys));
+        }
+        if sets.is_empty() {
+            return Err(KeyError::UnknownSecret(sanitize(name, 64)));
+        }
+        let count = sets.len();
+        self.remote_keys
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .extend(sets);
         self.key_generation.fetch_add(1, Ordering::SeqCst);
         self.cache.clear();
         self.rejected.clear();
@@ -391,6 +441,8 @@ impl Engine {
     fn verify_once(&self, token: &str, now: i64) -> Result<Arc<VerifiedToken>, TokenFailure> {
         match self.step(token, now)? {
             Step::Hit(verified) => Ok(verified),
+            // A low-S signature is never rewritten again: one level deep.
+            Step::Canonical(canonical) => self.verify_once(&canonical, now),
             Step::Pending(unverified) => {
                 let ok = self
                     .verifier
@@ -420,6 +472,7 @@ impl Engine {
             Step::Pending(unverified) => {
                 TokenStep::NeedsSignature(Box::new(unverified.into_pending()))
             }
+            Step::Canonical(canonical) => return self.begin_token(&canonical, now),
         })
     }
 
@@ -450,16 +503,18 @@ impl Engine {
             return Err(failed(TokenError::BadSignature));
         }
         let parsed = token::parse(token, max_bytes)?;
+        if let Some(canonical) = parsed.canonical {
+            return Ok(Step::Canonical(canonical));
+        }
         let issuer = match parsed.claims.get("iss") {
             Some(Value::String(iss)) => iss,
-            _ => return Err(TokenError::UntrustedIssuer.into()),
+            _ => return Err(TokenError::UntrustedIssuer("(no `iss` string)".into()).into()),
         };
         // From here on, failures name the configured issuer (never an unknown `iss`).
         let (issuer, entries) = self
             .bundle
-            .issuers
-            .get_key_value(issuer)
-            .ok_or(TokenError::UntrustedIssuer)?;
+            .issuer(issuer)
+            .ok_or_else(|| TokenError::UntrustedIssuer(sanitize(issuer, 120)))?;
         let failed = TokenFailure::of(issuer);
         let entry = token::select_entry(entries, &parsed.claims).map_err(&failed)?;
         token::check_header(&parsed, entry).map_err(&failed)?;
@@ -497,7 +552,7 @@ impl Engine {
             .issuers
             .get(&pending.issuer)
             .and_then(|entries| entries.iter().find(|e| e.tenant == pending.tenant))
-            .ok_or(TokenError::UntrustedIssuer)?;
+            .ok_or_else(|| TokenError::UntrustedIssuer(sanitize(&pending.issuer, 120)))?;
         let unverified = Unverified {
             token: &pending.token,
             signing_input: &pending.signing_input,
@@ -610,10 +665,7 @@ impl Engine {
 
     /// Decide a request that carries a token, at unix time `now`.
     pub fn decide(&self, request: &DecisionRequest, now: i64) -> Decision {
-        let summary = RequestSummary {
-            action: request.action.clone(),
-            resource: request.resource.display(),
-        };
+        let summary = RequestSummary::of(&request.action, &request.resource);
         let token = request.token.as_deref().unwrap_or("");
         let verified = match self.verified(token, now) {
             Ok(v) => v,
@@ -725,10 +777,7 @@ impl Engine {
 
     /// Decide for an explicit, already-authenticated principal (no token).
     pub fn decide_trusted(&self, request: &TrustedRequest, now: i64) -> Decision {
-        let summary = RequestSummary {
-            action: request.action.clone(),
-            resource: request.resource.display(),
-        };
+        let summary = RequestSummary::of(&request.action, &request.resource);
         let principal = Some(PrincipalSummary {
             tenant: request.tenant.clone().unwrap_or_default(),
             kind: crate::claims::PrincipalKind::User,

@@ -193,9 +193,10 @@ pub enum TokenError {
         /// What the issuer profile requires.
         expected: String,
     },
-    /// `iss` is missing, not a string or not a configured issuer.
-    #[error("token issuer is not trusted")]
-    UntrustedIssuer,
+    /// `iss` is missing, not a string or not a configured issuer (named, sanitised: an issuer
+    /// is not a secret, and a user configuring a tenant needs to see which one arrived).
+    #[error("token issuer `{0}` is not trusted")]
+    UntrustedIssuer(String),
     /// The issuer is trusted, but the token matches none (or several) of its tenant entries.
     #[error("token matches no tenant of its issuer")]
     NoTenant,
@@ -231,6 +232,12 @@ pub enum TokenError {
     /// `iat` is in the future, or older than the issuer's maximum token age.
     #[error("token issue time is out of range")]
     IssuedAt,
+    /// `exp` is further from now, or from `iat`, than the issuer's maximum token lifetime.
+    #[error("token lifetime is over the issuer's maximum of {limit}s")]
+    Lifetime {
+        /// The maximum, seconds.
+        limit: i64,
+    },
     /// `aud` names none of the configured audiences.
     #[error("token audience is not accepted")]
     WrongAudience,
@@ -249,7 +256,7 @@ impl TokenError {
             Self::UnsupportedAlgorithm(_) => "token_algorithm_unsupported",
             Self::ForbiddenHeader(_) => "token_header_forbidden",
             Self::WrongType { .. } => "token_type",
-            Self::UntrustedIssuer => "token_issuer",
+            Self::UntrustedIssuer(_) => "token_issuer",
             Self::NoTenant => "token_tenant",
             Self::AlgorithmNotAllowed(_) => "token_algorithm_not_allowed",
             Self::UnknownKey => "token_unknown_kid",
@@ -261,6 +268,7 @@ impl TokenError {
             Self::Expired => "token_expired",
             Self::NotYetValid => "token_not_yet_valid",
             Self::IssuedAt => "token_iat",
+            Self::Lifetime { .. } => "token_lifetime",
             Self::WrongAudience => "token_audience",
             Self::Crypto(_) => "token_crypto",
         }
@@ -342,6 +350,18 @@ pub enum KeyError {
     /// The JWK set is not valid JSON or has no usable key.
     #[error("invalid JWK set: {0}")]
     InvalidJwks(String),
+    /// No issuer of the bundle names this secret.
+    #[error("no issuer of the bundle names the secret `{0}`")]
+    UnknownSecret(String),
+    /// The secret cannot be used (too short for the issuers' algorithms). Never contains the
+    /// secret.
+    #[error("secret `{name}` cannot be used: {reason}")]
+    InvalidSecret {
+        /// The secret's name.
+        name: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 impl KeyError {
@@ -350,6 +370,8 @@ impl KeyError {
         let code = match self {
             Self::UnknownIssuer(_) => "keys_unknown_issuer",
             Self::InvalidJwks(_) => "keys_invalid",
+            Self::UnknownSecret(_) => "keys_unknown_secret",
+            Self::InvalidSecret { .. } => "keys_invalid_secret",
         };
         ErrorInfo {
             code,
@@ -373,6 +395,53 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
         out.push(digit(byte & 0x0f));
     }
     out
+}
+
+/// The candidate closest to `name` (edit distance at most a third of its length, and at
+/// least 1), for "did you mean" hints.
+pub(crate) fn did_you_mean<'a>(
+    name: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
+    let limit = (name.chars().count() / 3).max(1);
+    candidates
+        .into_iter()
+        .filter(|c| *c != name)
+        .map(|c| (edit_distance(name, c), c))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+/// Edit distance over characters, a swap of neighbours counting as one edit (optimal string
+/// alignment: `veiw` is one edit from `view`). Short names only: quadratic.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    let width = b.len() + 1;
+    let mut d = vec![0usize; (a.len() + 1) * width];
+    let at = |i: usize, j: usize| i * width + j;
+    let get = |d: &[usize], i: usize, j: usize| d.get(at(i, j)).copied().unwrap_or(usize::MAX / 2);
+    for i in 0..=a.len() {
+        for j in 0..=b.len() {
+            let value = if i == 0 || j == 0 {
+                i + j
+            } else {
+                let cost = usize::from(a.get(i - 1) != b.get(j - 1));
+                let mut best = (get(&d, i - 1, j) + 1)
+                    .min(get(&d, i, j - 1) + 1)
+                    .min(get(&d, i - 1, j - 1) + cost);
+                if i > 1 && j > 1 && a.get(i - 1) == b.get(j - 2) && a.get(i - 2) == b.get(j - 1) {
+                    best = best.min(get(&d, i - 2, j - 2) + 1);
+                }
+                best
+            };
+            if let Some(cell) = d.get_mut(at(i, j)) {
+                *cell = value;
+            }
+        }
+    }
+    get(&d, a.len(), b.len())
 }
 
 /// Shorten user-controlled text before it goes into a message, and strip control characters.
@@ -402,6 +471,16 @@ mod tests {
         let digest: Vec<u8> = (0u8..32).map(|b| b.wrapping_mul(17)).collect();
         assert_eq!(hex16(&digest), "00112233445566778899aabbccddeeff");
         assert_eq!(hex16(&[0xAB]), "ab");
+    }
+
+    #[test]
+    fn suggestions_are_close_names_only() {
+        assert_eq!(did_you_mean("veiw", ["view", "export"]), Some("view"));
+        assert_eq!(did_you_mean("Strng", ["String", "Long"]), Some("String"));
+        assert_eq!(did_you_mean("delete", ["view", "export"]), None);
+        assert_eq!(did_you_mean("view", ["view"]), None);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("", "ab"), 2);
     }
 
     #[test]

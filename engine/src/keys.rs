@@ -247,6 +247,41 @@ impl KeySet {
         &self.keys
     }
 
+    /// The key set of one HMAC secret, usable with the `allowed` HMAC algorithms its length
+    /// permits (a secret at least as long as the hash output, RFC 7518 §3.2).
+    ///
+    /// # Errors
+    /// A secret too short for every allowed algorithm.
+    pub fn from_secret(
+        secret: &[u8],
+        kid: Option<&str>,
+        allowed: &[Algorithm],
+    ) -> Result<Self, String> {
+        let algorithms: Vec<Algorithm> = allowed
+            .iter()
+            .copied()
+            .filter(|a| a.is_symmetric() && secret.len() >= a.min_secret_len())
+            .collect();
+        if algorithms.is_empty() {
+            return Err(format!(
+                "the secret is {} bytes, shorter than the hash output of every allowed algorithm (32 bytes for HS256)",
+                secret.len()
+            ));
+        }
+        let material = KeyMaterial::Hmac {
+            secret: secret.to_vec(),
+        };
+        Ok(Self {
+            keys: Arc::new(vec![VerificationKey(Arc::new(KeyInner {
+                kid: kid.map(str::to_owned),
+                algorithms,
+                #[cfg(feature = "rust-crypto")]
+                decoding: decoding_key(&material),
+                material,
+            }))]),
+        })
+    }
+
     /// Parse a JWK set (`{"keys": [...]}`), keeping keys usable with `allowed` algorithms.
     ///
     /// Keys for other purposes (`use: enc`), of unsupported types, or whose `alg` is outside

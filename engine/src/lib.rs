@@ -53,6 +53,7 @@ mod cedar_glue;
 mod claims;
 mod crypto;
 mod decision;
+mod edge;
 mod engine;
 mod error;
 mod json_text;
@@ -61,12 +62,14 @@ mod memo;
 #[cfg(feature = "mint")]
 mod mint;
 mod token;
+mod wire;
 
 // The public interface is:
 pub use bundle::{
-    BUNDLE_FORMAT, Bundle, BundleSources, ClaimPath, ClaimsConfig, CompiledBundle, EntityTypes,
-    IssuerConfig, KeySource, MAX_CLOCK_SKEW, PolicySource, Preset, Settings, TenantConfig,
-    TenantsFile, TokenSettings, acceptable_key_url,
+    BUNDLE_FORMAT, BUNDLE_SIGNATURE_TYPE, Bundle, BundleSources, BundleTrust, ClaimPath,
+    ClaimsConfig, CompiledBundle, EntityTypes, IssuerConfig, KeyUrl, MAX_CLOCK_SKEW,
+    MAX_TOKEN_LIFETIME, PolicySource, Preset, SecretRef, Settings, TenantConfig, TenantsFile,
+    TokenSettings, acceptable_key_url,
 };
 pub use claims::{Principal, PrincipalKind};
 #[cfg(feature = "rust-crypto")]
@@ -74,7 +77,13 @@ pub use crypto::RustCryptoVerifier;
 pub use crypto::SignatureVerifier;
 pub use crypto::sha256;
 pub use decision::{
-    AuditRecord, Decision, DecisionError, Outcome, PrincipalSummary, RequestSummary,
+    AuditRecord, Decision, DecisionError, MAX_ECHOED_ACTION, MAX_ECHOED_RESOURCE, Outcome,
+    PrincipalSummary, RequestSummary,
+};
+pub use edge::{
+    Edge, EdgeAction, EdgeConfigError, EdgeOptions, EdgeOutcome, EdgeVerdict, FailureMode,
+    ForwardHeaders, HeaderPairs, Headers, HttpRequest, Lookup, ResourceSpec, RouteSpec, RoutesFile,
+    TokenSource, Unmatched, ValueSpec,
 };
 pub use engine::{
     DecisionRequest, Engine, EngineOptions, PendingSignature, ResourceRef, TokenStep,
@@ -85,5 +94,6 @@ pub use error::{
 };
 pub use keys::{Algorithm, Curve, KeyMaterial, VerificationKey};
 #[cfg(feature = "mint")]
-pub use mint::{DevIssuer, sign_bytes, sign_with_pem};
+pub use mint::{DevIssuer, sign_bundle, sign_bytes, sign_with_pem};
 pub use token::verify_jws;
+pub use wire::{describe_json_error, parse_request};

@@ -17,8 +17,8 @@ pub struct DevIssuer {
     pub audience: String,
     /// The first configured algorithm.
     pub algorithm: Algorithm,
-    /// The key id.
-    pub kid: String,
+    /// The key id (none for an HMAC secret named without one).
+    pub kid: Option<String>,
     /// Required `typ`, if the issuer has one.
     pub typ: Option<String>,
     /// `match` claims the token must carry to land in this tenant.
@@ -52,17 +52,27 @@ impl DevIssuer {
             .first()
             .and_then(|a| Algorithm::from_name(a))
             .ok_or_else(|| "issuer has no usable algorithm".to_owned())?;
-        let kid = entry
-            .jwks
-            .as_ref()
-            .and_then(|j| j.get("keys"))
-            .and_then(Value::as_array)
-            .and_then(|keys| keys.iter().find_map(|k| k.get("kid").and_then(Value::as_str)))
-            .ok_or_else(|| format!("tenant `{tenant}`: only issuers with inline keys that have a `kid` have development keys"))?
-            .to_owned();
-        let pem = read_file(&format!("dev-keys/{kid}.pem")).map_err(|e| {
-            format!("tenant `{tenant}`: no development key `dev-keys/{kid}.pem`: {e}")
-        })?;
+        let (kid, pem) = if let Some(secret) = &entry.secret {
+            // An HMAC issuer: its development secret is `dev-keys/<name>.secret`.
+            let file = format!("dev-keys/{}.secret", secret.name);
+            let text = read_file(&file)
+                .map_err(|e| format!("tenant `{tenant}`: no development secret `{file}`: {e}"))?;
+            let text = text.strip_suffix('\n').unwrap_or(&text).to_owned();
+            (secret.kid.clone(), text)
+        } else {
+            let kid = entry
+                .jwks
+                .as_ref()
+                .and_then(|j| j.get("keys"))
+                .and_then(Value::as_array)
+                .and_then(|keys| keys.iter().find_map(|k| k.get("kid").and_then(Value::as_str)))
+                .ok_or_else(|| format!("tenant `{tenant}`: only issuers with inline keys that have a `kid` have development keys"))?
+                .to_owned();
+            let pem = read_file(&format!("dev-keys/{kid}.pem")).map_err(|e| {
+                format!("tenant `{tenant}`: no development key `dev-keys/{kid}.pem`: {e}")
+            })?;
+            (Some(kid), pem)
+        };
         Ok(Self {
             issuer: entry.issuer.clone(),
             audience: entry.audiences.first().cloned().unwrap_or_default(),
@@ -99,13 +109,49 @@ impl DevIssuer {
     pub fn sign(&self, claims: &Map<String, Value>) -> Result<String, String> {
         let mut header = Map::new();
         header.insert("alg".into(), self.algorithm.name().into());
-        header.insert("kid".into(), self.kid.clone().into());
+        if let Some(kid) = &self.kid {
+            header.insert("kid".into(), kid.clone().into());
+        }
         header.insert(
             "typ".into(),
             self.typ.clone().unwrap_or_else(|| "JWT".into()).into(),
         );
         sign_with_pem(&header, claims, self.algorithm, &self.pem)
     }
+}
+
+/// Sign a compiled bundle (sealed first): a detached JWS over its
+/// [signing payload](CompiledBundle::signing_payload) is added to its `signatures`.
+///
+/// # Errors
+/// A key that does not parse for `algorithm`, or an algorithm that cannot sign bundles.
+pub fn sign_bundle(
+    bundle: CompiledBundle,
+    algorithm: Algorithm,
+    pem: &str,
+    kid: Option<&str>,
+) -> Result<CompiledBundle, String> {
+    if algorithm.is_symmetric() {
+        return Err(
+            "bundles are signed with a private key (RSA, EC or Ed25519), not a shared secret"
+                .into(),
+        );
+    }
+    let mut bundle = bundle.seal();
+    let mut header = Map::new();
+    header.insert("alg".into(), algorithm.name().into());
+    if let Some(kid) = kid {
+        header.insert("kid".into(), kid.into());
+    }
+    header.insert("typ".into(), crate::bundle::BUNDLE_SIGNATURE_TYPE.into());
+    let header = serde_json::to_vec(&header).map_err(|e| e.to_string())?;
+    let jws = sign_bytes(&header, &bundle.signing_payload(), algorithm, pem)?;
+    let mut parts = jws.split('.');
+    let (Some(h), Some(_), Some(sig)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err("signing produced no compact JWS".into());
+    };
+    bundle.signatures.push(format!("{h}..{sig}"));
+    Ok(bundle)
 }
 
 /// Sign an arbitrary header and claims with a PEM private key (or an HMAC secret's bytes).

@@ -26,6 +26,8 @@ pub(crate) struct ParsedToken<'a> {
     pub claims: Map<String, Value>,
     pub signing_input: &'a str,
     pub signature: Vec<u8>,
+    /// The token with its ECDSA signature in low-S form, when it was sent in high-S form.
+    pub canonical: Option<String>,
 }
 
 fn b64(part: &str) -> Result<Vec<u8>, TokenError> {
@@ -41,7 +43,61 @@ pub(crate) struct ParsedJws<'a> {
     pub typ: Option<String>,
     pub payload: Vec<u8>,
     pub signing_input: &'a str,
+    /// The signature; an ECDSA one always in low-S form (see [`low_s`]).
     pub signature: Vec<u8>,
+    /// The whole JWS with the low-S signature, when the one sent was high-S.
+    pub canonical: Option<String>,
+}
+
+/// The order of P-256, big-endian.
+const P256_ORDER: [u8; 32] = [
+    0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+    0xbc, 0xe6, 0xfa, 0xad, 0xa7, 0x17, 0x9e, 0x84, 0xf3, 0xb9, 0xca, 0xc2, 0xfc, 0x63, 0x25, 0x51,
+];
+/// The order of P-384, big-endian.
+const P384_ORDER: [u8; 48] = [
+    0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+    0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xc7, 0x63, 0x4d, 0x81, 0xf4, 0x37, 0x2d, 0xdf,
+    0x58, 0x1a, 0x0d, 0xb2, 0x48, 0xb0, 0xa7, 0x7a, 0xec, 0xec, 0x19, 0x6a, 0xcc, 0xc5, 0x29, 0x73,
+];
+
+/// ECDSA signatures are malleable: if `(r, s)` verifies, so does `(r, n - s)`, and a second
+/// valid form of a token is a second fingerprint, a second cache entry, a second audit
+/// identity for one token. Signers pick either form (BoringSSL and OpenSSL do not normalise),
+/// so refusing the high form would refuse half of the legitimate tokens; instead a high-S
+/// `r || s` is rewritten to its low-S twin, which verifies exactly when the original does.
+/// Returns whether it was rewritten. Signatures of the wrong length are left alone (they do
+/// not verify).
+fn low_s(signature: &mut [u8], order: &[u8]) -> bool {
+    let half = signature.len() / 2;
+    if signature.len() != order.len() * 2 {
+        return false;
+    }
+    let Some(s) = signature.get_mut(half..) else {
+        return false;
+    };
+    // `s > n / 2` ⇔ `2s > n`, compared without big integers: `s > n - s` when `s < n`.
+    if s.iter().all(|b| *b == 0) || s.iter().cmp(order.iter()) != std::cmp::Ordering::Less {
+        return false;
+    }
+    let mut twin = vec![0u8; s.len()];
+    let mut borrow = 0i16;
+    for i in (0..s.len()).rev() {
+        let (Some(n), Some(v), Some(out)) = (order.get(i), s.get(i), twin.get_mut(i)) else {
+            return false;
+        };
+        let mut d = i16::from(*n) - i16::from(*v) - borrow;
+        borrow = i16::from(d < 0);
+        if d < 0 {
+            d += 256;
+        }
+        *out = u8::try_from(d).unwrap_or(0);
+    }
+    if s.iter().cmp(twin.iter()) != std::cmp::Ordering::Greater {
+        return false;
+    }
+    s.copy_from_slice(&twin);
+    true
 }
 
 /// Split, decode and sanity-check a token. No key or issuer is involved yet.
@@ -56,6 +112,7 @@ pub(crate) fn parse(token: &str, max_bytes: usize) -> Result<ParsedToken<'_>, To
         claims,
         signing_input: jws.signing_input,
         signature: jws.signature,
+        canonical: jws.canonical,
     })
 }
 
@@ -119,11 +176,18 @@ pub(crate) fn parse_jws(token: &str, max_bytes: usize) -> Result<ParsedJws<'_>, 
         Some(_) => return Err(TokenError::Malformed("`typ` is not a string")),
     };
     let payload = b64(payload)?;
-    let signature = b64(signature)?;
+    let mut signature = b64(signature)?;
     let signing_len = token.len() - signature_len(token);
     let signing_input = token
         .get(..signing_len)
         .ok_or(TokenError::Malformed("bad part boundaries"))?;
+    let rewritten = match alg {
+        Algorithm::ES256 => low_s(&mut signature, &P256_ORDER),
+        Algorithm::ES384 => low_s(&mut signature, &P384_ORDER),
+        _ => false,
+    };
+    let canonical =
+        rewritten.then(|| format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(&signature)));
     Ok(ParsedJws {
         alg,
         kid,
@@ -131,6 +195,7 @@ pub(crate) fn parse_jws(token: &str, max_bytes: usize) -> Result<ParsedJws<'_>, 
         payload,
         signing_input,
         signature,
+        canonical,
     })
 }
 
@@ -285,11 +350,20 @@ pub(crate) fn check_claims(
     if max_age.is_some() && iat.is_none() {
         return Err(TokenError::BadClaim("iat"));
     }
+    // A token valid for longer than the issuer's lifetime cap (from now, and from its issue
+    // time) is refused: `exp` far in the future would otherwise live in the cache until then.
+    let skew = i64::try_from(entry.clock_skew).unwrap_or(0);
+    let limit = entry.max_lifetime.saturating_add(skew);
+    if exp.saturating_sub(now) > limit || iat.is_some_and(|iat| exp.saturating_sub(iat) > limit) {
+        return Err(TokenError::Lifetime {
+            limit: entry.max_lifetime,
+        });
+    }
     let times = TokenTimes {
         exp,
         nbf,
         iat,
-        skew: i64::try_from(entry.clock_skew).unwrap_or(0),
+        skew,
         max_age,
     };
     times.check(now)?;
@@ -304,6 +378,16 @@ pub(crate) fn check_claims(
                 .any(|aud| entry.audiences.iter().any(|a| a == aud))
         }
         Some(_) => return Err(TokenError::BadClaim("aud")),
+        // Cognito access tokens carry no `aud`: the app client they were issued to is
+        // `client_id`, which AWS says to check instead.
+        None if entry.client_id_audience
+            && claims.get("token_use").and_then(Value::as_str) == Some("access") =>
+        {
+            match claims.get("client_id") {
+                Some(Value::String(client)) => entry.audiences.iter().any(|a| a == client),
+                _ => return Err(TokenError::BadClaim("client_id")),
+            }
+        }
         None => return Err(TokenError::BadClaim("aud")),
     };
     if !audience_ok {
@@ -487,6 +571,77 @@ mod tests {
             Some(TokenError::Malformed(_))
         ));
         assert!(matches!(parse("", 4096).err(), Some(TokenError::Missing)));
+    }
+
+    #[test]
+    fn high_s_ecdsa_signatures_become_their_low_s_twin() {
+        let n = num(&P256_ORDER);
+        let mut high = [0u8; 64];
+        high[0] = 7;
+        // s = n - 5: high; its twin is 5.
+        let s = &n - 5u8;
+        high[32..].copy_from_slice(&s);
+        let mut sig = high;
+        assert!(low_s(&mut sig, &P256_ORDER));
+        assert_eq!(sig[0], 7, "r is untouched");
+        assert_eq!(&sig[32..63], &[0u8; 31]);
+        assert_eq!(sig[63], 5);
+        // Already low, zero, or not below the order: left alone.
+        assert!(!low_s(&mut sig, &P256_ORDER));
+        let mut zero = [0u8; 64];
+        assert!(!low_s(&mut zero, &P256_ORDER));
+        let mut at_order = [0u8; 64];
+        at_order[32..].copy_from_slice(&P256_ORDER);
+        assert!(!low_s(&mut at_order, &P256_ORDER));
+        let mut short = [0xffu8; 63];
+        assert!(!low_s(&mut short, &P256_ORDER));
+        // The boundary: n/2 rounded down is low, one more is high.
+        let half: Vec<u8> = half_of(&P256_ORDER);
+        let mut at_half = [0u8; 64];
+        at_half[32..].copy_from_slice(&half);
+        assert!(!low_s(&mut at_half, &P256_ORDER));
+        let mut above = at_half;
+        above[63] += 1;
+        assert!(low_s(&mut above, &P256_ORDER));
+        assert_eq!(&above[32..], &half[..], "n - (n/2 + 1) = n/2 for odd n");
+        let mut p384 = [0u8; 96];
+        p384[48..].copy_from_slice(&(&num(&P384_ORDER) - 1u8));
+        assert!(low_s(&mut p384, &P384_ORDER));
+        assert_eq!(p384[95], 1);
+    }
+
+    /// `n - k` for a small `k`, big-endian (test helper).
+    struct Num(Vec<u8>);
+    fn num(bytes: &[u8]) -> Num {
+        Num(bytes.to_vec())
+    }
+    impl std::ops::Sub<u8> for &Num {
+        type Output = Vec<u8>;
+        fn sub(self, k: u8) -> Vec<u8> {
+            let mut out = self.0.clone();
+            let mut borrow = u16::from(k);
+            for b in out.iter_mut().rev() {
+                let v = u16::from(*b);
+                if v >= borrow {
+                    *b = (v - borrow) as u8;
+                    borrow = 0;
+                } else {
+                    *b = (v + 256 - borrow) as u8;
+                    borrow = 1;
+                }
+            }
+            out
+        }
+    }
+    fn half_of(n: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(n.len());
+        let mut carry = 0u16;
+        for b in n {
+            let v = (carry << 8) | u16::from(*b);
+            out.push((v / 2) as u8);
+            carry = v % 2;
+        }
+        out
     }
 
     #[test]

@@ -73,6 +73,8 @@ impl Setup {
                 bundle_json: Arc::clone(&self.compiled_json),
                 revision: String::new(),
                 keys: Vec::new(),
+                secrets: Vec::new(),
+                edge_json: std::sync::Arc::from("{}"),
             })
             .unwrap();
         instance

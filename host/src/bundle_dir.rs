@@ -62,7 +62,7 @@ fn cedar_files(dir: &Path) -> Result<Vec<PathBuf>, ReadError> {
 
 /// Read an authoring directory into sources: `schema.cedarschema` (or `schema.cedarschema.json`),
 /// `policies/*.cedar` (shared), `policies/tenants/<tenant>/*.cedar`, `tenants.json`,
-/// `entities.json`, `bundle.json`.
+/// `entities.json`, `bundle.json`, `routes.json`.
 pub fn read_sources(dir: &Path) -> Result<BundleSources, ReadError> {
     let mut sources = BundleSources {
         schema: match read_optional(dir, "schema.cedarschema")? {
@@ -72,6 +72,7 @@ pub fn read_sources(dir: &Path) -> Result<BundleSources, ReadError> {
         tenants: read_optional(dir, "tenants.json")?,
         entities: read_optional(dir, "entities.json")?,
         settings: read_optional(dir, "bundle.json")?,
+        routes: read_optional(dir, "routes.json")?,
         policies: Vec::new(),
     };
     let policy_dir = dir.join("policies");
@@ -137,6 +138,30 @@ pub fn load(path: &Path) -> Result<(CompiledBundle, Bundle), ReadError> {
     let compiled = compile(path)?;
     let bundle = Bundle::load(compiled.clone()).map_err(ReadError::Invalid)?;
     Ok((compiled, bundle))
+}
+
+/// The development secrets of the HMAC issuers a bundle names: `dev-keys/<name>.secret` in the
+/// bundle directory (one trailing newline removed), for policy tests and demos. Production
+/// hosts read secrets from their own source (`portcullis::secrets`).
+///
+/// # Errors
+/// A named secret without its development file.
+pub fn dev_secrets(dir: &Path, bundle: &Bundle) -> Result<Vec<(String, Vec<u8>)>, String> {
+    bundle
+        .secrets()
+        .into_iter()
+        .map(|secret| {
+            let file = format!("dev-keys/{}.secret", secret.name);
+            let text = read_relative(dir, &file).map_err(|e| {
+                format!(
+                    "secret `{}`: no development secret `{file}`: {e}",
+                    secret.name
+                )
+            })?;
+            let text = text.strip_suffix('\n').unwrap_or(&text);
+            Ok((secret.name.clone(), text.as_bytes().to_vec()))
+        })
+        .collect()
 }
 
 /// A development token of `tenant`'s `issuer`-th issuer, signed with its key in the bundle

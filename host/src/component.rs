@@ -9,7 +9,7 @@
 //! generation; an instance that holds an older generation reloads before it serves.
 
 use crate::crypto;
-use portcullis_engine::{Algorithm, Curve, KeyMaterial};
+use portcullis_engine::{Algorithm, Curve, KeyMaterial, KeyUrl};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
@@ -28,7 +28,9 @@ mod wit {
     });
 }
 
-use wit::exports::portcullis::engine::engine::{self as wit_engine, Error as WitError, Outcome};
+use wit::exports::portcullis::engine::engine::{
+    self as wit_engine, EdgeAction as WitEdgeAction, Error as WitError, Outcome,
+};
 use wit::portcullis::engine::crypto as wit_crypto;
 
 /// The component, built by `build.rs` from `bindings/component` for wasm32-wasip2.
@@ -111,15 +113,6 @@ pub struct RemoteIssuer {
     pub has_keys: bool,
 }
 
-/// Where a remote issuer's keys come from.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum KeyUrl {
-    /// A JWK set URL.
-    JwksUri(String),
-    /// An OIDC discovery document URL (its `jwks_uri` has the keys).
-    Discovery(String),
-}
-
 fn decided(d: wit_engine::Decided) -> Decided {
     Decided {
         outcome: match d.outcome {
@@ -133,8 +126,7 @@ fn decided(d: wit_engine::Decided) -> Decided {
     }
 }
 
-/// What every instance must hold: one generation of bundle and keys.
-#[derive(Debug)]
+/// What every instance must hold: one generation of bundle, keys, secrets and edge options.
 pub struct Loaded {
     /// Bumped on every change; instances holding another generation reload.
     pub generation: u64,
@@ -144,6 +136,65 @@ pub struct Loaded {
     pub revision: String,
     /// JWK sets (JSON) of remote issuers, by issuer.
     pub keys: Vec<(String, Arc<str>)>,
+    /// HMAC secrets the bundle names, by name (never logged).
+    pub secrets: crate::secrets::Secrets,
+    /// Edge options (JSON) HTTP requests (ext_authz) are decided with.
+    pub edge_json: Arc<str>,
+}
+
+impl std::fmt::Debug for Loaded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Loaded")
+            .field("generation", &self.generation)
+            .field("revision", &self.revision)
+            .field("issuers", &self.keys.len())
+            .field("secrets", &self.secrets.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// One HTTP request for [`Instance::decide_http`]: header names lowercase, repeated headers as
+/// repeated pairs.
+#[derive(Clone, Debug)]
+pub struct HttpCheck {
+    /// Method.
+    pub method: String,
+    /// Path and query, as the upstream will get them.
+    pub path: String,
+    /// Headers.
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+/// What a gateway does with a checked request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EdgeAction {
+    /// Forward with these identity headers.
+    Forward(Vec<(String, String)>),
+    /// Answer with this status, headers and body.
+    Respond {
+        /// Status.
+        status: u16,
+        /// Headers.
+        headers: Vec<(String, String)>,
+        /// Body (JSON).
+        body: String,
+    },
+}
+
+/// The engine's answer to an HTTP request.
+#[derive(Clone, Debug)]
+pub struct EdgeVerdict {
+    /// Forward or respond.
+    pub action: EdgeAction,
+    /// `allowed`, `denied`, `unauthenticated`, `invalid`, `unavailable`, `preflight` or
+    /// `no-route`.
+    pub outcome: String,
+    /// The decision, when one was made.
+    pub decided: Option<Decided>,
+    /// The matched route's template.
+    pub route: Option<String>,
+    /// The token's issuer has no keys, or not the token's `kid`.
+    pub keys_missing: bool,
 }
 
 /// The data of one store: WASI (no files, no environment, no network: only what Rust's std
@@ -392,8 +443,57 @@ impl Instance {
             api.call_set_issuer_keys(&mut self.store, issuer, jwks)
                 .map_err(trap)??;
         }
+        for (name, secret) in &loaded.secrets {
+            api.call_set_secret(&mut self.store, name, secret)
+                .map_err(trap)??;
+        }
+        api.call_set_edge(&mut self.store, &loaded.edge_json)
+            .map_err(trap)??;
         self.generation = Some(loaded.generation);
         Ok(())
+    }
+
+    /// Decide an HTTP request with the bundle's routes and the edge options.
+    ///
+    /// # Errors
+    /// A sandbox failure (or no bundle loaded).
+    pub fn decide_http(&mut self, request: &HttpCheck, now: i64) -> Result<EdgeVerdict, CallError> {
+        self.store.set_epoch_deadline(self.decide_ticks);
+        let api = self.bindings.portcullis_engine_engine();
+        let wit_request = wit_engine::HttpRequest {
+            method: request.method.clone(),
+            path: request.path.clone(),
+            headers: request.headers.clone(),
+        };
+        let verdict = api
+            .call_decide_http(&mut self.store, &wit_request, now)
+            .map_err(trap)??;
+        Ok(EdgeVerdict {
+            action: match verdict.action {
+                WitEdgeAction::Forward(identity) => EdgeAction::Forward(identity),
+                WitEdgeAction::Respond(r) => EdgeAction::Respond {
+                    status: r.status,
+                    headers: r.headers,
+                    body: r.body,
+                },
+            },
+            outcome: verdict.outcome,
+            decided: verdict.decided.map(decided),
+            route: verdict.route,
+            keys_missing: verdict.keys_missing,
+        })
+    }
+
+    /// Verify a token: its principal as JSON.
+    ///
+    /// # Errors
+    /// The token's error (`token_*`), or a sandbox failure.
+    pub fn authenticate(&mut self, token: &str, now: i64) -> Result<String, CallError> {
+        self.store.set_epoch_deadline(self.decide_ticks);
+        let api = self.bindings.portcullis_engine_engine();
+        Ok(api
+            .call_authenticate(&mut self.store, token, now)
+            .map_err(trap)??)
     }
 
     /// Decide a token request (`POST /v1/decide` body, JSON).

@@ -5,4 +5,5 @@
 pub mod bundle_dir;
 pub mod component;
 pub mod crypto;
+pub mod secrets;
 pub mod service;

@@ -6,10 +6,16 @@
 mod demo;
 mod policy_tests;
 
+mod signing;
+
 use clap::{Parser, Subcommand};
 use portcullis::bundle_dir;
-use portcullis::service::{AuditTarget, BundleSource, Options, Server};
-use portcullis_engine::{DecisionRequest, DevIssuer, Engine, ResourceRef};
+use portcullis::secrets::SecretSource;
+use portcullis::service::{AuditTarget, BundleSource, Credential, Options, Server};
+use portcullis_engine::{
+    BundleTrust, DecisionRequest, DevIssuer, Edge, EdgeAction, Engine, HeaderPairs, HttpRequest,
+    ResourceRef,
+};
 use serde_json::{Map, Value};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -28,19 +34,33 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Decide one request and print the decision as JSON (exit 0 allow, 1 deny/unauthenticated).
+    /// Either `--action` and `--resource`, or an HTTP request (`--method`, `--path`,
+    /// `--header`) mapped with the bundle's routes, as the Envoy filter and ext_authz map it.
     Check {
         /// Bundle directory or compiled bundle file.
         #[arg(long)]
         bundle: PathBuf,
-        /// The caller's JWT.
+        /// The caller's JWT (with `--path`: sent as `Authorization: Bearer`).
         #[arg(long)]
-        token: String,
+        token: Option<String>,
         /// Action id (`view`).
-        #[arg(long)]
-        action: String,
+        #[arg(long, required_unless_present = "path", conflicts_with = "path")]
+        action: Option<String>,
         /// Resource, `Type::"id"`.
+        #[arg(long, required_unless_present = "path", conflicts_with = "path")]
+        resource: Option<String>,
+        /// HTTP method of the request to map (with `--path`).
+        #[arg(long, default_value = "GET", requires = "path")]
+        method: String,
+        /// HTTP path (and query) of the request to map with the bundle's routes.
         #[arg(long)]
-        resource: String,
+        path: Option<String>,
+        /// A request header, `name: value` (repeatable; with `--path`).
+        #[arg(long = "header", requires = "path")]
+        headers: Vec<String>,
+        /// Directory of HMAC secrets, by name (else `PORTCULLIS_SECRET_<NAME>`).
+        #[arg(long)]
+        secrets_dir: Option<PathBuf>,
         /// Resource attributes as a JSON object.
         #[arg(long)]
         resource_attrs: Option<String>,
@@ -63,6 +83,25 @@ enum Command {
         /// Output file (`-` for stdout).
         #[arg(short, long)]
         output: PathBuf,
+        /// Sign the bundle with this private key (PEM: RSA, EC P-256/P-384 or Ed25519).
+        #[arg(long)]
+        sign: Option<PathBuf>,
+        /// The `kid` of the signing key (default: its JWK thumbprint).
+        #[arg(long, requires = "sign")]
+        key_id: Option<String>,
+        /// Write only this tenant's distributable bundle (what its browsers may hold).
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Generate a bundle-signing key pair: `<out>.pem` (private, keep it secret) and
+    /// `<out>.jwks.json` (public, for `--bundle-keys`).
+    BundleKeygen {
+        /// Output path prefix.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// `EdDSA` (Ed25519, the default) or `ES256`.
+        #[arg(long, default_value = "EdDSA")]
+        algorithm: String,
     },
     /// Run the policy tests in `<dir>/tests/*.json`.
     Test {
@@ -105,9 +144,46 @@ enum Command {
         /// Bundle directory, compiled bundle file, or `https://` URL of a compiled bundle.
         #[arg(long)]
         bundle: String,
-        /// Address to listen on.
+        /// Address of the decision listener.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: std::net::SocketAddr,
+        /// Address of the admin listener (`/v1/bundle`, tenant bundles, `/metrics`); off
+        /// unless given. Off loopback it needs `--admin-token-file`.
+        #[arg(long)]
+        admin_listen: Option<std::net::SocketAddr>,
+        /// File holding the bearer credential the admin listener requires.
+        #[arg(long)]
+        admin_token_file: Option<PathBuf>,
+        /// File holding the bearer credential AuthZEN PEPs must present.
+        #[arg(long)]
+        pep_token_file: Option<PathBuf>,
+        /// Directory of HMAC secrets, one file per secret name (else
+        /// `PORTCULLIS_SECRET_<NAME>`).
+        #[arg(long)]
+        secrets_dir: Option<PathBuf>,
+        /// JWK set of the public keys bundles must be signed with; unsigned bundles are then
+        /// refused from every source.
+        #[arg(long)]
+        bundle_keys: Option<PathBuf>,
+        /// Most items in a batch or AuthZEN `evaluations`.
+        #[arg(long, default_value_t = 1000)]
+        max_batch_items: usize,
+        /// Most connections open at once, per listener.
+        #[arg(long, default_value_t = 10_000)]
+        max_connections: usize,
+        /// Seconds a request may take from its first byte to its last header.
+        #[arg(long, default_value_t = 10)]
+        header_timeout: u64,
+        /// Seconds a connection may sit idle between requests.
+        #[arg(long, default_value_t = 60)]
+        idle_timeout: u64,
+        /// Threads deciding (default: one per core).
+        #[arg(long)]
+        decision_threads: Option<usize>,
+        /// Decisions (and batch chunks of 16) that may wait for a thread before requests are
+        /// answered 503.
+        #[arg(long, default_value_t = 1024)]
+        decision_queue: usize,
         /// Audit log: `-` for stdout, `off`, or a file to append to.
         #[arg(long, default_value = "-")]
         audit_log: String,
@@ -173,6 +249,9 @@ fn serve_until(
         let server = Server::start(options).await?;
         let base = format!("http://{}", server.addr());
         eprintln!("portcullis: serving decisions at {base}");
+        if let Some(admin) = server.admin_addr() {
+            eprintln!("portcullis: admin listener at http://{admin}");
+        }
         let mut hangup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
         let mut terminate = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
         let mut work = work(base);
@@ -202,37 +281,105 @@ fn main() -> ExitCode {
             token,
             action,
             resource,
+            method,
+            path,
+            headers,
+            secrets_dir,
             resource_attrs,
             context,
             now,
         } => {
-            let (entity_type, id) = match parse_resource(&resource) {
-                Ok(r) => r,
-                Err(e) => return usage_error(e),
-            };
-            let (attrs, context) = match (
-                json_object("resource-attrs", resource_attrs.as_deref()),
-                json_object("context", context.as_deref()),
-            ) {
-                (Ok(a), Ok(c)) => (a, c),
-                (Err(e), _) | (_, Err(e)) => return usage_error(e),
-            };
             let (_, loaded) = match bundle_dir::load(&bundle) {
                 Ok(b) => b,
                 Err(e) => return usage_error(e),
             };
+            let secrets = SecretSource { dir: secrets_dir }.resolve(&loaded);
             let engine = Engine::new(loaded);
-            let request = DecisionRequest {
-                token: Some(token),
-                action,
-                resource: ResourceRef {
-                    entity_type,
-                    id,
-                    attrs,
-                },
-                context,
+            match secrets {
+                Ok(secrets) => {
+                    for (name, secret) in secrets {
+                        if let Err(e) = engine.set_secret(&name, &secret) {
+                            return usage_error(e.info().message);
+                        }
+                    }
+                }
+                Err(e) => return usage_error(e),
+            }
+            let now = now.unwrap_or_else(now_unix);
+            let decision = match path {
+                Some(path) => {
+                    let mut pairs = Vec::new();
+                    for header in &headers {
+                        let Some((name, value)) = header.split_once(':') else {
+                            return usage_error(format!(
+                                "--header must look like `name: value`, got `{}`",
+                                header.chars().take(80).collect::<String>()
+                            ));
+                        };
+                        pairs.push((
+                            name.trim().to_ascii_lowercase(),
+                            value.trim().as_bytes().to_vec(),
+                        ));
+                    }
+                    if let Some(token) = &token {
+                        pairs.push((
+                            "authorization".into(),
+                            format!("Bearer {token}").into_bytes(),
+                        ));
+                    }
+                    let edge = Edge::default();
+                    let verdict = edge.decide(
+                        &engine,
+                        &HttpRequest {
+                            method: &method,
+                            path: &path,
+                            headers: &HeaderPairs(&pairs),
+                        },
+                        now,
+                    );
+                    match verdict.decision {
+                        Some(decision) => decision,
+                        None => {
+                            // Answered before any decision (no route, a refused path): the
+                            // edge's answer is the output.
+                            let (status, body) = match verdict.action {
+                                EdgeAction::Respond { status, body, .. } => (status, body),
+                                EdgeAction::Forward(_) => (200, "{}".into()),
+                            };
+                            println!(
+                                "{{\"decision\":\"{}\",\"status\":{status},\"answer\":{body}}}",
+                                verdict.outcome.as_str()
+                            );
+                            return ExitCode::from(1);
+                        }
+                    }
+                }
+                None => {
+                    let (entity_type, id) = match parse_resource(resource.as_deref().unwrap_or(""))
+                    {
+                        Ok(r) => r,
+                        Err(e) => return usage_error(e),
+                    };
+                    let (attrs, context) = match (
+                        json_object("resource-attrs", resource_attrs.as_deref()),
+                        json_object("context", context.as_deref()),
+                    ) {
+                        (Ok(a), Ok(c)) => (a, c),
+                        (Err(e), _) | (_, Err(e)) => return usage_error(e),
+                    };
+                    let request = DecisionRequest {
+                        token,
+                        action: action.unwrap_or_default(),
+                        resource: ResourceRef {
+                            entity_type,
+                            id,
+                            attrs,
+                        },
+                        context,
+                    };
+                    engine.decide(&request, now)
+                }
             };
-            let decision = engine.decide(&request, now.unwrap_or_else(now_unix));
             println!("{}", decision.to_json());
             if decision.is_allowed() {
                 ExitCode::SUCCESS
@@ -252,22 +399,67 @@ fn main() -> ExitCode {
             }
             Err(e) => usage_error(e),
         },
-        Command::Bundle { dir, output } => match bundle_dir::compile(&dir) {
-            Ok(compiled) => {
-                let json = compiled.to_json();
-                let written = if output.as_os_str() == "-" {
-                    println!("{json}");
-                    Ok(())
-                } else {
-                    std::fs::write(&output, json + "\n")
-                };
-                match written {
-                    Ok(()) => {
-                        eprintln!("bundle revision {}", compiled.revision);
-                        ExitCode::SUCCESS
+        Command::Bundle {
+            dir,
+            output,
+            sign,
+            key_id,
+            tenant,
+        } => {
+            let compiled = match bundle_dir::compile(&dir) {
+                Ok(compiled) => compiled,
+                Err(e) => return usage_error(e),
+            };
+            let compiled = match tenant {
+                Some(tenant) => match compiled.for_tenant(&tenant) {
+                    Some(slice) => slice,
+                    None => {
+                        let known: Vec<&str> =
+                            compiled.tenants.keys().map(String::as_str).collect();
+                        return usage_error(format!(
+                            "unknown tenant `{tenant}` (the bundle has {})",
+                            known.join(", ")
+                        ));
                     }
-                    Err(e) => usage_error(format!("cannot write `{}`: {e}", output.display())),
+                },
+                None => compiled,
+            };
+            let compiled = match sign {
+                Some(key) => match signing::sign(compiled, &key, key_id.as_deref()) {
+                    Ok(signed) => signed,
+                    Err(e) => return usage_error(e),
+                },
+                None => compiled,
+            };
+            let json = compiled.to_json();
+            let written = if output.as_os_str() == "-" {
+                println!("{json}");
+                Ok(())
+            } else {
+                std::fs::write(&output, json + "\n")
+            };
+            match written {
+                Ok(()) => {
+                    eprintln!(
+                        "bundle revision {}{}",
+                        compiled.revision,
+                        if compiled.signatures.is_empty() {
+                            ""
+                        } else {
+                            ", signed"
+                        }
+                    );
+                    ExitCode::SUCCESS
                 }
+                Err(e) => usage_error(format!("cannot write `{}`: {e}", output.display())),
+            }
+        }
+        Command::BundleKeygen { output, algorithm } => match signing::keygen(&output, &algorithm) {
+            Ok(files) => {
+                for file in files {
+                    eprintln!("wrote {}", file.display());
+                }
+                ExitCode::SUCCESS
             }
             Err(e) => usage_error(e),
         },
@@ -344,6 +536,17 @@ fn main() -> ExitCode {
         Command::Serve {
             bundle,
             listen,
+            admin_listen,
+            admin_token_file,
+            pep_token_file,
+            secrets_dir,
+            bundle_keys,
+            max_batch_items,
+            max_connections,
+            header_timeout,
+            idle_timeout,
+            decision_threads,
+            decision_queue,
             audit_log,
             poll_seconds,
         } => {
@@ -352,6 +555,43 @@ fn main() -> ExitCode {
                 Err(e) => return usage_error(e),
             };
             let mut options = Options::new(source, listen);
+            options.admin_listen = admin_listen;
+            let credential =
+                |file: Option<PathBuf>| file.map(|f| Credential::from_file(&f)).transpose();
+            match (credential(admin_token_file), credential(pep_token_file)) {
+                (Ok(admin), Ok(pep)) => {
+                    options.admin_token = admin;
+                    options.pep_token = pep;
+                }
+                (Err(e), _) | (_, Err(e)) => return usage_error(e),
+            }
+            options.secrets = SecretSource { dir: secrets_dir };
+            if let Some(file) = bundle_keys {
+                let trust = std::fs::read_to_string(&file)
+                    .map_err(|e| format!("cannot read `{}`: {e}", file.display()))
+                    .and_then(|text| {
+                        serde_json::from_str::<Value>(&text)
+                            .map_err(|e| format!("`{}` is not JSON: {e}", file.display()))
+                    })
+                    .and_then(|jwks| {
+                        BundleTrust::from_jwks(&jwks)
+                            .map_err(|e| format!("`{}`: {}", file.display(), e.info().message))
+                    });
+                match trust {
+                    Ok(trust) => options.bundle_trust = Some(trust),
+                    Err(e) => return usage_error(e),
+                }
+            }
+            options.input.max_batch_items = max_batch_items.max(1);
+            options.connections.max_connections = max_connections.max(1);
+            options.connections.header_timeout =
+                std::time::Duration::from_secs(header_timeout.max(1));
+            options.connections.idle_timeout = std::time::Duration::from_secs(idle_timeout.max(1));
+            if let Some(threads) = decision_threads {
+                options.workers.threads = threads.max(1);
+            }
+            options.workers.interactive_queue = decision_queue.max(1);
+            options.workers.bulk_queue = decision_queue.max(1);
             options.poll_interval = std::time::Duration::from_secs(poll_seconds.max(1));
             options.audit = match audit_log.as_str() {
                 "-" => AuditTarget::Stdout,

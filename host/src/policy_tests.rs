@@ -72,7 +72,13 @@ pub struct Summary {
 /// Run every `tests/*.json` of the bundle directory.
 pub fn run(dir: &Path, verbose: bool) -> Result<Summary, String> {
     let (compiled, bundle) = bundle_dir::load(dir).map_err(|e| e.to_string())?;
+    let secrets = bundle_dir::dev_secrets(dir, &bundle)?;
     let engine = Engine::new(bundle);
+    for (name, secret) in secrets {
+        engine
+            .set_secret(&name, &secret)
+            .map_err(|e| e.info().message)?;
+    }
     let tests_dir = dir.join("tests");
     let mut files: Vec<_> = std::fs::read_dir(&tests_dir)
         .map_err(|e| format!("cannot read `{}`: {e}", tests_dir.display()))?

@@ -59,6 +59,8 @@ fn component_decisions_and_audit_lines_are_the_engines() {
             bundle_json: Arc::from(bundle_json.as_str()),
             revision: compiled.revision.clone(),
             keys: Vec::new(),
+            secrets: Vec::new(),
+            edge_json: std::sync::Arc::from("{}"),
         })
         .unwrap();
 

@@ -75,6 +75,8 @@ struct Running {
     runtime: tokio::runtime::Runtime,
     server: Option<Server>,
     base: String,
+    /// The admin listener (bundle, metrics), when the options have one.
+    admin: String,
 }
 
 impl Running {
@@ -86,10 +88,15 @@ impl Running {
             .unwrap();
         let server = runtime.block_on(Server::start(options)).unwrap();
         let base = format!("http://{}", server.addr());
+        let admin = server
+            .admin_addr()
+            .map(|a| format!("http://{a}"))
+            .unwrap_or_default();
         Self {
             runtime,
             server: Some(server),
             base,
+            admin,
         }
     }
 
@@ -112,6 +119,7 @@ fn options(bundle: &Path) -> Options {
         SocketAddr::from(([127, 0, 0, 1], 0)),
     );
     options.audit = AuditTarget::Off;
+    options.admin_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
     options
 }
 
@@ -133,6 +141,34 @@ fn view_request(token: &str) -> String {
     .to_string()
 }
 
+/// A request with any method and headers: status, headers and body.
+fn send(
+    agent: &ureq::Agent,
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, ureq::http::HeaderMap, String) {
+    let mut builder = ureq::http::Request::builder().method(method).uri(url);
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    let mut response = agent.run(builder.body(body.to_vec()).unwrap()).unwrap();
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    (
+        status,
+        headers,
+        response.body_mut().read_to_string().unwrap(),
+    )
+}
+
+fn token_of(dir: &Path, tenant: &str, claims: Value) -> String {
+    let compiled = compile(dir).unwrap();
+    let claims: Map<String, Value> = serde_json::from_value(claims).unwrap();
+    dev_token(&compiled, dir, tenant, 0, &claims, now()).unwrap()
+}
+
 #[test]
 fn endpoints_decide_and_refuse_bad_requests() {
     let dir = techfin();
@@ -144,7 +180,7 @@ fn endpoints_decide_and_refuse_bad_requests() {
     let mut options = options(&dir);
     options.audit = AuditTarget::File(audit.clone());
     let running = Running::start(options);
-    let (base, agent) = (&running.base, agent());
+    let (base, admin, agent) = (&running.base, &running.admin, agent());
     let token = analyst_token(&dir);
 
     assert_eq!(get(&agent, &format!("{base}/healthz"), &[]).0, 200);
@@ -174,10 +210,24 @@ fn endpoints_decide_and_refuse_bad_requests() {
         "unauthenticated"
     );
 
-    // Malformed JSON, a wrong shape, not UTF-8, too large: stable codes, no decision.
+    // Malformed JSON, a wrong shape, not UTF-8, too large: stable codes, no decision, and no
+    // part of the request in the answer (a token in the wrong field is not echoed).
     for (bad, status, code) in [
         (b"{not json".to_vec(), 400, "request_invalid"),
         (br#"{"action": 1}"#.to_vec(), 400, "request_invalid"),
+        (
+            format!(r#"{{"action": "view", "resource": "{token}"}}"#).into_bytes(),
+            400,
+            "request_invalid",
+        ),
+        (
+            format!(
+                r#"{{"tokn": "{token}", "action": "view", "resource": {{"type": "R", "id": "r"}}}}"#
+            )
+            .into_bytes(),
+            400,
+            "request_invalid",
+        ),
         (vec![0xff, 0xfe], 400, "request_invalid"),
         // Just over the limit: small enough that the client finishes sending before the 413.
         (vec![b' '; (64 << 10) + 100], 413, "request_too_large"),
@@ -186,17 +236,27 @@ fn endpoints_decide_and_refuse_bad_requests() {
         assert_eq!(got, status, "{body}");
         let error: Value = serde_json::from_str(&body).unwrap();
         assert_eq!(error["code"], code, "{body}");
-        assert!(!body.contains(&token));
+        assert!(!body.contains(&token[..40]), "{body}");
+        assert!(!body.contains("DecisionRequest"), "{body}");
     }
+    assert_eq!(get(&agent, &format!("{base}/nowhere"), &[]).0, 404);
 
-    // Batch: one result per element, a bad element fails alone.
-    let batch = format!("[{}, {{\"action\": 5}}]", view_request(&token));
+    // Batch: one result per element, a bad element fails alone (and says so without a Rust
+    // type name).
+    let batch = format!("[{}, {{\"action\": 5}}, 42]", view_request(&token));
     let (status, body) = post(&agent, &format!("{base}/v1/decide/batch"), batch.as_bytes());
     assert_eq!(status, 200, "{body}");
     let answer: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(answer["decisions"][0]["decision"], "allow", "{body}");
     assert_eq!(
         answer["decisions"][1]["error"]["code"], "request_invalid",
+        "{body}"
+    );
+    assert!(
+        answer["decisions"][2]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("expected an object, found a number"),
         "{body}"
     );
 
@@ -232,28 +292,10 @@ fn endpoints_decide_and_refuse_bad_requests() {
     assert_eq!(answer["evaluations"][0]["decision"], true, "{body}");
     assert_eq!(answer["evaluations"][1]["decision"], false, "{body}");
 
-    // Envoy ext_authz: the route's headers name action and resource; 200 allows.
-    let ext = |auth: &str, action: Option<&str>| {
-        let mut request = agent
-            .get(&format!("{base}/ext_authz/reports/acme-q3"))
-            .header("authorization", auth)
-            .header("x-portcullis-resource-type", "Report")
-            .header("x-portcullis-resource-id", "acme-q3")
-            .header(
-                "x-portcullis-resource-attrs",
-                r#"{"tenant": "acme", "department": "finance"}"#,
-            );
-        if let Some(action) = action {
-            request = request.header("x-portcullis-action", action);
-        }
-        request.call().unwrap().status().as_u16()
-    };
-    assert_eq!(ext(&format!("Bearer {token}"), Some("view")), 200);
-    assert_eq!(ext("Bearer not.a.token", Some("view")), 401);
-    assert_eq!(ext(&format!("Bearer {token}"), None), 403);
-
-    // The compiled bundle, with an ETag that makes a repeat fetch a 304.
-    let (status, etag, body) = get(&agent, &format!("{base}/v1/bundle"), &[]);
+    // The bundle and metrics are the admin listener's, not the decision listener's.
+    assert_eq!(get(&agent, &format!("{base}/v1/bundle"), &[]).0, 404);
+    assert_eq!(get(&agent, &format!("{base}/metrics"), &[]).0, 404);
+    let (status, etag, body) = get(&agent, &format!("{admin}/v1/bundle"), &[]);
     assert_eq!(status, 200);
     let etag = etag.unwrap();
     assert_eq!(etag, format!("\"{revision}\""));
@@ -264,7 +306,7 @@ fn endpoints_decide_and_refuse_bad_requests() {
     assert_eq!(
         get(
             &agent,
-            &format!("{base}/v1/bundle"),
+            &format!("{admin}/v1/bundle"),
             &[("if-none-match", &etag)]
         )
         .0,
@@ -273,20 +315,20 @@ fn endpoints_decide_and_refuse_bad_requests() {
     assert_eq!(
         get(
             &agent,
-            &format!("{base}/v1/bundle"),
+            &format!("{admin}/v1/bundle"),
             &[("if-none-match", "\"other\"")]
         )
         .0,
         200
     );
 
-    let (_, _, metrics) = get(&agent, &format!("{base}/metrics"), &[]);
+    let (_, _, metrics) = get(&agent, &format!("{admin}/metrics"), &[]);
     assert!(
-        metrics.contains("portcullis_decisions_total{outcome=\"allow\"} 5"),
+        metrics.contains("portcullis_decisions_total{outcome=\"allow\"} 4"),
         "{metrics}"
     );
     assert!(
-        metrics.contains("portcullis_decisions_total{outcome=\"unauthenticated\"} 2"),
+        metrics.contains("portcullis_decisions_total{outcome=\"unauthenticated\"} 1"),
         "{metrics}"
     );
     assert!(
@@ -295,6 +337,10 @@ fn endpoints_decide_and_refuse_bad_requests() {
     );
     assert!(
         metrics.contains("portcullis_audit_dropped_total 0"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("portcullis_requests_too_large_total 1"),
         "{metrics}"
     );
 
@@ -307,10 +353,525 @@ fn endpoints_decide_and_refuse_bad_requests() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(lines.len(), 8, "{log}");
+    assert_eq!(lines.len(), 6, "{log}");
     assert_eq!(lines[0]["decision"], "allow");
     assert_eq!(lines[0]["tenant"], "acme");
     assert!(lines[0]["token_fingerprint"].is_string());
+}
+
+/// A copy of the TechFin pack with an HS256 tenant whose secret is named, not inlined; its
+/// development secret in `dev-keys/`, and a secrets directory for the service.
+fn pack_with_hmac_tenant(name: &str) -> (PathBuf, PathBuf) {
+    let dir = std::env::temp_dir().join(format!("portcullis-{name}-{}", std::process::id()));
+    std::fs::remove_dir_all(&dir).ok();
+    copy_dir(&techfin(), &dir);
+    let mut tenants: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("tenants.json")).unwrap()).unwrap();
+    tenants["tenants"]["hooli-hs"] = json!({"display_name": "Hooli internal (HS256)", "issuers": [{
+        "issuer": "https://hs.example", "audiences": ["api://techfin"], "algorithms": ["HS256"],
+        "secret": "hooli-hmac", "claims": {"preset": "generic", "attributes": {"department": "department"}}
+    }]});
+    std::fs::write(dir.join("tenants.json"), tenants.to_string()).unwrap();
+    let secret = "a-shared-hmac-secret-of-thirty-two-bytes-or-more";
+    std::fs::write(
+        dir.join("dev-keys/hooli-hmac.secret"),
+        format!("{secret}\n"),
+    )
+    .unwrap();
+    let secrets = dir.join("service-secrets");
+    std::fs::create_dir_all(&secrets).unwrap();
+    std::fs::write(secrets.join("hooli-hmac"), secret).unwrap();
+    (dir, secrets)
+}
+
+/// Finding 1: no served document holds a secret, the full bundle is the admin listener's
+/// (with its credential), and a browser gets only its own tenant's bundle, for a valid token.
+#[test]
+fn bundles_are_served_without_secrets_and_only_to_whom_they_belong() {
+    let (dir, secrets) = pack_with_hmac_tenant("secrets");
+    let secret = std::fs::read_to_string(secrets.join("hooli-hmac")).unwrap();
+    let mut options = options(&dir);
+    options.secrets = portcullis::secrets::SecretSource {
+        dir: Some(secrets.clone()),
+    };
+    options.admin_token = Some(
+        portcullis::service::Credential::new(b"admin-credential-0123456789".to_vec()).unwrap(),
+    );
+    let running = Running::start(options);
+    let (base, admin, agent) = (&running.base, &running.admin, agent());
+
+    // The HS256 tenant works: the service read its secret from the secrets directory.
+    let hs = token_of(
+        &dir,
+        "hooli-hs",
+        json!({"sub": "ann", "roles": ["Auditor"], "amr": ["mfa"]}),
+    );
+    let request = json!({"token": hs, "action": "view",
+        "resource": {"type": "Report", "id": "hooli-hs/r1", "attrs": {"tenant": "hooli-hs"}}});
+    let (_, body) = post(
+        &agent,
+        &format!("{base}/v1/decide"),
+        request.to_string().as_bytes(),
+    );
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["decision"],
+        "allow",
+        "{body}"
+    );
+
+    // The admin listener wants its credential.
+    assert_eq!(get(&agent, &format!("{admin}/v1/bundle"), &[]).0, 401);
+    assert_eq!(
+        get(
+            &agent,
+            &format!("{admin}/v1/bundle"),
+            &[("authorization", "Bearer wrong-credential-000000")]
+        )
+        .0,
+        401
+    );
+    let auth = [("authorization", "Bearer admin-credential-0123456789")];
+    let (status, _, full) = get(&agent, &format!("{admin}/v1/bundle"), &auth);
+    assert_eq!(status, 200);
+    assert!(
+        !full.contains(&secret),
+        "the served bundle holds the secret"
+    );
+    assert!(!full.contains("\"oct\""), "{full}");
+    assert!(
+        full.contains("\"secret\": \"hooli-hmac\""),
+        "the bundle names the secret"
+    );
+    assert_eq!(get(&agent, &format!("{admin}/metrics"), &auth).0, 200);
+    assert_eq!(get(&agent, &format!("{admin}/healthz"), &[]).0, 200);
+
+    // A browser's bundle: only its own tenant's, for a valid token of that tenant.
+    assert_eq!(get(&agent, &format!("{base}/v1/bundle/tenant"), &[]).0, 401);
+    assert_eq!(
+        get(
+            &agent,
+            &format!("{base}/v1/bundle/tenant"),
+            &[("authorization", "Bearer x.y.z")]
+        )
+        .0,
+        401
+    );
+    let acme = analyst_token(&dir);
+    let bearer = format!("Bearer {acme}");
+    let (status, etag, slice) = get(
+        &agent,
+        &format!("{base}/v1/bundle/tenant"),
+        &[("authorization", &bearer)],
+    );
+    assert_eq!(status, 200, "{slice}");
+    let slice: Value = serde_json::from_str(&slice).unwrap();
+    let tenants: Vec<&String> = slice["tenants"].as_object().unwrap().keys().collect();
+    assert_eq!(tenants, ["acme"]);
+    let text = slice.to_string();
+    for other in [
+        "globex",
+        "org_hooli",
+        "Pied Piper",
+        "hooli-hmac",
+        "controllers.cedar",
+    ] {
+        assert!(!text.contains(other), "`{other}` in acme's bundle");
+    }
+    portcullis_engine::Bundle::from_json(&text).unwrap();
+    assert_eq!(
+        get(
+            &agent,
+            &format!("{base}/v1/bundle/tenant"),
+            &[
+                ("authorization", &bearer),
+                ("if-none-match", &etag.unwrap())
+            ]
+        )
+        .0,
+        304
+    );
+    let (status, _, globex) = get(&agent, &format!("{admin}/v1/bundle/tenants/globex"), &auth);
+    assert_eq!(status, 200);
+    assert!(globex.contains("controllers.cedar") && !globex.contains("\"acme\""));
+    drop(running);
+
+    // A named secret the service cannot find: it does not start (no bundle without its keys).
+    let mut missing = self::options(&dir);
+    missing.secrets = portcullis::secrets::SecretSource {
+        dir: Some(dir.join("no-such-dir")),
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let err = runtime.block_on(Server::start(missing)).unwrap_err();
+    assert!(err.contains("secret `hooli-hmac` not found"), "{err}");
+    assert!(err.contains("PORTCULLIS_SECRET_HOOLI_HMAC"), "{err}");
+    // Off loopback, the admin listener needs a credential.
+    let mut open = self::options(&dir);
+    open.secrets = portcullis::secrets::SecretSource { dir: Some(secrets) };
+    open.admin_listen = Some(SocketAddr::from(([0, 0, 0, 0], 0)));
+    let err = runtime.block_on(Server::start(open)).unwrap_err();
+    assert!(err.contains("--admin-token-file"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Finding 6: ext_authz decides on the request's own method and path with the bundle's
+/// routes; headers a client can set are never inputs, a repeated token header is a 403.
+#[test]
+fn ext_authz_decides_on_method_and_path_never_on_client_headers() {
+    let dir = techfin();
+    let running = Running::start(options(&dir));
+    let (base, agent) = (&running.base, agent());
+    let analyst = analyst_token(&dir);
+    let auditor = token_of(
+        &dir,
+        "acme",
+        json!({"oid": "aud", "roles": ["Auditor"], "amr": ["mfa"]}),
+    );
+    let ext = |method: &str, path: &str, headers: &[(&str, &str)]| {
+        send(
+            &agent,
+            method,
+            &format!("{base}/ext_authz{path}"),
+            headers,
+            b"",
+        )
+    };
+    let bearer = |t: &str| format!("Bearer {t}");
+
+    // The review's reproduction: DELETE a user while claiming a harmless view of a report.
+    let spoofed = [
+        ("authorization", bearer(&analyst)),
+        ("x-portcullis-action", "view".into()),
+        ("x-portcullis-resource-type", "Report".into()),
+        ("x-portcullis-resource-id", "acme/q3".into()),
+        (
+            "x-portcullis-resource-attrs",
+            r#"{"tenant":"acme","department":"finance"}"#.into(),
+        ),
+    ];
+    let spoofed: Vec<(&str, &str)> = spoofed.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    let (status, _, body) = ext("DELETE", "/tenants/acme/users/bob", &spoofed);
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("\"code\":\"forbidden\""), "{body}");
+
+    // An auditor views a report of her tenant (the route gives tenant; no department needed);
+    // the identity headers come back for Envoy to set upstream.
+    let (status, headers, _) = ext(
+        "GET",
+        "/tenants/acme/reports/q3?x=1",
+        &[("authorization", &bearer(&auditor))],
+    );
+    assert_eq!(status, 200);
+    assert_eq!(headers["x-portcullis-tenant"], "acme");
+    assert_eq!(headers["x-portcullis-subject"], "aud");
+    assert_eq!(headers["x-portcullis-roles"], "Auditor");
+    // The edge cannot know a report's department, so an analyst is never allowed by it.
+    assert_eq!(
+        ext(
+            "GET",
+            "/tenants/acme/reports/q3",
+            &[("authorization", &bearer(&analyst))]
+        )
+        .0,
+        403
+    );
+    // Another tenant, no token, a bad token, a refused path, two tokens.
+    assert_eq!(
+        ext(
+            "GET",
+            "/tenants/globex/reports/q3",
+            &[("authorization", &bearer(&auditor))]
+        )
+        .0,
+        403
+    );
+    let (status, headers, _) = ext("GET", "/tenants/acme/reports/q3", &[]);
+    assert_eq!(status, 401);
+    assert_eq!(headers["www-authenticate"], "Bearer realm=\"api\"");
+    let (status, headers, _) = ext(
+        "GET",
+        "/tenants/acme/reports/q3",
+        &[("authorization", "Bearer not.a.token")],
+    );
+    assert_eq!(status, 401);
+    assert!(
+        headers["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains("invalid_token")
+    );
+    assert_eq!(
+        ext(
+            "GET",
+            "/tenants/acme/reports/..%2F..%2Fglobex%2Freports%2Fq3",
+            &[("authorization", &bearer(&auditor))]
+        )
+        .0,
+        400
+    );
+    let twice = [
+        ("authorization", bearer(&auditor)),
+        ("authorization", bearer(&analyst)),
+    ];
+    let twice: Vec<(&str, &str)> = twice.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    assert_eq!(ext("GET", "/tenants/acme/reports/q3", &twice).0, 403);
+    // As Envoy joins a repeated header by default.
+    let joined = format!("{},{}", bearer(&auditor), bearer(&analyst));
+    assert_eq!(
+        ext(
+            "GET",
+            "/tenants/acme/reports/q3",
+            &[("authorization", &joined)]
+        )
+        .0,
+        403
+    );
+    assert_eq!(
+        ext("GET", "/admin", &[("authorization", &bearer(&auditor))]).0,
+        403
+    );
+    assert_eq!(
+        ext(
+            "GET",
+            "/tenants/acme/reports/q3",
+            &[
+                ("authorization", &bearer(&auditor)),
+                ("x-http-method-override", "DELETE")
+            ]
+        )
+        .0,
+        400
+    );
+}
+
+/// Finding 7: the subject of an AuthZEN evaluation is the body's; the `Authorization` header
+/// authenticates the PEP, when a PEP credential is configured, and is never the subject.
+#[test]
+fn authzen_subjects_come_from_the_body() {
+    let dir = techfin();
+    let mut options = options(&dir);
+    options.pep_token =
+        Some(portcullis::service::Credential::new(b"pep-credential-0123456789".to_vec()).unwrap());
+    let running = Running::start(options);
+    let (base, agent) = (&running.base, agent());
+    let analyst = analyst_token(&dir);
+    let admin = token_of(
+        &dir,
+        "acme",
+        json!({"oid": "root", "roles": ["TenantAdmin"], "amr": ["mfa"]}),
+    );
+    let evaluation = |subject: Option<&str>| {
+        let mut body = json!({
+            "action": {"name": "manage_user"},
+            "resource": {"type": "User", "id": "acme/bob", "properties": {"tenant": "acme"}},
+        });
+        if let Some(token) = subject {
+            body["subject"] = json!({"type": "user", "id": "x", "properties": {"token": token}});
+        }
+        body.to_string()
+    };
+    let pep = "Bearer pep-credential-0123456789";
+    let decide = |subject: Option<&str>, auth: &str| {
+        let (status, _, body) = send(
+            &agent,
+            "POST",
+            &format!("{base}/access/v1/evaluation"),
+            &[
+                ("authorization", auth),
+                ("content-type", "application/json"),
+            ],
+            evaluation(subject).as_bytes(),
+        );
+        (status, body)
+    };
+    let (status, body) = decide(Some(&admin), pep);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["decision"],
+        true
+    );
+    // The analyst is the subject, whatever token the header carries: denied.
+    let (_, body) = decide(Some(&analyst), pep);
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["decision"],
+        false,
+        "{body}"
+    );
+    // No subject token: unauthenticated, not the header's token.
+    let (_, body) = decide(None, pep);
+    let answer: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(answer["decision"], false);
+    assert_eq!(answer["context"]["decision"], "unauthenticated");
+    // Without the PEP credential: 401, whatever the body says.
+    assert_eq!(decide(Some(&admin), &format!("Bearer {admin}")).0, 401);
+    assert_eq!(decide(Some(&admin), "").0, 401);
+}
+
+/// Findings 2 and 8: batches are bounded before they are expanded (413 in milliseconds), and
+/// echoed fields are bounded in decisions and audit lines.
+#[test]
+fn inputs_are_bounded_before_they_are_expanded() {
+    let dir = techfin();
+    let audit = std::env::temp_dir().join(format!("portcullis-bounds-{}.log", std::process::id()));
+    std::fs::remove_file(&audit).ok();
+    let mut options = options(&dir);
+    options.audit = AuditTarget::File(audit.clone());
+    let running = Running::start(options);
+    let (base, agent) = (&running.base, agent());
+
+    // 1 MiB of `[1,1,…]`: 524k items, refused for the count, not decided.
+    let mut items = String::from("[");
+    while items.len() < (1 << 20) - 4 {
+        items.push_str("1,");
+    }
+    items.push_str("1]");
+    let start = Instant::now();
+    let (status, body) = post(&agent, &format!("{base}/v1/decide/batch"), items.as_bytes());
+    assert_eq!(status, 413, "{body}");
+    assert!(body.contains("more than 1000 items"), "{body}");
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
+    // 1000 items are fine.
+    let thousand = format!("[{}]", vec!["{}"; 1000].join(","));
+    let (status, body) = post(
+        &agent,
+        &format!("{base}/v1/decide/batch"),
+        thousand.as_bytes(),
+    );
+    assert_eq!(status, 200);
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["decisions"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1000
+    );
+
+    // The review's AuthZEN amplification: a 200 KB default property inherited by 5,000 empty
+    // evaluations would expand to 1 GB. Refused before expanding.
+    let evaluations = json!({
+        "subject": {"type": "user", "id": "a"},
+        "action": {"name": "view"},
+        "resource": {"type": "Report", "id": "r", "properties": {"department": "x".repeat(200_000)}},
+        "evaluations": vec![json!({}); 5_000],
+    })
+    .to_string();
+    let start = Instant::now();
+    let (status, body) = post(
+        &agent,
+        &format!("{base}/access/v1/evaluations"),
+        evaluations.as_bytes(),
+    );
+    assert_eq!(status, 413, "{body}");
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
+    // The same with 900 evaluations of a small resource: allowed, and decided.
+    let small = json!({
+        "subject": {"type": "user", "id": "a"},
+        "action": {"name": "view"},
+        "resource": {"type": "Report", "id": "r", "properties": {"tenant": "acme"}},
+        "evaluations": vec![json!({}); 900],
+    })
+    .to_string();
+    let (status, _) = post(
+        &agent,
+        &format!("{base}/access/v1/evaluations"),
+        small.as_bytes(),
+    );
+    assert_eq!(status, 200);
+
+    // A 30 KB action and a 30 KB resource, without a token: the decision and the audit line echo
+    // them cut, with a marker.
+    let huge = "a".repeat(30_000);
+    let request = json!({"action": huge, "resource": {"type": "Report", "id": huge}}).to_string();
+    let (status, body) = post(&agent, &format!("{base}/v1/decide"), request.as_bytes());
+    assert_eq!(status, 200);
+    assert!(body.len() < 2_000, "{} bytes", body.len());
+    assert!(body.contains("…[+"), "{body}");
+    drop(running);
+    let log = std::fs::read_to_string(&audit).unwrap();
+    std::fs::remove_file(&audit).ok();
+    let longest = log.lines().map(str::len).max().unwrap();
+    assert!(longest < 2_048, "an audit line of {longest} bytes");
+}
+
+/// Finding 5: bundle URLs follow no redirect, and signed bundles are enforced from every
+/// source once bundle keys are configured.
+#[test]
+fn redirects_are_refused_and_signatures_required() {
+    use axum::routing::get as route;
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let app = axum::Router::new().route(
+        "/bundle.json",
+        route(|| async {
+            (
+                axum::http::StatusCode::FOUND,
+                [(axum::http::header::LOCATION, "http://127.0.0.2:9/evil.json")],
+            )
+        }),
+    );
+    runtime.spawn(async move { axum::serve(listener, app).await });
+    let mut redirected = self::options(&techfin());
+    redirected.bundle =
+        BundleSource::parse(&format!("http://127.0.0.1:{port}/bundle.json")).unwrap();
+    let err = runtime.block_on(Server::start(redirected)).unwrap_err();
+    assert!(
+        err.contains("redirect (HTTP 302), which is not followed"),
+        "{err}"
+    );
+
+    // Signed bundles: an unsigned one is refused, a signed one serves.
+    let jwks: Value = serde_json::from_str(include_str!(
+        "../../policies/techfin/dev-keys/globex-es256.jwks.json"
+    ))
+    .unwrap();
+    let trust = portcullis_engine::BundleTrust::from_jwks(&jwks).unwrap();
+    let mut unsigned = self::options(&techfin());
+    unsigned.bundle_trust = Some(trust.clone());
+    let err = runtime.block_on(Server::start(unsigned)).unwrap_err();
+    assert!(err.contains("not signed"), "{err}");
+    let signed = portcullis_engine::sign_bundle(
+        compile(&techfin()).unwrap(),
+        portcullis_engine::Algorithm::ES256,
+        include_str!("../../policies/techfin/dev-keys/globex-es256.pem"),
+        Some("globex-es256"),
+    )
+    .unwrap();
+    let file = std::env::temp_dir().join(format!("portcullis-signed-{}.json", std::process::id()));
+    std::fs::write(&file, signed.to_json()).unwrap();
+    let mut trusted = self::options(&file);
+    trusted.bundle_trust = Some(trust);
+    trusted.poll_interval = Duration::from_millis(50);
+    let running = Running::start(trusted);
+    // A tampered copy (any policy changed, revision recomputed) is refused on reload.
+    let mut tampered = signed.clone();
+    tampered.policies[0].source = "@id(\"all\") permit(principal, action, resource);".into();
+    let tampered = tampered.seal();
+    std::fs::write(&file, tampered.to_json()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while running.server().metrics().reloads_failed() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the tampered bundle was not refused"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (_, _, body) = get(&agent(), &format!("{}/v1/bundle", running.admin), &[]);
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["revision"],
+        signed.revision.as_str()
+    );
+    drop(running);
+    std::fs::remove_file(&file).ok();
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -334,7 +895,7 @@ fn reload_under_load_fails_no_request_and_refuses_a_bad_bundle() {
     let mut options = options(&dir);
     options.poll_interval = Duration::from_millis(50);
     let running = Running::start(options);
-    let base = running.base.clone();
+    let (base, admin) = (running.base.clone(), running.admin.clone());
     let token = analyst_token(&dir);
     let body = view_request(&token);
 
@@ -377,7 +938,7 @@ fn reload_under_load_fails_no_request_and_refuses_a_bad_bundle() {
 
     let agent = agent();
     let revision = |agent: &ureq::Agent| {
-        let (_, _, body) = get(agent, &format!("{base}/v1/bundle"), &[]);
+        let (_, _, body) = get(agent, &format!("{admin}/v1/bundle"), &[]);
         serde_json::from_str::<Value>(&body).unwrap()["revision"]
             .as_str()
             .unwrap()
@@ -453,6 +1014,8 @@ fn techfin_loaded(generation: u64) -> Loaded {
         revision: compiled.revision.clone(),
         bundle_json: Arc::from(compiled.to_json().as_str()),
         keys: Vec::new(),
+        secrets: Vec::new(),
+        edge_json: std::sync::Arc::from("{}"),
     }
 }
 

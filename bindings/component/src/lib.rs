@@ -12,12 +12,14 @@
 mod bindings;
 
 use bindings::exports::portcullis::engine::engine::{
-    Decided, Error, Guest, Outcome as WitOutcome, RemoteIssuer,
+    Decided, EdgeAction as WitEdgeAction, EdgeVerdict, Error, Guest, HttpRequest as WitRequest,
+    HttpResponse, Outcome as WitOutcome, RemoteIssuer,
 };
 use bindings::portcullis::engine::crypto;
 use portcullis_engine::{
-    Algorithm, Bundle, Curve, Decision, DecisionRequest, Engine, EngineOptions, ErrorInfo,
-    KeyMaterial, KeySource, Outcome, SignatureVerifier, TrustedRequest, VerificationKey,
+    Algorithm, Bundle, Curve, Decision, DecisionRequest, Edge, EdgeAction, EdgeOptions, Engine,
+    EngineOptions, ErrorInfo, HeaderPairs, HttpRequest, KeyMaterial, KeyUrl, Outcome,
+    SignatureVerifier, TrustedRequest, VerificationKey,
 };
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -31,6 +33,8 @@ thread_local! {
     /// The engine of this instance; `None` until a bundle is loaded. Wasm components are
     /// single-threaded, so a `RefCell` is all the sharing there is.
     static ENGINE: RefCell<Option<Engine>> = const { RefCell::new(None) };
+    /// How HTTP requests are decided (`set-edge`); the defaults until set.
+    static EDGE: RefCell<Option<Edge>> = const { RefCell::new(None) };
 }
 
 /// Checks signatures (and hashes tokens) by calling the host's `crypto` import.
@@ -95,11 +99,9 @@ fn error(info: &ErrorInfo) -> Error {
     }
 }
 
-fn request_invalid(what: &str, err: &serde_json::Error) -> Error {
-    Error {
-        code: "request_invalid".to_owned(),
-        message: format!("invalid {what}: {err}"),
-    }
+/// Parse a request without ever echoing it (see `portcullis_engine::parse_request`).
+fn parse<T: serde::de::DeserializeOwned>(what: &str, text: &str) -> Result<T, Error> {
+    portcullis_engine::parse_request(what, text).map_err(|info| error(&info))
 }
 
 fn not_loaded() -> Error {
@@ -107,6 +109,14 @@ fn not_loaded() -> Error {
         code: "bundle_missing".to_owned(),
         message: "no bundle is loaded".to_owned(),
     }
+}
+
+/// The elements of a JSON array as raw text.
+fn parse_raw_array(text: &str) -> Result<Vec<&serde_json::value::RawValue>, Error> {
+    serde_json::from_str(text).map_err(|e| Error {
+        code: "request_invalid".to_owned(),
+        message: portcullis_engine::describe_json_error("batch", &e),
+    })
 }
 
 /// Run `f` on the loaded engine.
@@ -155,26 +165,24 @@ impl Guest for Component {
             engine
                 .remote_issuers()
                 .into_iter()
-                .filter_map(|(issuer, source, has_keys)| {
+                .map(|(issuer, source, has_keys)| {
                     let (kind, url) = match source {
-                        KeySource::Inline => return None,
-                        KeySource::JwksUri(url) => ("jwks-uri", url),
-                        KeySource::Discovery(url) => ("discovery", url),
+                        KeyUrl::JwksUri(url) => ("jwks-uri", url),
+                        KeyUrl::Discovery(url) => ("discovery", url),
                     };
-                    Some(RemoteIssuer {
+                    RemoteIssuer {
                         issuer,
                         kind: kind.to_owned(),
                         url,
                         has_keys,
-                    })
+                    }
                 })
                 .collect()
         })
     }
 
     fn set_issuer_keys(issuer: String, jwks_json: String) -> Result<u32, Error> {
-        let jwks: serde_json::Value =
-            serde_json::from_str(&jwks_json).map_err(|e| request_invalid("JWK set", &e))?;
+        let jwks: serde_json::Value = parse("JWK set", &jwks_json)?;
         with_engine(|engine| {
             let count = engine
                 .set_issuer_keys(&issuer, &jwks)
@@ -183,28 +191,91 @@ impl Guest for Component {
         })
     }
 
+    fn set_edge(options_json: String) -> Result<(), Error> {
+        let options: EdgeOptions = parse("edge options", &options_json)?;
+        let edge = Edge::new(options).map_err(|e| Error {
+            code: "edge_invalid".to_owned(),
+            message: e.to_string(),
+        })?;
+        EDGE.set(Some(edge));
+        Ok(())
+    }
+
+    fn set_secret(name: String, secret: Vec<u8>) -> Result<u32, Error> {
+        with_engine(|engine| {
+            let count = engine
+                .set_secret(&name, &secret)
+                .map_err(|e| error(&e.info()))?;
+            Ok(u32::try_from(count).unwrap_or(u32::MAX))
+        })
+    }
+
+    fn authenticate(token: String, now: i64) -> Result<String, Error> {
+        with_engine(|engine| {
+            let principal = engine
+                .authenticate(&token, now)
+                .map_err(|e| error(&e.info()))?;
+            serde_json::to_string(&principal).map_err(|e| Error {
+                code: "internal".to_owned(),
+                message: e.to_string(),
+            })
+        })
+    }
+
+    fn decide_http(request: WitRequest, now: i64) -> Result<EdgeVerdict, Error> {
+        with_engine(|engine| {
+            let headers = HeaderPairs(&request.headers);
+            let http = HttpRequest {
+                method: &request.method,
+                path: &request.path,
+                headers: &headers,
+            };
+            let verdict = EDGE.with_borrow_mut(|edge| {
+                let edge = edge.get_or_insert_with(Edge::default);
+                edge.decide(engine, &http, now)
+            });
+            Ok(EdgeVerdict {
+                action: match verdict.action {
+                    EdgeAction::Forward(identity) => WitEdgeAction::Forward(identity),
+                    EdgeAction::Respond {
+                        status,
+                        headers,
+                        body,
+                    } => WitEdgeAction::Respond(HttpResponse {
+                        status,
+                        headers: headers
+                            .into_iter()
+                            .map(|(n, v)| (n.to_owned(), v))
+                            .collect(),
+                        body,
+                    }),
+                },
+                outcome: verdict.outcome.as_str().to_owned(),
+                decided: verdict.decision.as_ref().map(decided),
+                route: verdict.route.map(str::to_owned),
+                keys_missing: verdict.keys_missing,
+            })
+        })
+    }
+
     fn decide(request_json: String, now: i64) -> Result<Decided, Error> {
-        let request: DecisionRequest =
-            serde_json::from_str(&request_json).map_err(|e| request_invalid("request", &e))?;
+        let request: DecisionRequest = parse("request", &request_json)?;
         with_engine(|engine| Ok(decided(&engine.decide(&request, now))))
     }
 
     fn decide_trusted(request_json: String, now: i64) -> Result<Decided, Error> {
-        let request: TrustedRequest =
-            serde_json::from_str(&request_json).map_err(|e| request_invalid("request", &e))?;
+        let request: TrustedRequest = parse("request", &request_json)?;
         with_engine(|engine| Ok(decided(&engine.decide_trusted(&request, now))))
     }
 
     fn decide_batch(requests_json: String, now: i64) -> Result<Vec<Result<Decided, Error>>, Error> {
         // Each element is parsed on its own, so one malformed request fails only itself.
-        let requests: Vec<serde_json::Value> =
-            serde_json::from_str(&requests_json).map_err(|e| request_invalid("batch", &e))?;
+        let requests: Vec<&serde_json::value::RawValue> = parse_raw_array(&requests_json)?;
         with_engine(|engine| {
             Ok(requests
                 .into_iter()
-                .map(|value| {
-                    let request: DecisionRequest = serde_json::from_value(value)
-                        .map_err(|e| request_invalid("request", &e))?;
+                .map(|raw| {
+                    let request: DecisionRequest = parse("request", raw.get())?;
                     Ok(decided(&engine.decide(&request, now)))
                 })
                 .collect())

@@ -1,8 +1,11 @@
 //! The filter's plugin configuration: its JSON shape (serde, unknown fields refused) and its
-//! validation into a [`Plan`], done once per VM in `on_configure`.
+//! validation into a [`Plan`], done once per VM in `on_configure`. The routes are the bundle's
+//! (`routes.json` in its directory); the request logic is the engine's [`Edge`].
 
-use crate::routes::{Route, RouteSpec};
-use portcullis_engine::{Bundle, CompiledBundle, Engine, EngineOptions, KeySource};
+use portcullis_engine::{
+    Bundle, CompiledBundle, Edge, EdgeOptions, Engine, EngineOptions, FailureMode, ForwardHeaders,
+    TokenSource, Unmatched,
+};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -14,8 +17,9 @@ use std::sync::Arc;
 pub struct FilterConfig {
     /// Where the compiled bundle comes from.
     pub bundle: BundleSource,
-    /// Request → (action, resource) mappings, tried in order; the first match decides.
-    pub routes: Vec<RouteSpec>,
+    /// No longer here: routes are part of the bundle. Present only to say so.
+    #[serde(default)]
+    pub routes: Option<serde_json::Value>,
     /// What happens to a request no route matches.
     #[serde(default)]
     pub unmatched: Unmatched,
@@ -93,94 +97,6 @@ pub struct RemoteBundle {
     /// Timeout of one fetch, milliseconds (default 5000).
     #[serde(default = "default_timeout")]
     pub timeout_ms: u64,
-}
-
-/// What happens to a request that no route matches.
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum Unmatched {
-    /// Answer 403 (the default).
-    #[default]
-    Deny,
-    /// Forward without a decision (identity headers are still stripped).
-    Pass,
-}
-
-/// One place a token may come from.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields, rename_all = "snake_case")]
-pub enum TokenSource {
-    /// A request header; `prefix` (compared case-insensitively, e.g. `Bearer `) is removed.
-    Header {
-        /// Header name.
-        name: String,
-        /// Required prefix.
-        #[serde(default)]
-        prefix: String,
-    },
-    /// A cookie.
-    Cookie {
-        /// Cookie name.
-        name: String,
-    },
-    /// A query parameter.
-    Query {
-        /// Parameter name.
-        name: String,
-    },
-}
-
-/// Identity headers set on forwarded requests. A client's copies of them are never read (a route
-/// attribute taken from one sees none) and never forwarded, whatever the decision: every copy is
-/// removed before a request goes upstream, allowed or not (dry run, `unmatched: pass`,
-/// `failure_mode: open`).
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ForwardHeaders {
-    /// The principal's tenant.
-    #[serde(default)]
-    pub tenant: Option<String>,
-    /// The principal's id (subject or client id).
-    #[serde(default)]
-    pub subject: Option<String>,
-    /// The principal's roles, comma-separated.
-    #[serde(default)]
-    pub roles: Option<String>,
-    /// The decision id.
-    #[serde(default)]
-    pub decision_id: Option<String>,
-}
-
-impl Default for ForwardHeaders {
-    fn default() -> Self {
-        Self {
-            tenant: Some("x-portcullis-tenant".into()),
-            subject: Some("x-portcullis-subject".into()),
-            roles: Some("x-portcullis-roles".into()),
-            decision_id: Some("x-portcullis-decision-id".into()),
-        }
-    }
-}
-
-impl ForwardHeaders {
-    /// Every configured header name.
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        [&self.tenant, &self.subject, &self.roles, &self.decision_id]
-            .into_iter()
-            .flatten()
-            .map(String::as_str)
-    }
-}
-
-/// What to do when no decision can be made.
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum FailureMode {
-    /// Answer 503 (the default).
-    #[default]
-    Closed,
-    /// Forward the request without identity headers.
-    Open,
 }
 
 /// Decision-log settings.
@@ -284,10 +200,7 @@ impl Target {
 }
 
 fn default_token_sources() -> Vec<TokenSource> {
-    vec![TokenSource::Header {
-        name: "authorization".into(),
-        prefix: "Bearer ".into(),
-    }]
+    EdgeOptions::default().token
 }
 fn yes() -> bool {
     true
@@ -324,28 +237,13 @@ impl std::fmt::Display for ConfigError {
 /// A validated configuration: what every request of this VM uses, beside the engine (which a
 /// remote bundle replaces while the plan stays).
 pub struct Plan {
-    /// Compiled routes.
-    pub routes: Vec<Route>,
-    /// See [`FilterConfig::unmatched`].
-    pub unmatched: Unmatched,
-    /// See [`FilterConfig::token`].
-    pub token: Vec<TokenSource>,
-    /// See [`FilterConfig::forward`].
-    pub forward: ForwardHeaders,
-    /// See [`FilterConfig::dry_run`].
-    pub dry_run: bool,
-    /// See [`FilterConfig::cors_preflight`].
-    pub cors_preflight: bool,
-    /// See [`FilterConfig::failure_mode`].
-    pub failure_mode: FailureMode,
+    /// The request logic: routes come from the engine's bundle, the rest from this
+    /// configuration.
+    pub edge: Edge,
     /// See [`FilterConfig::log`].
     pub log_level: LogLevel,
     /// See [`FilterConfig::keys`].
     pub keys: Option<KeysConfig>,
-    /// The `WWW-Authenticate` challenge for a missing token.
-    pub challenge_missing: String,
-    /// The `WWW-Authenticate` challenge for an invalid token.
-    pub challenge_invalid: String,
     /// Where the bundle is fetched from, when it is not inline.
     pub remote_bundle: Option<(RemoteBundle, Target)>,
     /// See [`FilterConfig::crypto`].
@@ -358,8 +256,8 @@ impl Plan {
     /// first fetch).
     ///
     /// # Errors
-    /// Malformed JSON, an invalid bundle, route, token source or remote bundle source, or a
-    /// remote issuer whose URL has no cluster.
+    /// Malformed JSON, an invalid bundle, token source, identity header or remote bundle
+    /// source, or a remote issuer whose URL has no cluster.
     pub fn from_json(
         bytes: &[u8],
         options: impl FnOnce(&Self) -> EngineOptions,
@@ -380,27 +278,21 @@ impl Plan {
             realm,
             crypto,
         } = config;
-        let routes = routes
-            .iter()
-            .enumerate()
-            .map(|(i, spec)| {
-                Route::compile(spec).map_err(|e| ConfigError(format!("routes[{i}]: {e}")))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        validate_token_sources(&token)?;
-        for name in forward.names() {
-            if !valid_header_name(name) {
-                return Err(ConfigError(format!(
-                    "invalid header name `{name}` in `forward`"
-                )));
-            }
-        }
-        if realm.contains(['"', '\\']) || !realm.bytes().all(|b| b == b' ' || b.is_ascii_graphic())
-        {
+        if routes.is_some() {
             return Err(ConfigError(
-                "`realm` must be printable ASCII without quotes".into(),
+                "`routes` are part of the bundle now: move them to `routes.json` in the bundle directory and rebuild it with `portcullis bundle`".into(),
             ));
         }
+        let edge = Edge::new(EdgeOptions {
+            unmatched,
+            token,
+            forward,
+            dry_run,
+            cors_preflight,
+            failure_mode,
+            realm,
+        })
+        .map_err(|e| ConfigError(e.to_string()))?;
         let (inline, remote_bundle) = match bundle {
             BundleSource::Inline(compiled) => (Some(compiled), None),
             BundleSource::Remote(remote) => {
@@ -409,17 +301,9 @@ impl Plan {
             }
         };
         let plan = Self {
-            routes,
-            unmatched,
-            token,
-            forward,
-            dry_run,
-            cors_preflight,
-            failure_mode,
+            edge,
             log_level: log.level,
             keys,
-            challenge_missing: format!("Bearer realm=\"{realm}\""),
-            challenge_invalid: format!("Bearer realm=\"{realm}\", error=\"invalid_token\""),
             remote_bundle,
             crypto,
         };
@@ -430,11 +314,12 @@ impl Plan {
     }
 
     /// Build the engine of a compiled bundle, checking that every remote issuer's keys can be
-    /// fetched through a configured cluster.
+    /// fetched through a configured cluster and that its routes work with the edge options.
     ///
     /// # Errors
-    /// An invalid bundle (including one whose revision does not match its content), or a
-    /// remote issuer whose URL has no cluster in `keys.clusters`.
+    /// An invalid bundle (including one whose revision does not match its content), a
+    /// remote issuer whose URL has no cluster in `keys.clusters`, or a route that reads an
+    /// identity header.
     pub fn engine(
         &self,
         compiled: CompiledBundle,
@@ -445,10 +330,7 @@ impl Plan {
             ConfigError(format!("invalid bundle: {}", problems.join("; ")))
         })?;
         for (issuer, source) in bundle.remote_issuers() {
-            let url = match &source {
-                KeySource::JwksUri(url) | KeySource::Discovery(url) => url,
-                KeySource::Inline => continue,
-            };
+            let url = source.url();
             let keys = self.keys.as_ref().ok_or_else(|| {
                 ConfigError("the bundle has remote issuers: `keys.clusters` is required".into())
             })?;
@@ -458,7 +340,26 @@ impl Plan {
                 )));
             }
         }
-        Ok(Engine::with_options(Arc::new(bundle), options))
+        let secrets = bundle.secrets().into_iter().cloned().collect::<Vec<_>>();
+        let engine = Engine::with_options(Arc::new(bundle), options);
+        self.edge
+            .check_bundle(&engine)
+            .map_err(|e| ConfigError(format!("invalid bundle: {e}")))?;
+        // HMAC secrets come from the VM's environment, which Envoy fills from its own
+        // (`vm_config.environment_variables.host_env_keys`): never from the bundle.
+        for secret in secrets {
+            let var = secret.env_var();
+            let value = std::env::var_os(&var).filter(|v| !v.is_empty()).ok_or_else(|| {
+                ConfigError(format!(
+                    "the bundle names the secret `{}`: pass it to the VM as `{var}` (vm_config.environment_variables.host_env_keys)",
+                    secret.name
+                ))
+            })?;
+            engine
+                .set_secret(&secret.name, value.as_encoded_bytes())
+                .map_err(|e| ConfigError(e.info().message))?;
+        }
+        Ok(engine)
     }
 }
 
@@ -479,40 +380,6 @@ fn validate_remote_bundle(remote: &RemoteBundle) -> Result<Target, ConfigError> 
         ));
     }
     Ok(target)
-}
-
-/// An HTTP header name as Envoy accepts it: lowercase token characters.
-pub(crate) fn valid_header_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.bytes().all(|b| {
-            b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.!#$%&'*+^`|~".contains(&b)
-        })
-}
-
-fn validate_token_sources(sources: &[TokenSource]) -> Result<(), ConfigError> {
-    if sources.is_empty() {
-        return Err(ConfigError("`token` needs at least one source".into()));
-    }
-    for source in sources {
-        let name = match source {
-            TokenSource::Header { name, .. }
-            | TokenSource::Cookie { name }
-            | TokenSource::Query { name } => name,
-        };
-        let ok = match source {
-            TokenSource::Header { .. } => valid_header_name(name),
-            _ => {
-                !name.is_empty()
-                    && name
-                        .bytes()
-                        .all(|b| b.is_ascii_graphic() && !b"=;&".contains(&b))
-            }
-        };
-        if !ok {
-            return Err(ConfigError(format!("invalid token source name `{name}`")));
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -552,8 +419,7 @@ pub(crate) mod tests {
     #[test]
     fn a_remote_bundle_is_configured_without_an_engine() {
         let (plan, engine) = plan(json!({
-            "bundle": {"remote": {"url": "http://127.0.0.1:8181/v1/bundle?x=1", "cluster": "policy"}},
-            "routes": []
+            "bundle": {"remote": {"url": "http://127.0.0.1:8181/v1/bundle?x=1", "cluster": "policy"}}
         }))
         .unwrap();
         assert!(engine.is_none());
@@ -588,9 +454,7 @@ pub(crate) mod tests {
                 "unknown field",
             ),
         ] {
-            let err = plan(json!({"bundle": {"remote": remote}, "routes": []}))
-                .err()
-                .unwrap();
+            let err = plan(json!({"bundle": {"remote": remote}})).err().unwrap();
             assert!(err.0.contains(expected), "{err} lacks {expected}");
         }
     }
@@ -599,9 +463,9 @@ pub(crate) mod tests {
     fn engines_are_built_only_from_sound_bundles_whose_issuers_have_clusters() {
         let remote =
             json!({"remote": {"url": "http://127.0.0.1:8181/v1/bundle", "cluster": "policy"}});
-        let (without_keys, _) = plan(json!({"bundle": remote, "routes": []})).unwrap();
+        let (without_keys, _) = plan(json!({"bundle": remote})).unwrap();
         let (with_keys, _) = plan(json!({
-            "bundle": remote, "routes": [],
+            "bundle": remote,
             "keys": {"clusters": {"https://idp.a": "idp"}}
         }))
         .unwrap();
@@ -641,12 +505,17 @@ pub(crate) mod tests {
         let remote =
             json!({"remote": {"url": "http://127.0.0.1:8181/v1/bundle", "cluster": "policy"}});
         let names = |forward: Option<serde_json::Value>| {
-            let mut config = json!({"bundle": remote, "routes": []});
+            let mut config = json!({"bundle": remote});
             if let Some(forward) = forward {
                 config["forward"] = forward;
             }
             let (plan, _) = plan(config).unwrap();
-            plan.forward.names().map(str::to_owned).collect::<Vec<_>>()
+            plan.edge
+                .options()
+                .forward
+                .names()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
         };
         assert_eq!(
             names(None),
@@ -660,7 +529,7 @@ pub(crate) mod tests {
         assert!(names(Some(json!({}))).is_empty());
         assert_eq!(names(Some(json!({"subject": "x-user"}))), ["x-user"]);
         // Envoy's header names are lowercase, and the filter compares them as they are.
-        let err = plan(json!({"bundle": remote, "routes": [], "forward": {"tenant": "X-Tenant"}}))
+        let err = plan(json!({"bundle": remote, "forward": {"tenant": "X-Tenant"}}))
             .err()
             .unwrap();
         assert!(err.0.contains("invalid header name `X-Tenant`"), "{err}");
@@ -669,7 +538,7 @@ pub(crate) mod tests {
     #[test]
     fn an_inline_bundle_comes_with_its_engine() {
         let bundle = compiled(None);
-        let (plan, engine) = plan(json!({"bundle": {"inline": bundle}, "routes": []})).unwrap();
+        let (plan, engine) = plan(json!({"bundle": {"inline": bundle}, })).unwrap();
         assert!(plan.remote_bundle.is_none());
         assert_eq!(engine.unwrap().revision(), bundle.revision);
     }

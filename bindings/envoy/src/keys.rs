@@ -13,7 +13,7 @@
 //! when a token named an unknown `kid` and the keys are older than the cooldown.
 
 use crate::config::KeysConfig;
-use portcullis_engine::KeySource;
+use portcullis_engine::KeyUrl;
 
 /// Largest discovery document or JWK set accepted, bytes.
 pub const MAX_DOCUMENT: usize = 1 << 20;
@@ -79,16 +79,18 @@ pub fn secs(seconds: u64) -> i64 {
 }
 
 /// The first URL to fetch for a key source.
-pub fn first_url(source: &KeySource) -> Option<&str> {
-    match source {
-        KeySource::Discovery(url) | KeySource::JwksUri(url) => Some(url),
-        KeySource::Inline => None,
-    }
+pub fn first_url(source: &KeyUrl) -> &str {
+    source.url()
 }
 
-/// The `jwks_uri` of a discovery document, if it is one keys may be fetched from.
-pub fn jwks_uri(document: &[u8]) -> Option<String> {
+/// The `jwks_uri` of `issuer`'s discovery document, if the document is that issuer's (its
+/// `issuer` is the configured one, OpenID Connect Discovery 1.0 §4.3) and the URI one keys may
+/// be fetched from.
+pub fn jwks_uri(document: &[u8], issuer: &str) -> Option<String> {
     let doc: serde_json::Value = serde_json::from_slice(document).ok()?;
+    if doc.get("issuer")?.as_str()? != issuer {
+        return None;
+    }
     let uri = doc.get("jwks_uri")?.as_str()?;
     portcullis_engine::acceptable_key_url(uri).then(|| uri.to_owned())
 }
@@ -135,17 +137,24 @@ mod tests {
 
     #[test]
     fn discovery_documents_yield_acceptable_jwks_uris_only() {
+        let iss = "http://127.0.0.1:4000";
         assert_eq!(
-            jwks_uri(br#"{"jwks_uri":"http://127.0.0.1:4000/jwks"}"#).as_deref(),
+            jwks_uri(
+                br#"{"issuer":"http://127.0.0.1:4000","jwks_uri":"http://127.0.0.1:4000/jwks"}"#,
+                iss
+            )
+            .as_deref(),
             Some("http://127.0.0.1:4000/jwks")
         );
         for bad in [
-            &br#"{"jwks_uri":"http://evil.example/jwks"}"#[..],
+            &br#"{"issuer":"http://127.0.0.1:4000","jwks_uri":"http://evil.example/jwks"}"#[..],
+            br#"{"issuer":"https://evil.example","jwks_uri":"http://127.0.0.1:4000/jwks"}"#,
+            br#"{"jwks_uri":"http://127.0.0.1:4000/jwks"}"#,
             b"{}",
             b"[",
-            br#"{"jwks_uri":1}"#,
+            br#"{"issuer":"http://127.0.0.1:4000","jwks_uri":1}"#,
         ] {
-            assert_eq!(jwks_uri(bad), None);
+            assert_eq!(jwks_uri(bad, iss), None);
         }
     }
 }

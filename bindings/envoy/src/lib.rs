@@ -99,7 +99,6 @@ pub mod gate;
 pub mod keys;
 #[cfg(target_arch = "wasm32")]
 mod proxy;
-pub mod routes;
 
 /// Small blocks from free lists, not dlmalloc's bins (see `portcullis-alloc`).
 #[cfg(all(target_arch = "wasm32", not(target_feature = "atomics")))]

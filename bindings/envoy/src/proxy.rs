@@ -6,14 +6,13 @@
 //! calls panic on a status other than OK, which Envoy returns only when the request has no
 //! header map; a panic traps the VM, and a filter configured `fail_open: false` fails closed.
 
-use crate::config::{Crypto, ForwardHeaders, KeysConfig, LogLevel, Plan, RemoteBundle, Target};
+use crate::config::{Crypto, KeysConfig, LogLevel, Plan, RemoteBundle, Target};
 use crate::crypto::{self, Prepared};
-use crate::gate::{self, Action as GateAction, Counter};
-use crate::routes::Headers;
+use crate::gate::{self, Counter};
 use crate::{bundle, keys};
 use portcullis_engine::{
-    Algorithm, CompiledBundle, Engine, EngineOptions, KeySource, RustCryptoVerifier,
-    SignatureVerifier, VerificationKey,
+    Algorithm, CompiledBundle, EdgeAction, Engine, EngineOptions, ForwardHeaders, Headers,
+    KeyUrl, Lookup, RustCryptoVerifier, SignatureVerifier, VerificationKey,
 };
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -107,8 +106,8 @@ fn engine_options(plan_crypto: Crypto) -> EngineOptions {
 }
 
 /// The request's headers, read in one hostcall, without the identity headers the filter
-/// forwards: a client's copies of those are never read (a route attribute taken from one sees
-/// none) and never forwarded.
+/// forwards: a client's copies of those, under any spelling (`x_portcullis_tenant` too), are
+/// never read (a route attribute taken from one sees none) and never forwarded.
 ///
 /// Hostcalls are most of what a remembered decision costs in Envoy. Reading a header by name is
 /// one, plus a call back into the VM to allocate its value, and a decision reads four or five;
@@ -116,30 +115,30 @@ fn engine_options(plan_crypto: Crypto) -> EngineOptions {
 /// the common request (it sent none) needs no removal.
 struct RequestHeaders {
     pairs: Vec<(String, Vec<u8>)>,
-    /// The client sent at least one identity header.
-    spoofed: bool,
+    /// The names, as the client spelled them, of the identity headers it sent.
+    spoofed: Vec<String>,
 }
 
 impl RequestHeaders {
     /// Unreadable headers read as none: no token, so nothing is allowed.
     fn read(forward: &ForwardHeaders) -> Self {
         let mut pairs = hostcalls::get_map_bytes(MapType::HttpRequestHeaders).unwrap_or_default();
-        let all = pairs.len();
-        // Names in `forward` are lowercase (checked with the configuration), as Envoy's are.
-        pairs.retain(|(name, _)| !forward.names().any(|f| f == name));
-        Self {
-            spoofed: pairs.len() != all,
-            pairs,
-        }
+        let mut spoofed = Vec::new();
+        pairs.retain(|(name, _)| {
+            let identity = forward.is_identity(name);
+            if identity && !spoofed.contains(name) {
+                spoofed.push(name.clone());
+            }
+            !identity
+        });
+        Self { pairs, spoofed }
     }
 
     /// Let the request go upstream with `identity` as its only identity headers.
-    fn forward(&self, forward: &ForwardHeaders, identity: &[(String, String)]) {
-        if self.spoofed {
-            // Removing a header removes every copy of it.
-            for name in forward.names() {
-                let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, name);
-            }
+    fn forward(&self, identity: &[(String, String)]) {
+        // Removing a header removes every copy of it.
+        for name in &self.spoofed {
+            let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, name);
         }
         // None of them is left, so adding (cheaper than replacing) sets each once.
         for (name, value) in identity {
@@ -149,12 +148,13 @@ impl RequestHeaders {
 }
 
 impl Headers for RequestHeaders {
-    /// The first value, as Envoy's `get_header_map_value` answers for a repeated header.
-    fn header(&self, name: &str) -> Option<Vec<u8>> {
-        self.pairs
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.clone())
+    fn get(&self, name: &str) -> Lookup<'_> {
+        let mut found = self.pairs.iter().filter(|(n, _)| n == name);
+        match (found.next(), found.next()) {
+            (None, _) => Lookup::Absent,
+            (Some((_, value)), None) => Lookup::One(value),
+            (Some(_), Some(_)) => Lookup::Repeated,
+        }
     }
 }
 
@@ -235,24 +235,24 @@ impl Keys {
             .bundle()
             .remote_issuers()
             .into_iter()
-            .filter_map(|(issuer, source)| {
-                let first_url = keys::first_url(&source)?.to_owned();
+            .map(|(issuer, source)| {
+                let first_url = keys::first_url(&source).to_owned();
                 let first_stage = match source {
-                    KeySource::Discovery(_) => Stage::Discovery,
-                    _ => Stage::Jwks,
+                    KeyUrl::Discovery(_) => Stage::Discovery,
+                    KeyUrl::JwksUri(_) => Stage::Jwks,
                 };
                 let kept = old
                     .iter()
                     .position(|s| s.issuer == issuer && s.first_url == first_url)
                     .map(|i| old.swap_remove(i));
-                Some(IssuerState {
+                IssuerState {
                     issuer,
                     first_url,
                     first_stage,
                     loaded_cas: None,
                     fetched_at: kept.as_ref().and_then(|s| s.fetched_at),
                     in_flight: kept.and_then(|s| s.in_flight),
-                })
+                }
             })
             .collect();
     }
@@ -396,8 +396,9 @@ impl Root {
         log(
             proxy_wasm::types::LogLevel::Info,
             &format!(
-                "portcullis: bundle revision {} in use ({source}), {} remote issuers",
+                "portcullis: bundle revision {} in use ({source}), {} routes, {} remote issuers",
                 engine.revision(),
+                engine.bundle().route_count(),
                 keys.issuers.len()
             ),
         );
@@ -570,7 +571,7 @@ impl Context for Root {
         let body = response_body(body_size);
         match stage {
             Some(Stage::Discovery) => {
-                let next = keys::jwks_uri(&body).and_then(|uri| {
+                let next = keys::jwks_uri(&body, &state.issuer).and_then(|uri| {
                     dispatch(config, &uri, Duration::from_millis(config.timeout_ms))
                 });
                 match next {
@@ -579,7 +580,7 @@ impl Context for Root {
                         config,
                         &state.issuer,
                         now,
-                        "no usable `jwks_uri` with a cluster",
+                        "no usable `jwks_uri` with a cluster, or the document is another issuer's",
                     ),
                 }
             }
@@ -636,8 +637,7 @@ impl RootContext for Root {
                 log(
                     proxy_wasm::types::LogLevel::Info,
                     &format!(
-                        "portcullis: configured, {} routes, bundle {}",
-                        plan.routes.len(),
+                        "portcullis: configured, bundle {}",
                         plan.remote_bundle
                             .as_ref()
                             .map_or("inline".to_owned(), |(r, _)| format!("from `{}`", r.url))
@@ -717,15 +717,15 @@ impl HttpContext for Filter {
     fn on_http_request_headers(&mut self, _: usize, _: bool) -> Action {
         let Some(plan) = &self.plan else {
             self.metrics.increment(Counter::Errors);
-            return respond(gate::unavailable());
+            return respond(EdgeAction::unavailable());
         };
         // No bundle yet (a remote one not fetched): no usable configuration, whatever
         // `failure_mode` says.
         let Some(engine) = self.engine.borrow().clone() else {
             self.metrics.increment(Counter::Errors);
-            return respond(gate::unavailable());
+            return respond(EdgeAction::unavailable());
         };
-        let headers = RequestHeaders::read(&plan.forward);
+        let headers = RequestHeaders::read(&plan.edge.options().forward);
         let now = now();
         let mut verdict = gate::handle(plan, &engine, &headers, now);
         if verdict.keys_missing {
@@ -749,27 +749,28 @@ impl HttpContext for Filter {
             log(level, line);
         }
         match verdict.action {
-            GateAction::Forward(identity) => {
-                headers.forward(&plan.forward, &identity);
+            EdgeAction::Forward(identity) => {
+                headers.forward(&identity);
                 Action::Continue
             }
-            respond_action @ GateAction::Respond { .. } => respond(respond_action),
+            respond_action @ EdgeAction::Respond { .. } => respond(respond_action),
         }
     }
 }
 
-fn respond(action: GateAction) -> Action {
+fn respond(action: EdgeAction) -> Action {
     match action {
-        GateAction::Respond {
+        EdgeAction::Respond {
             status,
             headers,
             body,
         } => {
             let headers: Vec<(&str, &str)> =
                 headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
-            let _ = hostcalls::send_http_response(status, headers, Some(body.as_bytes()));
+            let _ =
+                hostcalls::send_http_response(u32::from(status), headers, Some(body.as_bytes()));
             Action::Pause
         }
-        GateAction::Forward(_) => Action::Continue,
+        EdgeAction::Forward(_) => Action::Continue,
     }
 }

@@ -32,7 +32,7 @@ mod convert;
 mod verifier;
 
 use portcullis_engine::{
-    Bundle, DecisionRequest, Engine, EngineOptions, KeySource, PendingSignature, TokenStep,
+    Bundle, DecisionRequest, Engine, EngineOptions, KeyUrl, PendingSignature, TokenStep,
     TrustedRequest,
 };
 use serde_json::{Map, Value};
@@ -61,8 +61,9 @@ fn seconds(now: f64) -> Result<i64, JsValue> {
 /// with `TextEncoder.encodeInto`, natively, where wasm-bindgen would copy a string character
 /// by character (a third of a cached decision's JS time with a 1 KB token in it).
 fn parse<T: serde::de::DeserializeOwned>(text: &[u8], what: &str) -> Result<T, JsValue> {
-    serde_json::from_slice(text)
-        .map_err(|e| convert::invalid("request_invalid", format!("invalid {what}: {e}")))
+    let text = std::str::from_utf8(text)
+        .map_err(|_| convert::invalid("request_invalid", format!("invalid {what}: not UTF-8")))?;
+    portcullis_engine::parse_request(what, text).map_err(|info| convert::error(&info))
 }
 
 /// What to do once the signature is checked.
@@ -163,19 +164,44 @@ impl RawEngine {
             .engine
             .remote_issuers()
             .into_iter()
-            .filter_map(|(issuer, source, loaded)| {
+            .map(|(issuer, source, loaded)| {
                 let mut entry = Map::new();
                 entry.insert("issuer".into(), issuer.into());
                 match source {
-                    KeySource::JwksUri(url) => entry.insert("jwksUri".into(), url.into()),
-                    KeySource::Discovery(url) => entry.insert("discovery".into(), url.into()),
-                    KeySource::Inline => return None,
+                    KeyUrl::JwksUri(url) => entry.insert("jwksUri".into(), url.into()),
+                    KeyUrl::Discovery(url) => entry.insert("discovery".into(), url.into()),
                 };
                 entry.insert("loaded".into(), loaded.into());
-                Some(Value::Object(entry))
+                Value::Object(entry)
             })
             .collect();
         Value::Array(list).to_string()
+    }
+
+    /// The names of the HMAC secrets the bundle's issuers need (JSON array of strings).
+    #[wasm_bindgen(js_name = secretNames)]
+    pub fn secret_names(&self) -> String {
+        let names: Vec<&str> = self
+            .engine
+            .bundle()
+            .secrets()
+            .into_iter()
+            .map(|s| s.name.as_str())
+            .collect();
+        serde_json::to_string(&names).unwrap_or_else(|_| "[]".into())
+    }
+
+    /// Hand over an HMAC secret the bundle names; returns the number of issuers using it.
+    ///
+    /// # Errors
+    /// `keys_unknown_secret`, `keys_invalid_secret`.
+    #[wasm_bindgen(js_name = setSecret)]
+    pub fn set_secret(&self, name: &str, secret: &[u8]) -> Result<u32, JsValue> {
+        let count = self
+            .engine
+            .set_secret(name, secret)
+            .map_err(|e| convert::error(&e.info()))?;
+        Ok(u32::try_from(count).unwrap_or(u32::MAX))
     }
 
     /// Replace a remote issuer's JWK set (JSON text); returns the number of usable keys.

@@ -46,6 +46,11 @@ pub struct IssuerConfig {
     /// An OIDC discovery URL the host resolves `jwks_uri` from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub discovery: Option<String>,
+    /// For HMAC (`HS*`) issuers: the name of the shared secret, which the verifying host reads
+    /// from its own secret source (`--secrets-dir`, `PORTCULLIS_SECRET_<NAME>`). The secret
+    /// itself never goes in a bundle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<SecretRef>,
     /// Claim mapping.
     #[serde(default)]
     pub claims: ClaimsConfig,
@@ -61,6 +66,84 @@ pub struct IssuerConfig {
     /// Allowed clock skew in seconds for `exp`, `nbf` and `iat` (default from settings).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clock_skew: Option<u64>,
+    /// The longest a token may be valid, seconds, from now and from `iat` (default
+    /// `tokens.max_lifetime` of the settings).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_token_lifetime: Option<u64>,
+}
+
+/// The name of an issuer's HMAC secret (`"acme-hmac"`), optionally with the `kid` its tokens
+/// carry (`{"name": "acme-hmac", "kid": "k1"}`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SecretRef {
+    /// The secret's name: 1-64 letters, digits, `.`, `_` or `-`.
+    pub name: String,
+    /// The key id tokens signed with it carry, if any.
+    pub kid: Option<String>,
+}
+
+impl SecretRef {
+    /// The environment variable a host reads this secret from: `PORTCULLIS_SECRET_` and the
+    /// name in upper case, with every other character than a letter or digit as `_`.
+    pub fn env_var(&self) -> String {
+        let mut out = String::from("PORTCULLIS_SECRET_");
+        out.extend(self.name.chars().map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        }));
+        out
+    }
+
+    pub(crate) fn valid_name(&self) -> bool {
+        (1..=64).contains(&self.name.len())
+            && self
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+            && !self.name.starts_with('.')
+    }
+}
+
+impl Serialize for SecretRef {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match &self.kid {
+            None => serializer.serialize_str(&self.name),
+            Some(kid) => {
+                let mut map = serde_json::Map::new();
+                map.insert("name".into(), self.name.clone().into());
+                map.insert("kid".into(), kid.clone().into());
+                serde_json::Value::Object(map).serialize(serializer)
+            }
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for SecretRef {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let expected = "a secret name, or {\"name\": \"<name>\", \"kid\": \"<kid>\"}";
+        match serde_json::Value::deserialize(deserializer)? {
+            serde_json::Value::String(name) => Ok(Self { name, kid: None }),
+            serde_json::Value::Object(map) if map.keys().all(|k| k == "name" || k == "kid") => {
+                let name = map.get("name").and_then(serde_json::Value::as_str);
+                let kid = match map.get("kid") {
+                    None => Ok(None),
+                    Some(serde_json::Value::String(kid)) => Ok(Some(kid.clone())),
+                    Some(_) => Err(()),
+                };
+                match (name, kid) {
+                    (Some(name), Ok(kid)) => Ok(Self {
+                        name: name.to_owned(),
+                        kid,
+                    }),
+                    _ => Err(serde::de::Error::custom(format!("expected {expected}"))),
+                }
+            }
+            _ => Err(serde::de::Error::custom(format!("expected {expected}"))),
+        }
+    }
 }
 
 /// A claim path: a dotted string (`realm_access.roles`) or an explicit list of keys, for claim
@@ -227,6 +310,17 @@ pub struct TokenSettings {
     /// of its last few requests (a token sent again for the same request skips Cedar); `0`
     /// turns both off.
     pub cache_entries: usize,
+    /// The longest a token may be valid, in seconds, counted from now and from its `iat`
+    /// (default 36 hours: Entra ID's continuous-access tokens live up to 28). A token with `exp`
+    /// further out is refused (`token_lifetime`) rather than trusted, and cached, until then.
+    /// Left out of the compiled form at its default, so that bundles compiled before it existed
+    /// keep their revision.
+    #[serde(skip_serializing_if = "is_default_lifetime")]
+    pub max_lifetime: u64,
+}
+
+fn is_default_lifetime(seconds: &u64) -> bool {
+    *seconds == TokenSettings::default().max_lifetime
 }
 
 impl Default for TokenSettings {
@@ -235,9 +329,13 @@ impl Default for TokenSettings {
             max_bytes: 16 * 1024,
             clock_skew: 60,
             cache_entries: 10_000,
+            max_lifetime: 36 * 3600,
         }
     }
 }
+
+/// The most a bundle may set as a maximum token lifetime (30 days, Auth0's own maximum).
+pub const MAX_TOKEN_LIFETIME: u64 = 30 * 24 * 3600;
 
 /// The most clock skew a bundle may configure (5 minutes).
 pub const MAX_CLOCK_SKEW: u64 = 300;

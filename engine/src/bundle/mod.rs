@@ -7,16 +7,23 @@
 //! and line; a bundle that does not load never replaces one that does.
 
 mod config;
+mod distribute;
+mod locate;
+mod routes;
 mod schema_info;
+mod signature;
 mod slice;
 
 pub use config::{
-    ClaimPath, ClaimsConfig, EntityTypes, IssuerConfig, MAX_CLOCK_SKEW, Preset, Settings,
-    TenantConfig, TenantsFile, TokenSettings,
+    ClaimPath, ClaimsConfig, EntityTypes, IssuerConfig, MAX_CLOCK_SKEW, MAX_TOKEN_LIFETIME, Preset,
+    SecretRef, Settings, TenantConfig, TenantsFile, TokenSettings,
 };
 pub(crate) use schema_info::{ActionShape, AttrType, SchemaInfo};
+pub use signature::{BUNDLE_SIGNATURE_TYPE, BundleTrust};
 
 use crate::claims::ClaimMapping;
+use crate::edge::RouteSpec;
+use crate::edge::routes::Route;
 use crate::error::{BundleError, BundleProblem, SourceLocation, sanitize};
 use crate::keys::{Algorithm, KeySet};
 use cedar_policy::{Entities, Entity, EntityTypeName, EntityUid, PolicyId, PolicySet, Schema};
@@ -66,6 +73,13 @@ pub struct CompiledBundle {
     /// Static entities (Cedar entity JSON array).
     #[serde(default = "empty_array")]
     pub entities: serde_json::Value,
+    /// HTTP routes (method + path → action and resource), for the hosts that decide HTTP
+    /// requests (the Envoy filter, ext_authz, `portcullis check --method --path`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<RouteSpec>,
+    /// Detached JWS signatures over the bundle (see [`BundleTrust`]); not part of the revision.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub signatures: Vec<String>,
 }
 
 fn empty_array() -> serde_json::Value {
@@ -83,13 +97,16 @@ impl CompiledBundle {
             policies,
             tenants: BTreeMap::new(),
             entities: empty_array(),
+            routes: Vec::new(),
+            signatures: Vec::new(),
         }
     }
 
-    /// The content hash of everything but the revision itself.
+    /// The content hash of everything but the revision itself and the signatures.
     pub fn compute_revision(&self) -> String {
         let mut unsealed = self.clone();
         unsealed.revision.clear();
+        unsealed.signatures.clear();
         let bytes = serde_json::to_vec(&unsealed).unwrap_or_default();
         crate::error::hex16(&crate::crypto::sha256(&bytes))
     }
@@ -119,6 +136,8 @@ pub struct BundleSources {
     pub entities: Option<(String, String)>,
     /// `bundle.json` settings: path and text.
     pub settings: Option<(String, String)>,
+    /// `routes.json`: path and text.
+    pub routes: Option<(String, String)>,
 }
 
 impl BundleSources {
@@ -147,6 +166,10 @@ impl BundleSources {
                 parse_json_file(file, text, &mut problems).unwrap_or_else(empty_array)
             }
             None => empty_array(),
+        };
+        let routes: crate::edge::RoutesFile = match &self.routes {
+            Some((file, text)) => parse_json_file(file, text, &mut problems).unwrap_or_default(),
+            None => crate::edge::RoutesFile::default(),
         };
         let mut tenants = tenants.tenants;
         let tenants_file = self
@@ -187,9 +210,20 @@ impl BundleSources {
             CompiledBundle::new(settings, self.schema.map(|(_, text)| text), self.policies);
         compiled.tenants = tenants;
         compiled.entities = entities;
+        compiled.routes = routes.routes;
         let compiled = compiled.seal();
-        let schema_file = "schema.cedarschema";
-        let loaded = Bundle::load_with_files(compiled.clone(), schema_file, &tenants_file);
+        let files = Files {
+            schema: "schema.cedarschema",
+            tenants: &tenants_file,
+            routes: routes::RoutesText {
+                file: self
+                    .routes
+                    .as_ref()
+                    .map_or("routes.json", |(f, _)| f.as_str()),
+                text: self.routes.as_ref().map(|(_, t)| t.as_str()),
+            },
+        };
+        let loaded = Bundle::load_with_files(compiled.clone(), &files);
         match loaded {
             Ok(_) if problems.is_empty() => Ok(compiled),
             Ok(_) => Err(BundleError { problems }),
@@ -221,16 +255,36 @@ fn parse_json_file<T: serde::de::DeserializeOwned>(
     }
 }
 
-/// Where a remote issuer's keys come from; the host fetches them.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum KeySource {
+/// Where a remote issuer's keys are: what a host fetches.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeyUrl {
+    /// A JWK set URL.
+    JwksUri(String),
+    /// An OIDC discovery document URL (its `jwks_uri` has the keys).
+    Discovery(String),
+}
+
+impl KeyUrl {
+    /// The URL fetched first.
+    pub fn url(&self) -> &str {
+        match self {
+            Self::JwksUri(url) | Self::Discovery(url) => url,
+        }
+    }
+}
+
+/// Where an issuer's keys come from: the bundle itself, or the host (a URL it fetches, or a
+/// secret it reads from its own secret source).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum KeySource {
     /// Keys are inline in the bundle.
     Inline,
     /// A JWK set URL.
     JwksUri(String),
     /// An OIDC discovery document URL.
     Discovery(String),
+    /// An HMAC secret the host reads by name (never part of the bundle).
+    Secret(SecretRef),
 }
 
 /// One issuer entry of one tenant, resolved and validated.
@@ -247,6 +301,11 @@ pub(crate) struct IssuerEntry {
     pub typ: Option<String>,
     pub max_token_age: Option<u64>,
     pub clock_skew: u64,
+    /// The longest a token of this issuer may be valid, seconds.
+    pub max_lifetime: i64,
+    /// Cognito: an access token has no `aud`; its `client_id` is checked against the
+    /// audiences instead.
+    pub client_id_audience: bool,
 }
 
 /// Entity type names, parsed, and what the schema says about them.
@@ -270,6 +329,9 @@ pub struct Bundle {
     pub(crate) shared: Arc<PolicySet>,
     pub(crate) tenant_policies: HashMap<String, Arc<PolicySet>>,
     pub(crate) issuers: HashMap<String, Vec<IssuerEntry>>,
+    /// Other spellings of an issuer's `iss` its IdP documents (Google's `accounts.google.com`
+    /// for `https://accounts.google.com`), to the configured one.
+    issuer_aliases: HashMap<String, String>,
     pub(crate) static_entities: Vec<Entity>,
     pub(crate) static_uids: HashSet<EntityUid>,
     pub(crate) action_uids: HashSet<EntityUid>,
@@ -295,6 +357,15 @@ pub struct Bundle {
     known_actions: HashMap<String, EntityUid>,
     pub(crate) types: PrincipalTypes,
     policy_count: usize,
+    routes: Vec<Route>,
+}
+
+/// The names (and, when compiling a directory, the texts) of the files problems are reported
+/// against.
+struct Files<'a> {
+    schema: &'a str,
+    tenants: &'a str,
+    routes: routes::RoutesText<'a>,
 }
 
 impl Bundle {
@@ -326,14 +397,19 @@ impl Bundle {
                     .help("the document was edited after compilation; rebuild it with `portcullis bundle`"),
             ));
         }
-        Self::load_with_files(compiled.seal(), "schema", "tenants")
+        let files = Files {
+            schema: "schema",
+            tenants: "tenants",
+            routes: routes::RoutesText {
+                file: "routes",
+                text: None,
+            },
+        };
+        Self::load_with_files(compiled.seal(), &files)
     }
 
-    fn load_with_files(
-        compiled: CompiledBundle,
-        schema_file: &str,
-        tenants_file: &str,
-    ) -> Result<Self, BundleError> {
+    fn load_with_files(compiled: CompiledBundle, files: &Files<'_>) -> Result<Self, BundleError> {
+        let (schema_file, tenants_file) = (files.schema, files.tenants);
         let mut problems = Vec::new();
         if compiled.format != BUNDLE_FORMAT {
             return Err(BundleError::one(
@@ -351,6 +427,14 @@ impl Bundle {
                 format!(
                     "clock skew of {}s is over the maximum of {MAX_CLOCK_SKEW}s",
                     settings.tokens.clock_skew
+                ),
+            ));
+        }
+        if !(60..=MAX_TOKEN_LIFETIME).contains(&settings.tokens.max_lifetime) {
+            problems.push(BundleProblem::new(
+                "settings",
+                format!(
+                    "`tokens.max_lifetime` must be between 60 and {MAX_TOKEN_LIFETIME} seconds"
                 ),
             ));
         }
@@ -408,6 +492,7 @@ impl Bundle {
 
         // Tenants and issuers.
         let issuers = resolve_issuers(&compiled, &types, tenants_file, &mut problems);
+        let issuer_aliases = issuer_aliases(&compiled, &issuers);
 
         // Entities.
         let mut action_entities = HashMap::new();
@@ -486,10 +571,19 @@ impl Bundle {
             .map(|uid| (uid.id().unescaped().to_owned(), uid.clone()))
             .collect();
 
+        let routes = routes::compile(
+            &compiled.routes,
+            schema_info.as_ref(),
+            &files.routes,
+            &mut problems,
+        );
+
         if !problems.is_empty() {
             return Err(BundleError { problems });
         }
         Ok(Self {
+            routes,
+            issuer_aliases,
             policy_count: policies.count,
             compiled,
             schema,
@@ -526,22 +620,63 @@ impl Bundle {
         self.policy_count
     }
 
+    /// The configured issuer (and its entries) a token's `iss` names, directly or by one of
+    /// the spellings its IdP documents.
+    pub(crate) fn issuer(&self, iss: &str) -> Option<(&String, &Vec<IssuerEntry>)> {
+        self.issuers.get_key_value(iss).or_else(|| {
+            self.issuer_aliases
+                .get(iss)
+                .and_then(|configured| self.issuers.get_key_value(configured))
+        })
+    }
+
+    /// The compiled routes, in order.
+    pub(crate) fn routes(&self) -> &[Route] {
+        &self.routes
+    }
+
+    /// Number of routes.
+    pub fn route_count(&self) -> usize {
+        self.routes.len()
+    }
+
     /// Tenant names.
     pub fn tenants(&self) -> impl Iterator<Item = &str> {
         self.compiled.tenants.keys().map(String::as_str)
     }
 
-    /// Issuers whose keys a host must fetch: issuer URL and where its keys come from.
-    pub fn remote_issuers(&self) -> Vec<(String, KeySource)> {
-        let mut out: Vec<(String, KeySource)> = Vec::new();
+    /// Issuers whose keys a host must fetch: issuer and where its keys are (a JWK set URL or a
+    /// discovery document).
+    pub fn remote_issuers(&self) -> Vec<(String, KeyUrl)> {
+        let mut out: Vec<(String, KeyUrl)> = Vec::new();
         for (issuer, entries) in &self.issuers {
-            if let Some(entry) = entries.iter().find(|e| e.source != KeySource::Inline)
+            let url = entries.iter().find_map(|e| match &e.source {
+                KeySource::JwksUri(url) => Some(KeyUrl::JwksUri(url.clone())),
+                KeySource::Discovery(url) => Some(KeyUrl::Discovery(url.clone())),
+                KeySource::Inline | KeySource::Secret(_) => None,
+            });
+            if let Some(url) = url
                 && !out.iter().any(|(i, _)| i == issuer)
             {
-                out.push((issuer.clone(), entry.source.clone()));
+                out.push((issuer.clone(), url));
             }
         }
         out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// The HMAC secrets a host must hand over ([`crate::Engine::set_secret`]), by name, each
+    /// once.
+    pub fn secrets(&self) -> Vec<&SecretRef> {
+        let mut out: Vec<&SecretRef> = Vec::new();
+        for entry in self.issuers.values().flatten() {
+            if let KeySource::Secret(secret) = &entry.source
+                && !out.iter().any(|s| s.name == secret.name)
+            {
+                out.push(secret);
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
         out
     }
 
@@ -1029,11 +1164,45 @@ fn resolve_issuers(
                 issuer.jwks_file.is_some(),
                 issuer.jwks_uri.is_some(),
                 issuer.discovery.is_some(),
+                issuer.secret.is_some(),
             ];
             if sources.iter().filter(|s| **s).count() != 1 {
                 fail(
-                    "needs exactly one of `jwks`, `jwks_file`, `jwks_uri` or `discovery`".into(),
+                    "needs exactly one of `jwks`, `jwks_file`, `jwks_uri`, `discovery` or `secret`"
+                        .into(),
                     None,
+                );
+                continue;
+            }
+            let symmetric = algorithms.iter().any(|a| a.is_symmetric());
+            if let Some(jwks) = &issuer.jwks
+                && holds_secret(jwks)
+            {
+                fail(
+                    "the JWK set holds an HMAC secret (an `oct` key): secrets never go in a bundle, which hosts distribute and serve".into(),
+                    Some("name the secret with `\"secret\": \"<name>\"` and give it to each verifying host (`--secrets-dir` or `PORTCULLIS_SECRET_<NAME>`)"),
+                );
+                continue;
+            }
+            if let Some(secret) = &issuer.secret {
+                if !symmetric {
+                    fail(
+                        "`secret` is for HMAC (`HS*`) issuers; public-key issuers use `jwks`, `jwks_file`, `jwks_uri` or `discovery`".into(),
+                        None,
+                    );
+                    continue;
+                }
+                if !secret.valid_name() {
+                    fail(
+                        format!("invalid secret name `{}`", sanitize(&secret.name, 64)),
+                        Some("use 1-64 letters, digits, `.`, `_` or `-`"),
+                    );
+                    continue;
+                }
+            } else if symmetric {
+                fail(
+                    "HMAC (`HS*`) issuers name their shared secret with `secret`; the secret itself never goes in a bundle".into(),
+                    Some("`\"secret\": \"<name>\"`, given to each verifying host with `--secrets-dir` or `PORTCULLIS_SECRET_<NAME>`"),
                 );
                 continue;
             }
@@ -1052,14 +1221,9 @@ fn resolve_issuers(
                         continue;
                     }
                 }
+            } else if let Some(secret) = &issuer.secret {
+                (None, KeySource::Secret(secret.clone()))
             } else {
-                if algorithms.iter().any(|a| a.is_symmetric()) {
-                    fail(
-                        "HMAC secrets must be inline (`jwks` with `oct` keys)".into(),
-                        None,
-                    );
-                    continue;
-                }
                 let (url, source) = match (&issuer.jwks_uri, &issuer.discovery) {
                     (Some(url), _) => (url, KeySource::JwksUri(url.clone())),
                     (_, Some(url)) => (url, KeySource::Discovery(url.clone())),
@@ -1074,6 +1238,18 @@ fn resolve_issuers(
                 }
                 (None, source)
             };
+            let lifetime = issuer
+                .max_token_lifetime
+                .unwrap_or(compiled.settings.tokens.max_lifetime);
+            if !(60..=MAX_TOKEN_LIFETIME).contains(&lifetime) {
+                fail(
+                    format!(
+                        "`max_token_lifetime` of {lifetime}s is outside 60..={MAX_TOKEN_LIFETIME}"
+                    ),
+                    None,
+                );
+                continue;
+            }
             let skew = issuer.clock_skew.unwrap_or(default_skew);
             if skew > MAX_CLOCK_SKEW {
                 fail(
@@ -1082,7 +1258,7 @@ fn resolve_issuers(
                 );
                 continue;
             }
-            let mapping = match ClaimMapping::resolve(&issuer.claims, types) {
+            let mapping = match ClaimMapping::resolve(&issuer.claims, types, &issuer.audiences) {
                 Ok(mapping) => mapping,
                 Err(why) => {
                     fail(
@@ -1117,6 +1293,8 @@ fn resolve_issuers(
                     typ,
                     max_token_age: issuer.max_token_age,
                     clock_skew: skew,
+                    max_lifetime: i64::try_from(lifetime).unwrap_or(i64::MAX),
+                    client_id_audience: issuer.claims.preset == Preset::Cognito,
                 });
         }
     }
@@ -1158,6 +1336,42 @@ fn resolve_issuers(
         }
     }
     issuers
+}
+
+/// Google documents two `iss` forms for its ID tokens, `https://accounts.google.com` and
+/// `accounts.google.com`: an issuer configured with the `google` preset under either accepts
+/// both (unless the other is configured on its own).
+fn issuer_aliases(
+    compiled: &CompiledBundle,
+    issuers: &HashMap<String, Vec<IssuerEntry>>,
+) -> HashMap<String, String> {
+    const GOOGLE: [&str; 2] = ["https://accounts.google.com", "accounts.google.com"];
+    let google = compiled
+        .tenants
+        .values()
+        .flat_map(|t| &t.issuers)
+        .filter(|i| i.claims.preset == Preset::Google);
+    let mut aliases = HashMap::new();
+    for issuer in google {
+        let Some(i) = GOOGLE.iter().position(|g| *g == issuer.issuer) else {
+            continue;
+        };
+        let other = GOOGLE.get(1 - i).copied().unwrap_or_default();
+        if !issuers.contains_key(other) && issuers.contains_key(&issuer.issuer) {
+            aliases.insert(other.to_owned(), issuer.issuer.clone());
+        }
+    }
+    aliases
+}
+
+/// Whether a JWK set holds an HMAC secret (a key of type `oct`).
+fn holds_secret(jwks: &serde_json::Value) -> bool {
+    jwks.get("keys")
+        .and_then(serde_json::Value::as_array)
+        .is_some_and(|keys| {
+            keys.iter()
+                .any(|k| k.get("kty").and_then(serde_json::Value::as_str) == Some("oct"))
+        })
 }
 
 /// Whether keys may be fetched from `url`: `https://`, or plain `http://` to a loopback host

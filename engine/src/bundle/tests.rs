@@ -310,3 +310,62 @@ fn key_urls_are_https_or_plain_http_to_loopback_only() {
         assert!(!acceptable_key_url(bad), "{bad} should be refused");
     }
 }
+
+/// Sources with `routes.json`, compiled as a directory would be.
+fn compile_routes(routes: &str) -> Result<CompiledBundle, BundleError> {
+    BundleSources {
+        schema: Some(("schema.cedarschema".into(), SCHEMA.into())),
+        policies: vec![policy("policies/p.cedar", GOOD)],
+        routes: Some(("routes.json".into(), routes.into())),
+        ..Default::default()
+    }
+    .compile(&mut |_| Err("no files".into()))
+}
+
+#[test]
+fn routes_are_checked_against_the_schema_with_locations() {
+    let good = r#"{"routes": [
+  {"methods": ["GET"], "path": "/tenants/{tenant}/reports/{id}", "action": "view",
+   "resource": {"type": "Report", "id": "{tenant}/{id}", "attrs": {"tenant": "{tenant}"}}}
+]}"#;
+    let compiled = compile_routes(good).unwrap();
+    assert_eq!(compiled.routes.len(), 1);
+    assert_eq!(Bundle::load(compiled).unwrap().route_count(), 1);
+
+    let bad = r#"{"routes": [
+  {"path": "/r/{id}", "action": "veiw",
+   "resource": {"type": "Report", "id": "{id}", "attrs": {"tenant": "x"}}},
+  {"path": "/u/{id}", "action": "view",
+   "resource": {"type": "Reprot", "id": "{id}"}},
+  {"path": "/r/{id}", "action": "view",
+   "resource": {"type": "Report", "id": "{id}", "attrs": {"tenant": "t", "departement": "{id}"}}},
+  {"path": "/r/{id}", "action": "view",
+   "resource": {"type": "Report", "id": "{id}"}},
+  {"path": "/r/{id}", "action": "view", "context": {"mfa": "yes"},
+   "resource": {"type": "Report", "id": "{idd}"}}
+]}"#;
+    let problems = compile_routes(bad).unwrap_err().problems;
+    let text: Vec<String> = problems.iter().map(ToString::to_string).collect();
+    let expect = [
+        "routes.json:2:33: route 0 (`/r/{id}`): unknown action `veiw` (help: did you mean `view`?)",
+        "routes.json:5:25: route 1 (`/u/{id}`): unknown entity type `Reprot` (help: did you mean `Report`?)",
+        "routes.json:7:89: route 2 (`/r/{id}`): `Report` declares no attribute `departement`",
+        "routes.json:9:16: route 3 (`/r/{id}`): `Report` requires `tenant` and the route gives no value for it",
+        "routes.json:11:41: route 4 (`/r/{id}`): `{idd}` is not a parameter of the path",
+    ];
+    assert_eq!(text.len(), expect.len(), "{text:#?}");
+    for (got, want) in text.iter().zip(expect) {
+        assert!(
+            got.starts_with(want),
+            "{got}\n  does not start with\n{want}"
+        );
+    }
+    // The compiled form names the route's field when there is no file to point into.
+    let mut compiled = compile_routes(good).unwrap();
+    compiled.routes[0].action = "delete".into();
+    let problems = Bundle::load(compiled.seal()).unwrap_err().problems;
+    assert_eq!(
+        problems[0].location.as_ref().unwrap().file,
+        "routes: routes[0].action"
+    );
+}

@@ -43,6 +43,7 @@ fn engine_with(options: EngineOptions) -> Engine {
                 .into(),
         }],
         tenants: Some(("tenants.json".into(), tenants.to_string())),
+        routes: None,
         entities: None,
         settings: None,
     };

@@ -1,89 +1,145 @@
-//! The AuthZEN access evaluation API (`/access/v1/evaluation[s]`) and Envoy's ext_authz HTTP
-//! mode: both translate into the engine's token request; decisions are the engine's.
+//! The AuthZEN access evaluation API (`/access/v1/evaluation[s]`), translated into the engine's
+//! token request; decisions are the engine's.
 //!
-//! The caller's token is the `Authorization: Bearer` header, or AuthZEN's
-//! `subject.properties.token`. AuthZEN `action.name` is the action, `resource` the resource
-//! (`properties` its attributes), `context` the context. ext_authz reads the action and resource
-//! from headers that the Envoy route sets (`x-portcullis-action`, `x-portcullis-resource-type`,
-//! `x-portcullis-resource-id`, optional `x-portcullis-resource-attrs` and
-//! `x-portcullis-context` as JSON objects); a request without them is denied.
+//! The subject is the body's `subject.properties.token`, always. An `Authorization` header is
+//! the PEP's own credential: when the service is given one (`--pep-token-file`) the header must
+//! present it, and it never becomes the subject of a decision (a PEP that authenticates with
+//! its own token would otherwise have every decision made about itself).
+//!
+//! `evaluations` inherits the top-level `subject`, `action`, `resource` and `context` into
+//! every item that lacks them. That expansion is bounded before it happens: the number of
+//! items, and the size of every item with what it inherits, are checked against the batch
+//! limits first, so a small body cannot become a large one (413).
 
-use super::{Early, ErrorCode, Shared, edge_error, json_response, read_body};
+use super::decide::{batch, split_array};
+use super::workers::Priority;
+use super::{ErrorCode, Shared, edge_error, json_response, read_body};
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde_json::value::RawValue;
 use std::sync::Arc;
+use std::time::Instant;
 
-/// `subject`: only its token matters (the engine derives the principal from it).
-#[derive(Clone, Debug, Default, Deserialize)]
-struct Subject {
-    #[serde(default)]
-    properties: Map<String, Value>,
+/// The parts of one evaluation, as raw JSON (parsed only when used).
+#[derive(Clone, Copy, Debug, Default, Deserialize)]
+struct Parts<'a> {
+    #[serde(borrow, default)]
+    subject: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    action: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    resource: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    context: Option<&'a RawValue>,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+impl<'a> Parts<'a> {
+    /// This item's parts, the missing ones from `defaults`.
+    fn with(self, defaults: Parts<'a>) -> Self {
+        Self {
+            subject: self.subject.or(defaults.subject),
+            action: self.action.or(defaults.action),
+            resource: self.resource.or(defaults.resource),
+            context: self.context.or(defaults.context),
+        }
+    }
+
+    /// The size of the parts, as the expanded item will hold them.
+    fn size(&self) -> usize {
+        [self.subject, self.action, self.resource, self.context]
+            .iter()
+            .flatten()
+            .map(|r| r.get().len())
+            .sum()
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct EvaluationsBody<'a> {
+    #[serde(borrow, default)]
+    subject: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    action: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    resource: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    context: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    evaluations: Option<&'a RawValue>,
+}
+
+impl<'a> EvaluationsBody<'a> {
+    fn defaults(&self) -> Parts<'a> {
+        Parts {
+            subject: self.subject,
+            action: self.action,
+            resource: self.resource,
+            context: self.context,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct Subject {
+    #[serde(default)]
+    properties: SubjectProperties,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct SubjectProperties {
+    #[serde(default)]
+    token: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
 struct Action {
     name: String,
 }
 
-#[derive(Clone, Debug, Deserialize)]
-struct Resource {
+#[derive(Debug, Deserialize)]
+struct Resource<'a> {
     #[serde(rename = "type")]
     entity_type: String,
     id: String,
-    #[serde(default)]
-    properties: Map<String, Value>,
+    #[serde(borrow, default)]
+    properties: Option<&'a RawValue>,
 }
 
-/// One evaluation; in `evaluations`, missing parts come from the top level.
-#[derive(Clone, Debug, Default, Deserialize)]
-struct Evaluation {
-    subject: Option<Subject>,
-    action: Option<Action>,
-    resource: Option<Resource>,
-    context: Option<Map<String, Value>>,
+type Early = super::Early;
+
+fn invalid(message: &str) -> Early {
+    Box::new(edge_error(ErrorCode::RequestInvalid, message))
 }
 
-#[derive(Debug, Deserialize)]
-struct Evaluations {
-    #[serde(flatten)]
-    defaults: Evaluation,
-    #[serde(default)]
-    evaluations: Vec<Evaluation>,
+fn parse<'a, T: Deserialize<'a>>(what: &str, raw: &'a RawValue) -> Result<T, Early> {
+    serde_json::from_str(raw.get())
+        .map_err(|e| invalid(&portcullis_engine::describe_json_error(what, &e)))
 }
 
-fn bearer(headers: &HeaderMap) -> Option<String> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim().to_owned())
-}
-
-/// The engine request for an evaluation, as JSON (`None`: action or resource missing).
-fn engine_request(
-    evaluation: &Evaluation,
-    defaults: &Evaluation,
-    header_token: Option<&str>,
-) -> Option<Value> {
-    let subject = evaluation.subject.as_ref().or(defaults.subject.as_ref());
-    let token = header_token
-        .map(str::to_owned)
-        .or_else(|| subject.and_then(|s| s.properties.get("token")?.as_str().map(str::to_owned)));
-    let action = evaluation.action.as_ref().or(defaults.action.as_ref())?;
-    let resource = evaluation
-        .resource
-        .as_ref()
-        .or(defaults.resource.as_ref())?;
-    let context = evaluation.context.as_ref().or(defaults.context.as_ref());
-    Some(json!({
-        "token": token,
-        "action": action.name,
-        "resource": {"type": resource.entity_type, "id": resource.id, "attrs": resource.properties},
-        "context": context.cloned().unwrap_or_default(),
-    }))
+/// The engine request (JSON text) of one evaluation: the subject's token, the action name, the
+/// resource with its properties as attributes, the context.
+fn engine_request(parts: &Parts<'_>) -> Result<String, Early> {
+    let (Some(action), Some(resource)) = (parts.action, parts.resource) else {
+        return Err(invalid("an evaluation needs an `action` and a `resource`"));
+    };
+    let token = match parts.subject {
+        Some(subject) => parse::<Subject>("subject", subject)?.properties.token,
+        None => None,
+    };
+    let action: Action = parse("action", action)?;
+    let resource: Resource<'_> = parse("resource", resource)?;
+    let json = |s: &str| serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into());
+    let attrs = resource.properties.map_or("{}", RawValue::get);
+    let context = parts.context.map_or("{}", RawValue::get);
+    Ok(format!(
+        "{{\"token\":{},\"action\":{},\"resource\":{{\"type\":{},\"id\":{},\"attrs\":{attrs}}},\"context\":{context}}}",
+        token.as_deref().map_or_else(|| "null".to_owned(), json),
+        json(&action.name),
+        json(&resource.entity_type),
+        json(&resource.id),
+    ))
 }
 
 /// AuthZEN's answer: `decision` as a boolean, the engine's decision as context.
@@ -91,88 +147,85 @@ fn answer(decision_json: &str, allowed: bool) -> String {
     format!("{{\"decision\":{allowed},\"context\":{decision_json}}}")
 }
 
-fn parse<T: for<'de> Deserialize<'de>>(body: &str) -> Result<T, Early> {
-    serde_json::from_str(body).map_err(|e| {
-        Box::new(edge_error(
-            ErrorCode::RequestInvalid,
-            &format!("invalid evaluation request: {e}"),
-        ))
-    })
-}
-
-fn missing() -> Response {
-    edge_error(
-        ErrorCode::RequestInvalid,
-        "an evaluation needs an `action` and a `resource`",
-    )
+/// The PEP's credential, when one is configured; `Err` is the 401.
+fn check_pep(shared: &Shared, headers: &HeaderMap) -> Result<(), Early> {
+    match &shared.pep_token {
+        Some(credential) if !credential.admits(headers) => {
+            let mut response = edge_error(
+                ErrorCode::Unauthenticated,
+                "the PEP must authenticate with its bearer credential",
+            );
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"portcullis-pep\""),
+            );
+            Err(Box::new(response))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// `POST /access/v1/evaluation`.
 pub(super) async fn evaluation(State(shared): State<Arc<Shared>>, request: Request) -> Response {
-    let token = bearer(request.headers());
-    let body = match read_body(request.into_body(), shared.max_body).await {
+    if let Err(response) = check_pep(&shared, request.headers()) {
+        return *response;
+    }
+    let body = match read_body(&shared, request.into_body(), shared.input.max_body).await {
         Ok(body) => body,
         Err(response) => return *response,
     };
-    let evaluation: Evaluation = match parse(&body) {
-        Ok(e) => e,
+    let parts: Result<Parts<'_>, _> = serde_json::from_str(&body);
+    let text = match parts
+        .map_err(|e| invalid(&portcullis_engine::describe_json_error("evaluation", &e)))
+        .and_then(|parts| engine_request(&parts))
+    {
+        Ok(text) => text,
         Err(response) => return *response,
     };
-    let Some(engine_request) =
-        engine_request(&evaluation, &Evaluation::default(), token.as_deref())
-    else {
-        return missing();
-    };
-    let text = engine_request.to_string();
-    match shared.decide(|i| i.decide(&text, shared.clock.now())) {
+    let now = shared.clock.now();
+    let start = Instant::now();
+    match shared
+        .run(Priority::Interactive, move |i| i.decide(&text, now))
+        .await
+    {
         Ok(decided) => {
-            shared.audit(&decided);
+            shared.record(&decided, start.elapsed());
             json_response(
                 StatusCode::OK,
                 answer(&decided.decision_json, decided.outcome == "allow"),
             )
         }
-        Err(response) => *response,
+        Err(response) => {
+            shared.metrics.decision("error", start.elapsed());
+            *response
+        }
     }
 }
 
 /// `POST /access/v1/evaluations`: one answer per evaluation, in order.
 pub(super) async fn evaluations(State(shared): State<Arc<Shared>>, request: Request) -> Response {
-    let token = bearer(request.headers());
-    let body = match read_body(request.into_body(), shared.max_batch_body).await {
+    if let Err(response) = check_pep(&shared, request.headers()) {
+        return *response;
+    }
+    let body = match read_body(&shared, request.into_body(), shared.input.max_batch_body).await {
         Ok(body) => body,
         Err(response) => return *response,
     };
-    let Evaluations {
-        defaults,
-        evaluations,
-    } = match parse(&body) {
-        Ok(e) => e,
+    let requests = match expand(&shared, &body) {
+        Ok(requests) => requests,
         Err(response) => return *response,
     };
-    // No `evaluations` array: the top level is the one evaluation.
-    let evaluations = if evaluations.is_empty() {
-        vec![Evaluation::default()]
-    } else {
-        evaluations
-    };
-    let mut requests = Vec::with_capacity(evaluations.len());
-    for evaluation in &evaluations {
-        match engine_request(evaluation, &defaults, token.as_deref()) {
-            Some(r) => requests.push(r),
-            None => return missing(),
-        }
-    }
-    let body = Value::Array(requests).to_string();
-    match super::batch(&shared, &body) {
+    match batch(&shared, requests).await {
         Ok(results) => {
             let items: Vec<String> = results
                 .into_iter()
                 .map(|r| match r {
                     Ok(decided) => answer(&decided.decision_json, decided.outcome == "allow"),
-                    Err((code, message)) => {
-                        json!({"decision": false, "context": {"error": {"code": code, "message": message}}}).to_string()
-                    }
+                    Err((code, message)) => serde_json::json!({
+                        "decision": false,
+                        "context": {"error": {"code": code, "message": message}}
+                    })
+                    .to_string(),
                 })
                 .collect();
             json_response(
@@ -184,118 +237,73 @@ pub(super) async fn evaluations(State(shared): State<Arc<Shared>>, request: Requ
     }
 }
 
-fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers.get(name)?.to_str().ok()
-}
-
-fn header_object(headers: &HeaderMap, name: &str) -> Result<Map<String, Value>, String> {
-    match header_text(headers, name) {
-        None => Ok(Map::new()),
-        Some(text) => match serde_json::from_str(text) {
-            Ok(Value::Object(map)) => Ok(map),
-            _ => Err(format!("`{name}` must be a JSON object")),
-        },
-    }
-}
-
-/// Envoy ext_authz (HTTP service mode): any method and path; 200 allows, 401/403 deny with the
-/// decision as body. Fails closed: anything missing or broken is a 403.
-pub(super) async fn ext_authz(State(shared): State<Arc<Shared>>, request: Request) -> Response {
-    let headers = request.headers();
-    let token = bearer(headers);
-    let (action, entity_type, id) = match (
-        header_text(headers, "x-portcullis-action"),
-        header_text(headers, "x-portcullis-resource-type"),
-        header_text(headers, "x-portcullis-resource-id"),
-    ) {
-        (Some(a), Some(t), Some(i)) => (a.to_owned(), t.to_owned(), i.to_owned()),
-        _ => {
-            return deny_response(
-                StatusCode::FORBIDDEN,
-                "request_invalid",
-                "the route sets no `x-portcullis-action`, `x-portcullis-resource-type` and `x-portcullis-resource-id`",
-            );
-        }
+/// Every item of an `evaluations` body as an engine request, its defaults filled in; the item
+/// count and the expanded size are checked before any item is built.
+fn expand(shared: &Shared, body: &str) -> Result<Vec<String>, Early> {
+    let parsed: EvaluationsBody<'_> = serde_json::from_str(body)
+        .map_err(|e| invalid(&portcullis_engine::describe_json_error("evaluations", &e)))?;
+    let defaults = parsed.defaults();
+    let limits = shared.input;
+    let items: Vec<Parts<'_>> = match parsed.evaluations {
+        // No `evaluations` array: the top level is the one evaluation.
+        None => vec![Parts::default()],
+        Some(raw) => split_array(raw.get(), limits.max_batch_items)
+            .map_err(|e| e.into_response(shared))?
+            .into_iter()
+            .map(|item| parse::<Parts<'_>>("evaluation", item))
+            .collect::<Result<_, _>>()?,
     };
-    let (attrs, context) = match (
-        header_object(headers, "x-portcullis-resource-attrs"),
-        header_object(headers, "x-portcullis-context"),
-    ) {
-        (Ok(a), Ok(c)) => (a, c),
-        (Err(e), _) | (_, Err(e)) => {
-            return deny_response(StatusCode::FORBIDDEN, "request_invalid", &e);
-        }
+    let too_large = |message: String| {
+        shared.metrics.too_large();
+        Box::new(edge_error(ErrorCode::RequestTooLarge, &message))
     };
-    let text = json!({
-        "token": token,
-        "action": action,
-        "resource": {"type": entity_type, "id": id, "attrs": attrs},
-        "context": context,
-    })
-    .to_string();
-    match shared.decide(|i| i.decide(&text, shared.clock.now())) {
-        Ok(decided) => {
-            shared.audit(&decided);
-            let status = if decided.outcome == "allow" {
-                StatusCode::OK
-            } else {
-                StatusCode::from_u16(decided.status).unwrap_or(StatusCode::FORBIDDEN)
-            };
-            (
-                status,
-                [(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/json"),
-                )],
-                decided.decision_json,
-            )
-                .into_response()
+    let mut expanded = 0usize;
+    for item in &items {
+        expanded = expanded.saturating_add(item.with(defaults).size());
+        if expanded > limits.max_batch_body {
+            return Err(too_large(format!(
+                "the evaluations, with the defaults each inherits, are larger than {} bytes",
+                limits.max_batch_body
+            )));
         }
-        Err(response) if response.status().is_server_error() => *response,
-        Err(_) => deny_response(
-            StatusCode::FORBIDDEN,
-            "request_invalid",
-            "the request could not be decided",
-        ),
     }
-}
-
-fn deny_response(status: StatusCode, code: &str, message: &str) -> Response {
-    super::error_response(status, code, message)
+    items
+        .iter()
+        .map(|item| engine_request(&item.with(defaults)))
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::{Value, json};
 
     #[test]
-    fn evaluations_inherit_top_level_parts() {
+    fn evaluations_inherit_top_level_parts_and_the_subject_is_the_bodys() {
         let body = r#"{"subject": {"type": "user", "id": "a", "properties": {"token": "t"}},
             "action": {"name": "view"}, "context": {"k": 1},
             "evaluations": [{"resource": {"type": "Report", "id": "r1"}},
                             {"action": {"name": "export"}, "resource": {"type": "Report", "id": "r2", "properties": {"tenant": "acme"}}}]}"#;
-        let parsed: Evaluations = serde_json::from_str(body).unwrap();
-        let first = engine_request(&parsed.evaluations[0], &parsed.defaults, None).unwrap();
+        let parsed: EvaluationsBody<'_> = serde_json::from_str(body).unwrap();
+        let raw = split_array(parsed.evaluations.unwrap().get(), 10)
+            .ok()
+            .unwrap();
+        let items: Vec<Parts<'_>> = raw
+            .iter()
+            .map(|r| serde_json::from_str(r.get()).unwrap())
+            .collect();
+        let first: Value =
+            serde_json::from_str(&engine_request(&items[0].with(parsed.defaults())).unwrap())
+                .unwrap();
         assert_eq!(
             first,
             json!({"token": "t", "action": "view", "resource": {"type": "Report", "id": "r1", "attrs": {}}, "context": {"k": 1}})
         );
-        let second = engine_request(&parsed.evaluations[1], &parsed.defaults, Some("h")).unwrap();
-        assert_eq!(second["token"], "h");
+        let second: Value =
+            serde_json::from_str(&engine_request(&items[1].with(parsed.defaults())).unwrap())
+                .unwrap();
         assert_eq!(second["action"], "export");
         assert_eq!(second["resource"]["attrs"]["tenant"], "acme");
-        assert!(engine_request(&Evaluation::default(), &Evaluation::default(), None).is_none());
-    }
-
-    #[test]
-    fn bearer_scheme_is_case_insensitive() {
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            header::AUTHORIZATION,
-            HeaderValue::from_static("bearer abc"),
-        );
-        assert_eq!(bearer(&headers).as_deref(), Some("abc"));
-        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic abc"));
-        assert_eq!(bearer(&headers), None);
+        assert!(engine_request(&Parts::default()).is_err());
     }
 }

@@ -3,8 +3,7 @@
 //! cooldown — when a token names a key id the engine does not know, and kept when the IdP
 //! fails. One task does all fetching, one issuer at a time: there is never a stampede.
 
-use crate::component::KeyUrl;
-use portcullis_engine::KeySource;
+use portcullis_engine::KeyUrl;
 use serde_json::Value;
 use std::time::Duration;
 
@@ -41,15 +40,6 @@ impl Default for Bounds {
     }
 }
 
-/// The key location of a bundle's remote issuer, if it has one.
-pub fn key_url(source: &KeySource) -> Option<KeyUrl> {
-    match source {
-        KeySource::JwksUri(url) => Some(KeyUrl::JwksUri(url.clone())),
-        KeySource::Discovery(url) => Some(KeyUrl::Discovery(url.clone())),
-        KeySource::Inline => None,
-    }
-}
-
 /// A fetched JWK set (JSON) and how long it may be kept.
 #[derive(Debug)]
 pub struct FetchedKeys {
@@ -59,15 +49,29 @@ pub struct FetchedKeys {
     pub max_age: Duration,
 }
 
-/// Fetch the JWK set of `source` (through the discovery document when that is the source).
+/// Fetch the JWK set of `source` (through the discovery document when that is the source) for
+/// the configured `issuer`. Redirects are not followed (a redirect could lead anywhere, past
+/// the URL rule); a discovery document must name `issuer` as its `issuer` (OpenID Connect
+/// Discovery 1.0 §4.3).
 ///
 /// # Errors
-/// Network errors, timeouts, non-200 answers, oversized or malformed documents.
-pub fn fetch(agent: &ureq::Agent, source: &KeyUrl, bounds: &Bounds) -> Result<FetchedKeys, String> {
+/// Network errors, timeouts, non-200 answers (redirects included), oversized or malformed
+/// documents, a discovery document of another issuer or naming an unacceptable `jwks_uri`.
+pub fn fetch(
+    agent: &ureq::Agent,
+    source: &KeyUrl,
+    issuer: &str,
+    bounds: &Bounds,
+) -> Result<FetchedKeys, String> {
     let jwks_uri = match source {
         KeyUrl::JwksUri(url) => url.clone(),
         KeyUrl::Discovery(url) => {
             let (document, _) = get_json(agent, url)?;
+            if document.get("issuer").and_then(Value::as_str) != Some(issuer) {
+                return Err(format!(
+                    "the discovery document at `{url}` is not that of issuer `{issuer}` (its `issuer` differs)"
+                ));
+            }
             let uri = document
                 .get("jwks_uri")
                 .and_then(Value::as_str)
@@ -102,6 +106,11 @@ fn get_json(agent: &ureq::Agent, url: &str) -> Result<(Value, Option<String>), S
         .call()
         .map_err(|e| format!("cannot fetch `{url}`: {e}"))?;
     let status = response.status().as_u16();
+    if (300..400).contains(&status) {
+        return Err(format!(
+            "`{url}` answered a redirect (HTTP {status}), which is not followed: configure the URL it points to"
+        ));
+    }
     if status != 200 {
         return Err(format!("`{url}` answered HTTP {status}"));
     }
@@ -161,6 +170,9 @@ mod tests {
         let base = format!("http://{}", listener.local_addr().unwrap());
         let discovery =
             serde_json::json!({"issuer": base, "jwks_uri": format!("{base}/jwks")}).to_string();
+        let foreign =
+            serde_json::json!({"issuer": "https://evil.example", "jwks_uri": format!("{base}/jwks")})
+                .to_string();
         let app = Router::new()
             .route(
                 "/.well-known/openid-configuration",
@@ -183,7 +195,17 @@ mod tests {
                 "/down",
                 get(|| async { (axum::http::StatusCode::BAD_GATEWAY, "down") }),
             )
-            .route("/html", get(|| async { "<html>" }));
+            .route("/html", get(|| async { "<html>" }))
+            .route("/foreign", get(move || async move { foreign }))
+            .route(
+                "/moved",
+                get(|| async {
+                    (
+                        axum::http::StatusCode::FOUND,
+                        [(header::LOCATION, "http://127.0.0.2:1/jwks")],
+                    )
+                }),
+            );
         runtime.spawn(async move { axum::serve(listener, app).await });
         (runtime, base)
     }
@@ -196,32 +218,71 @@ mod tests {
         let keys = fetch(
             &agent,
             &KeyUrl::Discovery(format!("{base}/.well-known/openid-configuration")),
+            &base,
             &bounds,
         )
         .unwrap();
         assert_eq!(keys.jwks, serde_json::json!({"keys": []}));
         assert_eq!(keys.max_age, Duration::from_secs(120));
         // Below the lower bound: clamped up.
-        let keys = fetch(&agent, &KeyUrl::JwksUri(format!("{base}/short")), &bounds).unwrap();
+        let keys = fetch(
+            &agent,
+            &KeyUrl::JwksUri(format!("{base}/short")),
+            &base,
+            &bounds,
+        )
+        .unwrap();
         assert_eq!(keys.max_age, bounds.min_age);
         // Failures are errors (the caller keeps the last good keys).
         assert!(
-            fetch(&agent, &KeyUrl::JwksUri(format!("{base}/down")), &bounds)
-                .unwrap_err()
-                .contains("502")
+            fetch(
+                &agent,
+                &KeyUrl::JwksUri(format!("{base}/down")),
+                &base,
+                &bounds
+            )
+            .unwrap_err()
+            .contains("502")
         );
         assert!(
-            fetch(&agent, &KeyUrl::JwksUri(format!("{base}/html")), &bounds)
-                .unwrap_err()
-                .contains("not JSON")
+            fetch(
+                &agent,
+                &KeyUrl::JwksUri(format!("{base}/html")),
+                &base,
+                &bounds
+            )
+            .unwrap_err()
+            .contains("not JSON")
         );
         assert!(
             fetch(
                 &agent,
                 &KeyUrl::JwksUri("http://127.0.0.1:1/jwks".into()),
+                &base,
                 &bounds
             )
             .is_err()
+        );
+        // A discovery document of another issuer, and a redirect (to a host the URL rule
+        // refuses), are refused.
+        let err = fetch(
+            &agent,
+            &KeyUrl::Discovery(format!("{base}/foreign")),
+            &base,
+            &bounds,
+        )
+        .unwrap_err();
+        assert!(err.contains("not that of issuer"), "{err}");
+        let err = fetch(
+            &agent,
+            &KeyUrl::JwksUri(format!("{base}/moved")),
+            &base,
+            &bounds,
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("redirect (HTTP 302), which is not followed"),
+            "{err}"
         );
     }
 

@@ -25,6 +25,10 @@ pub struct Metrics {
     key_fetches_failed: AtomicU64,
     audit_written: AtomicU64,
     audit_dropped: AtomicU64,
+    overloaded: AtomicU64,
+    too_large: AtomicU64,
+    /// The accept loops' counts (main and admin listeners together).
+    pub connections: std::sync::Arc<super::listener::ConnectionStats>,
 }
 
 impl Metrics {
@@ -76,6 +80,16 @@ impl Metrics {
             &self.audit_dropped
         };
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Count a request refused because the decision queues were full (503).
+    pub fn overloaded(&self) {
+        self.overloaded.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Count a request refused for its size (413).
+    pub fn too_large(&self) {
+        self.too_large.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Audit records dropped so far.
@@ -163,6 +177,51 @@ impl Metrics {
             "portcullis_audit_dropped_total {}",
             get(&self.audit_dropped)
         );
+        let c = &self.connections;
+        let counters: [(&str, &str, &AtomicU64); 6] = [
+            (
+                "portcullis_requests_overloaded_total",
+                "Requests answered 503 because the decision queues were full.",
+                &self.overloaded,
+            ),
+            (
+                "portcullis_requests_too_large_total",
+                "Requests answered 413 (body, batch items or expanded size over the limit).",
+                &self.too_large,
+            ),
+            (
+                "portcullis_connections_closed_idle_total",
+                "Connections closed for sitting idle, or to make room at the connection cap.",
+                &c.closed_idle,
+            ),
+            (
+                "portcullis_connections_closed_slow_total",
+                "Connections closed because their headers did not arrive in time.",
+                &c.closed_slow,
+            ),
+            (
+                "portcullis_connections_refused_total",
+                "Connections refused at the cap, every open one being busy.",
+                &c.refused,
+            ),
+            (
+                "portcullis_connections_open",
+                "Connections open now.",
+                &c.open,
+            ),
+        ];
+        for (name, help, counter) in counters {
+            let kind = if name.ends_with("_total") {
+                "counter"
+            } else {
+                "gauge"
+            };
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}",
+                get(counter)
+            );
+        }
         out
     }
 }

@@ -1,37 +1,49 @@
 //! `portcullis serve`: the decision service over HTTP.
 //!
-//! Decisions run in the embedded engine component ([`crate::component::Pool`]) on the tokio
-//! worker threads: a decision takes tens of microseconds, and the component's epoch deadline
-//! bounds it. Everything else — reading and validating bundles, fetching keys, writing the audit
-//! log — happens off the request path.
+//! Two listeners. The **decision listener** (`--listen`) answers decisions — `POST
+//! /v1/decide`, `POST /v1/decide/batch`, AuthZEN (`/access/v1/evaluation[s]`), Envoy
+//! ext_authz (`/ext_authz/*`) — a signed-in user's own tenant bundle (`GET /v1/bundle/tenant`,
+//! authenticated by the user's token) and the health probes. The **admin listener**
+//! (`--admin-listen`, off by default; bound to loopback, or authenticated with
+//! `--admin-token-file`) serves what only operators may see: the whole compiled bundle, any
+//! tenant's bundle, metrics. Every error answers `{"code", "message"}` with a stable code
+//! ([`ErrorCode`]).
 //!
-//! Endpoints: `POST /v1/decide`, `POST /v1/decide/batch`, `POST /access/v1/evaluation`,
-//! `POST /access/v1/evaluations` (AuthZEN), `/ext_authz/*` (Envoy ext_authz HTTP mode),
-//! `GET /v1/bundle`, `GET /healthz`, `GET /readyz`, `GET /metrics`. Every error answers
-//! `{"code", "message"}` with a stable code (see [`ErrorCode`]).
+//! Decisions never run on the async workers: they go to a few decision threads through
+//! bounded queues ([`workers`]), a full queue is a 503 with `Retry-After`, and probes never
+//! queue. Inputs are bounded before they are expanded (bodies, batch items, AuthZEN's
+//! inherited defaults), connections are capped with idle eviction, and headers and idle
+//! connections have deadlines ([`listener`]). Reading and validating bundles, fetching keys
+//! and writing the audit log happen off the request path.
 
+mod admin;
 mod audit;
 mod authzen;
+mod decide;
+mod ext_authz;
 mod keys;
+pub mod listener;
 mod metrics;
 mod source;
+pub mod workers;
 
+pub use admin::Credential;
 pub use audit::AuditTarget;
 pub use keys::Bounds as KeyBounds;
+pub use listener::ConnectionLimits;
 pub use metrics::Metrics;
 pub use source::BundleSource;
+pub use workers::WorkerLimits;
 
-use crate::component::{CallError, Decided, KeyUrl, Limits, Loaded, Pool, Runtime};
+use crate::component::{CallError, Decided, Instance, Limits, Loaded, Pool, Runtime};
 use crate::crypto::RingVerifier;
+use crate::secrets::SecretSource;
 use arc_swap::ArcSwapOption;
 use audit::Audit;
-use axum::Router;
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get, post};
-use portcullis_engine::{Bundle, Engine, EngineOptions};
+use portcullis_engine::{Bundle, BundleTrust, EdgeOptions, Engine, EngineOptions, KeyUrl};
 use source::{Fetched, Watcher};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -39,32 +51,70 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, watch};
+use workers::{Busy, Priority, Workers};
 
 /// Service settings.
 #[derive(Clone, Debug)]
 pub struct Options {
     /// Where the bundle comes from.
     pub bundle: BundleSource,
-    /// Address to listen on (`127.0.0.1:0` for an ephemeral port).
+    /// The decision listener (`127.0.0.1:0` for an ephemeral port).
     pub listen: SocketAddr,
+    /// The admin listener (bundle, metrics), if any.
+    pub admin_listen: Option<SocketAddr>,
+    /// The bearer credential the admin listener requires (required off loopback).
+    pub admin_token: Option<Credential>,
+    /// The bearer credential an AuthZEN PEP must present, if any. It only authenticates the
+    /// PEP: the subject of a decision always comes from the request body.
+    pub pep_token: Option<Credential>,
     /// Where audit lines go.
     pub audit: AuditTarget,
     /// Audit queue length; records beyond it are dropped and counted.
     pub audit_queue: usize,
     /// How often the bundle source is checked for changes.
     pub poll_interval: Duration,
-    /// Largest request body of a single decision.
-    pub max_body: usize,
-    /// Largest request body of a batch.
-    pub max_batch_body: usize,
+    /// Input bounds.
+    pub input: InputLimits,
     /// Longest a request (including reading its body) may take.
     pub request_timeout: Duration,
     /// Sandbox limits of the engine component.
     pub limits: Limits,
+    /// Decision threads and their queues.
+    pub workers: WorkerLimits,
+    /// Connection cap and deadlines (each listener has its own).
+    pub connections: ConnectionLimits,
     /// The time decisions are made at.
     pub clock: Clock,
     /// Caching and refetching of remote issuers' keys.
     pub key_bounds: KeyBounds,
+    /// Where the secrets of HMAC issuers are read.
+    pub secrets: SecretSource,
+    /// Public keys bundles must be signed with; when set, unsigned bundles are refused from
+    /// every source.
+    pub bundle_trust: Option<BundleTrust>,
+    /// How ext_authz decides HTTP requests (token sources, identity headers, ...).
+    pub edge: EdgeOptions,
+}
+
+/// Input bounds, checked before anything is expanded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InputLimits {
+    /// Largest body of a single decision.
+    pub max_body: usize,
+    /// Largest body of a batch (and largest AuthZEN batch once every item has its defaults).
+    pub max_batch_body: usize,
+    /// Most items of a batch or AuthZEN `evaluations`.
+    pub max_batch_items: usize,
+}
+
+impl Default for InputLimits {
+    fn default() -> Self {
+        Self {
+            max_body: 64 << 10,
+            max_batch_body: 1 << 20,
+            max_batch_items: 1000,
+        }
+    }
 }
 
 /// Where the service reads the time, in unix seconds: the system clock, or a fixed time for
@@ -100,24 +150,30 @@ impl Options {
         Self {
             bundle,
             listen,
+            admin_listen: None,
+            admin_token: None,
+            pep_token: None,
             audit: AuditTarget::Stdout,
             audit_queue: 65_536,
             poll_interval: Duration::from_secs(2),
-            max_body: 64 << 10,
-            max_batch_body: 1 << 20,
+            input: InputLimits::default(),
             request_timeout: Duration::from_secs(10),
             limits: Limits::default(),
+            workers: WorkerLimits::default(),
+            connections: ConnectionLimits::default(),
             clock: Clock::system(),
             key_bounds: KeyBounds::default(),
+            secrets: SecretSource::default(),
+            bundle_trust: None,
+            edge: EdgeOptions::default(),
         }
     }
 }
 
-/// The stable error codes of the HTTP edge (besides the engine's own, such as
-/// `request_invalid`).
+/// The stable error codes of the HTTP edge (besides the engine's own).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ErrorCode {
-    /// The body is larger than the limit (413).
+    /// The body, the number of batch items or the expanded batch is over its limit (413).
     RequestTooLarge,
     /// The body is not UTF-8 or not the expected JSON (400).
     RequestInvalid,
@@ -125,6 +181,12 @@ pub enum ErrorCode {
     NotReady,
     /// The engine sandbox failed; the request is denied (503).
     Unavailable,
+    /// The decision queues are full; retry after the `Retry-After` seconds (503).
+    Overloaded,
+    /// A credential is missing or wrong (401).
+    Unauthenticated,
+    /// No such endpoint (404).
+    NotFound,
 }
 
 impl ErrorCode {
@@ -135,6 +197,9 @@ impl ErrorCode {
             Self::RequestInvalid => "request_invalid",
             Self::NotReady => "not_ready",
             Self::Unavailable => "unavailable",
+            Self::Overloaded => "overloaded",
+            Self::Unauthenticated => "unauthenticated",
+            Self::NotFound => "not_found",
         }
     }
 
@@ -142,7 +207,11 @@ impl ErrorCode {
         match self {
             Self::RequestTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::RequestInvalid => StatusCode::BAD_REQUEST,
-            Self::NotReady | Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::NotReady | Self::Unavailable | Self::Overloaded => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Self::Unauthenticated => StatusCode::UNAUTHORIZED,
+            Self::NotFound => StatusCode::NOT_FOUND,
         }
     }
 }
@@ -156,11 +225,14 @@ fn error_response(status: StatusCode, code: &str, message: &str) -> Response {
 /// responses are large.
 type Early = Box<Response>;
 
-/// One element of a batch: a decision, or the `(code, message)` of why there is none.
-type BatchItem = Result<Decided, (String, String)>;
-
 fn edge_error(code: ErrorCode, message: &str) -> Response {
-    error_response(code.status(), code.as_str(), message)
+    let mut response = error_response(code.status(), code.as_str(), message);
+    if matches!(code, ErrorCode::Overloaded | ErrorCode::NotReady) {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    response
 }
 
 fn json_response(status: StatusCode, body: String) -> Response {
@@ -177,13 +249,18 @@ fn json_response(status: StatusCode, body: String) -> Response {
 
 /// The bundle being served.
 struct Served {
-    /// Compiled JSON, for the component and for `GET /v1/bundle`.
+    /// Compiled JSON, for the component and the admin listener's `GET /v1/bundle`. Never holds
+    /// a secret: the engine refuses bundles that do.
     json: Arc<str>,
     etag: HeaderValue,
-    /// Loaded natively, to validate fetched keys against.
+    /// Loaded natively, to validate fetched keys against and to cut tenant bundles from.
     bundle: Arc<Bundle>,
     /// Remote issuers of this bundle; the service is ready once each has keys.
     remote: Vec<(String, KeyUrl)>,
+    /// The secrets it names, read when it was installed.
+    secrets: crate::secrets::Secrets,
+    /// Tenant bundles cut so far, by tenant: `(etag, json)`.
+    tenants: Mutex<HashMap<String, (HeaderValue, Arc<str>)>>,
 }
 
 /// When an issuer's keys are fetched next.
@@ -196,6 +273,7 @@ struct KeyState {
 /// Everything the handlers share.
 struct Shared {
     pool: Pool,
+    workers: Workers,
     metrics: Arc<Metrics>,
     audit: Audit,
     served: ArcSwapOption<Served>,
@@ -205,20 +283,23 @@ struct Shared {
     keys_wake: Notify,
     key_bounds: KeyBounds,
     generation: AtomicU64,
-    max_body: usize,
-    max_batch_body: usize,
+    input: InputLimits,
     clock: Clock,
+    secrets: SecretSource,
+    edge_json: Arc<str>,
+    pep_token: Option<Credential>,
+    admin_token: Option<Credential>,
 }
 
 impl Shared {
-    /// Serve `fetched` from now on: instances reload lazily, and in the background right away.
-    fn install(&self, fetched: Fetched) {
-        let remote: Vec<(String, KeyUrl)> = fetched
-            .bundle
-            .remote_issuers()
-            .into_iter()
-            .filter_map(|(issuer, source)| keys::key_url(&source).map(|url| (issuer, url)))
-            .collect();
+    /// Serve `fetched` from now on (instances reload lazily, and in the background right
+    /// away), once the secrets it names are read.
+    ///
+    /// # Errors
+    /// A secret it names cannot be read: the bundle is not installed.
+    fn install(&self, fetched: Fetched) -> Result<(), String> {
+        let secrets = self.secrets.resolve(&fetched.bundle)?;
+        let remote = fetched.bundle.remote_issuers();
         self.lock_keys()
             .retain(|(issuer, _)| remote.iter().any(|(i, _)| i == issuer));
         let revision = fetched.bundle.revision().to_owned();
@@ -229,12 +310,15 @@ impl Shared {
             etag,
             bundle: Arc::new(fetched.bundle),
             remote,
+            secrets,
+            tenants: Mutex::new(HashMap::new()),
         })));
         self.publish();
         self.keys_wake.notify_one();
+        Ok(())
     }
 
-    /// Hand the current bundle and keys to the pool as a new generation.
+    /// Hand the current bundle, keys and secrets to the pool as a new generation.
     fn publish(&self) {
         let Some(served) = self.served.load_full() else {
             return;
@@ -245,6 +329,8 @@ impl Shared {
             bundle_json: Arc::clone(&served.json),
             revision: served.bundle.revision().to_owned(),
             keys: self.lock_keys().clone(),
+            secrets: served.secrets.clone(),
+            edge_json: Arc::clone(&self.edge_json),
         });
     }
 
@@ -299,22 +385,41 @@ impl Shared {
             .all(|(issuer, _)| keys.iter().any(|(i, _)| i == issuer))
     }
 
-    /// Run one decision through the component and account for it.
-    fn decide(
+    /// Run `f` on a component instance, on a decision thread.
+    async fn run<R: Send + 'static>(
+        self: &Arc<Self>,
+        priority: Priority,
+        f: impl FnOnce(&mut Instance) -> Result<R, CallError> + Send + 'static,
+    ) -> Result<R, Early> {
+        let shared = Arc::clone(self);
+        let receiver = self
+            .workers
+            .submit(priority, move || shared.pool.with(f))
+            .map_err(|Busy| self.overloaded())?;
+        self.outcome(receiver.await)
+    }
+
+    /// The 503 of full queues.
+    fn overloaded(&self) -> Early {
+        self.metrics.overloaded();
+        Box::new(edge_error(
+            ErrorCode::Overloaded,
+            "the decision queues are full; retry shortly",
+        ))
+    }
+
+    fn outcome<R>(
         &self,
-        f: impl FnOnce(&mut crate::component::Instance) -> Result<Decided, CallError>,
-    ) -> Result<Decided, Early> {
-        let start = Instant::now();
-        let result = self.pool.with(f);
-        match result {
-            Ok(decided) => {
-                self.metrics.decision(decided.outcome, start.elapsed());
-                Ok(decided)
-            }
-            Err(err) => {
-                self.metrics.decision("error", start.elapsed());
-                Err(Box::new(self.call_error(&err)))
-            }
+        received: Result<Result<R, CallError>, tokio::sync::oneshot::error::RecvError>,
+    ) -> Result<R, Early> {
+        match received {
+            Ok(Ok(result)) => Ok(result),
+            Ok(Err(err)) => Err(Box::new(self.call_error(&err))),
+            // The decision thread dropped the job (it panicked): fail closed.
+            Err(_) => Err(Box::new(edge_error(
+                ErrorCode::Unavailable,
+                "the decision engine failed; the request is denied",
+            ))),
         }
     }
 
@@ -336,8 +441,9 @@ impl Shared {
         }
     }
 
-    /// Log the decision, and react to an unknown key id.
-    fn audit(&self, decided: &Decided) {
+    /// Count and log a decision, and react to an unknown key id.
+    fn record(&self, decided: &Decided, elapsed: Duration) {
+        self.metrics.decision(decided.outcome, elapsed);
         self.unknown_kid(decided);
         self.audit.record(decided.audit_json.clone());
     }
@@ -349,14 +455,19 @@ fn now_unix() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
-/// Read a whole body of at most `limit` bytes as UTF-8.
-async fn read_body(body: Body, limit: usize) -> Result<String, Early> {
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
+/// Read a whole body of at most `limit` bytes as UTF-8. A declared length over the limit is
+/// refused before a byte is read.
+async fn read_body(shared: &Shared, body: Body, limit: usize) -> Result<String, Early> {
+    let too_large = || {
+        shared.metrics.too_large();
         Box::new(edge_error(
             ErrorCode::RequestTooLarge,
             &format!("the request body is larger than {limit} bytes"),
         ))
-    })?;
+    };
+    let bytes = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| too_large())?;
     String::from_utf8(bytes.into()).map_err(|_| {
         Box::new(edge_error(
             ErrorCode::RequestInvalid,
@@ -365,165 +476,21 @@ async fn read_body(body: Body, limit: usize) -> Result<String, Early> {
     })
 }
 
-async fn decide(State(shared): State<Arc<Shared>>, request: Request) -> Response {
-    let body = match read_body(request.into_body(), shared.max_body).await {
-        Ok(body) => body,
-        Err(response) => return *response,
-    };
-    match shared.decide(|i| i.decide(&body, shared.clock.now())) {
-        Ok(decided) => {
-            shared.audit(&decided);
-            json_response(StatusCode::OK, decided.decision_json)
-        }
-        Err(response) => *response,
-    }
-}
-
-/// Decide a JSON array of requests; answer `{"decisions": [...]}` with, per element, the
-/// decision or `{"error": {"code", "message"}}`.
-async fn decide_batch(State(shared): State<Arc<Shared>>, request: Request) -> Response {
-    let body = match read_body(request.into_body(), shared.max_batch_body).await {
-        Ok(body) => body,
-        Err(response) => return *response,
-    };
-    match batch(&shared, &body) {
-        Ok(results) => {
-            let items: Vec<String> = results
-                .into_iter()
-                .map(|r| match r {
-                    Ok(decided) => decided.decision_json,
-                    Err(e) => {
-                        serde_json::json!({"error": {"code": e.0, "message": e.1}}).to_string()
-                    }
-                })
-                .collect();
-            json_response(
-                StatusCode::OK,
-                format!("{{\"decisions\":[{}]}}", items.join(",")),
-            )
-        }
-        Err(response) => *response,
-    }
-}
-
-/// Run a batch, counting and auditing each decision.
-fn batch(shared: &Shared, body: &str) -> Result<Vec<BatchItem>, Early> {
-    let start = Instant::now();
-    let results = shared
-        .pool
-        .with(|i| i.decide_batch(body, shared.clock.now()))
-        .map_err(|e| {
-            shared.metrics.decision("error", start.elapsed());
-            Box::new(shared.call_error(&e))
-        })?;
-    let elapsed = start.elapsed() / u32::try_from(results.len().max(1)).unwrap_or(u32::MAX);
-    Ok(results
-        .into_iter()
-        .map(|r| match r {
-            Ok(decided) => {
-                shared.metrics.decision(decided.outcome, elapsed);
-                shared.audit(&decided);
-                Ok(decided)
-            }
-            Err(CallError::Engine { code, message }) => {
-                shared.metrics.decision("error", elapsed);
-                Err((code, message))
-            }
-            Err(CallError::Sandbox(why)) => {
-                shared.metrics.decision("error", elapsed);
-                Err((ErrorCode::Unavailable.as_str().to_owned(), why))
-            }
-        })
-        .collect())
-}
-
-async fn bundle(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
-    let Some(served) = shared.served.load_full() else {
-        return edge_error(ErrorCode::NotReady, "no bundle is loaded");
-    };
-    let matches = headers
-        .get_all(header::IF_NONE_MATCH)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|tag| tag.trim() == served.etag.to_str().unwrap_or("") || tag.trim() == "*");
-    if matches {
-        return (
-            StatusCode::NOT_MODIFIED,
-            [(header::ETAG, served.etag.clone())],
-        )
-            .into_response();
-    }
-    (
-        StatusCode::OK,
-        [
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            ),
-            (header::ETAG, served.etag.clone()),
-        ],
-        served.json.to_string(),
-    )
-        .into_response()
-}
-
-async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
-    if shared.ready() {
-        (StatusCode::OK, "ready\n").into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
-    }
-}
-
-async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
-    (
-        StatusCode::OK,
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; version=0.0.4"),
-        )],
-        shared.metrics.render(),
-    )
-        .into_response()
-}
-
-fn router(shared: Arc<Shared>, timeout: Duration) -> Router {
-    Router::new()
-        .route("/v1/decide", post(decide))
-        .route("/v1/decide/batch", post(decide_batch))
-        .route("/access/v1/evaluation", post(authzen::evaluation))
-        .route("/access/v1/evaluations", post(authzen::evaluations))
-        .route("/ext_authz", any(authzen::ext_authz))
-        .route("/ext_authz/{*path}", any(authzen::ext_authz))
-        .route("/v1/bundle", get(bundle))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        // Bodies are read with explicit limits (`read_body`), answering a stable error code.
-        .layer(DefaultBodyLimit::disable())
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            timeout,
-        ))
-        .with_state(shared)
-}
-
 /// A running service.
 pub struct Server {
     addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
     shared: Arc<Shared>,
     reload: Arc<Notify>,
     shutdown: watch::Sender<bool>,
-    http: tokio::task::JoinHandle<std::io::Result<()>>,
-    watcher: tokio::task::JoinHandle<()>,
-    keys: tokio::task::JoinHandle<()>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Server")
             .field("addr", &self.addr)
+            .field("admin_addr", &self.admin_addr)
             .finish_non_exhaustive()
     }
 }
@@ -533,8 +500,20 @@ impl Server {
     ///
     /// # Errors
     /// The component cannot be set up, the bundle cannot be loaded (a bad bundle at startup is
-    /// fatal; later ones are refused), or the address cannot be bound.
+    /// fatal; later ones are refused), a secret it names cannot be read, an address cannot be
+    /// bound, or the admin listener would be reachable off loopback without a credential.
     pub async fn start(options: Options) -> Result<Self, String> {
+        if let Some(admin) = options.admin_listen
+            && !admin.ip().is_loopback()
+            && options.admin_token.is_none()
+        {
+            return Err(format!(
+                "the admin listener `{admin}` is not on loopback: give it a credential with `--admin-token-file`"
+            ));
+        }
+        let edge_json: Arc<str> =
+            Arc::from(serde_json::to_string(&options.edge).map_err(|e| e.to_string())?);
+        portcullis_engine::Edge::new(options.edge.clone()).map_err(|e| e.to_string())?;
         let limits = options.limits.clone();
         let runtime = tokio::task::spawn_blocking(move || Runtime::new(limits))
             .await
@@ -543,6 +522,7 @@ impl Server {
         let audit = Audit::start(&options.audit, options.audit_queue, Arc::clone(&metrics))?;
         let shared = Arc::new(Shared {
             pool: Pool::new(runtime),
+            workers: Workers::start(options.workers)?,
             metrics,
             audit,
             served: ArcSwapOption::empty(),
@@ -551,11 +531,14 @@ impl Server {
             keys_wake: Notify::new(),
             key_bounds: options.key_bounds,
             generation: AtomicU64::new(0),
-            max_body: options.max_body,
-            max_batch_body: options.max_batch_body,
+            input: options.input,
             clock: options.clock.clone(),
+            secrets: options.secrets.clone(),
+            edge_json,
+            pep_token: options.pep_token.clone(),
+            admin_token: options.admin_token.clone(),
         });
-        let mut watcher = Watcher::new(options.bundle.clone());
+        let mut watcher = Watcher::new(options.bundle.clone(), options.bundle_trust.clone());
         let (watcher, first) = tokio::task::spawn_blocking(move || {
             let first = watcher.poll(true);
             (watcher, first)
@@ -563,48 +546,77 @@ impl Server {
         .await
         .map_err(|e| e.to_string())?;
         match first {
-            Ok(Some(fetched)) => shared.install(fetched),
+            Ok(Some(fetched)) => shared
+                .install(fetched)
+                .map_err(|e| format!("cannot load the bundle: {e}"))?,
             Ok(None) => return Err("the bundle source answered nothing".into()),
             Err(e) => return Err(format!("cannot load the bundle: {e}")),
         }
         let warm = Arc::clone(&shared);
         tokio::task::spawn_blocking(move || warm.pool.refresh());
-        let listener = tokio::net::TcpListener::bind(options.listen)
-            .await
-            .map_err(|e| format!("cannot listen on {}: {e}", options.listen))?;
-        let addr = listener.local_addr().map_err(|e| e.to_string())?;
-        let (shutdown, mut stop) = watch::channel(false);
-        let app = router(Arc::clone(&shared), options.request_timeout);
-        let http = tokio::spawn(
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stop.wait_for(|s| *s).await;
-                })
-                .into_future(),
-        );
-        let keys_task = tokio::spawn(watch_keys(Arc::clone(&shared), shutdown.subscribe()));
+        let (shutdown, _) = watch::channel(false);
+        let mut tasks = Vec::new();
+        let bind = |addr: SocketAddr| async move {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+            let bound = listener.local_addr().map_err(|e| e.to_string())?;
+            Ok::<_, String>((listener, bound))
+        };
+        let (listener, addr) = bind(options.listen).await?;
+        let router = decide::router(Arc::clone(&shared), options.request_timeout);
+        tasks.push(tokio::spawn(listener::serve(
+            listener,
+            router,
+            options.connections,
+            Arc::clone(&shared.metrics.connections),
+            shutdown.subscribe(),
+        )));
+        let admin_addr = match options.admin_listen {
+            Some(admin) => {
+                let (listener, bound) = bind(admin).await?;
+                let router = admin::router(Arc::clone(&shared), options.request_timeout);
+                tasks.push(tokio::spawn(listener::serve(
+                    listener,
+                    router,
+                    options.connections,
+                    Arc::clone(&shared.metrics.connections),
+                    shutdown.subscribe(),
+                )));
+                Some(bound)
+            }
+            None => None,
+        };
+        tasks.push(tokio::spawn(watch_keys(
+            Arc::clone(&shared),
+            shutdown.subscribe(),
+        )));
         let reload = Arc::new(Notify::new());
-        let watcher = tokio::spawn(watch_bundle(
+        tasks.push(tokio::spawn(watch_bundle(
             watcher,
             Arc::clone(&shared),
             Arc::clone(&reload),
             shutdown.subscribe(),
             options.poll_interval,
-        ));
+        )));
         Ok(Self {
             addr,
+            admin_addr,
             shared,
             reload,
             shutdown,
-            http,
-            watcher,
-            keys: keys_task,
+            tasks,
         })
     }
 
-    /// The bound address.
+    /// The decision listener's address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The admin listener's address, if it has one.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
     }
 
     /// Check the bundle source now and reload if it changed (what SIGHUP does).
@@ -625,16 +637,13 @@ impl Server {
     /// Stop accepting connections, finish the requests in flight, and stop.
     ///
     /// # Errors
-    /// When the HTTP server failed.
+    /// When a task of the server failed.
     pub async fn shutdown(self) -> Result<(), String> {
         let _ = self.shutdown.send(true);
-        let _ = self.watcher.await;
-        let _ = self.keys.await;
-        match self.http.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(e) => Err(e.to_string()),
+        for task in self.tasks {
+            task.await.map_err(|e| e.to_string())?;
         }
+        Ok(())
     }
 }
 
@@ -666,18 +675,25 @@ async fn watch_bundle(
             Ok(None) => {}
             Ok(Some(fetched)) => {
                 let current = shared.pool.current().map(|l| l.revision.clone());
-                if current.as_deref() == Some(fetched.bundle.revision()) {
+                let revision = fetched.bundle.revision().to_owned();
+                if current.as_deref() == Some(revision.as_str()) {
                     continue;
                 }
-                eprintln!(
-                    "portcullis: bundle revision {} loaded",
-                    fetched.bundle.revision()
-                );
-                shared.install(fetched);
-                shared.metrics.reload(true);
-                let warm = Arc::clone(&shared);
-                // Bring idle instances to the new bundle before requests need them.
-                let _ = tokio::task::spawn_blocking(move || warm.pool.refresh()).await;
+                match shared.install(fetched) {
+                    Ok(()) => {
+                        eprintln!("portcullis: bundle revision {revision} loaded");
+                        shared.metrics.reload(true);
+                        let warm = Arc::clone(&shared);
+                        // Bring idle instances to the new bundle before requests need them.
+                        let _ = tokio::task::spawn_blocking(move || warm.pool.refresh()).await;
+                    }
+                    Err(e) => {
+                        shared.metrics.reload(false);
+                        eprintln!(
+                            "portcullis: new bundle refused, the previous one keeps serving: {e}"
+                        );
+                    }
+                }
             }
             Err(e) => {
                 shared.metrics.reload(false);
@@ -705,11 +721,12 @@ async fn watch_keys(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             if !due {
                 continue;
             }
-            let (agent, url) = (agent.clone(), url.clone());
-            let fetched = tokio::task::spawn_blocking(move || keys::fetch(&agent, &url, &bounds))
-                .await
-                .map_err(|e| e.to_string())
-                .and_then(|r| r);
+            let (agent, url, expected) = (agent.clone(), url.clone(), issuer.clone());
+            let fetched =
+                tokio::task::spawn_blocking(move || keys::fetch(&agent, &url, &expected, &bounds))
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| r);
             // Validate against the bundle natively before any instance sees the keys.
             let validated = fetched.and_then(|f| {
                 let engine = Engine::with_options(
@@ -721,11 +738,11 @@ async fn watch_keys(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                 );
                 engine
                     .set_issuer_keys(issuer, &f.jwks)
-                    .map(|_| f)
+                    .map(|count| (f, count))
                     .map_err(|e| e.to_string())
             });
             let next_fetch = match validated {
-                Ok(f) => {
+                Ok((f, count)) => {
                     shared.metrics.key_fetch(true);
                     let jwks: Arc<str> = Arc::from(f.jwks.to_string());
                     let changed = {
@@ -741,6 +758,7 @@ async fn watch_keys(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                         changed
                     };
                     if changed {
+                        eprintln!("portcullis: loaded {count} keys of `{issuer}`");
                         shared.publish();
                         let warm = Arc::clone(&shared);
                         let _ = tokio::task::spawn_blocking(move || warm.pool.refresh()).await;

@@ -4,7 +4,8 @@
 //! request path; only a valid one is ever handed on.
 
 use crate::bundle_dir;
-use portcullis_engine::Bundle;
+use crate::crypto::RingVerifier;
+use portcullis_engine::{Bundle, BundleTrust};
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -69,15 +70,18 @@ pub struct Watcher {
     /// bundle is reported once, not on every poll.
     seen: Option<String>,
     agent: ureq::Agent,
+    /// When set, only bundles signed with one of these keys are accepted.
+    trust: Option<BundleTrust>,
 }
 
 impl Watcher {
-    /// A watcher that has seen nothing yet.
-    pub fn new(source: BundleSource) -> Self {
+    /// A watcher that has seen nothing yet; with `trust`, it accepts signed bundles only.
+    pub fn new(source: BundleSource, trust: Option<BundleTrust>) -> Self {
         Self {
             source,
             seen: None,
             agent: http_agent(Duration::from_secs(10)),
+            trust,
         }
     }
 
@@ -107,6 +111,11 @@ impl Watcher {
                 match response.status().as_u16() {
                     304 => return Ok(None),
                     200 => {}
+                    status @ 300..400 => {
+                        return Err(format!(
+                            "fetching the bundle answered a redirect (HTTP {status}), which is not followed: configure the URL it points to"
+                        ));
+                    }
                     status => return Err(format!("fetching the bundle answered HTTP {status}")),
                 }
                 let etag = response
@@ -127,16 +136,23 @@ impl Watcher {
             self.seen = Some(etag);
         }
         let bundle = Bundle::from_json(&json).map_err(|e| e.to_string())?;
+        if let Some(trust) = &self.trust {
+            trust
+                .check(bundle.compiled(), &RingVerifier)
+                .map_err(|e| e.to_string())?;
+        }
         Ok(Some(Fetched { json, bundle }))
     }
 }
 
-/// An HTTP client with overall timeouts that reports every status as a response.
+/// An HTTP client with overall timeouts that reports every status as a response and follows
+/// no redirect: a redirect could lead past the URL rule (https, or http to loopback only) to
+/// anywhere, and keys and policy must come from where they were configured to.
 pub(crate) fn http_agent(timeout: Duration) -> ureq::Agent {
     ureq::Agent::config_builder()
         .timeout_global(Some(timeout))
         .http_status_as_error(false)
-        .max_redirects(3)
+        .max_redirects(0)
         .build()
         .into()
 }

@@ -75,9 +75,14 @@ pub(crate) fn materialize(spec: &TokenSpec, ctx: &TokenContext<'_>) -> Result<St
         alg = Algorithm::HS256;
     }
 
+    // Conformance tenants sign with key pairs, which always have a `kid`.
+    let kid = dev
+        .kid
+        .clone()
+        .ok_or_else(|| format!("tenant `{tenant}` has no key id"))?;
     let mut header = Map::new();
     header.insert("alg".into(), alg.name().into());
-    header.insert("kid".into(), dev.kid.clone().into());
+    header.insert("kid".into(), kid.clone().into());
     header.insert(
         "typ".into(),
         dev.typ.clone().unwrap_or_else(|| "JWT".into()).into(),
@@ -87,7 +92,7 @@ pub(crate) fn materialize(spec: &TokenSpec, ctx: &TokenContext<'_>) -> Result<St
             header.insert("alg".into(), "none".into());
         }
         Some(Forge::WrongKid) => {
-            header.insert("kid".into(), format!("{}-unknown", dev.kid).into());
+            header.insert("kid".into(), format!("{kid}-unknown").into());
         }
         _ => {}
     }
@@ -105,7 +110,7 @@ pub(crate) fn materialize(spec: &TokenSpec, ctx: &TokenContext<'_>) -> Result<St
     }
 
     let key = match spec.forge {
-        Some(Forge::HmacWithPublicKey) => public_jwk(ctx.compiled, tenant, spec.issuer, &dev.kid)?,
+        Some(Forge::HmacWithPublicKey) => public_jwk(ctx.compiled, tenant, spec.issuer, &kid)?,
         Some(Forge::OtherTenantKey) => {
             let other = match &spec.key_tenant {
                 Some(other) => ctx.dev_issuer(other, 0)?,
@@ -113,13 +118,12 @@ pub(crate) fn materialize(spec: &TokenSpec, ctx: &TokenContext<'_>) -> Result<St
             };
             if other.kid == dev.kid {
                 return Err(format!(
-                    "tenant `{tenant}` and its `key_tenant` share the key `{}`",
-                    dev.kid
+                    "tenant `{tenant}` and its `key_tenant` share the key `{kid}`"
                 ));
             }
-            ctx.private_key(&other.kid)?
+            ctx.private_key(other.kid.as_deref().unwrap_or_default())?
         }
-        _ => ctx.private_key(&dev.kid)?,
+        _ => ctx.private_key(&kid)?,
     };
 
     let signed = if spec.header_suffix.is_some() || spec.payload_suffix.is_some() {

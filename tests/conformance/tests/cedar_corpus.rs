@@ -52,6 +52,8 @@ impl Host for Component {
                 revision: bundle.revision.clone(),
                 bundle_json: Arc::from(bundle.to_json().as_str()),
                 keys: Vec::new(),
+                secrets: Vec::new(),
+                edge_json: std::sync::Arc::from("{}"),
             })
             .map_err(|e| e.to_string())?;
         Ok(instance)

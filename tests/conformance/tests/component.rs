@@ -38,6 +38,8 @@ fn component_decides_every_case_as_expected() {
                 revision: compiled.revision.clone(),
                 bundle_json: Arc::from(compiled.to_json().as_str()),
                 keys: Vec::new(),
+                secrets: Vec::new(),
+                edge_json: std::sync::Arc::from("{}"),
             });
             pool
         });

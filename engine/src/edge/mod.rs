@@ -1,0 +1,848 @@
+//! The HTTP edge, sans I/O: what a gateway does with one request — map its method and path to
+//! an action and a resource with the bundle's routes, find its bearer token (RFC 6750), ask the
+//! engine, and answer: forward with the caller's identity headers, or respond 400/401/403/503.
+//!
+//! The Envoy filter and the decision service's ext_authz both call [`Edge::decide`], so they
+//! cannot disagree on a request. Hosts only read the request and carry out the
+//! [`EdgeVerdict`].
+//!
+//! Rules every host gets:
+//! - paths are checked before routing (see [`routes`]): a parameter that decodes to `/`, `\`,
+//!   NUL, `.` or `..` is a 400, never a resource id;
+//! - a token in more than one configured place is a 400 (RFC 6750 §2); the same input header
+//!   sent twice (two `Authorization` headers, two values of a header a route reads) is a 403;
+//! - method-override headers (`X-HTTP-Method-Override` and kin) are refused (400): the decision
+//!   is made on the method the upstream is sent, never on one it might switch to;
+//! - a CORS preflight passes without a token only when a route matches the method it asks
+//!   about and its path;
+//! - identity headers are set only on allowed requests; the client's copies of them, under any
+//!   spelling (`x_portcullis_tenant` included), are never read and never forwarded
+//!   ([`ForwardHeaders::is_identity`]).
+
+pub mod routes;
+mod token;
+
+pub use routes::{ResourceSpec, RouteSpec, RoutesFile, ValueSpec};
+pub use token::TokenSource;
+
+use crate::decision::{Decision, Outcome};
+use crate::engine::Engine;
+use crate::json_text::push_string;
+use routes::MapError;
+use serde::{Deserialize, Serialize};
+
+/// The value of a header in a request, as an edge needs to know it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lookup<'a> {
+    /// Not sent.
+    Absent,
+    /// Sent once, with this value.
+    One(&'a [u8]),
+    /// Sent more than once.
+    Repeated,
+}
+
+/// A request's headers. Names are lowercase, as HTTP/2 and Envoy have them.
+pub trait Headers {
+    /// The header `name`.
+    fn get(&self, name: &str) -> Lookup<'_>;
+}
+
+/// Headers as `(name, value)` pairs, names lowercase, every value of a repeated header its
+/// own pair (what ext_authz and the CLI hand over).
+#[derive(Clone, Copy, Debug)]
+pub struct HeaderPairs<'a>(pub &'a [(String, Vec<u8>)]);
+
+impl Headers for HeaderPairs<'_> {
+    fn get(&self, name: &str) -> Lookup<'_> {
+        let mut found = self.0.iter().filter(|(n, _)| n == name);
+        match (found.next(), found.next()) {
+            (None, _) => Lookup::Absent,
+            (Some((_, value)), None) => Lookup::One(value),
+            (Some(_), Some(_)) => Lookup::Repeated,
+        }
+    }
+}
+
+/// One HTTP request as an edge sees it.
+#[derive(Clone, Copy)]
+pub struct HttpRequest<'a> {
+    /// The method (`GET`).
+    pub method: &'a str,
+    /// The path with its query (`/tenants/acme/reports/q3?x=1`), as the upstream will get it.
+    pub path: &'a str,
+    /// The headers.
+    pub headers: &'a dyn Headers,
+}
+
+/// What happens to a request that no route matches.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Unmatched {
+    /// Answer 403 (the default).
+    #[default]
+    Deny,
+    /// Forward without a decision (identity headers are still stripped). Safe only when the
+    /// upstream routes exactly like the bundle's routes.
+    Pass,
+}
+
+/// What to do when no decision can be made because the token's issuer has no keys yet.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureMode {
+    /// Answer 503 (the default).
+    #[default]
+    Closed,
+    /// Forward the request without identity headers.
+    Open,
+}
+
+/// Identity headers set on allowed requests. A client's copies of them are never read and
+/// never forwarded, whatever the decision.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardHeaders {
+    /// The principal's tenant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// The principal's id (subject or client id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// The principal's roles: comma-separated, each percent-encoded (`%`, `,`, and anything
+    /// outside printable ASCII), so a role containing `,` stays one role.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub roles: Option<String>,
+    /// The decision id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision_id: Option<String>,
+}
+
+impl Default for ForwardHeaders {
+    fn default() -> Self {
+        Self {
+            tenant: Some("x-portcullis-tenant".into()),
+            subject: Some("x-portcullis-subject".into()),
+            roles: Some("x-portcullis-roles".into()),
+            decision_id: Some("x-portcullis-decision-id".into()),
+        }
+    }
+}
+
+impl ForwardHeaders {
+    /// Every configured header name.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        [&self.tenant, &self.subject, &self.roles, &self.decision_id]
+            .into_iter()
+            .flatten()
+            .map(String::as_str)
+    }
+
+    /// Whether a request header `name` (any case, `_` or `-`) is one of the identity headers:
+    /// WSGI, Rack and CGI upstreams read `x_portcullis_tenant` as `x-portcullis-tenant`.
+    pub fn is_identity(&self, name: &str) -> bool {
+        self.names().any(|identity| same_header(identity, name))
+    }
+}
+
+/// Header names equal up to case and `_`/`-`.
+fn same_header(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes().zip(b.bytes()).all(|(x, y)| {
+            let fold = |c: u8| {
+                if c == b'_' {
+                    b'-'
+                } else {
+                    c.to_ascii_lowercase()
+                }
+            };
+            fold(x) == fold(y)
+        })
+}
+
+/// Edge options: how a gateway treats requests around the decision. The routes themselves are
+/// in the bundle.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct EdgeOptions {
+    /// What happens to a request no route matches (`deny`).
+    #[serde(default)]
+    pub unmatched: Unmatched,
+    /// Where the bearer token is read from, in order (the `authorization` header with the
+    /// `Bearer ` prefix).
+    #[serde(default = "default_token_sources")]
+    pub token: Vec<TokenSource>,
+    /// Identity headers set on allowed requests.
+    #[serde(default)]
+    pub forward: ForwardHeaders,
+    /// Decide and log, but always forward (`false`).
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Let CORS preflights of routed requests through without a token (`true`).
+    #[serde(default = "yes")]
+    pub cors_preflight: bool,
+    /// When the token's issuer has no keys yet (`closed`).
+    #[serde(default)]
+    pub failure_mode: FailureMode,
+    /// The `realm` of `WWW-Authenticate` challenges (`api`).
+    #[serde(default = "default_realm")]
+    pub realm: String,
+}
+
+impl Default for EdgeOptions {
+    fn default() -> Self {
+        Self {
+            unmatched: Unmatched::Deny,
+            token: default_token_sources(),
+            forward: ForwardHeaders::default(),
+            dry_run: false,
+            cors_preflight: true,
+            failure_mode: FailureMode::Closed,
+            realm: default_realm(),
+        }
+    }
+}
+
+fn default_token_sources() -> Vec<TokenSource> {
+    vec![TokenSource::Header {
+        name: "authorization".into(),
+        prefix: "Bearer ".into(),
+    }]
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_realm() -> String {
+    "api".into()
+}
+
+/// Edge options that do not hold together.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct EdgeConfigError(pub String);
+
+/// Validated edge options.
+#[derive(Clone, Debug)]
+pub struct Edge {
+    options: EdgeOptions,
+    challenge_missing: String,
+    challenge_invalid: String,
+    challenge_request: String,
+}
+
+/// Request headers that ask an upstream to act as if the method were another.
+const METHOD_OVERRIDES: [&str; 3] = [
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+
+/// How an edge request ended, for counters and logs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EdgeOutcome {
+    /// Allowed by policy (forwarded with identity).
+    Allowed,
+    /// Denied by policy, or no route with `unmatched: deny`.
+    Denied,
+    /// No token, or one that does not verify.
+    Unauthenticated,
+    /// The request cannot be mapped (bad path, repeated input, two tokens, method override).
+    Invalid,
+    /// No decision could be made (no keys for the token's issuer yet).
+    Unavailable,
+    /// A CORS preflight of a routed request, forwarded without a decision.
+    Preflight,
+    /// No route matched and `unmatched: pass` forwarded it without a decision.
+    NoRoute,
+}
+
+impl EdgeOutcome {
+    /// The outcome's name: `allowed`, `denied`, `unauthenticated`, `invalid`, `unavailable`,
+    /// `preflight` or `no-route`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Allowed => "allowed",
+            Self::Denied => "denied",
+            Self::Unauthenticated => "unauthenticated",
+            Self::Invalid => "invalid",
+            Self::Unavailable => "unavailable",
+            Self::Preflight => "preflight",
+            Self::NoRoute => "no-route",
+        }
+    }
+}
+
+/// What the host does with the request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EdgeAction {
+    /// Forward upstream with these identity headers (after every client copy of an identity
+    /// header was removed).
+    Forward(Vec<(String, String)>),
+    /// Answer locally.
+    Respond {
+        /// HTTP status.
+        status: u16,
+        /// Response headers.
+        headers: Vec<(&'static str, String)>,
+        /// JSON body `{code, message, decision_id?}`.
+        body: String,
+    },
+}
+
+/// The edge's answer to one request.
+#[derive(Debug)]
+pub struct EdgeVerdict<'e> {
+    /// Forward or respond.
+    pub action: EdgeAction,
+    /// How it ended.
+    pub outcome: EdgeOutcome,
+    /// The decision, when one was made.
+    pub decision: Option<Decision>,
+    /// The template of the route that matched, when one did.
+    pub route: Option<&'e str>,
+    /// The token's issuer has no keys, or the token named a key the engine does not have (its
+    /// keys may have rotated): the host should look for newer keys.
+    pub keys_missing: bool,
+}
+
+impl Default for Edge {
+    /// The default options (valid by construction).
+    fn default() -> Self {
+        Self::build(EdgeOptions::default())
+    }
+}
+
+impl Edge {
+    fn build(options: EdgeOptions) -> Self {
+        let realm = &options.realm;
+        Self {
+            challenge_missing: format!("Bearer realm=\"{realm}\""),
+            challenge_invalid: format!("Bearer realm=\"{realm}\", error=\"invalid_token\""),
+            challenge_request: format!("Bearer realm=\"{realm}\", error=\"invalid_request\""),
+            options,
+        }
+    }
+
+    /// Validate edge options.
+    ///
+    /// # Errors
+    /// A token source, identity header or realm that cannot work.
+    pub fn new(options: EdgeOptions) -> Result<Self, EdgeConfigError> {
+        token::validate_sources(&options.token)?;
+        for name in options.forward.names() {
+            if !routes::valid_header_name(name) {
+                return Err(EdgeConfigError(format!(
+                    "invalid header name `{name}` in `forward`: use lowercase letters, digits and `-`"
+                )));
+            }
+        }
+        let realm = &options.realm;
+        if realm.contains(['"', '\\']) || !realm.bytes().all(|b| b == b' ' || b.is_ascii_graphic())
+        {
+            return Err(EdgeConfigError(
+                "`realm` must be printable ASCII without quotes".into(),
+            ));
+        }
+        Ok(Self::build(options))
+    }
+
+    /// The options.
+    pub fn options(&self) -> &EdgeOptions {
+        &self.options
+    }
+
+    /// Check that the bundle's routes can be used with these options: a route may not read an
+    /// identity header (the client's copy is never read, so the value would always be absent).
+    ///
+    /// # Errors
+    /// The first route value taken from an identity header.
+    pub fn check_bundle(&self, engine: &Engine) -> Result<(), EdgeConfigError> {
+        for route in engine.bundle().routes() {
+            for header in route.client_headers() {
+                if self.options.forward.is_identity(header) {
+                    return Err(EdgeConfigError(format!(
+                        "route `{}` reads `{header}`, an identity header the edge sets itself",
+                        route.template()
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Decide what to do with one request at unix time `now`.
+    pub fn decide<'e>(
+        &self,
+        engine: &'e Engine,
+        request: &HttpRequest<'_>,
+        now: i64,
+    ) -> EdgeVerdict<'e> {
+        let routes = engine.bundle().routes();
+        let headers = request.headers;
+        for name in METHOD_OVERRIDES {
+            if headers.get(name) != Lookup::Absent {
+                return self.invalid(400, "method-override headers are not accepted", None);
+            }
+        }
+        if self.options.cors_preflight
+            && request.method.eq_ignore_ascii_case("OPTIONS")
+            && headers.get("origin") != Lookup::Absent
+            && let Lookup::One(asked) = headers.get("access-control-request-method")
+            && let Ok(asked) = std::str::from_utf8(asked)
+            && routes::any_route(routes, asked.trim(), request.path)
+        {
+            return EdgeVerdict {
+                action: EdgeAction::Forward(Vec::new()),
+                outcome: EdgeOutcome::Preflight,
+                decision: None,
+                route: None,
+                keys_missing: false,
+            };
+        }
+        let (route, mut decision_request) =
+            match routes::map_request(routes, request.method, request.path, headers) {
+                Ok(Some(found)) => found,
+                Ok(None) => {
+                    return match self.options.unmatched {
+                        Unmatched::Pass => EdgeVerdict {
+                            action: EdgeAction::Forward(Vec::new()),
+                            outcome: EdgeOutcome::NoRoute,
+                            decision: None,
+                            route: None,
+                            keys_missing: false,
+                        },
+                        Unmatched::Deny => EdgeVerdict {
+                            action: respond(
+                                403,
+                                "forbidden",
+                                "no route matches the request",
+                                None,
+                                None,
+                            ),
+                            outcome: EdgeOutcome::Denied,
+                            decision: None,
+                            route: None,
+                            keys_missing: false,
+                        },
+                    };
+                }
+                Err(MapError::Path(why)) => return self.invalid(400, why, None),
+                Err(MapError::BadHeader) => {
+                    return self.invalid(400, "a header the route reads is not UTF-8", None);
+                }
+                Err(MapError::RepeatedHeader) => {
+                    return self.invalid(
+                        403,
+                        "a header the route reads is sent more than once",
+                        None,
+                    );
+                }
+            };
+        decision_request.token = match token::find_token(&self.options.token, headers, request.path)
+        {
+            Ok(token) => token,
+            Err(token::TokenProblem::SeveralSources) => {
+                return self.invalid(
+                    400,
+                    "the token is sent in more than one way (RFC 6750 §2)",
+                    Some(self.challenge_request.clone()),
+                );
+            }
+            Err(token::TokenProblem::Repeated) => {
+                return self.invalid(403, "the token header is sent more than once", None);
+            }
+        };
+        let decision = engine.decide(&decision_request, now);
+        let has_error = |code: &str| decision.errors.iter().any(|e| e.code == code);
+        let keys_missing = has_error("token_unknown_kid") || has_error("token_keys_unavailable");
+        let (mut action, outcome) = match decision.decision {
+            Outcome::Allow => (
+                EdgeAction::Forward(self.identity(&decision)),
+                EdgeOutcome::Allowed,
+            ),
+            Outcome::Unauthenticated if has_error("token_keys_unavailable") => {
+                match self.options.failure_mode {
+                    FailureMode::Closed => (EdgeAction::unavailable(), EdgeOutcome::Unavailable),
+                    FailureMode::Open => {
+                        (EdgeAction::Forward(Vec::new()), EdgeOutcome::Unavailable)
+                    }
+                }
+            }
+            Outcome::Unauthenticated => {
+                let challenge = if decision_request.token.is_none() {
+                    self.challenge_missing.clone()
+                } else {
+                    self.challenge_invalid.clone()
+                };
+                (
+                    respond(
+                        401,
+                        "unauthenticated",
+                        "a valid bearer token is required",
+                        Some(&decision.decision_id),
+                        Some(challenge),
+                    ),
+                    EdgeOutcome::Unauthenticated,
+                )
+            }
+            Outcome::Deny => (
+                respond(
+                    403,
+                    "forbidden",
+                    "the request is denied",
+                    Some(&decision.decision_id),
+                    None,
+                ),
+                EdgeOutcome::Denied,
+            ),
+        };
+        if self.options.dry_run && matches!(action, EdgeAction::Respond { .. }) {
+            action = EdgeAction::Forward(Vec::new());
+        }
+        EdgeVerdict {
+            action,
+            outcome,
+            decision: Some(decision),
+            route: Some(route.template()),
+            keys_missing,
+        }
+    }
+
+    fn invalid<'e>(&self, status: u16, why: &str, challenge: Option<String>) -> EdgeVerdict<'e> {
+        // Not a policy decision, so not subject to `dry_run`: a request that cannot be mapped
+        // is never forwarded.
+        EdgeVerdict {
+            action: respond(status, "request_invalid", why, None, challenge),
+            outcome: EdgeOutcome::Invalid,
+            decision: None,
+            route: None,
+            keys_missing: false,
+        }
+    }
+
+    /// The identity headers of an allowed request.
+    fn identity(&self, decision: &Decision) -> Vec<(String, String)> {
+        let forward = &self.options.forward;
+        let mut out = Vec::with_capacity(4);
+        let mut push = |name: &Option<String>, value: String| {
+            if let Some(name) = name {
+                out.push((name.clone(), value));
+            }
+        };
+        if let Some(p) = &decision.principal {
+            push(&forward.tenant, header_value(&p.tenant, false));
+            push(&forward.subject, header_value(&p.id, false));
+            let mut roles = String::new();
+            for (i, role) in p.roles.iter().enumerate() {
+                if i > 0 {
+                    roles.push(',');
+                }
+                roles.push_str(&header_value(role, true));
+            }
+            push(&forward.roles, roles);
+        }
+        push(&forward.decision_id, decision.decision_id.clone());
+        out
+    }
+}
+
+/// A value as a header carries it: printable ASCII as is, `%` and everything else
+/// percent-encoded (and `,` too in list items), so that no value is lost or merged.
+fn header_value(value: &str, list_item: bool) -> String {
+    let mut out = String::with_capacity(value.len());
+    for &b in value.as_bytes() {
+        if (0x20..0x7f).contains(&b) && b != b'%' && !(list_item && b == b',') {
+            out.push(char::from(b));
+        } else {
+            let digit = |nibble: u8| {
+                char::from_digit(u32::from(nibble), 16).map_or('0', |c| c.to_ascii_uppercase())
+            };
+            out.push('%');
+            out.push(digit(b >> 4));
+            out.push(digit(b & 0x0f));
+        }
+    }
+    out
+}
+
+impl EdgeAction {
+    /// The 503 answer when the edge cannot decide (yet): no bundle, or no keys for the
+    /// token's issuer.
+    pub fn unavailable() -> Self {
+        let mut action = respond(
+            503,
+            "unavailable",
+            "the decision cannot be made yet; retry shortly",
+            None,
+            None,
+        );
+        if let Self::Respond { headers, .. } = &mut action {
+            headers.push(("retry-after", "5".into()));
+        }
+        action
+    }
+}
+
+fn respond(
+    status: u16,
+    code: &str,
+    message: &str,
+    decision_id: Option<&str>,
+    challenge: Option<String>,
+) -> EdgeAction {
+    let mut body = String::with_capacity(96);
+    body.push_str("{\"code\":");
+    push_string(&mut body, code);
+    body.push_str(",\"message\":");
+    push_string(&mut body, message);
+    if let Some(id) = decision_id {
+        body.push_str(",\"decision_id\":");
+        push_string(&mut body, id);
+    }
+    body.push('}');
+    let mut headers = vec![("content-type", "application/json".to_owned())];
+    if let Some(challenge) = challenge {
+        headers.push(("www-authenticate", challenge));
+    }
+    EdgeAction::Respond {
+        status,
+        headers,
+        body,
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// `(name, value)` pairs.
+    pub(crate) struct TestHeaders<'a>(pub Vec<(&'a str, &'a [u8])>);
+
+    impl<'a> TestHeaders<'a> {
+        pub(crate) fn new(pairs: &[(&'a str, &'a [u8])]) -> Self {
+            Self(pairs.to_vec())
+        }
+    }
+
+    impl Headers for TestHeaders<'_> {
+        fn get(&self, name: &str) -> Lookup<'_> {
+            let mut found = self.0.iter().filter(|(n, _)| *n == name);
+            match (found.next(), found.next()) {
+                (None, _) => Lookup::Absent,
+                (Some((_, v)), None) => Lookup::One(v),
+                (Some(_), Some(_)) => Lookup::Repeated,
+            }
+        }
+    }
+
+    fn engine() -> Engine {
+        let sources = crate::BundleSources {
+            schema: Some((
+                "schema.cedarschema".into(),
+                "entity User { tenant: String }; entity Report { tenant: String };\n\
+                 action view appliesTo { principal: User, resource: Report };"
+                    .into(),
+            )),
+            policies: vec![crate::PolicySource {
+                file: "p.cedar".into(),
+                tenant: None,
+                source: "@id(\"all\") permit(principal, action, resource);".into(),
+            }],
+            routes: Some((
+                "routes.json".into(),
+                r#"{"routes": [{"methods": ["GET"], "path": "/t/{tenant}/reports/{id}", "action": "view",
+                    "resource": {"type": "Report", "id": "{tenant}/{id}", "attrs": {"tenant": "{tenant}"}}}]}"#
+                    .into(),
+            )),
+            ..Default::default()
+        };
+        let compiled = sources.compile(&mut |_| Err("no files".into())).unwrap();
+        Engine::new(crate::Bundle::load(compiled).unwrap())
+    }
+
+    fn decide(
+        edge: &Edge,
+        engine: &Engine,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &[u8])],
+    ) -> (EdgeOutcome, u16, String) {
+        let headers = TestHeaders::new(headers);
+        let verdict = edge.decide(
+            engine,
+            &HttpRequest {
+                method,
+                path,
+                headers: &headers,
+            },
+            1_800_000_000,
+        );
+        match verdict.action {
+            EdgeAction::Forward(_) => (verdict.outcome, 0, String::new()),
+            EdgeAction::Respond {
+                status,
+                headers,
+                body,
+            } => {
+                let challenge = headers
+                    .iter()
+                    .find(|(n, _)| *n == "www-authenticate")
+                    .map(|(_, v)| v.clone());
+                (
+                    verdict.outcome,
+                    status,
+                    format!("{body} {}", challenge.unwrap_or_default()),
+                )
+            }
+        }
+    }
+
+    #[test]
+    fn requests_are_mapped_refused_or_challenged_before_any_policy() {
+        let engine = engine();
+        let edge = Edge::new(EdgeOptions::default()).unwrap();
+        let get =
+            |path: &str, headers: &[(&str, &[u8])]| decide(&edge, &engine, "GET", path, headers);
+        let (outcome, status, body) = get("/t/acme/reports/q3", &[]);
+        assert_eq!((outcome, status), (EdgeOutcome::Unauthenticated, 401));
+        assert!(
+            body.contains("\"code\":\"unauthenticated\"") && body.ends_with("Bearer realm=\"api\""),
+            "{body}"
+        );
+        let (outcome, status, body) =
+            get("/t/acme/reports/q3", &[("authorization", b"Bearer x.y.z")]);
+        assert_eq!((outcome, status), (EdgeOutcome::Unauthenticated, 401));
+        assert!(body.ends_with("error=\"invalid_token\""), "{body}");
+        for path in [
+            "/t/acme/reports/..%2F..%2Fglobex%2Freports%2Fq3",
+            "/t/acme/reports/q3%00",
+            "/t//acme/reports/q3",
+        ] {
+            assert_eq!(get(path, &[]).1, 400, "{path}");
+        }
+        assert_eq!(
+            get(
+                "/t/acme/reports/q3",
+                &[("x-http-method-override", b"DELETE")]
+            )
+            .1,
+            400
+        );
+        assert_eq!(get("/admin", &[]).0, EdgeOutcome::Denied);
+        assert_eq!(get("/admin", &[]).1, 403);
+        let twice: &[(&str, &[u8])] = &[
+            ("authorization", b"Bearer a"),
+            ("authorization", b"Bearer b"),
+        ];
+        assert_eq!(get("/t/acme/reports/q3", twice).1, 403);
+        // Envoy's ext_authz joins a repeated header with `,`, which no bearer token contains.
+        assert_eq!(
+            get(
+                "/t/acme/reports/q3",
+                &[("authorization", b"Bearer a,Bearer b")]
+            )
+            .1,
+            403
+        );
+        let (_, status, body) = get(
+            "/t/acme/reports/q3?access_token=a",
+            &[("authorization", b"Bearer b")],
+        );
+        assert_eq!(
+            status, 401,
+            "the query is not a configured source: one token, which fails"
+        );
+        assert!(!body.contains("invalid_request"));
+    }
+
+    #[test]
+    fn preflights_pass_only_for_routed_requests() {
+        let engine = engine();
+        let edge = Edge::new(EdgeOptions::default()).unwrap();
+        let preflight = |path: &str, asked: &'static [u8]| {
+            decide(
+                &edge,
+                &engine,
+                "OPTIONS",
+                path,
+                &[
+                    ("origin", b"https://app.example"),
+                    ("access-control-request-method", asked),
+                ],
+            )
+        };
+        assert_eq!(
+            preflight("/t/acme/reports/q3", b"GET").0,
+            EdgeOutcome::Preflight
+        );
+        assert_eq!(
+            preflight("/admin", b"GET").1,
+            403,
+            "an unmatched route is not a preflight"
+        );
+        assert_eq!(
+            preflight("/t/acme/reports/q3", b"DELETE").1,
+            403,
+            "nor is a method no route has"
+        );
+        let pass = Edge::new(EdgeOptions {
+            unmatched: Unmatched::Pass,
+            ..EdgeOptions::default()
+        })
+        .unwrap();
+        assert_eq!(
+            decide(&pass, &engine, "GET", "/admin", &[]).0,
+            EdgeOutcome::NoRoute
+        );
+        assert_eq!(
+            decide(&pass, &engine, "GET", "/t//acme/reports/q3", &[]).1,
+            400,
+            "pass never forwards a path it cannot read"
+        );
+    }
+
+    #[test]
+    fn identity_names_match_every_spelling() {
+        let forward = ForwardHeaders::default();
+        for name in [
+            "x-portcullis-tenant",
+            "x_portcullis_tenant",
+            "X-Portcullis-Tenant",
+            "x-portcullis_roles",
+        ] {
+            assert!(forward.is_identity(name), "{name}");
+        }
+        for name in ["x-portcullis-tenants", "x-portcullis", "tenant"] {
+            assert!(!forward.is_identity(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn header_values_keep_every_role_apart() {
+        assert_eq!(header_value("FinanceAnalyst", true), "FinanceAnalyst");
+        assert_eq!(header_value("a,b", true), "a%2Cb");
+        assert_eq!(header_value("a,b", false), "a,b");
+        assert_eq!(header_value("50%", false), "50%25");
+        assert_eq!(header_value("é\n", false), "%C3%A9%0A");
+    }
+
+    #[test]
+    fn options_that_cannot_work_are_refused() {
+        let mut options = EdgeOptions::default();
+        options.forward.tenant = Some("X-Tenant".into());
+        assert!(Edge::new(options).unwrap_err().0.contains("X-Tenant"));
+        let options = EdgeOptions {
+            realm: "a\"b".into(),
+            ..EdgeOptions::default()
+        };
+        assert!(Edge::new(options).is_err());
+        let options = EdgeOptions {
+            token: Vec::new(),
+            ..EdgeOptions::default()
+        };
+        assert!(Edge::new(options).is_err());
+        assert!(Edge::new(EdgeOptions::default()).is_ok());
+    }
+}

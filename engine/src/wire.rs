@@ -1,0 +1,222 @@
+//! Reading requests at an edge without echoing them: a JSON error names where it is and what
+//! was expected, never the value it found (a token pasted into the wrong field must not come
+//! back in the response, or in a log line made from it), and no Rust type name.
+
+use crate::error::ErrorInfo;
+use serde::de::DeserializeOwned;
+
+/// Parse JSON `text` as `T`; the error is `request_invalid` with a message that holds no part
+/// of the input but the names of the fields on the way to the problem.
+///
+/// # Errors
+/// `request_invalid`, described by [`describe_json_error`].
+pub fn parse_request<T: DeserializeOwned>(what: &str, text: &str) -> Result<T, ErrorInfo> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let parsed: Result<T, _> = serde_path_to_error::deserialize(&mut de);
+    let result = parsed.map_err(|err| (safe_path(err.path()), err.into_inner()));
+    let result = result.and_then(|value| de.end().map(|()| value).map_err(|e| (String::new(), e)));
+    result.map_err(|(path, err)| {
+        let message = describe_json_error(what, &err);
+        ErrorInfo {
+            code: "request_invalid",
+            message: if path.is_empty()
+                || message.starts_with(&format!("invalid {what}: unknown field"))
+            {
+                message
+            } else {
+                format!("{message} (at `{path}`)")
+            },
+            help: None,
+        }
+    })
+}
+
+/// A field path, every key that is not a plain name replaced by `?` (keys are input too), and
+/// without its last key when that key is the unknown field itself.
+fn safe_path(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let plain = |s: &str| {
+        !s.is_empty() && s.len() <= 40 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    };
+    let mut out = String::new();
+    for segment in path.iter() {
+        match segment {
+            Segment::Seq { index } => out.push_str(&format!("[{index}]")),
+            Segment::Map { key } | Segment::Enum { variant: key } => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(if plain(key) { key } else { "?" });
+            }
+            Segment::Unknown => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push('?');
+            }
+        }
+    }
+    out
+}
+
+/// What went wrong in a JSON document, in words that never include the input's values:
+/// `invalid request: expected a string, found a number at line 1 column 12`.
+pub fn describe_json_error(what: &str, err: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    let at = format!("at line {} column {}", err.line(), err.column());
+    let text = err.to_string();
+    // serde_json's message, without its own trailing location.
+    let message = text
+        .rsplit_once(" at line ")
+        .map_or(text.as_str(), |(m, _)| m);
+    let detail = match err.classify() {
+        Category::Io => "cannot be read".to_owned(),
+        Category::Eof => "ends too early".to_owned(),
+        Category::Syntax => "is not valid JSON".to_owned(),
+        Category::Data => data_error(message),
+    };
+    format!("invalid {what}: {detail} {at}")
+}
+
+/// serde's data errors, with found values and type names rewritten.
+fn data_error(message: &str) -> String {
+    if let Some(rest) = message.strip_prefix("missing field `") {
+        return format!("missing field `{}`", plain_name(rest));
+    }
+    if let Some(rest) = message.strip_prefix("unknown field `") {
+        let field = plain_name(rest);
+        let expected = rest
+            .split_once("expected ")
+            .map(|(_, e)| format!(", expected {e}"))
+            .unwrap_or_default();
+        return format!("unknown field `{field}`{expected}");
+    }
+    for prefix in ["invalid type: ", "invalid value: ", "invalid length "] {
+        if let Some(rest) = message.strip_prefix(prefix) {
+            let found = rest.split([' ', ',']).next().unwrap_or("value");
+            let found = match found {
+                "string" | "integer" | "floating" | "boolean" | "null" | "sequence" | "map"
+                | "unit" | "char" | "bytes" => kind(found),
+                _ => "a value",
+            };
+            let expected = rest
+                .rsplit_once("expected ")
+                .map_or("something else", |(_, e)| e);
+            return format!(
+                "{}expected {}, found {found}",
+                if prefix == "invalid value: " {
+                    "invalid value: "
+                } else {
+                    ""
+                },
+                expected_kind(expected)
+            );
+        }
+    }
+    // Our own messages (custom errors) carry no input.
+    message.to_owned()
+}
+
+fn plain_name(rest: &str) -> String {
+    let name = rest.split('`').next().unwrap_or("");
+    if name.len() <= 40 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        name.to_owned()
+    } else {
+        "?".to_owned()
+    }
+}
+
+fn kind(found: &str) -> &'static str {
+    match found {
+        "string" | "char" => "a string",
+        "integer" | "floating" => "a number",
+        "boolean" => "a boolean",
+        "null" | "unit" => "null",
+        "sequence" => "an array",
+        "map" => "an object",
+        _ => "a value",
+    }
+}
+
+/// serde's "expected" text in JSON words: `struct DecisionRequest` is an object.
+fn expected_kind(expected: &str) -> String {
+    let e = expected.trim();
+    if e.starts_with("struct ") || e == "a map" || e.starts_with("a map") {
+        "an object".to_owned()
+    } else if e.starts_with("a sequence") || e.starts_with("tuple") {
+        "an array".to_owned()
+    } else if e.starts_with("unit variant")
+        || e.starts_with("variant identifier")
+        || e.starts_with("enum ")
+    {
+        "one of the documented names".to_owned()
+    } else if [
+        "u8", "u16", "u32", "u64", "i8", "i16", "i32", "i64", "f32", "f64", "usize",
+    ]
+    .contains(&e)
+        || e.starts_with("an integer")
+    {
+        "a number".to_owned()
+    } else if e
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b" `,_-".contains(&b))
+        && e.len() <= 200
+    {
+        e.to_owned()
+    } else {
+        "something else".to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::DecisionRequest;
+
+    #[test]
+    fn errors_never_echo_what_was_sent() {
+        let token = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJl";
+        for body in [
+            format!(r#"{{"action": "{token}", "resource": "{token}"}}"#),
+            format!(
+                r#"{{"token": 42, "action": "view", "resource": {{"type": "R", "id": "{token}", "attrs": "{token}"}}}}"#
+            ),
+            format!(r#"{{"{token}": 1}}"#),
+            format!(r#"["{token}"]"#),
+            "42".to_owned(),
+            format!(
+                r#"{{"action": "view", "resource": {{"type": "R", "id": 1}}, "tokn": "{token}"}}"#
+            ),
+            format!(r#"{{"action": "{token}"#),
+        ] {
+            let err = parse_request::<DecisionRequest>("request", &body).unwrap_err();
+            assert_eq!(err.code, "request_invalid");
+            assert!(!err.message.contains("eyJ"), "{}", err.message);
+            assert!(!err.message.contains("DecisionRequest"), "{}", err.message);
+            assert!(!err.message.contains("struct"), "{}", err.message);
+        }
+        let err = parse_request::<DecisionRequest>("request", "42").unwrap_err();
+        assert!(
+            err.message.contains("expected an object, found a number"),
+            "{}",
+            err.message
+        );
+        let err = parse_request::<DecisionRequest>(
+            "request",
+            r#"{"action": "view", "resource": {"type": "R", "id": 7}}"#,
+        )
+        .unwrap_err();
+        assert!(err.message.contains("at `resource.id`"), "{}", err.message);
+        assert!(
+            err.message.contains("expected a string, found a number"),
+            "{}",
+            err.message
+        );
+        let err = parse_request::<DecisionRequest>("request", r#"{"action": "view"}"#).unwrap_err();
+        assert!(
+            err.message.contains("missing field `resource`"),
+            "{}",
+            err.message
+        );
+    }
+}

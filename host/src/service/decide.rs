@@ -1,0 +1,229 @@
+//! The decision listener: `POST /v1/decide`, `POST /v1/decide/batch`, the AuthZEN and
+//! ext_authz endpoints, `GET /v1/bundle/tenant` (a user's own tenant bundle) and the health
+//! probes.
+
+use super::workers::Priority;
+use super::{
+    Early, ErrorCode, Shared, admin, authzen, edge_error, ext_authz, json_response, read_body,
+};
+use crate::component::{CallError, Decided};
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use serde::de::{Deserializer, SeqAccess, Visitor};
+use serde_json::value::RawValue;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Batch items decided per job: a single decision waits for at most one such chunk.
+const CHUNK: usize = 16;
+
+/// The router of the decision listener.
+pub(super) fn router(shared: Arc<Shared>, timeout: Duration) -> Router {
+    Router::new()
+        .route("/v1/decide", post(decide))
+        .route("/v1/decide/batch", post(decide_batch))
+        .route("/access/v1/evaluation", post(authzen::evaluation))
+        .route("/access/v1/evaluations", post(authzen::evaluations))
+        .route("/ext_authz", any(ext_authz::check))
+        .route("/ext_authz/{*path}", any(ext_authz::check))
+        .route("/v1/bundle/tenant", get(admin::own_tenant_bundle))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .fallback(not_found)
+        // Bodies are read with explicit limits (`read_body`), answering a stable error code.
+        .layer(DefaultBodyLimit::disable())
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            timeout,
+        ))
+        .with_state(shared)
+}
+
+pub(super) async fn not_found() -> Response {
+    edge_error(ErrorCode::NotFound, "no such endpoint")
+}
+
+pub(super) async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
+    if shared.ready() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+    }
+}
+
+async fn decide(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+    let body = match read_body(&shared, request.into_body(), shared.input.max_body).await {
+        Ok(body) => body,
+        Err(response) => return *response,
+    };
+    let now = shared.clock.now();
+    let start = Instant::now();
+    match shared
+        .run(Priority::Interactive, move |i| i.decide(&body, now))
+        .await
+    {
+        Ok(decided) => {
+            shared.record(&decided, start.elapsed());
+            json_response(StatusCode::OK, decided.decision_json)
+        }
+        Err(response) => {
+            shared.metrics.decision("error", start.elapsed());
+            *response
+        }
+    }
+}
+
+/// Decide a JSON array of requests; answer `{"decisions": [...]}` with, per element, the
+/// decision or `{"error": {"code", "message"}}`.
+async fn decide_batch(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+    let body = match read_body(&shared, request.into_body(), shared.input.max_batch_body).await {
+        Ok(body) => body,
+        Err(response) => return *response,
+    };
+    let items = match split_array(&body, shared.input.max_batch_items) {
+        Ok(items) => items,
+        Err(response) => return *response.into_response(&shared),
+    };
+    let texts: Vec<String> = items.iter().map(|i| i.get().to_owned()).collect();
+    match batch(&shared, texts).await {
+        Ok(results) => {
+            let items: Vec<String> = results.into_iter().map(batch_item).collect();
+            json_response(
+                StatusCode::OK,
+                format!("{{\"decisions\":[{}]}}", items.join(",")),
+            )
+        }
+        Err(response) => *response,
+    }
+}
+
+fn batch_item(result: Result<Decided, (String, String)>) -> String {
+    match result {
+        Ok(decided) => decided.decision_json,
+        Err((code, message)) => {
+            serde_json::json!({"error": {"code": code, "message": message}}).to_string()
+        }
+    }
+}
+
+/// Why a batch body was refused before any decision.
+pub(super) enum SplitError {
+    /// More items than allowed.
+    TooMany(usize),
+    /// Not a JSON array (the message never echoes the body).
+    Invalid(String),
+}
+
+impl SplitError {
+    pub(super) fn into_response(self, shared: &Shared) -> Early {
+        Box::new(match self {
+            Self::TooMany(limit) => {
+                shared.metrics.too_large();
+                edge_error(
+                    ErrorCode::RequestTooLarge,
+                    &format!("the batch has more than {limit} items"),
+                )
+            }
+            Self::Invalid(why) => edge_error(ErrorCode::RequestInvalid, &why),
+        })
+    }
+}
+
+/// The elements of a JSON array, as raw text, without parsing them further and stopping as
+/// soon as there are more than `max`.
+pub(super) fn split_array(text: &str, max: usize) -> Result<Vec<&RawValue>, SplitError> {
+    struct Items<'c> {
+        max: usize,
+        too_many: &'c std::cell::Cell<bool>,
+    }
+    impl<'de> Visitor<'de> for Items<'_> {
+        type Value = Vec<&'de RawValue>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a JSON array")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some(item) = seq.next_element::<&'de RawValue>()? {
+                if out.len() == self.max {
+                    // Stop reading here: the rest is not looked at.
+                    self.too_many.set(true);
+                    return Err(serde::de::Error::custom("too many items"));
+                }
+                out.push(item);
+            }
+            Ok(out)
+        }
+    }
+    let too_many = std::cell::Cell::new(false);
+    let mut de = serde_json::Deserializer::from_str(text);
+    let parsed = de
+        .deserialize_seq(Items {
+            max,
+            too_many: &too_many,
+        })
+        .and_then(|items| de.end().map(|()| items));
+    match parsed {
+        Ok(items) => Ok(items),
+        Err(_) if too_many.get() => Err(SplitError::TooMany(max)),
+        Err(e) => Err(SplitError::Invalid(portcullis_engine::describe_json_error(
+            "batch", &e,
+        ))),
+    }
+}
+
+/// Decide engine requests (JSON text each) in chunks on the bulk queue; one result per item,
+/// in order. Every chunk is queued or none (a full queue refuses the whole batch).
+pub(super) async fn batch(
+    shared: &Arc<Shared>,
+    items: Vec<String>,
+) -> Result<Vec<Result<Decided, (String, String)>>, Early> {
+    if items.is_empty() {
+        return Ok(Vec::new());
+    }
+    let now = shared.clock.now();
+    let start = Instant::now();
+    let count = items.len();
+    let mut jobs = Vec::with_capacity(count.div_ceil(CHUNK));
+    let mut items = items.into_iter().peekable();
+    while items.peek().is_some() {
+        let chunk: Vec<String> = items.by_ref().take(CHUNK).collect();
+        let body = format!("[{}]", chunk.join(","));
+        let shared = Arc::clone(shared);
+        jobs.push(move || shared.pool.with(|i| i.decide_batch(&body, now)));
+    }
+    let receivers = shared
+        .workers
+        .submit_all(Priority::Bulk, jobs)
+        .map_err(|_| shared.overloaded())?;
+    let mut results = Vec::with_capacity(count);
+    for receiver in receivers {
+        match shared.outcome(receiver.await) {
+            Ok(chunk) => results.extend(chunk),
+            Err(response) => {
+                shared.metrics.decision("error", start.elapsed());
+                return Err(response);
+            }
+        }
+    }
+    let elapsed = start.elapsed() / u32::try_from(count).unwrap_or(u32::MAX).max(1);
+    Ok(results
+        .into_iter()
+        .map(|r| match r {
+            Ok(decided) => {
+                shared.record(&decided, elapsed);
+                Ok(decided)
+            }
+            Err(CallError::Engine { code, message }) => {
+                shared.metrics.decision("error", elapsed);
+                Err((code, message))
+            }
+            Err(CallError::Sandbox(why)) => {
+                shared.metrics.decision("error", elapsed);
+                Err((ErrorCode::Unavailable.as_str().to_owned(), why))
+            }
+        })
+        .collect())
+}
