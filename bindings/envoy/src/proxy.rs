@@ -11,8 +11,8 @@ use crate::crypto::{self, Prepared};
 use crate::gate::{self, Counter};
 use crate::{bundle, keys};
 use portcullis_engine::{
-    Algorithm, CompiledBundle, EdgeAction, Engine, EngineOptions, ForwardHeaders, Headers,
-    KeyUrl, Lookup, RustCryptoVerifier, SignatureVerifier, VerificationKey,
+    Algorithm, CompiledBundle, EdgeAction, Engine, EngineOptions, ForwardHeaders, Headers, KeyUrl,
+    Lookup, RustCryptoVerifier, SignatureVerifier, VerificationKey,
 };
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
