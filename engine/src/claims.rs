@@ -82,7 +82,8 @@ enum ClientRule {
     /// Auth0: `sub` is `<client id>@clients` (both token profiles); `gty` is
     /// `client-credentials` in the `auth0` profile.
     Auth0Clients,
-    /// Okta: `sub` is the client id (`cid`), or there is no `uid` (no user).
+    /// Okta: `sub` is the client id (`cid`) and there is no `uid` (Okta: "isn't included if
+    /// there is no user").
     OktaNoUser,
     /// `sub` equals the client id, or `sub` is absent (generic).
     SubIsClient,
@@ -312,9 +313,9 @@ impl ClaimMapping {
                 }
                 kind_if(own.is_some() || text("gty") == Some("client-credentials"))
             }
-            ClientRule::OktaNoUser => kind_if(
-                client_id.is_some() && (subject == client_id || !claims.contains_key("uid")),
-            ),
+            ClientRule::OktaNoUser => {
+                kind_if(client_id.is_some() && subject == client_id && !claims.contains_key("uid"))
+            }
             ClientRule::SubIsClient => {
                 kind_if(client_id.is_some() && (subject.is_none() || subject == client_id))
             }

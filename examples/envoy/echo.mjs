@@ -6,9 +6,13 @@ import { once } from 'node:events';
 import { createServer } from 'node:http';
 import { fileURLToPath } from 'node:url';
 
-/** Start the echo server on 127.0.0.1:`port` (0: any); resolves to {port, close}. */
-export async function echoServer(port = 0) {
+/**
+ * Start the echo server on 127.0.0.1:`port` (0: any); resolves to {port, close}. `onRequest` sees
+ * every request that reached it.
+ */
+export async function echoServer(port = 0, { onRequest } = {}) {
   const server = createServer((req, res) => {
+    onRequest?.(req);
     res.writeHead(200, { 'content-type': 'application/json' });
     res.end(`${JSON.stringify({ method: req.method, url: req.url, headers: req.headers })}\n`);
   });

@@ -248,9 +248,12 @@ fn serve_until(
         use tokio::signal::unix::{SignalKind, signal};
         let server = Server::start(options).await?;
         let base = format!("http://{}", server.addr());
-        eprintln!("portcullis: serving decisions at {base}");
-        if let Some(admin) = server.admin_addr() {
-            eprintln!("portcullis: admin listener at http://{admin}");
+        // One line, so that a supervisor (or a test) reading it has both addresses.
+        match server.admin_addr() {
+            Some(admin) => {
+                eprintln!("portcullis: serving decisions at {base} (admin at http://{admin})")
+            }
+            None => eprintln!("portcullis: serving decisions at {base}"),
         }
         let mut hangup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
         let mut terminate = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;

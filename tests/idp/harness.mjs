@@ -102,10 +102,20 @@ export function techfinWithIdp(issuer) {
   return compileBundle(techfinDirWithIdp(issuer));
 }
 
-/** A copy of policies/techfin (a directory) whose tenant `contoso` trusts `issuer`; see `techfinWithIdp`. */
-export function techfinDirWithIdp(issuer) {
+/** A copy of policies/techfin; `routes` replaces its `routes.json` (a list of routes). */
+export function techfinDir({ routes } = {}) {
   const dir = join(tmp(), 'techfin');
   cpSync(join(ROOT, 'policies/techfin'), dir, { recursive: true });
+  if (routes !== undefined) writeFileSync(join(dir, 'routes.json'), JSON.stringify({ routes }, null, 2));
+  return dir;
+}
+
+/**
+ * A copy of policies/techfin (a directory) whose tenant `contoso` trusts `issuer`; see
+ * `techfinWithIdp`. `routes`: replaces the pack's `routes.json` (`{routes: [...]}`).
+ */
+export function techfinDirWithIdp(issuer, { routes } = {}) {
+  const dir = techfinDir({ routes });
   const tenantsFile = join(dir, 'tenants.json');
   const tenants = JSON.parse(readFileSync(tenantsFile, 'utf8'));
   tenants.tenants.contoso = {
@@ -124,18 +134,21 @@ export function techfinDirWithIdp(issuer) {
 }
 
 /**
- * Start `portcullis serve --bundle <bundle>` (on a free port unless `extra` has `--listen`), with
- * its audit log in a temporary file; resolves once it listens, with its base URL.
+ * Start `portcullis serve --bundle <bundle>` (on a free port unless `extra` has `--listen`, with an
+ * admin listener on another unless it has `--admin-listen`), with its audit log in a temporary
+ * file; resolves once it listens, with its base URL and its admin listener's (`admin`).
  */
 export async function serve(bundle, extra = []) {
   const auditLog = join(tmp(), 'audit.jsonl');
   const listen = extra.includes('--listen') ? [] : ['--listen', '127.0.0.1:0'];
-  const p = await start(PORTCULLIS, ['serve', '--bundle', bundle, ...listen, '--audit-log', auditLog, ...extra], {
+  const admin = extra.includes('--admin-listen') ? [] : ['--admin-listen', '127.0.0.1:0'];
+  const p = await start(PORTCULLIS, ['serve', '--bundle', bundle, ...listen, ...admin, '--audit-log', auditLog, ...extra], {
     ready: /serving decisions at http:\/\//,
     name: 'portcullis serve',
   });
-  const base = p.readyLine.match(/(http:\/\/[0-9.:]+)/)[1];
-  return { ...p, base, auditLog };
+  const base = p.readyLine.match(/serving decisions at (http:\/\/[0-9.:]+)/)[1];
+  const adminBase = p.readyLine.match(/admin at (http:\/\/[0-9.:]+)/)?.[1];
+  return { ...p, base, admin: adminBase, auditLog };
 }
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));

@@ -56,6 +56,8 @@ const defaultClients = [
   { client_id: 'analyst-sales', client_secret: 'secret-analyst', claims: { oid: 'carol', roles: ['FinanceAnalyst'], department: 'sales', amr: ['mfa'] } },
   { client_id: 'admin', client_secret: 'secret-admin', claims: { oid: 'dave', roles: ['TenantAdmin'], amr: ['mfa'] } },
   { client_id: 'nobody', client_secret: 'secret-nobody', claims: { oid: 'erin', roles: [] } },
+  // A role name with a comma: forwarded percent-encoded, so it stays one role.
+  { client_id: 'admin-comma', client_secret: 'secret-admin', claims: { oid: 'frank', roles: ['Ops,Team', 'TenantAdmin'], amr: ['mfa'] } },
 ];
 const clients = args.clients ? JSON.parse(readFileSync(args.clients, 'utf8')) : defaultClients;
 const audience = args.audience;

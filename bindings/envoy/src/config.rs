@@ -3,8 +3,8 @@
 //! (`routes.json` in its directory); the request logic is the engine's [`Edge`].
 
 use portcullis_engine::{
-    Bundle, CompiledBundle, Edge, EdgeOptions, Engine, EngineOptions, FailureMode, ForwardHeaders,
-    TokenSource, Unmatched,
+    Bundle, BundleTrust, CompiledBundle, Edge, EdgeOptions, Engine, EngineOptions, FailureMode,
+    ForwardHeaders, RustCryptoVerifier, TokenSource, Unmatched,
 };
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -53,6 +53,10 @@ pub struct FilterConfig {
     /// Where RSA and ECDSA signatures are checked.
     #[serde(default)]
     pub crypto: Crypto,
+    /// Public keys (a JWK set) bundles must be signed with. When set, a bundle, inline or
+    /// fetched, is used only if one of its signatures verifies with one of these keys.
+    #[serde(default)]
+    pub bundle_keys: Option<serde_json::Value>,
 }
 
 /// Where RSA (`RS*`) and ECDSA (`ES*`) signatures are checked; the other algorithms are always
@@ -97,6 +101,11 @@ pub struct RemoteBundle {
     /// Timeout of one fetch, milliseconds (default 5000).
     #[serde(default = "default_timeout")]
     pub timeout_ms: u64,
+    /// The environment variable of the VM (`vm_config.environment_variables.host_env_keys`)
+    /// holding the bearer credential sent with each poll (`portcullis serve
+    /// --admin-token-file`); none by default (an admin listener on loopback needs none).
+    #[serde(default)]
+    pub token_env: Option<String>,
 }
 
 /// Decision-log settings.
@@ -246,8 +255,12 @@ pub struct Plan {
     pub keys: Option<KeysConfig>,
     /// Where the bundle is fetched from, when it is not inline.
     pub remote_bundle: Option<(RemoteBundle, Target)>,
+    /// The `authorization` header of each bundle poll (from [`RemoteBundle::token_env`]).
+    pub bundle_authorization: Option<String>,
     /// See [`FilterConfig::crypto`].
     pub crypto: Crypto,
+    /// See [`FilterConfig::bundle_keys`].
+    pub bundle_trust: Option<BundleTrust>,
 }
 
 impl Plan {
@@ -277,7 +290,14 @@ impl Plan {
             keys,
             realm,
             crypto,
+            bundle_keys,
         } = config;
+        let bundle_trust = bundle_keys
+            .map(|jwks| {
+                BundleTrust::from_jwks(&jwks)
+                    .map_err(|e| ConfigError(format!("`bundle_keys`: {}", e.info().message)))
+            })
+            .transpose()?;
         if routes.is_some() {
             return Err(ConfigError(
                 "`routes` are part of the bundle now: move them to `routes.json` in the bundle directory and rebuild it with `portcullis bundle`".into(),
@@ -300,12 +320,31 @@ impl Plan {
                 (None, Some((remote, target)))
             }
         };
+        let bundle_authorization = match remote_bundle
+            .as_ref()
+            .and_then(|(r, _)| r.token_env.as_ref())
+        {
+            None => None,
+            Some(var) => {
+                let token = std::env::var(var)
+                    .ok()
+                    .filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_graphic()));
+                Some(format!(
+                    "Bearer {}",
+                    token.ok_or_else(|| ConfigError(format!(
+                        "`bundle.remote.token_env`: the VM has no usable `{var}` (vm_config.environment_variables.host_env_keys)"
+                    )))?
+                ))
+            }
+        };
         let plan = Self {
             edge,
             log_level: log.level,
             keys,
             remote_bundle,
+            bundle_authorization,
             crypto,
+            bundle_trust,
         };
         let engine = inline
             .map(|compiled| plan.engine(*compiled, options(&plan)))
@@ -325,6 +364,11 @@ impl Plan {
         compiled: CompiledBundle,
         options: EngineOptions,
     ) -> Result<Engine, ConfigError> {
+        if let Some(trust) = &self.bundle_trust {
+            trust
+                .check(&compiled, &RustCryptoVerifier)
+                .map_err(|e| ConfigError(format!("bundle refused: {e}")))?;
+        }
         let bundle = Bundle::load(compiled).map_err(|e| {
             let problems: Vec<String> = e.problems.iter().map(ToString::to_string).collect();
             ConfigError(format!("invalid bundle: {}", problems.join("; ")))

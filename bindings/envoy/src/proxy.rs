@@ -356,11 +356,17 @@ fn fetch_failed(config: &KeysConfig, issuer: &str, now: i64, why: &str) {
 
 fn dispatch(config: &KeysConfig, url: &str, timeout: Duration) -> Option<u32> {
     let (cluster, target) = config.cluster_for(url)?;
-    get(cluster, &target, None, timeout)
+    get(cluster, &target, None, None, timeout)
 }
 
 /// `GET target` through `cluster`, with `If-None-Match` when an ETag is given.
-fn get(cluster: &str, target: &Target, etag: Option<&str>, timeout: Duration) -> Option<u32> {
+fn get(
+    cluster: &str,
+    target: &Target,
+    etag: Option<&str>,
+    authorization: Option<&str>,
+    timeout: Duration,
+) -> Option<u32> {
     let mut headers = vec![
         (":method", "GET"),
         (":path", target.path.as_str()),
@@ -369,6 +375,9 @@ fn get(cluster: &str, target: &Target, etag: Option<&str>, timeout: Duration) ->
     ];
     if let Some(etag) = etag {
         headers.push(("if-none-match", etag));
+    }
+    if let Some(authorization) = authorization {
+        headers.push(("authorization", authorization));
     }
     hostcalls::dispatch_http_call(cluster, headers, None, vec![], timeout).ok()
 }
@@ -433,7 +442,13 @@ impl Root {
     }
 
     /// Poll the remote bundle if no worker did within the poll period.
-    fn poll_bundle(&mut self, remote: &RemoteBundle, target: &Target, now: i64) {
+    fn poll_bundle(
+        &mut self,
+        remote: &RemoteBundle,
+        target: &Target,
+        authorization: Option<&str>,
+        now: i64,
+    ) {
         let lease = bundle::lease_key(&remote.url);
         if self.poll.in_flight.is_some()
             || !take_lease(
@@ -452,7 +467,7 @@ impl Root {
             .and_then(bundle::decode)
             .and_then(|(etag, _)| etag);
         let timeout = Duration::from_millis(remote.timeout_ms);
-        match get(&remote.cluster, target, etag, timeout) {
+        match get(&remote.cluster, target, etag, authorization, timeout) {
             Some(token) => self.poll.in_flight = Some(token),
             None => self.bundle_failed(remote, now, "cannot dispatch the request"),
         }
@@ -678,7 +693,7 @@ impl RootContext for Root {
         let now = now();
         if let Some((remote, target)) = &plan.remote_bundle {
             self.sync_bundle(&plan, remote);
-            self.poll_bundle(remote, target, now);
+            self.poll_bundle(remote, target, plan.bundle_authorization.as_deref(), now);
         }
         let Some(engine) = self.engine.borrow().clone() else {
             return;

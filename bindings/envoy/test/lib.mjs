@@ -6,11 +6,11 @@
 import { execFileSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ROOT, sleep, start, tmp } from '../../../tests/idp/harness.mjs';
+import { ROOT, compileBundle, sleep, start, tmp } from '../../../tests/idp/harness.mjs';
 
 export {
-  ROOT, PORTCULLIS, tmp, freePort, startIdp, idpToken, compileBundle, techfinWithIdp, techfinDirWithIdp, serve, sleep,
-  until,
+  ROOT, PORTCULLIS, tmp, freePort, startIdp, idpToken, compileBundle, techfinDir, techfinWithIdp, techfinDirWithIdp, serve,
+  sleep, until,
 } from '../../../tests/idp/harness.mjs';
 
 export const WASM = process.env.PORTCULLIS_WASM ?? join(ROOT, 'bindings/envoy/portcullis_envoy.wasm');
@@ -27,9 +27,14 @@ const indent = (text, n) => text.split('\n').map((l) => (l ? ' '.repeat(n) + l :
  * (`{name: port}`, e.g. the IdP's), `adminPort` the admin interface. `direct`: answer 200 from
  * Envoy itself instead of routing to the upstream (benchmarks), `extraFilters`: YAML of more
  * HTTP filters before the router. `releaseMemory`: have Envoy return free heap pages to the OS
- * (`memory_allocator_manager`); the benchmark also measures without it.
+ * (`memory_allocator_manager`); the benchmark also measures without it. `hardened` (the default,
+ * and what every example ships): Envoy normalizes paths (RFC 3986 dot segments, merged slashes),
+ * rejects escaped slashes and backslashes (`%2F`, `%5C`) and headers with underscores, before
+ * any filter; `hardened: false` lets tests reach the filter's own rules with such requests.
+ * `vmEnv`: environment variables handed to the Wasm VM from Envoy's own
+ * (`host_env_keys`, as HMAC secrets are).
  */
-export function envoyYaml({ port, adminPort, upstreamPort, filterConfig, clusters = {}, wasm = WASM, extraFilters = '', direct = false, releaseMemory = true }) {
+export function envoyYaml({ port, adminPort, upstreamPort, filterConfig, clusters = {}, wasm = WASM, extraFilters = '', direct = false, releaseMemory = true, hardened = true, vmEnv = [] }) {
   const cluster = (name, p) => `  - name: ${name}
     type: STATIC
     connect_timeout: 1s
@@ -51,7 +56,7 @@ export function envoyYaml({ port, adminPort, upstreamPort, filterConfig, cluster
                 vm_config:
                   vm_id: portcullis
                   runtime: envoy.wasm.runtime.v8
-                  code:
+${vmEnv.length ? `                  environment_variables:\n                    host_env_keys: [${vmEnv.join(', ')}]\n` : ''}                  code:
                     local:
                       filename: ${wasm}
                 configuration:
@@ -78,7 +83,15 @@ static_resources:
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
           stat_prefix: api
-          route_config:
+${hardened ? `          # Decide on the path the upstream will see: normalized (RFC 3986), slashes merged,
+          # escaped slashes and backslashes refused, and no header with an underscore (WSGI,
+          # Rack and CGI upstreams read \`x_portcullis_tenant\` as \`x-portcullis-tenant\`).
+          normalize_path: true
+          merge_slashes: true
+          path_with_escaped_slashes_action: REJECT_REQUEST
+          common_http_protocol_options:
+            headers_with_underscores_action: REJECT_REQUEST
+` : ''}          route_config:
             virtual_hosts:
             - name: api
               domains: ["*"]
@@ -118,31 +131,64 @@ export function validateEnvoy(file) {
   }
 }
 
-/** The routes the conformance cases are mapped onto (see `caseRequest`). */
+/**
+ * The routes the conformance cases are mapped onto (see `caseRequest`), for a bundle of their
+ * own: the cases give every resource attribute, which in these test routes the client sends in
+ * headers (`client_header`: a choice no real route should make for facts a policy relies on).
+ */
 export const CONFORMANCE_ROUTES = [
-  ...[['GET', '/reports/{id}', 'view'], ['POST', '/reports/{id}/export', 'export'], ['DELETE', '/reports/{id}', 'delete']].map(([method, path, action]) => ({
+  ...[['GET', '/reports/{t}/{id}', 'view'], ['POST', '/reports/{t}/{id}/export', 'export']].map(([method, path, action]) => ({
     methods: [method], path, action,
-    resource: { type: 'Report', id: '{id}', attrs: { tenant: { header: 'x-report-tenant' }, department: { header: 'x-report-department' } } },
-    context: { mfa: { header: 'x-context-mfa' }, session_age: { header: 'x-context-session-age' } },
+    resource: { type: 'Report', id: '{t}/{id}', attrs: { tenant: { client_header: 'x-report-tenant' }, department: { client_header: 'x-report-department' } } },
   })),
-  { methods: ['POST'], path: '/users/{id}/manage', action: 'manage_user', resource: { type: 'User', id: '{id}', attrs: { tenant: { header: 'x-user-tenant' } } } },
+  { methods: ['POST'], path: '/users/{t}/{id}/manage', action: 'manage_user', resource: { type: 'User', id: '{t}/{id}', attrs: { tenant: { client_header: 'x-user-tenant' } } } },
 ];
+
+/**
+ * Whether a conformance case can be sent as an HTTP request: its action has a route, its
+ * resource id is one path segment, and it sends no context (an HTTP request has none: the
+ * engine's own context keys, which such cases try to forge, cannot come from a client).
+ */
+export function httpCase(c) {
+  const { action, resource, context = {} } = c.request;
+  const parts = resource.id.split('/');
+  return ['view', 'export', 'manage_user'].includes(action) && Object.keys(context).length === 0
+    && parts.length === 2 && parts.every((p) => p !== '' && p !== '.' && p !== '..');
+}
 
 /** The HTTP request for an exported conformance case. */
 export function caseRequest(c) {
-  const { action, resource, context = {} } = c.request;
-  const id = encodeURIComponent(resource.id);
+  const { action, resource } = c.request;
+  // Resource ids are `<tenant>/<name>`: two path segments, each one encoded.
+  const id = resource.id.split('/').map(encodeURIComponent).join('/');
   const headers = {};
   for (const [k, v] of Object.entries(resource.attrs ?? {})) headers[`x-${resource.type.toLowerCase()}-${k}`] = String(v);
-  for (const [k, v] of Object.entries(context)) headers[`x-context-${k.replace('_', '-')}`] = String(v);
   if (c.token !== null) headers.authorization = `Bearer ${c.token}`;
   const [method, path] = {
     view: ['GET', `/reports/${id}`],
     export: ['POST', `/reports/${id}/export`],
-    delete: ['DELETE', `/reports/${id}`],
     manage_user: ['POST', `/users/${id}/manage`],
   }[action];
   return { method, path, headers };
+}
+
+/**
+ * The filter configuration of examples/envoy: the TechFin pack (its routes are in the bundle),
+ * inline or (`remote`) polled from `portcullis serve`'s admin listener.
+ */
+export function exampleFilterConfig(remote = false) {
+  return {
+    bundle: remote
+      ? { remote: { url: 'http://127.0.0.1:8182/v1/bundle', cluster: 'policy', poll_seconds: 30 } }
+      : { inline: compileBundle(join(ROOT, 'policies/techfin')) },
+    unmatched: 'deny',
+    token: [{ header: { name: 'authorization', prefix: 'Bearer ' } }, { cookie: { name: 'access_token' } }],
+    forward: { tenant: 'x-portcullis-tenant', subject: 'x-portcullis-subject', roles: 'x-portcullis-roles', decision_id: 'x-portcullis-decision-id' },
+    dry_run: false,
+    cors_preflight: true,
+    failure_mode: 'closed',
+    log: { level: 'info' },
+  };
 }
 
 /** Envoy's stats as a map (`/stats?format=json` is not stable across versions: text form). */

@@ -380,6 +380,12 @@ export interface LoadOptions extends InitializeOptions {
    * signed token is refused with `token_crypto`.
    */
   subtle?: SubtleCryptoLike | null;
+  /**
+   * The HMAC secrets the bundle's `HS*` issuers name (`"secret": "<name>"` in `tenants.json`),
+   * by name, as text or bytes. Bundles never hold secrets; a backend hands them over here. A
+   * browser must never be given one: its issuers should sign with public-key algorithms.
+   */
+  secrets?: Record<string, string | Uint8Array>;
 }
 
 /** Instantiate the Wasm module (once; `Portcullis.load` does it). */

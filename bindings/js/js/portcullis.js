@@ -406,13 +406,13 @@ class KeyFetcher {
     }
     let response;
     try {
-      response = await this.#fetch(url, { headers: { accept: "application/json" }, redirect: "follow" });
+      // No redirect is followed (as in every host): keys come from where the bundle says.
+      response = await this.#fetch(url, { headers: { accept: "application/json" }, redirect: "error" });
     } catch (cause) {
-      throw new KeyError({ code: "keys_fetch", message: `cannot fetch ${what} \`${url}\`: ${cause?.message ?? cause}` }, { cause });
+      throw new KeyError({ code: "keys_fetch", message: `cannot fetch ${what} \`${url}\` (redirects are not followed): ${cause?.message ?? cause}` }, { cause });
     }
-    // A redirect must not leave https either.
-    if (typeof response.url === "string" && response.url !== "" && !secureUrl(response.url)) {
-      throw new KeyError({ code: "keys_fetch", message: `${what} \`${url}\` redirected to a URL that is not https` });
+    if (response.type === "opaqueredirect" || (response.status >= 300 && response.status < 400)) {
+      throw new KeyError({ code: "keys_fetch", message: `${what} \`${url}\` answered a redirect, which is not followed` });
     }
     if (!response.ok) {
       throw new KeyError({ code: "keys_fetch", message: `${what} \`${url}\` answered HTTP ${response.status}` });
@@ -554,6 +554,20 @@ export class Portcullis {
       rethrow(thrown);
     }
     const engine = new Portcullis(constructing, raw, options, checker);
+    // HMAC issuers name their secret; the application hands it over (Node backends only: a
+    // browser must never hold one).
+    for (const name of JSON.parse(raw.secretNames())) {
+      const secret = options.secrets?.[name];
+      if (secret == null) {
+        raw.free?.();
+        throw new KeyError({ code: "keys_unknown_secret", message: `the bundle names the secret \`${name}\`: pass it in \`secrets\`` });
+      }
+      try {
+        raw.setSecret(name, typeof secret === "string" ? encoder.encode(secret) : secret);
+      } catch (thrown) {
+        rethrow(thrown);
+      }
+    }
     if (options.fetchKeys) {
       const fetchOptions = options.fetchKeys === true ? {} : options.fetchKeys;
       engine.#keys = new KeyFetcher(engine, engine.remoteIssuers(), fetchOptions, () => engine.#clock());

@@ -559,16 +559,21 @@ describe("fetchKeys: OIDC discovery and JWKS over fetch", () => {
     assert.equal(errors[0].code, "keys_fetch");
     assert.match(errors[0].message, /not https/);
     assert.ok(!fetched.includes("http://login.example/keys"));
-    // A redirect away from https is refused too.
+    // No redirect is followed: fetch is told to refuse them, and a 3xx answer is refused.
+    const asked = [];
     const redirected = [];
     await Portcullis.load(remoteAcmeBundle({ jwks_uri: "https://login.example/keys" }), {
       fetchKeys: {
-        fetch: async () => ({ ok: true, status: 200, url: "http://evil.example/keys", json: async () => ACME_JWKS }),
+        fetch: async (url, init) => {
+          asked.push(init.redirect);
+          return { ok: false, status: 302, type: "basic", url, json: async () => ACME_JWKS };
+        },
         onError: (e) => redirected.push(e),
       },
     });
+    assert.deepEqual(asked, ["error"]);
     assert.equal(redirected.length, 1);
-    assert.match(redirected[0].message, /redirected/);
+    assert.match(redirected[0].message, /redirect, which is not followed/);
   });
 });
 

@@ -109,6 +109,15 @@ export function differences(expect, decision) {
       problems.push(`expected reasons ${JSON.stringify(want)}, got ${JSON.stringify(got)}`);
     }
   }
+  if (expect.principal !== undefined) {
+    const p = decision.principal ?? {};
+    const { kind, id, roles } = expect.principal;
+    if (kind !== undefined && p.kind !== kind) problems.push(`expected a ${kind} principal, got ${p.kind}`);
+    if (id !== undefined && p.id !== id) problems.push(`expected principal id \`${id}\`, got ${p.id}`);
+    if (roles !== undefined && JSON.stringify([...new Set(roles)].sort()) !== JSON.stringify([...new Set(p.roles ?? [])].sort())) {
+      problems.push(`expected roles ${JSON.stringify(roles)}, got ${JSON.stringify(p.roles)}`);
+    }
+  }
   if (expect.error !== undefined && !decision.errors.some((e) => e.code === expect.error)) {
     problems.push(`expected error \`${expect.error}\``);
   }

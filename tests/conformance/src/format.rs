@@ -78,6 +78,24 @@ pub struct Expect {
     /// An error code that must appear among the decision's errors, when given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Who the token made the principal, when given (how an IdP's token was read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal: Option<ExpectedPrincipal>,
+}
+
+/// The principal a decision must name: each given field must match.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectedPrincipal {
+    /// `user` or `client`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// The subject or client id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// The roles, exactly (as a set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub roles: Option<Vec<String>>,
 }
 
 /// A decision outcome.
@@ -166,6 +184,9 @@ pub enum Forge {
     OtherTenantKey,
     /// A `kid` the issuer does not have (`<kid>-unknown`).
     WrongKid,
+    /// An ECDSA token re-signed in its other valid form, `(r, n - s)` (malleability: must be
+    /// the same token as the original).
+    HighS,
 }
 
 impl Forge {
@@ -180,6 +201,7 @@ impl Forge {
             Self::EcdsaZero => "ecdsa_zero",
             Self::OtherTenantKey => "other_tenant_key",
             Self::WrongKid => "wrong_kid",
+            Self::HighS => "high_s",
         }
     }
 }
@@ -206,6 +228,7 @@ pub const KNOWN_ERROR_CODES: &[&str] = &[
     "token_not_yet_valid",
     "token_iat",
     "token_audience",
+    "token_lifetime",
     "token_crypto",
     "request_action",
     "request_entity",

@@ -209,6 +209,37 @@ impl ResolvedCase {
                     .collect()
             })
             .unwrap_or_default();
+        if let Some(want) = &self.expect.principal {
+            let principal = decision.get("principal").unwrap_or(&Value::Null);
+            let field = |name: &str| principal.get(name).and_then(Value::as_str);
+            if let Some(kind) = &want.kind
+                && field("kind") != Some(kind.as_str())
+            {
+                problems.push(format!(
+                    "expected a {kind} principal, got {:?}",
+                    field("kind")
+                ));
+            }
+            if let Some(id) = &want.id
+                && field("id") != Some(id.as_str())
+            {
+                problems.push(format!(
+                    "expected principal id `{id}`, got {:?}",
+                    field("id")
+                ));
+            }
+            if let Some(roles) = &want.roles {
+                let got: BTreeSet<&str> = principal
+                    .get("roles")
+                    .and_then(Value::as_array)
+                    .map(|r| r.iter().filter_map(Value::as_str).collect())
+                    .unwrap_or_default();
+                let expected: BTreeSet<&str> = roles.iter().map(String::as_str).collect();
+                if got != expected {
+                    problems.push(format!("expected roles {expected:?}, got {got:?}"));
+                }
+            }
+        }
         if let Some(code) = &self.expect.error {
             let found = decision
                 .get("errors")

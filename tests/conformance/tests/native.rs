@@ -91,6 +91,7 @@ fn checker_reports_every_difference() {
             decision: ExpectedDecision::Deny,
             reasons: Some(vec!["no-cross-tenant".into()]),
             error: Some("request_context".into()),
+            principal: None,
         },
         known_issue: None,
     };
