@@ -53,6 +53,11 @@ pub struct FilterConfig {
     /// Where RSA and ECDSA signatures are checked.
     #[serde(default)]
     pub crypto: Crypto,
+    /// Signatures a worker may check in Wasm per second (`PS*`, `EdDSA`, and what Envoy's
+    /// `verify_signature` cannot check); past it a new token is answered 503 until the next
+    /// second (default 200; `0`: unlimited). See [`crate::crypto::WasmBudget`].
+    #[serde(default = "default_wasm_budget")]
+    pub wasm_signatures_per_second: u32,
     /// Public keys (a JWK set) bundles must be signed with. When set, a bundle, inline or
     /// fetched, is used only if one of its signatures verifies with one of these keys.
     #[serde(default)]
@@ -217,6 +222,9 @@ fn yes() -> bool {
 fn default_realm() -> String {
     "api".into()
 }
+fn default_wasm_budget() -> u32 {
+    200
+}
 fn default_refresh() -> u64 {
     300
 }
@@ -261,6 +269,8 @@ pub struct Plan {
     pub crypto: Crypto,
     /// See [`FilterConfig::bundle_keys`].
     pub bundle_trust: Option<BundleTrust>,
+    /// See [`FilterConfig::wasm_signatures_per_second`]; shared by every engine of the VM.
+    pub wasm_budget: Arc<crate::crypto::WasmBudget>,
 }
 
 impl Plan {
@@ -291,6 +301,7 @@ impl Plan {
             realm,
             crypto,
             bundle_keys,
+            wasm_signatures_per_second,
         } = config;
         let bundle_trust = bundle_keys
             .map(|jwks| {
@@ -345,6 +356,7 @@ impl Plan {
             bundle_authorization,
             crypto,
             bundle_trust,
+            wasm_budget: Arc::new(crate::crypto::WasmBudget::new(wasm_signatures_per_second)),
         };
         let engine = inline
             .map(|compiled| plan.engine(*compiled, options(&plan)))

@@ -7,7 +7,7 @@
 //! header map; a panic traps the VM, and a filter configured `fail_open: false` fails closed.
 
 use crate::config::{Crypto, KeysConfig, LogLevel, Plan, RemoteBundle, Target};
-use crate::crypto::{self, Prepared};
+use crate::crypto::{self, Prepared, WasmBudget};
 use crate::gate::{self, Counter};
 use crate::{bundle, keys};
 use portcullis_engine::{
@@ -53,8 +53,11 @@ static FALLBACK_LOGGED: AtomicBool = AtomicBool::new(false);
 
 /// Checks RSA and ECDSA signatures with Envoy's `verify_signature` foreign function (native
 /// BoringSSL); everything else, and what Envoy cannot check (no such function, a key it
-/// refuses), in Wasm.
-struct EnvoyVerifier;
+/// refuses), in Wasm, within the VM's budget of Wasm checks per second.
+struct EnvoyVerifier {
+    budget: Arc<WasmBudget>,
+    envoy: bool,
+}
 
 impl SignatureVerifier for EnvoyVerifier {
     fn verify(
@@ -64,7 +67,17 @@ impl SignatureVerifier for EnvoyVerifier {
         message: &[u8],
         signature: &[u8],
     ) -> Result<bool, String> {
-        let in_wasm = || RustCryptoVerifier.verify(alg, key, message, signature);
+        let in_wasm = || {
+            if !self.budget.take(now()) {
+                return Err(
+                    "the worker's budget of Wasm signature checks is spent this second".to_owned(),
+                );
+            }
+            RustCryptoVerifier.verify(alg, key, message, signature)
+        };
+        if !self.envoy {
+            return in_wasm();
+        }
         match crypto::prepare(alg, key.material(), message, signature) {
             Prepared::Invalid => Ok(false),
             Prepared::InWasm => in_wasm(),
@@ -94,13 +107,13 @@ impl SignatureVerifier for EnvoyVerifier {
 }
 
 /// Engine options for this VM: a fresh decision-id seed and the configured verifier.
-fn engine_options(plan_crypto: Crypto) -> EngineOptions {
-    let verifier: Arc<dyn SignatureVerifier> = match plan_crypto {
-        Crypto::Envoy => Arc::new(EnvoyVerifier),
-        Crypto::Wasm => Arc::new(RustCryptoVerifier),
+fn engine_options(plan: &Plan) -> EngineOptions {
+    let verifier = EnvoyVerifier {
+        budget: Arc::clone(&plan.wasm_budget),
+        envoy: plan.crypto == Crypto::Envoy,
     };
     EngineOptions {
-        verifier,
+        verifier: Arc::new(verifier),
         decision_id_seed: random_seed(),
     }
 }
@@ -429,7 +442,7 @@ impl Root {
             .ok_or_else(|| "unreadable shared entry".to_owned())
             .and_then(|(_, bytes)| compiled(bytes))
             .and_then(|compiled| {
-                plan.engine(compiled, engine_options(plan.crypto))
+                plan.engine(compiled, engine_options(plan))
                     .map_err(|e| e.to_string())
             });
         match built {
@@ -519,7 +532,7 @@ impl Root {
             // claiming it with other content goes on to be refused.
             return set_lease(&bundle::lease_key(&remote.url), next_poll);
         }
-        match plan.engine(compiled, engine_options(plan.crypto)) {
+        match plan.engine(compiled, engine_options(plan)) {
             Ok(engine) => {
                 let etag = response_header("etag");
                 let key = bundle::entry_key(&remote.url);
@@ -647,7 +660,7 @@ impl RootContext for Root {
             );
             return false;
         };
-        match Plan::from_json(&bytes, |plan| engine_options(plan.crypto)) {
+        match Plan::from_json(&bytes, engine_options) {
             Ok((plan, engine)) => {
                 log(
                     proxy_wasm::types::LogLevel::Info,

@@ -462,7 +462,11 @@ impl Edge {
                 EdgeAction::Forward(self.identity(&decision)),
                 EdgeOutcome::Allowed,
             ),
-            Outcome::Unauthenticated if has_error("token_keys_unavailable") => {
+            // No keys yet, or the crypto provider could not check the signature (not the
+            // client's fault, and not a verdict on the token): unavailable, not a 401.
+            Outcome::Unauthenticated
+                if has_error("token_keys_unavailable") || has_error("token_crypto") =>
+            {
                 match self.options.failure_mode {
                     FailureMode::Closed => (EdgeAction::unavailable(), EdgeOutcome::Unavailable),
                     FailureMode::Open => {

@@ -1,6 +1,7 @@
 // The decision service (`portcullis serve`) end to end, as operators run it: the real binary,
 // a real OpenID provider (oidc-provider, tests/idp) issuing signed access tokens, bundles
-// reloaded from a directory on SIGHUP and from a URL polled with ETag.
+// reloaded from a directory on SIGHUP and from a URL polled with ETag. Bundles and metrics are
+// read from the admin listener (the harness starts one on loopback).
 //
 //   (cd tests/idp && npm ci) && cargo build -p portcullis
 //   node --test --test-concurrency=1 host/tests/e2e/*.test.mjs     (scripts/test.sh runs it)
@@ -79,7 +80,7 @@ describe('keys from a real OpenID provider', () => {
     assert.equal(allowed.status, 200, JSON.stringify(allowed.body));
     assert.equal(allowed.body.decision, 'allow');
     assert.equal(allowed.body.principal.tenant, 'contoso');
-    const m = await metrics(service.base);
+    const m = await metrics(service.admin);
     assert.ok(m['portcullis_key_fetches_total{result="failed"}'] >= 1, 'the failed fetch is counted');
     assert.ok(m['portcullis_key_fetches_total{result="ok"}'] >= 1);
   });
@@ -92,14 +93,14 @@ describe('keys from a real OpenID provider', () => {
     const rotated = await analyst();
     assert.equal(kidOf(rotated), kids[0]);
     assert.notEqual(kidOf(rotated), kidOf(before));
-    const fetchesBefore = (await metrics(service.base))['portcullis_key_fetches_total{result="ok"}'];
+    const fetchesBefore = (await metrics(service.admin))['portcullis_key_fetches_total{result="ok"}'];
     // The first request with the new kid triggers one early fetch (not waiting for max-age).
     const ok = await until(async () => {
       const r = await post(service.base, '/v1/decide', viewReport(rotated));
       return r.body.decision === 'allow' && r;
     }, 10000, 200);
     assert.ok(ok, 'a token signed with the rotated key is accepted');
-    const fetchesAfter = (await metrics(service.base))['portcullis_key_fetches_total{result="ok"}'];
+    const fetchesAfter = (await metrics(service.admin))['portcullis_key_fetches_total{result="ok"}'];
     assert.ok(fetchesAfter > fetchesBefore, 'the keys were fetched again');
   });
 
@@ -139,23 +140,23 @@ describe('bundle reloads', () => {
     cpSync(join(ROOT, 'policies/techfin'), dir, { recursive: true });
     // A poll interval far beyond the test: only SIGHUP can cause a reload.
     service = await serve(dir, ['--poll-seconds', '3600']);
-    const first = await revision(service.base);
+    const first = await revision(service.admin);
     assert.ok(first.etag, 'GET /v1/bundle has an ETag');
-    const unchanged = await fetch(`${service.base}/v1/bundle`, { headers: { 'if-none-match': first.etag } });
+    const unchanged = await fetch(`${service.admin}/v1/bundle`, { headers: { 'if-none-match': first.etag } });
     assert.equal(unchanged.status, 304);
 
     const policy = join(dir, 'policies', 'extra.cedar');
     writeFileSync(policy, '@id("e2e-extra")\nforbid (principal, action, resource) when { false };\n');
     service.child.kill('SIGHUP');
-    const second = await until(async () => { const r = await revision(service.base); return r.revision !== first.revision && r; }, 10000, 200);
+    const second = await until(async () => { const r = await revision(service.admin); return r.revision !== first.revision && r; }, 10000, 200);
     assert.ok(second, 'SIGHUP reloaded the changed directory');
     assert.notEqual(second.etag, first.etag);
 
     writeFileSync(policy, 'this is not cedar');
     service.child.kill('SIGHUP');
-    const refused = await until(async () => (await metrics(service.base))['portcullis_bundle_reloads_total{result="refused"}'] >= 1, 10000, 200);
+    const refused = await until(async () => (await metrics(service.admin))['portcullis_bundle_reloads_total{result="refused"}'] >= 1, 10000, 200);
     assert.ok(refused, 'the bad bundle is refused and counted');
-    assert.equal((await revision(service.base)).revision, second.revision, 'the good bundle keeps serving');
+    assert.equal((await revision(service.admin)).revision, second.revision, 'the good bundle keeps serving');
     assert.match(service.output(), /new bundle refused, the previous one keeps serving/);
     assert.equal((await fetch(`${service.base}/readyz`)).status, 200);
     await service.stop();
@@ -189,17 +190,17 @@ describe('bundle reloads', () => {
     await once(server, 'listening');
     try {
       service = await serve(`http://127.0.0.1:${server.address().port}/bundle.json`, ['--poll-seconds', '1']);
-      assert.equal((await revision(service.base)).revision, techfin.revision);
+      assert.equal((await revision(service.admin)).revision, techfin.revision);
       assert.ok(await until(() => conditional >= 1, 5000, 100), 'polls are conditional (If-None-Match → 304)');
 
       served = changed;
-      const swapped = await until(async () => (await revision(service.base)).revision === changed.revision, 10000, 200);
+      const swapped = await until(async () => (await revision(service.admin)).revision === changed.revision, 10000, 200);
       assert.ok(swapped, 'the changed bundle was picked up');
 
       served = tampered;
-      const refused = await until(async () => (await metrics(service.base))['portcullis_bundle_reloads_total{result="refused"}'] >= 1, 10000, 200);
+      const refused = await until(async () => (await metrics(service.admin))['portcullis_bundle_reloads_total{result="refused"}'] >= 1, 10000, 200);
       assert.ok(refused, 'the tampered bundle is refused');
-      assert.equal((await revision(service.base)).revision, changed.revision, 'the good bundle keeps serving');
+      assert.equal((await revision(service.admin)).revision, changed.revision, 'the good bundle keeps serving');
       assert.match(service.output(), /revision does not match its content/);
     } finally {
       await service?.stop();
