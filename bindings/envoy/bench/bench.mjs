@@ -86,12 +86,17 @@ ${cache ? '                  jwt_cache_config: { jwt_cache_size: 1000 }\n' : ''}
                             value: { string_match: { exact: finance } }
 `;
 
-/** The TechFin bundle, with the engine's token cache off when `cache` is false. */
+/**
+ * The TechFin bundle with the benchmark's route (the department from a client header, as the
+ * peers' configurations read it from the token: the same work on both sides), and the
+ * engine's token cache off when `cache` is false.
+ */
 function techfin(cache) {
-  if (cache) return compileBundle(join(ROOT, 'policies/techfin'));
   const dir = join(tmp(), 'techfin');
   cpSync(join(ROOT, 'policies/techfin'), dir, { recursive: true });
-  writeFileSync(join(dir, 'bundle.json'), JSON.stringify({ tokens: { cache_entries: 0 } }));
+  writeFileSync(join(dir, 'routes.json'), JSON.stringify({ routes: [{ methods: ['GET'], path: '/tenants/{tenant}/reports/{id}', action: 'view',
+    resource: { type: 'Report', id: '{tenant}/{id}', attrs: { tenant: '{tenant}', department: { client_header: 'x-report-department' } } } }] }));
+  if (!cache) writeFileSync(join(dir, 'bundle.json'), JSON.stringify({ tokens: { cache_entries: 0 } }));
   return compileBundle(dir);
 }
 
@@ -99,11 +104,8 @@ function techfin(cache) {
 const portcullisConfig = ({ cache = true, crypto = 'envoy', forward } = {}) => ({
   bundle: { inline: techfin(cache) },
   crypto,
-  routes: [{ methods: ['GET'], path: '/tenants/{tenant}/reports/{id}', action: 'view',
-    resource: { type: 'Report', id: '{tenant}/{id}', attrs: { tenant: '{tenant}', department: { header: 'x-report-department' } } } }],
-  unmatched: 'pass',
+  edge: { unmatched: 'pass', ...(forward && { forward }) },
   log: { level: 'off' },
-  ...(forward && { forward }),
 });
 
 function cpuTicks(pid) {

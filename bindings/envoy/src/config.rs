@@ -3,8 +3,8 @@
 //! (`routes.json` in its directory); the request logic is the engine's [`Edge`].
 
 use portcullis_engine::{
-    Bundle, BundleTrust, CompiledBundle, Edge, EdgeOptions, Engine, EngineOptions, FailureMode,
-    ForwardHeaders, RustCryptoVerifier, TokenSource, Unmatched,
+    Bundle, BundleTrust, CompiledBundle, Edge, EdgeOptions, Engine, EngineOptions,
+    RustCryptoVerifier,
 };
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -20,26 +20,11 @@ pub struct FilterConfig {
     /// No longer here: routes are part of the bundle. Present only to say so.
     #[serde(default)]
     pub routes: Option<serde_json::Value>,
-    /// What happens to a request no route matches.
+    /// How requests are treated around the decision: token sources, identity headers, unmatched
+    /// routes, preflights, dry run, failure mode, realm. The same options as `portcullis
+    /// serve`'s ext_authz; see [`EdgeOptions`].
     #[serde(default)]
-    pub unmatched: Unmatched,
-    /// Where the bearer token is read from, in order. Default: the `authorization` header
-    /// with the `Bearer ` prefix.
-    #[serde(default = "default_token_sources")]
-    pub token: Vec<TokenSource>,
-    /// Identity headers set on allowed requests (always removed from the client's request).
-    #[serde(default)]
-    pub forward: ForwardHeaders,
-    /// Decide and log, but always forward the request.
-    #[serde(default)]
-    pub dry_run: bool,
-    /// Let CORS preflight requests (`OPTIONS` with `Origin` and
-    /// `Access-Control-Request-Method`) through without a token. Default: true.
-    #[serde(default = "yes")]
-    pub cors_preflight: bool,
-    /// What to do when the filter cannot decide (no keys for the token's issuer yet).
-    #[serde(default)]
-    pub failure_mode: FailureMode,
+    pub edge: EdgeOptions,
     /// The decision log.
     #[serde(default)]
     pub log: LogConfig,
@@ -47,9 +32,6 @@ pub struct FilterConfig {
     /// `discovery` issuers).
     #[serde(default)]
     pub keys: Option<KeysConfig>,
-    /// The `realm` of `WWW-Authenticate` challenges.
-    #[serde(default = "default_realm")]
-    pub realm: String,
     /// Where RSA and ECDSA signatures are checked.
     #[serde(default)]
     pub crypto: Crypto,
@@ -213,15 +195,6 @@ impl Target {
     }
 }
 
-fn default_token_sources() -> Vec<TokenSource> {
-    EdgeOptions::default().token
-}
-fn yes() -> bool {
-    true
-}
-fn default_realm() -> String {
-    "api".into()
-}
 fn default_wasm_budget() -> u32 {
     200
 }
@@ -290,15 +263,9 @@ impl Plan {
         let FilterConfig {
             bundle,
             routes,
-            unmatched,
-            token,
-            forward,
-            dry_run,
-            cors_preflight,
-            failure_mode,
+            edge,
             log,
             keys,
-            realm,
             crypto,
             bundle_keys,
             wasm_signatures_per_second,
@@ -314,16 +281,7 @@ impl Plan {
                 "`routes` are part of the bundle now: move them to `routes.json` in the bundle directory and rebuild it with `portcullis bundle`".into(),
             ));
         }
-        let edge = Edge::new(EdgeOptions {
-            unmatched,
-            token,
-            forward,
-            dry_run,
-            cors_preflight,
-            failure_mode,
-            realm,
-        })
-        .map_err(|e| ConfigError(e.to_string()))?;
+        let edge = Edge::new(edge).map_err(|e| ConfigError(format!("`edge`: {e}")))?;
         let (inline, remote_bundle) = match bundle {
             BundleSource::Inline(compiled) => (Some(compiled), None),
             BundleSource::Remote(remote) => {
@@ -563,7 +521,7 @@ pub(crate) mod tests {
         let names = |forward: Option<serde_json::Value>| {
             let mut config = json!({"bundle": remote});
             if let Some(forward) = forward {
-                config["forward"] = forward;
+                config["edge"] = json!({ "forward": forward });
             }
             let (plan, _) = plan(config).unwrap();
             plan.edge
@@ -585,7 +543,7 @@ pub(crate) mod tests {
         assert!(names(Some(json!({}))).is_empty());
         assert_eq!(names(Some(json!({"subject": "x-user"}))), ["x-user"]);
         // Envoy's header names are lowercase, and the filter compares them as they are.
-        let err = plan(json!({"bundle": remote, "forward": {"tenant": "X-Tenant"}}))
+        let err = plan(json!({"bundle": remote, "edge": {"forward": {"tenant": "X-Tenant"}}}))
             .err()
             .unwrap();
         assert!(err.0.contains("invalid header name `X-Tenant`"), "{err}");

@@ -168,29 +168,20 @@ fn truncate(text: &str, max: usize) -> String {
 mod tests {
     use super::*;
     use crate::config::Plan;
-
-    /// `(name, value)` pairs.
-    struct TestHeaders<'a>(Vec<(&'static str, &'a [u8])>);
-
-    impl Headers for TestHeaders<'_> {
-        fn get(&self, name: &str) -> Lookup<'_> {
-            let mut found = self.0.iter().filter(|(n, _)| *n == name);
-            match (found.next(), found.next()) {
-                (None, _) => Lookup::Absent,
-                (Some((_, v)), None) => Lookup::One(v),
-                (Some(_), Some(_)) => Lookup::Repeated,
-            }
-        }
-    }
+    use portcullis_engine::HeaderPairs;
 
     /// Answers without a decision (no route, a malformed request) carry the same action and
     /// counter whatever the log level; their log line exists only when the log is on, and then
     /// says what happened without the query.
     #[test]
     fn answers_without_a_decision_log_only_when_the_log_is_on() {
-        let get: Vec<(&'static str, &[u8])> =
-            vec![(":method", b"GET"), (":path", b"/x?access_token=secret")];
-        let no_method: Vec<(&'static str, &[u8])> = vec![(":path", b"/x")];
+        let pairs = |list: &[(&str, &str)]| -> Vec<(String, Vec<u8>)> {
+            list.iter()
+                .map(|(n, v)| ((*n).to_owned(), v.as_bytes().to_vec()))
+                .collect()
+        };
+        let get = pairs(&[(":method", "GET"), (":path", "/x?access_token=secret")]);
+        let no_method = pairs(&[(":path", "/x")]);
         let cases = [
             ("pass", &get, "no_route", 0, None),
             ("deny", &get, "forbidden", 403, Some(Counter::Denied)),
@@ -206,7 +197,7 @@ mod tests {
             let verdicts = ["off", "info"].map(|level| {
                 let config = json!({
                     "bundle": {"inline": crate::config::tests::compiled(None)},
-                    "unmatched": unmatched,
+                    "edge": {"unmatched": unmatched},
                     "log": {"level": level},
                 });
                 let (plan, engine) =
@@ -214,7 +205,7 @@ mod tests {
                 handle(
                     &plan,
                     &engine.unwrap(),
-                    &TestHeaders(headers.clone()),
+                    &HeaderPairs(headers),
                     1_800_000_000,
                 )
             });

@@ -11,32 +11,31 @@
 //! keeps the previous one (or refuses to start).
 //!
 //! ## Configuration
-//! The plugin configuration is one JSON document (unknown fields are errors):
+//! The plugin configuration is one JSON document (unknown fields are errors); its `edge`
+//! object is the same JSON as `portcullis serve`'s ext_authz options. The routes —
+//! method and path to action and resource — are part of the bundle (`routes.json` in its
+//! directory; see the README's "Routes"): the filter, `portcullis serve`'s ext_authz and
+//! `portcullis check --path` map requests with the same engine code.
 //!
 //! ```json
 //! {
-//!   "bundle": { "inline": { "format": "portcullis-bundle/1", "...": "the output of `portcullis bundle`" } },
-//!   "routes": [
-//!     { "methods": ["GET"], "path": "/tenants/{tenant}/reports/{id}", "action": "view",
-//!       "resource": { "type": "Report", "id": "{tenant}/{id}",
-//!                     "attrs": { "tenant": "{tenant}", "department": { "header": "x-report-department" } } } },
-//!     { "methods": ["POST"], "path": "/tenants/{tenant}/reports/{id}/export", "action": "export",
-//!       "resource": { "type": "Report", "id": "{tenant}/{id}",
-//!                     "attrs": { "tenant": "{tenant}", "department": { "header": "x-report-department" } } },
-//!       "context": {} }
-//!   ],
-//!   "unmatched": "deny",
-//!   "token": [ { "header": { "name": "authorization", "prefix": "Bearer " } },
-//!              { "cookie": { "name": "access_token" } },
-//!              { "query": { "name": "access_token" } } ],
-//!   "forward": { "tenant": "x-portcullis-tenant", "subject": "x-portcullis-subject",
-//!                "roles": "x-portcullis-roles", "decision_id": "x-portcullis-decision-id" },
-//!   "dry_run": false,
-//!   "cors_preflight": true,
-//!   "failure_mode": "closed",
+//!   "bundle": { "inline": { "format": "portcullis.bundle/v1", "...": "the output of `portcullis bundle`" } },
+//!   "edge": {
+//!     "unmatched": "deny",
+//!     "token": [ { "header": { "name": "authorization", "prefix": "Bearer " } },
+//!                { "cookie": { "name": "access_token" } },
+//!                { "query": { "name": "access_token" } } ],
+//!     "forward": { "tenant": "x-portcullis-tenant", "subject": "x-portcullis-subject",
+//!                  "roles": "x-portcullis-roles", "decision_id": "x-portcullis-decision-id" },
+//!     "dry_run": false,
+//!     "cors_preflight": true,
+//!     "failure_mode": "closed",
+//!     "realm": "api"
+//!   },
 //!   "log": { "level": "info" },
-//!   "realm": "api",
 //!   "crypto": "envoy",
+//!   "wasm_signatures_per_second": 200,
+//!   "bundle_keys": { "keys": [ "...public JWKs bundles must be signed with" ] },
 //!   "keys": { "clusters": { "http://127.0.0.1:4000": "idp" },
 //!             "refresh_seconds": 300, "retry_seconds": 5,
 //!             "unknown_kid_cooldown_seconds": 30, "timeout_ms": 5000 }
@@ -46,29 +45,38 @@
 //! | field | meaning (default) |
 //! |---|---|
 //! | `bundle.inline` | the compiled bundle (`portcullis bundle <dir> -o bundle.json`) |
-//! | `bundle.remote` | instead of `inline`: `{"url", "cluster", "poll_seconds", "retry_seconds", "timeout_ms"}` (30, 5, 5000): the bundle is fetched through the Envoy `cluster` (for example from `portcullis serve`'s `GET /v1/bundle`) and polled with `If-None-Match`; see [`bundle`] |
-//! | `routes` | tried in order; `methods` (any), `path` template with whole-segment `{params}`, `action`, `resource.type`, `resource.id` template, `resource.attrs` and `context`: each a template over path parameters (`"{tenant}"`) or `{"header": name}` (absent header: attribute left out). Parameters are percent-decoded; invalid encodings are answered 400 |
-//! | `unmatched` | `deny` (403) or `pass` (forward without decision) (`deny`) |
-//! | `token` | sources in order: `header` (with case-insensitive `prefix`), `cookie`, `query`; a token in more than one is refused, RFC 6750 §2 (`authorization`, `Bearer `) |
-//! | `forward` | identity headers set on allowed requests; a client's copies are never read and never forwarded, allowed or not (all four, as shown; `{}` for none) |
-//! | `dry_run` | decide, count and log, but always forward (`false`) |
-//! | `cors_preflight` | forward `OPTIONS` with `Origin` and `Access-Control-Request-Method` without a token (`true`) |
-//! | `failure_mode` | when no keys are loaded for the token's issuer: `closed` answers 503, `open` forwards without identity (`closed`) |
+//! | `bundle.remote` | instead of `inline`: `{"url", "cluster", "poll_seconds", "retry_seconds", "timeout_ms", "token_env"}` (30, 5, 5000, none): the bundle is fetched through the Envoy `cluster` (for example from `portcullis serve`'s admin listener, `GET /v1/bundle`) and polled with `If-None-Match`; `token_env` names the VM environment variable holding the admin listener's bearer credential; see [`bundle`] |
+//! | `bundle_keys` | a JWK set of public keys: every bundle (inline or fetched) must carry a signature that verifies with one of them (`portcullis bundle --sign`), or it is refused (none: signatures are not required) |
+//! | `edge.unmatched` | `deny` (403) or `pass` (forward without decision; safe only when the upstream routes exactly like the bundle) (`deny`) |
+//! | `edge.token` | sources in order: `header` (with case-insensitive `prefix`), `cookie`, `query`; a token in more than one is refused (400, RFC 6750 §2), the same token header twice is refused (403) (`authorization`, `Bearer `) |
+//! | `edge.forward` | identity headers set on allowed requests; a client's copies are never read and never forwarded, allowed or not, under any spelling (`x_portcullis_tenant`, `X-Portcullis-Tenant`); roles are comma-separated, each percent-encoded (all four, as shown; `{}` for none) |
+//! | `edge.dry_run` | decide, count and log, but always forward (`false`); a request that cannot be mapped is still refused |
+//! | `edge.cors_preflight` | forward `OPTIONS` with `Origin` and `Access-Control-Request-Method` without a token, when a route matches the method asked about and the path (`true`) |
+//! | `edge.failure_mode` | when no decision can be made (no keys for the token's issuer yet, the signature could not be checked): `closed` answers 503, `open` forwards without identity (`closed`) |
+//! | `edge.realm` | the `realm` of `WWW-Authenticate` challenges (`api`) |
 //! | `log.level` | level of the one JSON decision-log line per request: `off`, `debug`, `info`, `warn` (`info`) |
 //! | `crypto` | where `RS*` and `ES*` signatures are checked: `envoy` (Envoy's `verify_signature` foreign function, BoringSSL; in Wasm, with a warning, where the function is missing or refuses a key) or `wasm` (RustCrypto); `PS*`, `EdDSA` and `HS*` are always checked in Wasm (`envoy`) |
+//! | `wasm_signatures_per_second` | signatures a worker checks in Wasm per second; past it, a new token is answered 503 until the next second (cached tokens are not checked again) (`200`; `0`: unlimited) |
 //! | `keys` | required when the bundle has `jwks_uri`/`discovery` issuers: URL origin → Envoy cluster, refresh and retry periods, unknown-`kid` cooldown, fetch timeout |
 //!
+//! HMAC issuers' secrets are never in the bundle: the filter reads the secret named `n` from
+//! the VM's environment variable `PORTCULLIS_SECRET_<N>` (upper case, `_` for other
+//! characters), which Envoy passes from its own environment with
+//! `vm_config.environment_variables.host_env_keys`; a bundle naming a secret the VM lacks is
+//! refused.
+//!
 //! ## Responses
+//! Every local answer is JSON `{"code", "message", "decision_id"?}`:
 //! - Allowed: forwarded, with the identity headers.
-//! - 401 `{"error": "unauthenticated", "decision_id": …}` with `WWW-Authenticate: Bearer
-//!   realm="api"` (no token) or `Bearer realm="api", error="invalid_token"` (a token that does
-//!   not verify); RFC 6750 §3.1.
-//! - 403 `{"error": "forbidden", "decision_id": …}` when policy denies (and, without a decision
-//!   id, for unmatched routes).
-//! - 400 `{"error": "invalid_request"}` for a request that cannot be mapped (bad encoding) or
-//!   carries two tokens.
-//! - 503 `{"error": "unavailable"}` when the token's issuer has no keys yet (fail closed), or,
-//!   whatever `failure_mode` says, when a remote bundle has not arrived yet.
+//! - 401 `unauthenticated` with `WWW-Authenticate: Bearer realm="api"` (no token) or `Bearer
+//!   realm="api", error="invalid_token"` (a token that does not verify); RFC 6750 §3.1.
+//! - 403 `forbidden` when policy denies (with the decision id), or for unmatched routes.
+//! - 400 `request_invalid` for a request that cannot be mapped (a path that is not canonical,
+//!   a method-override header, a header a route reads that is not UTF-8) or that carries a token
+//!   in two places (`error="invalid_request"`); 403 `request_invalid` for a repeated input header.
+//! - 503 `unavailable` (with `Retry-After`) when the token's issuer has no keys yet or its
+//!   signature could not be checked (fail closed), or, whatever `failure_mode` says, when a
+//!   remote bundle has not arrived yet.
 //!
 //! ## Stats and logs
 //! Counters `portcullis.allowed`, `portcullis.denied`, `portcullis.unauthenticated`,

@@ -1,5 +1,6 @@
 // The filter's bundle fetched over HTTP (`bundle.remote`): a real Envoy 1.40 polls the real
-// decision service's `GET /v1/bundle` through a cluster, with ETags, while a real OpenID provider
+// decision service's admin listener (`GET /v1/bundle`) through a cluster, with ETags, while a
+// real OpenID provider
 // issues the tokens. Policy changes at the source reach Envoy without touching Envoy; a
 // tampered bundle and a source that goes away leave the last good bundle serving.
 
@@ -15,13 +16,14 @@ import {
 
 describe('a bundle polled from the decision service', () => {
   let upstream, envoy, idp, service, source, adminPort, port, sourcePort, issuer, dir;
+  // A tenant administrator manages a user of her tenant (the pack's `manage_user` route).
   const report = async (token) => {
-    const res = await fetch(`http://127.0.0.1:${port}/tenants/contoso/reports/q3`, {
-      headers: { authorization: `Bearer ${token}`, 'x-report-department': 'finance' },
+    const res = await fetch(`http://127.0.0.1:${port}/tenants/contoso/users/bob`, {
+      method: 'PUT', headers: { authorization: `Bearer ${token}` },
     });
     return { status: res.status, body: await res.json().catch(() => null) };
   };
-  const analyst = () => idpToken(issuer, 'analyst-finance', 'secret-analyst');
+  const analyst = () => idpToken(issuer, 'admin', 'secret-admin');
   const counter = async (name) => Number((await stats(adminPort))[name] ?? 0);
 
   before(async () => {
@@ -33,10 +35,6 @@ describe('a bundle polled from the decision service', () => {
     const idpPort = Number(new URL(issuer).port);
     const filterConfig = {
       bundle: { remote: { url: `http://127.0.0.1:${sourcePort}/v1/bundle`, cluster: 'policy', poll_seconds: 1, retry_seconds: 1, timeout_ms: 1000 } },
-      routes: [
-        { methods: ['GET'], path: '/tenants/{tenant}/reports/{id}', action: 'view',
-          resource: { type: 'Report', id: '{tenant}/{id}', attrs: { tenant: '{tenant}', department: { header: 'x-report-department' } } } },
-      ],
       keys: { clusters: { [issuer]: 'idp' }, retry_seconds: 1, unknown_kid_cooldown_seconds: 1, timeout_ms: 1000 },
     };
     // Two workers: two VMs, which must share one poll.
@@ -53,9 +51,11 @@ describe('a bundle polled from the decision service', () => {
   test('no bundle yet: 503; the first fetch makes the filter decide', async () => {
     const token = await analyst();
     await sleep(1500);
-    assert.deepEqual(await report(token), { status: 503, body: { error: 'unavailable' } });
+    const early = await report(token);
+    assert.equal(early.status, 503);
+    assert.equal(early.body.code, 'unavailable');
     assert.match(envoy.output(), /fetching the bundle from `[^`]+` failed \(no 200 or 304 answer\); no bundle yet: requests are answered 503/);
-    service = await serve(dir, ['--listen', `127.0.0.1:${sourcePort}`, '--poll-seconds', '3600']);
+    service = await serve(dir, ['--admin-listen', `127.0.0.1:${sourcePort}`, '--poll-seconds', '3600']);
     const allowed = await until(async () => { const r = await report(token); return r.status === 200 && r; });
     assert.equal(allowed.status, 200, 'the filter fetched the bundle, then the IdP keys');
     assert.equal(allowed.body.headers['x-portcullis-tenant'], 'contoso');
@@ -69,7 +69,7 @@ describe('a bundle polled from the decision service', () => {
     const notModified = await counter('cluster.policy.upstream_rq_304');
     assert.ok(notModified >= 1, `cluster.policy.upstream_rq_304 = ${notModified}`);
     writeFileSync(join(dir, 'policies', 'e2e-freeze.cedar'),
-      '@id("e2e-freeze-finance")\nforbid (principal, action == Action::"view", resource is Report)\nwhen { resource.department == "finance" };\n');
+      '@id("e2e-freeze-admins")\nforbid (principal, action == Action::"manage_user", resource);\n');
     service.child.kill('SIGHUP');
     const denied = await until(async () => { const r = await report(token); return r.status === 403 && r; }, 10000, 200);
     assert.equal(denied.status, 403, 'the new policy is enforced without an Envoy change');
@@ -79,7 +79,7 @@ describe('a bundle polled from the decision service', () => {
 
   test('a tampered bundle is refused and the source going away keeps the last good one', async () => {
     const token = await analyst();
-    const good = await (await fetch(`${service.base}/v1/bundle`)).json();
+    const good = await (await fetch(`${service.admin}/v1/bundle`)).json();
     await service.stop();
     service = undefined;
     // Another source on the same port: the last revision with its new policy quietly removed.

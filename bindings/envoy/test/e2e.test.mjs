@@ -103,9 +103,9 @@ function check(c, res, record) {
   }
   if (c.expect.error && !record.errors.includes(c.expect.error)) problems.push(`errors ${JSON.stringify(record.errors)} lack ${c.expect.error}`);
   // The log names the principal's entity: `User::"<tenant>/<id>"` or `Client::...`.
-  const want = c.expect.principal;
-  if (want?.kind && !String(record.principal).startsWith(want.kind === 'client' ? 'Client::' : 'User::')) problems.push(`principal ${record.principal}, expected a ${want.kind}`);
-  if (want?.id && !String(record.principal).endsWith(`/${want.id}"`)) problems.push(`principal ${record.principal}, expected id ${want.id}`);
+  const principal = c.expect.principal;
+  if (principal?.kind && !String(record.principal).startsWith(principal.kind === 'client' ? 'Client::' : 'User::')) problems.push(`principal ${record.principal}, expected a ${principal.kind}`);
+  if (principal?.id && !String(record.principal).endsWith(`/${principal.id}"`)) problems.push(`principal ${record.principal}, expected id ${principal.id}`);
   if (c.token && JSON.stringify(record).includes(c.token)) problems.push('the token is in the decision log');
   if (res.status === 200) {
     const h = res.body.headers;
@@ -200,8 +200,10 @@ describe('with a real OpenID provider', () => {
     const bundle = compileBundle(techfinDirWithIdp(issuer));
     const filterConfig = {
       bundle: { inline: bundle },
-      unmatched: 'pass',
-      token: [{ header: { name: 'authorization', prefix: 'Bearer ' } }, { cookie: { name: 'access_token' } }, { query: { name: 'access_token' } }],
+      edge: {
+        unmatched: 'pass',
+        token: [{ header: { name: 'authorization', prefix: 'Bearer ' } }, { cookie: { name: 'access_token' } }, { query: { name: 'access_token' } }],
+      },
       keys: { clusters: { [issuer]: 'idp' }, refresh_seconds: 300, retry_seconds: 1, unknown_kid_cooldown_seconds: 1, timeout_ms: 1000 },
     };
     // Mint a token with the IdP's keys, then take the IdP away before Envoy ever reaches it.
@@ -307,7 +309,8 @@ describe('with a real OpenID provider', () => {
       '/tenants//contoso/users/bob',
       '/tenants/contoso/users/bob;x=1',
     ]) {
-      const r = await send(port, { method: 'PUT', path, headers: auth });
+      // Sent as written (fetch would resolve the dot segments itself).
+      const r = await sendRaw(port, path, ['authorization', auth.authorization], 'PUT');
       assert.equal(r.status, 400, `${path}: ${r.status}`);
     }
     // One trailing slash is the same resource.
@@ -355,7 +358,8 @@ describe('with a real OpenID provider', () => {
     for (let i = 0; i < 50; i += 1) {
       const junk = Buffer.from(Array.from({ length: 40 }, () => Math.floor(Math.random() * 94) + 33)).toString();
       const r = await send(port, { path: `/tenants/${encodeURIComponent(junk)}/reports/${i}`, headers: { authorization: `Bearer ${junk}.${junk}.${junk}` } });
-      assert.ok([400, 401].includes(r.status), `status ${r.status}`);
+      // 403: a comma in the token reads as a repeated Authorization header.
+      assert.ok([400, 401, 403].includes(r.status), `status ${r.status}`);
     }
     // Still serving, and the VM never crashed.
     assert.equal((await manage(token)).status, 200);

@@ -181,12 +181,14 @@ export function exampleFilterConfig(remote = false) {
     bundle: remote
       ? { remote: { url: 'http://127.0.0.1:8182/v1/bundle', cluster: 'policy', poll_seconds: 30 } }
       : { inline: compileBundle(join(ROOT, 'policies/techfin')) },
-    unmatched: 'deny',
-    token: [{ header: { name: 'authorization', prefix: 'Bearer ' } }, { cookie: { name: 'access_token' } }],
-    forward: { tenant: 'x-portcullis-tenant', subject: 'x-portcullis-subject', roles: 'x-portcullis-roles', decision_id: 'x-portcullis-decision-id' },
-    dry_run: false,
-    cors_preflight: true,
-    failure_mode: 'closed',
+    edge: {
+      unmatched: 'deny',
+      token: [{ header: { name: 'authorization', prefix: 'Bearer ' } }, { cookie: { name: 'access_token' } }],
+      forward: { tenant: 'x-portcullis-tenant', subject: 'x-portcullis-subject', roles: 'x-portcullis-roles', decision_id: 'x-portcullis-decision-id' },
+      dry_run: false,
+      cors_preflight: true,
+      failure_mode: 'closed',
+    },
     log: { level: 'info' },
   };
 }

@@ -27,18 +27,13 @@ pub const BUNDLE_SIGNATURE_TYPE: &str = "portcullis-bundle+jws";
 /// Most signatures a bundle may carry.
 const MAX_SIGNATURES: usize = 8;
 
-/// The public algorithms a bundle may be signed with.
-const SIGNING_ALGORITHMS: [Algorithm; 9] = [
-    Algorithm::RS256,
-    Algorithm::RS384,
-    Algorithm::RS512,
-    Algorithm::PS256,
-    Algorithm::PS384,
-    Algorithm::PS512,
-    Algorithm::ES256,
-    Algorithm::ES384,
-    Algorithm::EdDSA,
-];
+/// The algorithms a bundle may be signed with: every public-key one.
+fn signing_algorithms() -> Vec<Algorithm> {
+    Algorithm::ALL
+        .into_iter()
+        .filter(|a| !a.is_symmetric())
+        .collect()
+}
 
 /// The public keys a host accepts bundle signatures from.
 #[derive(Clone, Debug)]
@@ -67,7 +62,7 @@ impl BundleTrust {
             ));
         }
         let (keys, _notes) =
-            KeySet::from_jwks(jwks, &SIGNING_ALGORITHMS).map_err(KeyError::InvalidJwks)?;
+            KeySet::from_jwks(jwks, &signing_algorithms()).map_err(KeyError::InvalidJwks)?;
         Ok(Self { keys })
     }
 
@@ -138,7 +133,7 @@ impl BundleTrust {
         if parsed.typ.as_deref() != Some(BUNDLE_SIGNATURE_TYPE) {
             return Err(format!("`typ` is not `{BUNDLE_SIGNATURE_TYPE}`"));
         }
-        if !SIGNING_ALGORITHMS.contains(&parsed.alg) {
+        if parsed.alg.is_symmetric() {
             return Err(format!("algorithm `{}` cannot sign bundles", parsed.alg));
         }
         let key =

@@ -103,19 +103,22 @@ async fn require_credential(
     next: Next,
 ) -> Response {
     match &shared.admin_token {
-        Some(credential) if !credential.admits(request.headers()) => {
-            let mut response = edge_error(
-                ErrorCode::Unauthenticated,
-                "the admin listener needs its bearer credential",
-            );
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"portcullis-admin\""),
-            );
-            response
-        }
+        Some(credential) if !credential.admits(request.headers()) => challenge(
+            "the admin listener needs its bearer credential",
+            "Bearer realm=\"portcullis-admin\"",
+        ),
         _ => next.run(request).await,
     }
+}
+
+/// A 401 `unauthenticated` with its `WWW-Authenticate` challenge.
+pub(super) fn challenge(message: &str, challenge: &'static str) -> Response {
+    let mut response = edge_error(ErrorCode::Unauthenticated, message);
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static(challenge),
+    );
+    response
 }
 
 /// A JSON document with a strong ETag, or 304 when `If-None-Match` names it.
@@ -192,15 +195,10 @@ pub(super) async fn own_tenant_bundle(
     headers: HeaderMap,
 ) -> Response {
     let unauthenticated = || {
-        let mut response = edge_error(
-            ErrorCode::Unauthenticated,
+        challenge(
             "a valid bearer token of the tenant is required",
-        );
-        response.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Bearer realm=\"portcullis\""),
-        );
-        response
+            "Bearer realm=\"portcullis\"",
+        )
     };
     let mut values = headers.get_all(header::AUTHORIZATION).iter();
     let token = match (values.next(), values.next()) {

@@ -15,7 +15,7 @@ use super::decide::{batch, split_array};
 use super::workers::Priority;
 use super::{ErrorCode, Shared, edge_error, json_response, read_body};
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -56,29 +56,12 @@ impl<'a> Parts<'a> {
     }
 }
 
+/// The `evaluations` array of an `evaluations` body (its other members are the defaults, read
+/// as [`Parts`]).
 #[derive(Debug, Deserialize)]
 struct EvaluationsBody<'a> {
     #[serde(borrow, default)]
-    subject: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    action: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    resource: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    context: Option<&'a RawValue>,
-    #[serde(borrow, default)]
     evaluations: Option<&'a RawValue>,
-}
-
-impl<'a> EvaluationsBody<'a> {
-    fn defaults(&self) -> Parts<'a> {
-        Parts {
-            subject: self.subject,
-            action: self.action,
-            resource: self.resource,
-            context: self.context,
-        }
-    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -150,17 +133,10 @@ fn answer(decision_json: &str, allowed: bool) -> String {
 /// The PEP's credential, when one is configured; `Err` is the 401.
 fn check_pep(shared: &Shared, headers: &HeaderMap) -> Result<(), Early> {
     match &shared.pep_token {
-        Some(credential) if !credential.admits(headers) => {
-            let mut response = edge_error(
-                ErrorCode::Unauthenticated,
-                "the PEP must authenticate with its bearer credential",
-            );
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"portcullis-pep\""),
-            );
-            Err(Box::new(response))
-        }
+        Some(credential) if !credential.admits(headers) => Err(Box::new(super::admin::challenge(
+            "the PEP must authenticate with its bearer credential",
+            "Bearer realm=\"portcullis-pep\"",
+        ))),
         _ => Ok(()),
     }
 }
@@ -240,9 +216,10 @@ pub(super) async fn evaluations(State(shared): State<Arc<Shared>>, request: Requ
 /// Every item of an `evaluations` body as an engine request, its defaults filled in; the item
 /// count and the expanded size are checked before any item is built.
 fn expand(shared: &Shared, body: &str) -> Result<Vec<String>, Early> {
-    let parsed: EvaluationsBody<'_> = serde_json::from_str(body)
-        .map_err(|e| invalid(&portcullis_engine::describe_json_error("evaluations", &e)))?;
-    let defaults = parsed.defaults();
+    let parse_body =
+        |e: serde_json::Error| invalid(&portcullis_engine::describe_json_error("evaluations", &e));
+    let parsed: EvaluationsBody<'_> = serde_json::from_str(body).map_err(parse_body)?;
+    let defaults: Parts<'_> = serde_json::from_str(body).map_err(parse_body)?;
     let limits = shared.input;
     let items: Vec<Parts<'_>> = match parsed.evaluations {
         // No `evaluations` array: the top level is the one evaluation.
@@ -285,6 +262,7 @@ mod tests {
             "evaluations": [{"resource": {"type": "Report", "id": "r1"}},
                             {"action": {"name": "export"}, "resource": {"type": "Report", "id": "r2", "properties": {"tenant": "acme"}}}]}"#;
         let parsed: EvaluationsBody<'_> = serde_json::from_str(body).unwrap();
+        let defaults: Parts<'_> = serde_json::from_str(body).unwrap();
         let raw = split_array(parsed.evaluations.unwrap().get(), 10)
             .ok()
             .unwrap();
@@ -293,15 +271,13 @@ mod tests {
             .map(|r| serde_json::from_str(r.get()).unwrap())
             .collect();
         let first: Value =
-            serde_json::from_str(&engine_request(&items[0].with(parsed.defaults())).unwrap())
-                .unwrap();
+            serde_json::from_str(&engine_request(&items[0].with(defaults)).unwrap()).unwrap();
         assert_eq!(
             first,
             json!({"token": "t", "action": "view", "resource": {"type": "Report", "id": "r1", "attrs": {}}, "context": {"k": 1}})
         );
         let second: Value =
-            serde_json::from_str(&engine_request(&items[1].with(parsed.defaults())).unwrap())
-                .unwrap();
+            serde_json::from_str(&engine_request(&items[1].with(defaults)).unwrap()).unwrap();
         assert_eq!(second["action"], "export");
         assert_eq!(second["resource"]["attrs"]["tenant"], "acme");
         assert!(engine_request(&Parts::default()).is_err());

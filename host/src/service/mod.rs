@@ -556,33 +556,32 @@ impl Server {
         tokio::task::spawn_blocking(move || warm.pool.refresh());
         let (shutdown, _) = watch::channel(false);
         let mut tasks = Vec::new();
-        let bind = |addr: SocketAddr| async move {
+        // Bind a listener and serve `router` on it until shutdown.
+        let listen = async |addr: SocketAddr, router: axum::Router| {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
             let bound = listener.local_addr().map_err(|e| e.to_string())?;
-            Ok::<_, String>((listener, bound))
+            let task = tokio::spawn(listener::serve(
+                listener,
+                router,
+                options.connections,
+                Arc::clone(&shared.metrics.connections),
+                shutdown.subscribe(),
+            ));
+            Ok::<_, String>((bound, task))
         };
-        let (listener, addr) = bind(options.listen).await?;
-        let router = decide::router(Arc::clone(&shared), options.request_timeout);
-        tasks.push(tokio::spawn(listener::serve(
-            listener,
-            router,
-            options.connections,
-            Arc::clone(&shared.metrics.connections),
-            shutdown.subscribe(),
-        )));
+        let (addr, task) = listen(
+            options.listen,
+            decide::router(Arc::clone(&shared), options.request_timeout),
+        )
+        .await?;
+        tasks.push(task);
         let admin_addr = match options.admin_listen {
             Some(admin) => {
-                let (listener, bound) = bind(admin).await?;
                 let router = admin::router(Arc::clone(&shared), options.request_timeout);
-                tasks.push(tokio::spawn(listener::serve(
-                    listener,
-                    router,
-                    options.connections,
-                    Arc::clone(&shared.metrics.connections),
-                    shutdown.subscribe(),
-                )));
+                let (bound, task) = listen(admin, router).await?;
+                tasks.push(task);
                 Some(bound)
             }
             None => None,

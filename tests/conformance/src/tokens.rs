@@ -146,12 +146,9 @@ pub(crate) fn materialize(spec: &TokenSpec, ctx: &TokenContext<'_>) -> Result<St
         }),
         Some(Forge::EcdsaZero) => map_signature(&signed, |signature| signature.fill(0)),
         Some(Forge::HighS) => {
-            let order: &[u8] = match alg {
-                Algorithm::ES256 => &P256_ORDER,
-                Algorithm::ES384 => &P384_ORDER,
-                _ => return Err("`high_s` needs an ECDSA algorithm (ES256 or ES384)".into()),
-            };
-            map_signature(&signed, |signature| flip_s(signature, order))
+            let mut result = Ok(());
+            let token = map_signature(&signed, |signature| result = flip_s(signature, alg))?;
+            result.map(|()| token)
         }
         Some(Forge::TamperPayload) => {
             let (header_part, rest) = signed
@@ -322,31 +319,32 @@ fn default_other_tenant(
         .ok_or_else(|| format!("no other tenant has a development key for {alg}; set `key_tenant`"))
 }
 
-/// The order of P-256, big-endian.
-const P256_ORDER: [u8; 32] = [
-    0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
-    0xbc, 0xe6, 0xfa, 0xad, 0xa7, 0x17, 0x9e, 0x84, 0xf3, 0xb9, 0xca, 0xc2, 0xfc, 0x63, 0x25, 0x51,
-];
-/// The order of P-384, big-endian.
-const P384_ORDER: [u8; 48] = [
-    0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
-    0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xc7, 0x63, 0x4d, 0x81, 0xf4, 0x37, 0x2d, 0xdf,
-    0x58, 0x1a, 0x0d, 0xb2, 0x48, 0xb0, 0xa7, 0x7a, 0xec, 0xec, 0x19, 0x6a, 0xcc, 0xc5, 0x29, 0x73,
-];
-
-/// `r || s` → `r || (n - s)`: the signature's other valid form (test data; the engine's own
+/// The signature's high-S form, `r || (n - s)` when `s` is low (test data; the engine's own
 /// normalisation is independent of this).
-fn flip_s(signature: &mut [u8], order: &[u8]) {
-    let Some(s) = signature.get_mut(order.len()..) else {
-        return;
-    };
-    let mut borrow = 0i16;
-    for (byte, n) in s.iter_mut().zip(order).rev() {
-        let mut d = i16::from(*n) - i16::from(*byte) - borrow;
-        borrow = i16::from(d < 0);
-        if d < 0 {
-            d += 256;
+fn flip_s(signature: &mut Vec<u8>, alg: Algorithm) -> Result<(), String> {
+    let flipped = match alg {
+        Algorithm::ES256 => {
+            let sig = p256::ecdsa::Signature::from_slice(signature).map_err(|e| e.to_string())?;
+            if sig.normalize_s().is_some() {
+                return Ok(()); // already high
+            }
+            let (r, s) = sig.split_scalars();
+            p256::ecdsa::Signature::from_scalars(r, -s)
+                .map_err(|e| e.to_string())?
+                .to_vec()
         }
-        *byte = u8::try_from(d).unwrap_or(0);
-    }
+        Algorithm::ES384 => {
+            let sig = p384::ecdsa::Signature::from_slice(signature).map_err(|e| e.to_string())?;
+            if sig.normalize_s().is_some() {
+                return Ok(());
+            }
+            let (r, s) = sig.split_scalars();
+            p384::ecdsa::Signature::from_scalars(r, -s)
+                .map_err(|e| e.to_string())?
+                .to_vec()
+        }
+        _ => return Err("`high_s` needs an ECDSA algorithm (ES256 or ES384)".into()),
+    };
+    *signature = flipped;
+    Ok(())
 }
