@@ -641,6 +641,7 @@ pub(crate) mod tests {
         }
     }
 
+    #[cfg(feature = "rust-crypto")]
     fn engine() -> Engine {
         let sources = crate::BundleSources {
             schema: Some((
@@ -666,6 +667,7 @@ pub(crate) mod tests {
         Engine::new(crate::Bundle::load(compiled).unwrap())
     }
 
+    #[cfg(feature = "rust-crypto")]
     fn decide(
         edge: &Edge,
         engine: &Engine,
@@ -704,6 +706,7 @@ pub(crate) mod tests {
     }
 
     #[test]
+    #[cfg(feature = "rust-crypto")]
     fn requests_are_mapped_refused_or_challenged_before_any_policy() {
         let engine = engine();
         let edge = Edge::new(EdgeOptions::default()).unwrap();
@@ -762,6 +765,7 @@ pub(crate) mod tests {
     }
 
     #[test]
+    #[cfg(feature = "rust-crypto")]
     fn preflights_pass_only_for_routed_requests() {
         let engine = engine();
         let edge = Edge::new(EdgeOptions::default()).unwrap();
