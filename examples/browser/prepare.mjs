@@ -1,7 +1,8 @@
 // Makes what the playground loads, next to the page (gitignored):
 //   techfin.bundle.generated.json   the compiled TechFin bundle (`portcullis bundle`)
 //   samples.generated.json          development tokens of sample users (`portcullis token`),
-//                                   valid for TTL seconds from now (default 30 days; initech's
+//                                   valid for TTL seconds from now (default 24 hours, within the
+//                                   engine's 36-hour token lifetime cap; initech's
 //                                   issuer refuses tokens older than a day, auditors' sessions
 //                                   are fresh for an hour)
 // Run from anywhere: node examples/browser/prepare.mjs [--ttl SECONDS]
@@ -14,7 +15,7 @@ import { fileURLToPath } from "node:url";
 const here = dirname(fileURLToPath(import.meta.url));
 const root = resolve(here, "../..");
 const ttlArg = process.argv.indexOf("--ttl");
-const ttl = ttlArg > 0 ? Number(process.argv[ttlArg + 1]) : 30 * 24 * 3600;
+const ttl = ttlArg > 0 ? Number(process.argv[ttlArg + 1]) : 24 * 3600;
 
 const report = (tenant, id, department) => ({ type: "Report", id: `${tenant}/${id}`, attrs: { tenant, department } });
 
