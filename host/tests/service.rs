@@ -1178,7 +1178,7 @@ fn decisions_and_probes_keep_answering_under_abuse() {
     let agent = agent();
     let body = view_request(&token);
     let mut latencies = Vec::new();
-    let mut probes = 0;
+    let (mut probes, mut slowest_probe) = (0, Duration::ZERO);
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(4) {
         let start = Instant::now();
@@ -1192,11 +1192,13 @@ fn decisions_and_probes_keep_answering_under_abuse() {
         assert_eq!(decision["decision"], "allow");
         latencies.push(start.elapsed());
         // A probe on a new connection, as Kubernetes sends them.
+        let probe_start = Instant::now();
         let probe = raw_status(
             addr,
             b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
         );
         assert_eq!(probe, 200, "/healthz");
+        slowest_probe = slowest_probe.max(probe_start.elapsed());
         probes += 1;
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -1209,13 +1211,21 @@ fn decisions_and_probes_keep_answering_under_abuse() {
     let p99 = latencies[latencies.len() * 99 / 100];
     let p50 = latencies[latencies.len() / 2];
     println!(
-        "{} decisions: p50 {p50:?}, p99 {p99:?}; {probes} probes; {} batches refused (413), {} decided",
+        "{} decisions: p50 {p50:?}, p99 {p99:?}; {probes} probes, slowest {slowest_probe:?}; \
+         {} batches refused (413), {} decided",
         latencies.len(),
         refused.load(Ordering::Relaxed),
         decided.load(Ordering::Relaxed)
     );
     assert!(latencies.len() >= 50, "only {} decisions", latencies.len());
-    assert!(p99 < Duration::from_millis(50), "p99 {p99:?}");
+    // Liveness bounds, not a benchmark: this suite shares two cores with the other tests, so
+    // the bounds leave room for that noise while still catching the starvation the review
+    // measured (0.7–1.2 s per decision, 3.7 s per probe).
+    assert!(p99 < Duration::from_millis(250), "p99 {p99:?}");
+    assert!(
+        slowest_probe < Duration::from_millis(500),
+        "probe {slowest_probe:?}"
+    );
     assert!(refused.load(Ordering::Relaxed) > 0 && decided.load(Ordering::Relaxed) > 0);
 }
 
