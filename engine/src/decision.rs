@@ -4,6 +4,7 @@
 use crate::claims::{Principal, PrincipalKind};
 use crate::error::ErrorInfo;
 use crate::json_text::{push_int, push_opt_string, push_string, push_strings};
+use crate::wire::KeyCase;
 use serde::Serialize;
 
 /// The outcome of a decision.
@@ -180,6 +181,17 @@ impl Decision {
         self.decision == Outcome::Allow
     }
 
+    /// The issuer whose keys this decision lacked — the token named a `kid` the engine does
+    /// not have (its keys may have rotated), or the issuer has no keys yet — so the host
+    /// should bring its fetch forward ([`crate::KeySchedule::wanted`]); `None` otherwise.
+    pub fn keys_wanted(&self) -> Option<&str> {
+        self.errors
+            .iter()
+            .any(|e| e.code == "token_unknown_kid" || e.code == "token_keys_unavailable")
+            .then_some(self.token.issuer.as_deref())
+            .flatten()
+    }
+
     /// The audit record for this decision: JSON-serialisable, with a token fingerprint and
     /// `jti` instead of the token.
     pub fn audit_record(&self) -> AuditRecord<'_> {
@@ -203,6 +215,15 @@ impl Decision {
     /// The decision as JSON text: what `serde_json` writes for it, faster (decisions are
     /// written on every request).
     pub fn to_json(&self) -> String {
+        self.to_json_as(KeyCase::Snake)
+    }
+
+    /// The decision as JSON text with the keys of `case`: [`KeyCase::Snake`] is what
+    /// [`Decision::to_json`] writes; [`KeyCase::Camel`] is the JS SDK's shape — `decisionId`,
+    /// and `keysWanted` (the issuer of [`Decision::keys_wanted`], when there is one) for the
+    /// SDK's key fetcher. Only the engine's own keys differ: no key in a decision comes from
+    /// user data.
+    pub fn to_json_as(&self, case: KeyCase) -> String {
         let mut out = String::with_capacity(512);
         out.push_str("{\"decision\":");
         push_string(&mut out, self.decision.as_str());
@@ -250,14 +271,22 @@ impl Decision {
         }
         out.push_str(",\"revision\":");
         push_string(&mut out, &self.revision);
-        out.push_str(",\"decision_id\":");
+        out.push_str(match case {
+            KeyCase::Snake => ",\"decision_id\":",
+            KeyCase::Camel => ",\"decisionId\":",
+        });
         push_string(&mut out, &self.decision_id);
         out.push_str(",\"request\":");
         out.push_str("{\"action\":");
         push_string(&mut out, &self.request.action);
         out.push_str(",\"resource\":");
         push_string(&mut out, &self.request.resource);
-        out.push_str("}}");
+        out.push('}');
+        if let (KeyCase::Camel, Some(issuer)) = (case, self.keys_wanted()) {
+            out.push_str(",\"keysWanted\":");
+            push_string(&mut out, issuer);
+        }
+        out.push('}');
         out
     }
 }
@@ -403,6 +432,38 @@ mod tests {
             }
         }
         all
+    }
+
+    #[test]
+    fn camel_case_decisions_differ_only_in_the_engines_keys() {
+        for d in decisions() {
+            let camel: serde_json::Value =
+                serde_json::from_str(&d.to_json_as(KeyCase::Camel)).unwrap();
+            let mut snake: serde_json::Value = serde_json::from_str(&d.to_json()).unwrap();
+            let map = snake.as_object_mut().unwrap();
+            let id = map.remove("decision_id").unwrap();
+            map.insert("decisionId".into(), id);
+            if let Some(issuer) = d.keys_wanted() {
+                map.insert("keysWanted".into(), issuer.into());
+            }
+            assert_eq!(camel, snake);
+        }
+        let mut wanting = decisions().remove(0);
+        wanting.errors = vec![DecisionError {
+            code: "token_unknown_kid",
+            message: String::new(),
+            policy: None,
+        }];
+        wanting.token.issuer = Some("https://idp.example".into());
+        assert_eq!(wanting.keys_wanted(), Some("https://idp.example"));
+        assert!(
+            wanting
+                .to_json_as(KeyCase::Camel)
+                .ends_with(",\"keysWanted\":\"https://idp.example\"}")
+        );
+        assert!(!wanting.to_json().contains("keys"));
+        wanting.token.issuer = None;
+        assert_eq!(wanting.keys_wanted(), None, "no issuer: nothing to fetch");
     }
 
     #[test]

@@ -58,6 +58,7 @@ mod engine;
 mod error;
 mod json_text;
 mod keys;
+mod lifecycle;
 mod memo;
 #[cfg(feature = "mint")]
 mod mint;
@@ -82,8 +83,8 @@ pub use decision::{
 };
 pub use edge::{
     Edge, EdgeAction, EdgeConfigError, EdgeOptions, EdgeOutcome, EdgeVerdict, FailureMode,
-    ForwardHeaders, HeaderPairs, Headers, HttpRequest, Lookup, ResourceSpec, RouteSpec, RoutesFile,
-    TokenSource, Unmatched, ValueSpec,
+    ForwardHeaders, HeaderPairs, Headers, HttpRequest, Lookup, MAX_LOGGED_PATH, ResourceSpec,
+    RouteSpec, RoutesFile, TokenSource, Unmatched, ValueSpec,
 };
 pub use engine::{
     DecisionRequest, Engine, EngineOptions, PendingSignature, ResourceRef, TokenStep,
@@ -93,7 +94,11 @@ pub use error::{
     BundleError, BundleProblem, ErrorInfo, KeyError, RequestError, SourceLocation, TokenError,
 };
 pub use keys::{Algorithm, Curve, KeyMaterial, VerificationKey};
+pub use lifecycle::{
+    BundleEvent, BundleFetch, BundlePoll, FetchAnswer, FetchStage, IssuerKeyStatus, KeyEvent,
+    KeyFetch, KeySchedule, MAX_BUNDLE_DOCUMENT, MAX_KEY_DOCUMENT, RefreshPolicy,
+};
 #[cfg(feature = "mint")]
 pub use mint::{DevIssuer, sign_bundle, sign_bytes, sign_with_pem};
 pub use token::verify_jws;
-pub use wire::{describe_json_error, parse_request};
+pub use wire::{KeyCase, describe_json_error, parse_request};

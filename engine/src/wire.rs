@@ -5,6 +5,17 @@
 use crate::error::ErrorInfo;
 use serde::de::DeserializeOwned;
 
+/// How the engine's own keys are written in JSON it hands out: `snake_case` (the HTTP APIs,
+/// the CLI, the audit log) or `camelCase` (the JS SDK).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum KeyCase {
+    /// `decision_id`.
+    #[default]
+    Snake,
+    /// `decisionId`.
+    Camel,
+}
+
 /// Parse JSON `text` as `T`; the error is `request_invalid` with a message that holds no part
 /// of the input but the names of the fields on the way to the problem.
 ///

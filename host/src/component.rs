@@ -100,6 +100,8 @@ pub struct Decided {
     pub decision_json: String,
     /// The audit record, JSON (no token).
     pub audit_json: String,
+    /// The issuer whose keys the decision lacked: bring its key fetch forward.
+    pub keys_wanted: Option<String>,
 }
 
 /// A remote issuer whose keys the host must fetch.
@@ -123,6 +125,7 @@ fn decided(d: wit_engine::Decided) -> Decided {
         status: d.status,
         decision_json: d.decision_json,
         audit_json: d.audit_json,
+        keys_wanted: d.keys_wanted,
     }
 }
 
@@ -193,8 +196,6 @@ pub struct EdgeVerdict {
     pub decided: Option<Decided>,
     /// The matched route's template.
     pub route: Option<String>,
-    /// The token's issuer has no keys, or not the token's `kid`.
-    pub keys_missing: bool,
 }
 
 /// The data of one store: WASI (no files, no environment, no network: only what Rust's std
@@ -480,7 +481,6 @@ impl Instance {
             outcome: verdict.outcome,
             decided: verdict.decided.map(decided),
             route: verdict.route,
-            keys_missing: verdict.keys_missing,
         })
     }
 

@@ -134,6 +134,7 @@ fn decided(decision: &Decision) -> Decided {
         status: decision.status,
         decision_json: decision.to_json(),
         audit_json: decision.audit_record().to_json(),
+        keys_wanted: decision.keys_wanted().map(str::to_owned),
     }
 }
 
@@ -253,7 +254,6 @@ impl Guest for Component {
                 outcome: verdict.outcome.as_str().to_owned(),
                 decided: verdict.decision.as_ref().map(decided),
                 route: verdict.route.map(str::to_owned),
-                keys_missing: verdict.keys_missing,
             })
         })
     }

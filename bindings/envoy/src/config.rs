@@ -3,7 +3,7 @@
 //! (`routes.json` in its directory); the request logic is the engine's [`Edge`].
 
 use portcullis_engine::{
-    Bundle, BundleTrust, CompiledBundle, Edge, EdgeOptions, Engine, EngineOptions,
+    Bundle, BundleTrust, CompiledBundle, Edge, EdgeOptions, Engine, EngineOptions, RefreshPolicy,
     RustCryptoVerifier,
 };
 use serde::Deserialize;
@@ -66,7 +66,7 @@ pub enum BundleSource {
     /// The compiled bundle itself (the output of `portcullis bundle`).
     Inline(Box<CompiledBundle>),
     /// Fetched through an Envoy cluster and polled with `If-None-Match` (for example from the
-    /// decision service's `GET /v1/bundle`); see [`crate::bundle`].
+    /// decision service's `GET /v1/bundle`); see [`crate::shared`].
     Remote(RemoteBundle),
 }
 
@@ -134,15 +134,11 @@ pub struct KeysConfig {
     /// URL origin (`scheme://host[:port]`, as in the bundle's URLs) → Envoy cluster name.
     /// Every discovery and JWKS URL must have its origin here.
     pub clusters: BTreeMap<String, String>,
-    /// Refresh period of good keys, seconds (default 300).
-    #[serde(default = "default_refresh")]
-    pub refresh_seconds: u64,
-    /// Wait after a failed fetch, seconds (default 5).
-    #[serde(default = "default_retry")]
-    pub retry_seconds: u64,
-    /// An unknown `kid` triggers a refetch at most this often, seconds (default 30).
-    #[serde(default = "default_cooldown")]
-    pub unknown_kid_cooldown_seconds: u64,
+    /// How long keys are kept (the IdP's `Cache-Control: max-age`, within bounds), retries and
+    /// the unknown-`kid` cooldown, in seconds: the engine's [`RefreshPolicy`], the same
+    /// schedule as `portcullis serve` and the JS SDK.
+    #[serde(default)]
+    pub refresh: RefreshPolicy,
     /// Timeout of one HTTP fetch, milliseconds (default 5000).
     #[serde(default = "default_timeout")]
     pub timeout_ms: u64,
@@ -198,16 +194,10 @@ impl Target {
 fn default_wasm_budget() -> u32 {
     200
 }
-fn default_refresh() -> u64 {
-    300
-}
 fn default_retry() -> u64 {
     5
 }
 fn default_poll() -> u64 {
-    30
-}
-fn default_cooldown() -> u64 {
     30
 }
 fn default_timeout() -> u64 {
@@ -547,6 +537,63 @@ pub(crate) mod tests {
             .err()
             .unwrap();
         assert!(err.0.contains("invalid header name `X-Tenant`"), "{err}");
+    }
+
+    #[test]
+    fn key_refresh_is_the_engines_policy_in_seconds() {
+        let remote =
+            json!({"remote": {"url": "http://127.0.0.1:8181/v1/bundle", "cluster": "policy"}});
+        let (configured, _) = plan(json!({
+            "bundle": remote,
+            "keys": {"clusters": {}, "refresh": {"retry_seconds": 1, "unknown_kid_cooldown_seconds": 2}}
+        }))
+        .unwrap();
+        let refresh = configured.keys.unwrap().refresh;
+        assert_eq!((refresh.retry, refresh.unknown_kid_cooldown), (1000, 2000));
+        assert_eq!(refresh.max_age, RefreshPolicy::default().max_age);
+        // The fields of the fixed schedule before it are refused, by name.
+        let err = plan(json!({
+            "bundle": remote, "keys": {"clusters": {}, "refresh_seconds": 300}
+        }))
+        .err()
+        .unwrap();
+        assert!(err.0.contains("unknown field `refresh_seconds`"), "{err}");
+    }
+
+    #[test]
+    fn with_bundle_keys_only_bundles_signed_with_one_of_them_are_used() {
+        const PEM: &str = include_str!("../../../policies/techfin/dev-keys/globex-es256.pem");
+        const JWKS: &str =
+            include_str!("../../../policies/techfin/dev-keys/globex-es256.jwks.json");
+        const OTHER: &str = include_str!("../../../policies/techfin/dev-keys/acme-rs256.pem");
+        let jwks: serde_json::Value = serde_json::from_str(JWKS).unwrap();
+        let sign = |pem, alg| {
+            portcullis_engine::sign_bundle(compiled(None), alg, pem, Some("globex-es256")).unwrap()
+        };
+        let config =
+            |bundle: CompiledBundle| json!({"bundle": {"inline": bundle}, "bundle_keys": jwks});
+        let signed = sign(PEM, portcullis_engine::Algorithm::ES256);
+        let (_, engine) = plan(config(signed.clone())).unwrap();
+        assert_eq!(engine.unwrap().revision(), signed.revision);
+        for (bundle, expected) in [
+            (compiled(None), "bundle refused"),
+            (
+                sign(OTHER, portcullis_engine::Algorithm::RS256),
+                "bundle refused",
+            ),
+        ] {
+            let err = plan(config(bundle)).err().unwrap();
+            assert!(err.0.contains(expected), "{err}");
+        }
+        // A signed bundle whose policies were changed after signing.
+        let mut tampered = signed;
+        tampered.policies[0].source = "@id(\"all\")\nforbid(principal, action, resource);".into();
+        assert!(plan(config(tampered)).is_err());
+        // Keys that are not a JWK set of public keys are a configuration error.
+        let err = plan(json!({"bundle": {"inline": compiled(None)}, "bundle_keys": {"keys": 1}}))
+            .err()
+            .unwrap();
+        assert!(err.0.contains("`bundle_keys`"), "{err}");
     }
 
     #[test]

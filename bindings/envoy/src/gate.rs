@@ -4,7 +4,7 @@
 
 use crate::config::{LogLevel, Plan};
 use portcullis_engine::{EdgeAction, EdgeOutcome, Engine, Headers, HttpRequest, Lookup};
-use serde_json::{Value, json};
+use serde_json::json;
 
 /// The counters the filter exports as Envoy stats.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,12 +59,10 @@ pub struct Verdict {
     /// The decision-log line (JSON), never containing the token; `None` when the decision log
     /// is off (it is not built then).
     pub log: Option<String>,
-    /// The token's issuer has no keys yet, or the token named a key the engine does not have
-    /// (the issuer's keys may have rotated): the glue looks for newer keys.
-    pub keys_missing: bool,
+    /// The issuer whose keys the decision lacked (none yet, or not the token's `kid`: they
+    /// may have rotated): the glue looks for newer keys.
+    pub keys_wanted: Option<String>,
 }
-
-const MAX_LOGGED_PATH: usize = 256;
 
 /// Decide what to do with a request, with the VM's current engine. `headers` include the
 /// pseudo-headers `:method` and `:path`.
@@ -75,8 +73,10 @@ pub fn handle(plan: &Plan, engine: &Engine, headers: &dyn Headers, now: i64) -> 
     };
     let logging = plan.log_level != LogLevel::Off;
     let (Some(method), Some(path)) = (text(":method"), text(":path")) else {
-        let log =
-            logging.then(|| http_log(json!({"decision": "invalid_request"}), "", "", None, 400));
+        let log = logging.then(|| {
+            r#"{"decision":"invalid_request","http":{"method":"","path":"","route":null,"status":400}}"#
+                .to_owned()
+        });
         return Verdict {
             action: portcullis_engine::EdgeAction::Respond {
                 status: 400,
@@ -86,7 +86,7 @@ pub fn handle(plan: &Plan, engine: &Engine, headers: &dyn Headers, now: i64) -> 
             },
             counter: Some(Counter::Errors),
             log,
-            keys_missing: false,
+            keys_wanted: None,
         };
     };
     let verdict = plan.edge.decide(
@@ -105,63 +105,13 @@ pub fn handle(plan: &Plan, engine: &Engine, headers: &dyn Headers, now: i64) -> 
         EdgeOutcome::Invalid | EdgeOutcome::Unavailable => Some(Counter::Errors),
         EdgeOutcome::Preflight | EdgeOutcome::NoRoute => None,
     };
-    let status = match &verdict.action {
-        EdgeAction::Respond { status, .. } => *status,
-        EdgeAction::Forward(_) => 0,
-    };
-    let log = logging.then(|| {
-        let record = match (&verdict.decision, verdict.outcome) {
-            (Some(decision), _) => {
-                let mut record =
-                    serde_json::to_value(decision.audit_record()).unwrap_or(Value::Null);
-                if let Value::Object(map) = &mut record {
-                    map.insert("dry_run".into(), Value::Bool(plan.edge.options().dry_run));
-                }
-                record
-            }
-            (None, outcome) => json!({"decision": match outcome {
-                EdgeOutcome::Preflight => "preflight",
-                EdgeOutcome::NoRoute => "no_route",
-                EdgeOutcome::Denied => "forbidden",
-                _ => "invalid_request",
-            }}),
-        };
-        http_log(record, method, &loggable_path(path), verdict.route, status)
-    });
+    let log = logging.then(|| verdict.log_line(method, path, plan.edge.options().dry_run));
     Verdict {
-        keys_missing: verdict.keys_missing,
+        keys_wanted: verdict.keys_wanted().map(str::to_owned),
         action: verdict.action,
         counter,
         log,
     }
-}
-
-fn http_log(
-    mut record: Value,
-    method: &str,
-    path: &str,
-    route: Option<&str>,
-    status: u16,
-) -> String {
-    if let Value::Object(map) = &mut record {
-        map.insert(
-            "http".into(),
-            json!({"method": truncate(method, 16), "path": path, "route": route, "status": status}),
-        );
-    }
-    record.to_string()
-}
-
-/// The path without its query (which may carry a token) and truncated.
-fn loggable_path(path: &str) -> String {
-    truncate(path.split(['?', '#']).next().unwrap_or(""), MAX_LOGGED_PATH)
-}
-
-fn truncate(text: &str, max: usize) -> String {
-    text.char_indices()
-        .nth(max)
-        .map_or(text, |(i, _)| text.get(..i).unwrap_or(""))
-        .to_owned()
 }
 
 #[cfg(test)]
@@ -221,20 +171,10 @@ mod tests {
                 }
             };
             assert_eq!(actual_status, status, "{logged}");
-            let line: Value = serde_json::from_str(on.log.as_deref().unwrap()).unwrap();
+            let line: serde_json::Value = serde_json::from_str(on.log.as_deref().unwrap()).unwrap();
             assert_eq!(line["decision"], logged);
             assert_eq!(line["http"]["status"], status);
             assert!(!line.to_string().contains("secret"), "{line}");
         }
-    }
-
-    #[test]
-    fn logged_paths_lose_their_query_and_are_bounded() {
-        assert_eq!(loggable_path("/a/b?access_token=secret"), "/a/b");
-        assert_eq!(loggable_path("/x#frag"), "/x");
-        assert_eq!(
-            loggable_path(&"é".repeat(1000)).chars().count(),
-            MAX_LOGGED_PATH
-        );
     }
 }

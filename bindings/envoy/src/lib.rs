@@ -36,9 +36,10 @@
 //!   "crypto": "envoy",
 //!   "wasm_signatures_per_second": 200,
 //!   "bundle_keys": { "keys": [ "...public JWKs bundles must be signed with" ] },
-//!   "keys": { "clusters": { "http://127.0.0.1:4000": "idp" },
-//!             "refresh_seconds": 300, "retry_seconds": 5,
-//!             "unknown_kid_cooldown_seconds": 30, "timeout_ms": 5000 }
+//!   "keys": { "clusters": { "http://127.0.0.1:4000": "idp" }, "timeout_ms": 5000,
+//!             "refresh": { "min_age_seconds": 60, "max_age_seconds": 86400,
+//!                          "default_age_seconds": 300, "retry_seconds": 10,
+//!                          "unknown_kid_cooldown_seconds": 30 } }
 //! }
 //! ```
 //!
@@ -57,7 +58,7 @@
 //! | `log.level` | level of the one JSON decision-log line per request: `off`, `debug`, `info`, `warn` (`info`) |
 //! | `crypto` | where `RS*` and `ES*` signatures are checked: `envoy` (Envoy's `verify_signature` foreign function, BoringSSL; in Wasm, with a warning, where the function is missing or refuses a key) or `wasm` (RustCrypto); `PS*`, `EdDSA` and `HS*` are always checked in Wasm (`envoy`) |
 //! | `wasm_signatures_per_second` | signatures a worker checks in Wasm per second; past it, a new token is answered 503 until the next second (cached tokens are not checked again) (`200`; `0`: unlimited) |
-//! | `keys` | required when the bundle has `jwks_uri`/`discovery` issuers: URL origin → Envoy cluster, refresh and retry periods, unknown-`kid` cooldown, fetch timeout |
+//! | `keys` | required when the bundle has `jwks_uri`/`discovery` issuers: `clusters` (URL origin → Envoy cluster), `timeout_ms` of a fetch (5000), `refresh`: bounds of the IdP's `max-age` (60 s – 24 h), the age without one (300 s), retry delay (10 s), unknown-`kid` cooldown (30 s) |
 //!
 //! HMAC issuers' secrets are never in the bundle: the filter reads the secret named `n` from
 //! the VM's environment variable `PORTCULLIS_SECRET_<N>` (upper case, `_` for other
@@ -93,20 +94,22 @@
 //! content, a policy that does not compile, a remote issuer without a cluster) is logged,
 //! counted and dropped, and the previous bundle keeps serving, as it does while the source is
 //! down. The URL's scheme does not choose TLS: give the cluster a TLS `transport_socket` for
-//! anything but loopback. See [`bundle`].
+//! anything but loopback. See [`shared`].
 //!
 //! ## Keys of remote issuers
-//! See [`keys`]: fetched through Envoy clusters (OIDC discovery, then `jwks_uri`), refreshed on
-//! a timer, refetched after an unknown `kid` (with a cooldown), one fetch in flight for all
-//! workers, last good keys kept when the IdP is down.
+//! Fetched through Envoy clusters on the engine's schedule ([`portcullis_engine::KeySchedule`],
+//! the same as `portcullis serve`'s and the JS SDK's): OIDC discovery (whose `issuer` must be
+//! the configured one), then `jwks_uri`; kept for the IdP's `Cache-Control: max-age` within
+//! `keys.refresh`'s bounds; refetched early when a token names an unknown `kid` (once per
+//! cooldown, for that issuer only); one fetch in flight for all workers ([`shared`]); the last
+//! good keys kept when the IdP is down.
 
-pub mod bundle;
 pub mod config;
 pub mod crypto;
 pub mod gate;
-pub mod keys;
 #[cfg(target_arch = "wasm32")]
 mod proxy;
+pub mod shared;
 
 /// Small blocks from free lists, not dlmalloc's bins (see `portcullis-alloc`).
 #[cfg(all(target_arch = "wasm32", not(target_feature = "atomics")))]

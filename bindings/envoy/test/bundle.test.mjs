@@ -35,7 +35,7 @@ describe('a bundle polled from the decision service', () => {
     const idpPort = Number(new URL(issuer).port);
     const filterConfig = {
       bundle: { remote: { url: `http://127.0.0.1:${sourcePort}/v1/bundle`, cluster: 'policy', poll_seconds: 1, retry_seconds: 1, timeout_ms: 1000 } },
-      keys: { clusters: { [issuer]: 'idp' }, retry_seconds: 1, unknown_kid_cooldown_seconds: 1, timeout_ms: 1000 },
+      keys: { clusters: { [issuer]: 'idp' }, timeout_ms: 1000, refresh: { retry_seconds: 1, unknown_kid_cooldown_seconds: 1 } },
     };
     // Two workers: two VMs, which must share one poll.
     envoy = await startEnvoy(envoyYaml({ port, adminPort, upstreamPort: upstream.port, filterConfig, clusters: { idp: idpPort, policy: sourcePort } }));

@@ -204,7 +204,7 @@ describe('with a real OpenID provider', () => {
         unmatched: 'pass',
         token: [{ header: { name: 'authorization', prefix: 'Bearer ' } }, { cookie: { name: 'access_token' } }, { query: { name: 'access_token' } }],
       },
-      keys: { clusters: { [issuer]: 'idp' }, refresh_seconds: 300, retry_seconds: 1, unknown_kid_cooldown_seconds: 1, timeout_ms: 1000 },
+      keys: { clusters: { [issuer]: 'idp' }, timeout_ms: 1000, refresh: { default_age_seconds: 300, retry_seconds: 1, unknown_kid_cooldown_seconds: 1 } },
     };
     // Mint a token with the IdP's keys, then take the IdP away before Envoy ever reaches it.
     idp = await startIdp({ port: idpPort, keysFile });

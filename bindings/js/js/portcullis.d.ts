@@ -222,6 +222,12 @@ export interface Decision {
   decisionId: string;
   /** What was asked. */
   request: { action: string; resource: string };
+  /**
+   * The issuer whose keys the decision lacked (the token names a `kid` the engine does not
+   * have, or the issuer has no keys yet). With `fetchKeys` the SDK has already fetched them
+   * once, within the cooldown, before answering.
+   */
+  keysWanted?: string;
 }
 
 /** The principal a verified token maps to. */
@@ -336,14 +342,26 @@ export interface NodeCryptoLike {
   readonly constants: { readonly RSA_PKCS1_PADDING: number; readonly RSA_PKCS1_PSS_PADDING: number };
 }
 
-/** Options of the key-fetching helper. */
+/**
+ * Options of the key fetcher. When to fetch is the engine's schedule, the same as
+ * `portcullis serve`'s and the Envoy filter's: keys are kept for the IdP's
+ * `Cache-Control: max-age` (within `minAgeMs`..`maxAgeMs`; `defaultAgeMs` without one), then
+ * refetched in the background while they keep serving; a token naming an unknown `kid` fetches
+ * its own issuer's keys early, at most once per `cooldownMs`.
+ */
 export interface FetchKeysOptions {
   /** The `fetch` to use (default `globalThis.fetch`). */
   fetch?: FetchFunction;
-  /** Least time between two fetches of one issuer after an unknown `kid` (default 30 000 ms). */
-  cooldownMs?: number;
-  /** Refetch keys older than this in the background (default 3 600 000 ms). */
+  /** Keys are kept at least this long, whatever the IdP says (default 60 000 ms). */
+  minAgeMs?: number;
+  /** And at most this long (default 86 400 000 ms). */
   maxAgeMs?: number;
+  /** When the IdP sends no `max-age` (default 300 000 ms). */
+  defaultAgeMs?: number;
+  /** After a failed fetch, wait this long; the last good keys stay (default 10 000 ms). */
+  retryMs?: number;
+  /** An unknown `kid` fetches early at most once per this period, per issuer (default 30 000 ms). */
+  cooldownMs?: number;
   /** Told about every failed fetch. */
   onError?: (error: KeyError) => void;
 }

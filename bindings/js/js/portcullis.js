@@ -6,7 +6,7 @@
 // elsewhere; the engine says which key and algorithm), reads the clock and, optionally, fetches
 // issuers' keys.
 
-import init, { initSync, RawEngine } from "./portcullis_js.js";
+import init, { initSync, RawEngine, RawKeySchedule } from "./portcullis_js.js";
 
 // ---------------------------------------------------------------------------------------------
 // Errors
@@ -353,117 +353,123 @@ async function signatureChecker(options) {
 // ---------------------------------------------------------------------------------------------
 // Key fetching (optional)
 
-const DEFAULT_COOLDOWN_MS = 30_000;
-const DEFAULT_MAX_AGE_MS = 3_600_000;
+/** Largest discovery document or JWK set read, bytes (the engine refuses larger ones too). */
+const MAX_KEY_DOCUMENT = 1 << 20;
 
-/** Keys must come over https (plain http only for localhost), as the engine requires of bundle URLs. */
-function secureUrl(url) {
-  try {
-    const u = new URL(url);
-    if (u.protocol === "https:") return true;
-    const host = u.hostname.replace(/^\[|\]$/g, "");
-    return u.protocol === "http:" && (host === "localhost" || host === "127.0.0.1" || host === "::1");
-  } catch {
-    return false;
-  }
-}
-
+/**
+ * Performs the GETs the engine's key schedule asks for, and nothing else: what to fetch, when,
+ * and what an answer means (the discovery document's issuer, https, `max-age` within bounds,
+ * retries, the unknown-`kid` cooldown) are the engine's, as in `portcullis serve` and the
+ * Envoy filter.
+ */
 class KeyFetcher {
-  #engine;
+  #raw;
+  #schedule;
   #fetch;
-  #cooldownMs;
-  #maxAgeMs;
   #onError;
   #clock;
-  #issuers = new Map();
+  /** Fetches in flight, by issuer: callers that want an issuer's keys wait for the same one. */
+  #inflight = new Map();
 
-  constructor(engine, issuers, options, clock) {
-    this.#engine = engine;
-    this.#fetch = options.fetch ?? globalThis.fetch?.bind(globalThis);
+  constructor(raw, options, clock) {
+    const { fetch, onError, ...policy } = options;
+    this.#fetch = fetch ?? globalThis.fetch?.bind(globalThis);
     if (typeof this.#fetch !== "function") {
       throw new KeyError({ code: "keys_fetch", message: "no `fetch` in this runtime; pass `fetchKeys.fetch`" });
     }
-    this.#cooldownMs = options.cooldownMs ?? DEFAULT_COOLDOWN_MS;
-    this.#maxAgeMs = options.maxAgeMs ?? DEFAULT_MAX_AGE_MS;
-    this.#onError = options.onError ?? null;
-    this.#clock = clock;
-    for (const entry of issuers) {
-      this.#issuers.set(entry.issuer, {
-        issuer: entry.issuer,
-        discovery: entry.discovery ?? null,
-        jwksUri: entry.jwksUri ?? null,
-        resolvedJwksUri: undefined,
-        fetchedAt: null,
-        attemptedAt: null,
-        inflight: null,
-      });
+    this.#raw = raw;
+    try {
+      this.#schedule = new RawKeySchedule(raw, toJson(policy));
+    } catch (thrown) {
+      rethrow(thrown);
     }
+    this.#onError = onError ?? null;
+    this.#clock = clock;
   }
 
-  async #json(url, what) {
-    if (!secureUrl(url)) {
-      throw new KeyError({ code: "keys_fetch", message: `${what} URL \`${url}\` is not https` });
-    }
+  /** GET `url`: `{status, cacheControl, body}`; throws a message on a network failure. */
+  async #get(url) {
     let response;
     try {
       // No redirect is followed (as in every host): keys come from where the bundle says.
       response = await this.#fetch(url, { headers: { accept: "application/json" }, redirect: "error" });
     } catch (cause) {
-      throw new KeyError({ code: "keys_fetch", message: `cannot fetch ${what} \`${url}\` (redirects are not followed): ${cause?.message ?? cause}` }, { cause });
+      throw `cannot fetch \`${url}\` (redirects are not followed): ${cause?.message ?? cause}`;
     }
-    if (response.type === "opaqueredirect" || (response.status >= 300 && response.status < 400)) {
-      throw new KeyError({ code: "keys_fetch", message: `${what} \`${url}\` answered a redirect, which is not followed` });
-    }
-    if (!response.ok) {
-      throw new KeyError({ code: "keys_fetch", message: `${what} \`${url}\` answered HTTP ${response.status}` });
-    }
-    try {
-      return await response.json();
-    } catch (cause) {
-      throw new KeyError({ code: "keys_fetch", message: `${what} \`${url}\` is not JSON` }, { cause });
-    }
+    const status = response.type === "opaqueredirect" ? 302 : response.status;
+    const declared = Number(response.headers?.get?.("content-length"));
+    if (declared > MAX_KEY_DOCUMENT) throw `\`${url}\` is larger than 1 MiB`;
+    const body = status === 200 ? new Uint8Array(await response.arrayBuffer()) : new Uint8Array(0);
+    if (body.length > MAX_KEY_DOCUMENT) throw `\`${url}\` is larger than 1 MiB`;
+    return { status, cacheControl: response.headers?.get?.("cache-control") ?? undefined, body };
   }
 
-  async #load(state) {
-    state.attemptedAt = this.#clock();
-    // The discovery document is fetched once; only the JWK set is refetched.
-    if (state.jwksUri === null && state.resolvedJwksUri === undefined) {
-      const doc = await this.#json(state.discovery, "discovery document");
-      if (doc?.issuer !== state.issuer) {
-        throw new KeyError({ code: "keys_fetch", message: `discovery document of \`${state.issuer}\` names another issuer` });
+  /** Carry one issuer's fetch to its end (discovery, then the JWK set): a KeyError or null. */
+  async #carry(fetch) {
+    for (;;) {
+      const text = JSON.stringify(fetch);
+      let event;
+      try {
+        const answer = await this.#get(fetch.url);
+        event = JSON.parse(this.#schedule.answer(this.#raw, text, answer.status, answer.cacheControl, answer.body, this.#clock()));
+      } catch (reason) {
+        if (typeof reason !== "string") throw reason;
+        this.#schedule.failed(text, reason, this.#clock());
+        event = { failed: reason, issuer: fetch.issuer };
       }
-      if (typeof doc.jwks_uri !== "string") {
-        throw new KeyError({ code: "keys_fetch", message: `discovery document of \`${state.issuer}\` has no \`jwks_uri\`` });
+      if (event === null || event.keys !== undefined) return null;
+      if (event.fetch !== undefined) {
+        fetch = event.fetch;
+        continue;
       }
-      state.resolvedJwksUri = doc.jwks_uri;
+      const err = new KeyError({ code: "keys_fetch", message: event.failed });
+      this.#report(err);
+      return err;
     }
-    const jwks = await this.#json(state.jwksUri ?? state.resolvedJwksUri, "JWK set");
-    this.#engine.setIssuerKeys(state.issuer, jwks);
-    state.fetchedAt = this.#clock();
   }
 
-  /** Fetch one issuer's keys; concurrent callers share one fetch. */
-  refresh(issuer) {
-    const state = this.#issuers.get(issuer);
-    if (!state) return Promise.reject(new KeyError({ code: "keys_unknown_issuer", message: `issuer \`${issuer}\` has no remote keys in the bundle` }));
-    state.inflight ??= this.#load(state)
-      .catch((err) => {
-        // Forget a discovery answer that led nowhere, so the next attempt starts over.
-        if (state.jwksUri === null) state.resolvedJwksUri = undefined;
-        throw err;
-      })
-      .finally(() => {
-        state.inflight = null;
-      });
-    return state.inflight;
+  /** Start every fetch that is due; returns the errors of those started, once they end. */
+  async run() {
+    const due = JSON.parse(this.#schedule.due(this.#clock()));
+    for (const fetch of due) {
+      const done = this.#carry(fetch).finally(() => this.#inflight.delete(fetch.issuer));
+      this.#inflight.set(fetch.issuer, done);
+    }
+    const errors = await Promise.all(due.map((f) => this.#inflight.get(f.issuer) ?? null));
+    return errors.filter((e) => e !== null);
   }
 
-  /** Fetch every issuer's keys; failures go to `onError` (and are returned). */
+  /** Fetch every issuer's keys now; the errors. */
   async refreshAll() {
-    const results = await Promise.allSettled([...this.#issuers.keys()].map((i) => this.refresh(i)));
-    const errors = results.filter((r) => r.status === "rejected").map((r) => r.reason);
-    errors.forEach((e) => this.#report(e));
-    return errors;
+    this.#schedule.expedite(this.#clock());
+    // `run` takes what is due before its first wait: the map then holds every fetch.
+    const started = this.run();
+    const all = [...this.#inflight.values()];
+    await started;
+    const errors = await Promise.all(all);
+    return errors.filter((e) => e !== null);
+  }
+
+  /** Start (without waiting) the fetches that are due: keys past their age, retries. */
+  refreshStale() {
+    const next = this.#schedule.nextDue();
+    if (next !== undefined && next <= this.#clock()) this.run().catch((e) => this.#report(e));
+  }
+
+  /**
+   * The decisions lacked these issuers' keys: fetch them (each at most once per cooldown) and
+   * wait. True when keys of any of them were loaded, so deciding again may answer otherwise.
+   */
+  async wanted(issuers) {
+    const now = this.#clock();
+    const wanted = [...new Set(issuers.filter((i) => typeof i === "string"))];
+    if (wanted.length === 0) return false;
+    const due = wanted.some((issuer) => this.#schedule.wanted(issuer, now));
+    if (due) this.run().catch((e) => this.#report(e));
+    const waits = wanted.map((i) => this.#inflight.get(i)).filter((p) => p !== undefined);
+    if (waits.length === 0) return false;
+    const errors = await Promise.all(waits);
+    return errors.some((e) => e === null);
   }
 
   #report(err) {
@@ -475,41 +481,6 @@ class KeyFetcher {
       }
     }
   }
-
-  /**
-   * After `token_unknown_kid` / `token_keys_unavailable`: refetch the issuers not tried within
-   * the cooldown (the engine does not say which issuer the token named). True when any
-   * issuer's keys were replaced.
-   */
-  async refreshForUnknownKey() {
-    const now = this.#clock();
-    const due = [...this.#issuers.values()].filter(
-      (s) => s.inflight !== null || s.attemptedAt === null || now - s.attemptedAt >= this.#cooldownMs,
-    );
-    if (due.length === 0) return false;
-    const results = await Promise.allSettled(due.map((s) => this.refresh(s.issuer)));
-    let any = false;
-    for (const r of results) {
-      if (r.status === "fulfilled") any = true;
-      else this.#report(r.reason);
-    }
-    return any;
-  }
-
-  /** Start (without waiting) a refresh of keys older than `maxAgeMs`. */
-  refreshStale() {
-    const now = this.#clock();
-    for (const s of this.#issuers.values()) {
-      if (s.inflight === null && s.fetchedAt !== null && now - s.fetchedAt >= this.#maxAgeMs
-        && now - s.attemptedAt >= this.#cooldownMs) {
-        this.refresh(s.issuer).catch((e) => this.#report(e));
-      }
-    }
-  }
-}
-
-function needsKeys(decisions) {
-  return decisions.some((d) => d.errors.some((e) => e.code === "token_unknown_kid" || e.code === "token_keys_unavailable"));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -570,8 +541,8 @@ export class Portcullis {
     }
     if (options.fetchKeys) {
       const fetchOptions = options.fetchKeys === true ? {} : options.fetchKeys;
-      engine.#keys = new KeyFetcher(engine, engine.remoteIssuers(), fetchOptions, () => engine.#clock());
-      await engine.#keys.refreshAll();
+      engine.#keys = new KeyFetcher(raw, fetchOptions, () => engine.#clock());
+      await engine.#keys.run();
     }
     return engine;
   }
@@ -635,7 +606,7 @@ export class Portcullis {
     let decision = JSON.parse(await run());
     if (this.#keys !== null) {
       this.#keys.refreshStale();
-      if (needsKeys([decision]) && (await this.#keys.refreshForUnknownKey())) {
+      if (decision.keysWanted !== undefined && (await this.#keys.wanted([decision.keysWanted]))) {
         decision = JSON.parse(await run());
       }
     }
@@ -661,7 +632,7 @@ export class Portcullis {
     let decisions = JSON.parse(await run());
     if (this.#keys !== null) {
       this.#keys.refreshStale();
-      if (needsKeys(decisions) && (await this.#keys.refreshForUnknownKey())) {
+      if (await this.#keys.wanted(decisions.map((d) => d.keysWanted))) {
         decisions = JSON.parse(await run());
       }
     }
@@ -679,7 +650,7 @@ export class Portcullis {
     } catch (err) {
       const retry = this.#keys !== null && err instanceof TokenError
         && (err.code === "token_unknown_kid" || err.code === "token_keys_unavailable")
-        && (await this.#keys.refreshForUnknownKey());
+        && (await this.#keys.wanted([this.#engine().keysWanted(token, this.#seconds())]));
       if (!retry) throw err;
       return JSON.parse(await run());
     }

@@ -29,6 +29,7 @@
 //! (`token_crypto`), which keeps the browsers' module small.
 
 mod convert;
+mod keys;
 mod verifier;
 
 use portcullis_engine::{
@@ -44,9 +45,9 @@ use wasm_bindgen::prelude::*;
 const VERDICT_INVALID: u32 = 0;
 const VERDICT_VALID: u32 = 1;
 
-/// Unix seconds from a JS number; anything but a finite number is a usage error.
-fn seconds(now: f64) -> Result<i64, JsValue> {
-    if now.is_finite() && now.abs() < 1e15 {
+/// A time from the JS clock (seconds or milliseconds), as a whole number.
+pub(crate) fn clock_time(now: f64) -> Result<i64, JsValue> {
+    if now.is_finite() && now.abs() < 1e17 {
         #[allow(clippy::cast_possible_truncation)]
         Ok(now.floor() as i64)
     } else {
@@ -57,9 +58,6 @@ fn seconds(now: f64) -> Result<i64, JsValue> {
     }
 }
 
-/// JSON text as UTF-8 bytes. Requests come as bytes: the JS side encodes them
-/// with `TextEncoder.encodeInto`, natively, where wasm-bindgen would copy a string character
-/// by character (a third of a cached decision's JS time with a 1 KB token in it).
 fn parse<T: serde::de::DeserializeOwned>(text: &[u8], what: &str) -> Result<T, JsValue> {
     let text = std::str::from_utf8(text)
         .map_err(|_| convert::invalid("request_invalid", format!("invalid {what}: not UTF-8")))?;
@@ -122,6 +120,13 @@ impl Pending {
 pub struct RawEngine {
     engine: Engine,
     verifier: Arc<HostVerifier>,
+}
+
+impl RawEngine {
+    /// The engine, for the key schedule.
+    pub(crate) fn engine(&self) -> &Engine {
+        &self.engine
+    }
 }
 
 #[wasm_bindgen]
@@ -227,7 +232,7 @@ impl RawEngine {
     /// # Errors
     /// `request_invalid` when the request does not have the documented shape.
     pub fn decide(&self, token: &[u8], request_json: &[u8], now: f64) -> Result<JsValue, JsValue> {
-        let now = seconds(now)?;
+        let now = clock_time(now)?;
         let mut request: DecisionRequest = parse(request_json, "request")?;
         if !token.is_empty() {
             if request.token.is_some() {
@@ -262,7 +267,7 @@ impl RawEngine {
         requests_json: &[u8],
         now: f64,
     ) -> Result<JsValue, JsValue> {
-        let now = seconds(now)?;
+        let now = clock_time(now)?;
         let items: Vec<Map<String, Value>> = parse(requests_json, "requests")?;
         let requests = items
             .into_iter()
@@ -299,7 +304,7 @@ impl RawEngine {
     /// # Errors
     /// Why the token is not accepted (`token_*`).
     pub fn authenticate(&self, token: &str, now: f64) -> Result<JsValue, JsValue> {
-        let now = seconds(now)?;
+        let now = clock_time(now)?;
         match self.begin(Some(token), now) {
             Some(signature) => {
                 Ok(self.pending(signature, Work::Authenticate(token.to_owned()), now))
@@ -358,7 +363,7 @@ impl RawEngine {
     /// `request_invalid` when the request does not have the documented shape.
     #[wasm_bindgen(js_name = decideTrusted)]
     pub fn decide_trusted(&self, request_json: &str, now: f64) -> Result<String, JsValue> {
-        let now = seconds(now)?;
+        let now = clock_time(now)?;
         let mut request: Map<String, Value> = parse(request_json.as_bytes(), "trusted request")?;
         if let Some(Value::Object(action)) = request.get("action") {
             let uid = match (

@@ -454,6 +454,7 @@ describe("fetchKeys: OIDC discovery and JWKS over fetch", () => {
         state.hits.jwks += 1;
         res.statusCode = state.status;
         res.setHeader("content-type", "application/json");
+        if (state.cacheControl) res.setHeader("cache-control", state.cacheControl);
         res.end(JSON.stringify(state.jwks));
       } else {
         res.statusCode = 404;
@@ -488,6 +489,8 @@ describe("fetchKeys: OIDC discovery and JWKS over fetch", () => {
     // A token with a kid nobody has: within the cooldown, no fetch.
     const u1 = await engine.decide({ token: UNKNOWN_KID, action: "view", resource: REPORT });
     assert.equal(u1.errors[0].code, "token_unknown_kid");
+    assert.equal(u1.keysWanted, ACME_ISSUER, "the decision names the issuer whose keys it lacked");
+    assert.equal(d.keysWanted, undefined);
     assert.equal(state.hits.jwks, 2);
     // After the cooldown, one more fetch (which still does not know the kid).
     clock += 61_000;
@@ -497,20 +500,32 @@ describe("fetchKeys: OIDC discovery and JWKS over fetch", () => {
     assert.deepEqual(errors, []);
   });
 
-  test("keys older than maxAgeMs are refreshed in the background", async () => {
-    Object.assign(state, { jwks: ACME_JWKS, issuer: ACME_ISSUER, hits: { discovery: 0, jwks: 0 }, status: 200 });
+  test("keys past their age are refreshed in the background; the IdP's max-age counts, within bounds", async () => {
+    Object.assign(state, { jwks: ACME_JWKS, issuer: ACME_ISSUER, hits: { discovery: 0, jwks: 0 }, status: 200, cacheControl: undefined });
     let clock = NOW * 1000;
     const engine = await Portcullis.load(remoteAcmeBundle({ jwks_uri: `${base}/keys` }), {
       now: () => clock,
-      fetchKeys: { maxAgeMs: 10_000, cooldownMs: 1_000 },
+      fetchKeys: { defaultAgeMs: 10_000, minAgeMs: 1_000, cooldownMs: 1_000 },
     });
     assert.equal(state.hits.jwks, 1);
     await engine.decide({ token: ANALYST, action: "view", resource: REPORT });
     assert.equal(state.hits.jwks, 1);
+    // No `Cache-Control`: the default age.
+    state.cacheControl = "public, max-age=3600";
     clock += 11_000;
     await engine.decide({ token: ANALYST, action: "view", resource: REPORT });
     await new Promise((r) => setTimeout(r, 100));
     assert.equal(state.hits.jwks, 2);
+    // Now the IdP said an hour.
+    clock += 1_800_000;
+    await engine.decide({ token: ANALYST, action: "view", resource: REPORT });
+    await new Promise((r) => setTimeout(r, 100));
+    assert.equal(state.hits.jwks, 2, "within the IdP's max-age");
+    clock += 1_800_000;
+    await engine.decide({ token: ANALYST, action: "view", resource: REPORT });
+    await new Promise((r) => setTimeout(r, 100));
+    assert.equal(state.hits.jwks, 3);
+    state.cacheControl = undefined;
   });
 
   test("failures are reported, not thrown, at load; refreshKeys rejects with a KeyError", async () => {
@@ -523,7 +538,7 @@ describe("fetchKeys: OIDC discovery and JWKS over fetch", () => {
     assert.equal(errors.length, 1);
     assert.ok(errors[0] instanceof KeyError);
     assert.equal(errors[0].code, "keys_fetch");
-    assert.match(errors[0].message, /another issuer/);
+    assert.match(errors[0].message, /is not that of issuer/);
     const d = await engine.decide({ token: ANALYST, action: "view", resource: REPORT });
     assert.equal(d.errors[0].code, "token_keys_unavailable");
 
@@ -557,7 +572,7 @@ describe("fetchKeys: OIDC discovery and JWKS over fetch", () => {
     });
     assert.equal(errors.length, 1);
     assert.equal(errors[0].code, "keys_fetch");
-    assert.match(errors[0].message, /not https/);
+    assert.match(errors[0].message, /neither https nor loopback/);
     assert.ok(!fetched.includes("http://login.example/keys"));
     // No redirect is followed: fetch is told to refuse them, and a 3xx answer is refused.
     const asked = [];
@@ -573,7 +588,7 @@ describe("fetchKeys: OIDC discovery and JWKS over fetch", () => {
     });
     assert.deepEqual(asked, ["error"]);
     assert.equal(redirected.length, 1);
-    assert.match(redirected[0].message, /redirect, which is not followed/);
+    assert.match(redirected[0].message, /redirect \(HTTP 302\), which is not followed/);
   });
 });
 

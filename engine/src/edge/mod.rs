@@ -27,7 +27,7 @@ pub use token::TokenSource;
 
 use crate::decision::{Decision, Outcome};
 use crate::engine::Engine;
-use crate::json_text::push_string;
+use crate::json_text::{push_int, push_opt_string, push_string};
 use routes::MapError;
 use serde::{Deserialize, Serialize};
 
@@ -302,9 +302,76 @@ pub struct EdgeVerdict<'e> {
     pub decision: Option<Decision>,
     /// The template of the route that matched, when one did.
     pub route: Option<&'e str>,
-    /// The token's issuer has no keys, or the token named a key the engine does not have (its
-    /// keys may have rotated): the host should look for newer keys.
-    pub keys_missing: bool,
+}
+
+/// Longest request path a decision-log line holds, in characters.
+pub const MAX_LOGGED_PATH: usize = 256;
+
+impl EdgeVerdict<'_> {
+    /// The issuer whose keys the decision lacked ([`Decision::keys_wanted`]).
+    pub fn keys_wanted(&self) -> Option<&str> {
+        self.decision.as_ref()?.keys_wanted()
+    }
+
+    /// The decision-log line of this verdict, JSON: the decision's audit record (no token:
+    /// its fingerprint and `jti`) with `dry_run`, or `{"decision": "no_route" | "preflight" |
+    /// "forbidden" | "invalid_request"}` when no decision was made; and `http`: the method (at
+    /// most 16 characters), the path without its query (which may hold a token) and at most
+    /// [`MAX_LOGGED_PATH`] characters, the route template, and the status of a local answer
+    /// (`0`: forwarded).
+    pub fn log_line(&self, method: &str, path: &str, dry_run: bool) -> String {
+        let mut out = match &self.decision {
+            Some(decision) => {
+                let mut record = decision.audit_record().to_json();
+                record.pop();
+                record.push_str(if dry_run {
+                    ",\"dry_run\":true"
+                } else {
+                    ",\"dry_run\":false"
+                });
+                record
+            }
+            None => {
+                let mut record = String::from("{\"decision\":");
+                push_string(
+                    &mut record,
+                    match self.outcome {
+                        EdgeOutcome::Preflight => "preflight",
+                        EdgeOutcome::NoRoute => "no_route",
+                        EdgeOutcome::Denied => "forbidden",
+                        _ => "invalid_request",
+                    },
+                );
+                record
+            }
+        };
+        out.push_str(",\"http\":{\"method\":");
+        push_string(&mut out, truncate(method, 16));
+        out.push_str(",\"path\":");
+        push_string(
+            &mut out,
+            truncate(path.split(['?', '#']).next().unwrap_or(""), MAX_LOGGED_PATH),
+        );
+        out.push_str(",\"route\":");
+        push_opt_string(&mut out, self.route);
+        out.push_str(",\"status\":");
+        push_int(
+            &mut out,
+            match &self.action {
+                EdgeAction::Respond { status, .. } => *status,
+                EdgeAction::Forward(_) => 0,
+            },
+        );
+        out.push_str("}}");
+        out
+    }
+}
+
+/// At most `max` characters of `text`.
+fn truncate(text: &str, max: usize) -> &str {
+    text.char_indices()
+        .nth(max)
+        .map_or(text, |(i, _)| text.get(..i).unwrap_or(""))
 }
 
 impl Default for Edge {
@@ -398,7 +465,6 @@ impl Edge {
                 outcome: EdgeOutcome::Preflight,
                 decision: None,
                 route: None,
-                keys_missing: false,
             };
         }
         let (route, mut decision_request) =
@@ -411,7 +477,6 @@ impl Edge {
                             outcome: EdgeOutcome::NoRoute,
                             decision: None,
                             route: None,
-                            keys_missing: false,
                         },
                         Unmatched::Deny => EdgeVerdict {
                             action: respond(
@@ -424,7 +489,6 @@ impl Edge {
                             outcome: EdgeOutcome::Denied,
                             decision: None,
                             route: None,
-                            keys_missing: false,
                         },
                     };
                 }
@@ -456,7 +520,6 @@ impl Edge {
         };
         let decision = engine.decide(&decision_request, now);
         let has_error = |code: &str| decision.errors.iter().any(|e| e.code == code);
-        let keys_missing = has_error("token_unknown_kid") || has_error("token_keys_unavailable");
         let (mut action, outcome) = match decision.decision {
             Outcome::Allow => (
                 EdgeAction::Forward(self.identity(&decision)),
@@ -510,7 +573,6 @@ impl Edge {
             outcome,
             decision: Some(decision),
             route: Some(route.template()),
-            keys_missing,
         }
     }
 
@@ -522,7 +584,6 @@ impl Edge {
             outcome: EdgeOutcome::Invalid,
             decision: None,
             route: None,
-            keys_missing: false,
         }
     }
 
@@ -852,5 +913,36 @@ pub(crate) mod tests {
         };
         assert!(Edge::new(options).is_err());
         assert!(Edge::new(EdgeOptions::default()).is_ok());
+    }
+}
+
+#[cfg(test)]
+mod log_tests {
+    use super::*;
+
+    #[test]
+    fn log_lines_without_a_decision_lose_the_query_and_are_bounded() {
+        let verdict = EdgeVerdict {
+            action: EdgeAction::Forward(Vec::new()),
+            outcome: EdgeOutcome::NoRoute,
+            decision: None,
+            route: None,
+        };
+        let line: serde_json::Value =
+            serde_json::from_str(&verdict.log_line("GET", "/a/b?access_token=secret#x", false))
+                .unwrap();
+        assert_eq!(
+            line,
+            serde_json::json!({"decision": "no_route",
+                "http": {"method": "GET", "path": "/a/b", "route": null, "status": 0}})
+        );
+        let long = verdict.log_line(&"M".repeat(100), &"é".repeat(1000), false);
+        let line: serde_json::Value = serde_json::from_str(&long).unwrap();
+        assert_eq!(
+            line["http"]["path"].as_str().unwrap().chars().count(),
+            MAX_LOGGED_PATH
+        );
+        assert_eq!(line["http"]["method"].as_str().unwrap().len(), 16);
+        assert_eq!(truncate("ab", 5), "ab");
     }
 }

@@ -1,152 +1,251 @@
-//! Keys of `jwks_uri` and `discovery` issuers: fetched with timeouts, kept for as long as the
-//! IdP's `Cache-Control: max-age` says (within [`Bounds`]), fetched again early — once per
-//! cooldown — when a token names a key id the engine does not know, and kept when the IdP
-//! fails. One task does all fetching, one issuer at a time: there is never a stampede.
+//! Keys of `jwks_uri` and `discovery` issuers. When to fetch what, and what an answer means, is
+//! the engine's [`KeySchedule`] (the same rules as in the Envoy filter and the JS SDK); this
+//! module performs the GETs it asks for — with a timeout, a size limit and no redirect — and
+//! hands the keys to the component instances once they validate natively. One task does all
+//! fetching, one issuer at a time: there is never a stampede.
 
-use portcullis_engine::KeyUrl;
-use serde_json::Value;
+use super::{Shared, source};
+use crate::crypto::RingVerifier;
+use portcullis_engine::{
+    Engine, EngineOptions, FetchAnswer, KeyEvent, KeyFetch, KeySchedule, KeyUrl, MAX_KEY_DOCUMENT,
+    RefreshPolicy,
+};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
+use tokio::sync::{Notify, watch};
 
-/// Largest JWK set or discovery document accepted.
-const MAX_DOCUMENT_BYTES: u64 = 1 << 20;
-
-/// How long fetched keys are kept, and how often an IdP is asked again.
+/// How remote issuers' keys are fetched and kept.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Bounds {
-    /// Keys are kept at least this long, whatever `Cache-Control` says.
-    pub min_age: Duration,
-    /// And at most this long.
-    pub max_age: Duration,
-    /// When the IdP sends no `max-age`.
-    pub default_age: Duration,
-    /// After a failed fetch, wait this long before trying again (the last good keys stay).
-    pub retry: Duration,
-    /// An unknown key id triggers at most one early fetch per issuer per this period.
-    pub unknown_kid_cooldown: Duration,
+pub struct KeyOptions {
+    /// How long keys are kept, retries, the unknown-`kid` cooldown.
+    pub policy: RefreshPolicy,
     /// Timeout of each HTTP request.
     pub timeout: Duration,
 }
 
-impl Default for Bounds {
+impl Default for KeyOptions {
     fn default() -> Self {
         Self {
-            min_age: Duration::from_secs(60),
-            max_age: Duration::from_secs(24 * 3600),
-            default_age: Duration::from_secs(300),
-            retry: Duration::from_secs(10),
-            unknown_kid_cooldown: Duration::from_secs(30),
+            policy: RefreshPolicy::default(),
             timeout: Duration::from_secs(5),
         }
     }
 }
 
-/// A fetched JWK set (JSON) and how long it may be kept.
-#[derive(Debug)]
-pub struct FetchedKeys {
-    /// The JWK set document.
-    pub jwks: Value,
-    /// How long to keep it, already within the bounds.
-    pub max_age: Duration,
+/// The remote issuers' keys the service holds, and their schedule.
+pub(super) struct Keys {
+    schedule: Mutex<KeySchedule>,
+    /// JWK sets (JSON) that validated, by issuer: what every instance is given.
+    jwks: Mutex<Vec<(String, Arc<str>)>>,
+    wake: Notify,
+    timeout: Duration,
 }
 
-/// Fetch the JWK set of `source` (through the discovery document when that is the source) for
-/// the configured `issuer`. Redirects are not followed (a redirect could lead anywhere, past
-/// the URL rule); a discovery document must name `issuer` as its `issuer` (OpenID Connect
-/// Discovery 1.0 §4.3).
+impl Keys {
+    pub(super) fn new(options: KeyOptions) -> Self {
+        Self {
+            schedule: Mutex::new(KeySchedule::new(options.policy)),
+            jwks: Mutex::new(Vec::new()),
+            wake: Notify::new(),
+            timeout: options.timeout,
+        }
+    }
+
+    fn schedule(&self) -> MutexGuard<'_, KeySchedule> {
+        self.schedule.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn lock_jwks(&self) -> MutexGuard<'_, Vec<(String, Arc<str>)>> {
+        self.jwks.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Follow a new bundle's remote issuers: keys of issuers it keeps stay, others go.
+    pub(super) fn follow(&self, remote: &[(String, KeyUrl)]) {
+        self.schedule().follow(remote.to_vec());
+        self.lock_jwks()
+            .retain(|(issuer, _)| remote.iter().any(|(i, _)| i == issuer));
+        self.wake.notify_one();
+    }
+
+    /// The JWK sets every instance must hold.
+    pub(super) fn current(&self) -> Vec<(String, Arc<str>)> {
+        self.lock_jwks().clone()
+    }
+
+    /// Whether every remote issuer has keys.
+    pub(super) fn ready(&self) -> bool {
+        self.schedule().all_loaded()
+    }
+
+    /// A decision lacked `issuer`'s keys: fetch them early (the schedule's cooldown applies).
+    pub(super) fn wanted(&self, issuer: &str) {
+        if self.schedule().wanted(issuer, now_ms()) {
+            self.wake.notify_one();
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Fetch what the schedule says is due, until `stop`.
+pub(super) async fn watch(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let agent = source::http_agent(shared.keys.timeout);
+    loop {
+        let due = shared.keys.schedule().due(now_ms());
+        for fetch in due {
+            fetch_issuer(&shared, &agent, fetch).await;
+        }
+        // Sleep until the next fetch is due (at most a second: a new bundle may bring
+        // issuers), or until a decision wants keys.
+        let wait = shared
+            .keys
+            .schedule()
+            .next_due()
+            .map_or(1000, |due| due.saturating_sub(now_ms()).clamp(0, 1000));
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(wait.unsigned_abs())) => {}
+            () = shared.keys.wake.notified() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// One issuer's fetch: discovery when it is due, then the JWK set.
+async fn fetch_issuer(shared: &Arc<Shared>, agent: &ureq::Agent, mut fetch: KeyFetch) {
+    loop {
+        let (request_agent, url) = (agent.clone(), fetch.url.clone());
+        let got = tokio::task::spawn_blocking(move || fetch_document(&request_agent, &url))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r);
+        let now = now_ms();
+        let event = match &got {
+            Ok(answer) => shared.keys.schedule().answer(
+                &fetch,
+                FetchAnswer {
+                    status: answer.status,
+                    cache_control: answer.cache_control.as_deref(),
+                    body: &answer.body,
+                },
+                now,
+                |issuer, jwks| validate(shared, issuer, jwks),
+            ),
+            Err(reason) => {
+                shared.keys.schedule().failed(&fetch, reason, now);
+                Some(KeyEvent::Failed {
+                    issuer: fetch.issuer.clone(),
+                    reason: reason.clone(),
+                })
+            }
+        };
+        match (event, got) {
+            (None, _) => return,
+            (Some(KeyEvent::Fetch(next)), _) => fetch = next,
+            (Some(KeyEvent::Keys { issuer, keys, .. }), Ok(answer)) => {
+                shared.metrics.key_fetch(true);
+                // The body parsed as JSON, so it is UTF-8.
+                let jwks = String::from_utf8_lossy(&answer.body);
+                return install(shared, issuer, &jwks, keys).await;
+            }
+            (Some(KeyEvent::Failed { issuer, reason }), _) => {
+                return refused(shared, &issuer, &reason);
+            }
+            (Some(KeyEvent::Keys { .. }), Err(_)) => return,
+        }
+    }
+}
+
+fn refused(shared: &Shared, issuer: &str, reason: &str) {
+    shared.metrics.key_fetch(false);
+    eprintln!("portcullis: keys of `{issuer}` not refreshed, the last good keys stay: {reason}");
+}
+
+/// Load the keys into a native engine of the bundle being served before any instance sees
+/// them: the number of usable keys.
+fn validate(shared: &Shared, issuer: &str, jwks: &serde_json::Value) -> Result<usize, String> {
+    let served = shared
+        .served
+        .load_full()
+        .ok_or_else(|| "no bundle".to_owned())?;
+    let engine = Engine::with_options(
+        Arc::clone(&served.bundle),
+        EngineOptions {
+            verifier: Arc::new(RingVerifier),
+            decision_id_seed: 0,
+        },
+    );
+    engine
+        .set_issuer_keys(issuer, jwks)
+        .map_err(|e| e.to_string())
+}
+
+/// Hand validated keys to the instances, when they changed.
+async fn install(shared: &Arc<Shared>, issuer: String, jwks: &str, count: usize) {
+    let jwks: Arc<str> = Arc::from(jwks);
+    let changed = {
+        let mut held = shared.keys.lock_jwks();
+        let old = held.iter().position(|(i, _)| *i == issuer);
+        let changed = old
+            .and_then(|i| held.get(i))
+            .is_none_or(|(_, k)| **k != *jwks);
+        if let Some(i) = old {
+            held.remove(i);
+        }
+        held.push((issuer.clone(), jwks));
+        changed
+    };
+    if changed {
+        eprintln!("portcullis: loaded {count} keys of `{issuer}`");
+        shared.publish();
+        let warm = Arc::clone(shared);
+        let _ = tokio::task::spawn_blocking(move || warm.pool.refresh()).await;
+    }
+}
+
+/// What a GET answered.
+#[derive(Debug)]
+pub(super) struct Answer {
+    pub(super) status: u16,
+    pub(super) cache_control: Option<String>,
+    pub(super) body: Vec<u8>,
+}
+
+/// GET `url` (`Accept: application/json`, no redirect followed, at most
+/// [`MAX_KEY_DOCUMENT`] bytes read).
 ///
 /// # Errors
-/// Network errors, timeouts, non-200 answers (redirects included), oversized or malformed
-/// documents, a discovery document of another issuer or naming an unacceptable `jwks_uri`.
-pub fn fetch(
-    agent: &ureq::Agent,
-    source: &KeyUrl,
-    issuer: &str,
-    bounds: &Bounds,
-) -> Result<FetchedKeys, String> {
-    let jwks_uri = match source {
-        KeyUrl::JwksUri(url) => url.clone(),
-        KeyUrl::Discovery(url) => {
-            let (document, _) = get_json(agent, url)?;
-            if document.get("issuer").and_then(Value::as_str) != Some(issuer) {
-                return Err(format!(
-                    "the discovery document at `{url}` is not that of issuer `{issuer}` (its `issuer` differs)"
-                ));
-            }
-            let uri = document
-                .get("jwks_uri")
-                .and_then(Value::as_str)
-                .ok_or_else(|| format!("the discovery document at `{url}` has no `jwks_uri`"))?;
-            // The bundle's rule for key URLs (https, or plain http to loopback) holds for the
-            // `jwks_uri` a discovery document names too; and one fetched over https must not
-            // send us to plain http.
-            if !portcullis_engine::acceptable_key_url(uri)
-                || (url.starts_with("https://") && !uri.starts_with("https://"))
-            {
-                return Err(format!(
-                    "the discovery document at `{url}` names a `jwks_uri` that is not https"
-                ));
-            }
-            uri.to_owned()
-        }
-    };
-    let (jwks, cache_control) = get_json(agent, &jwks_uri)?;
-    let max_age = cache_control
-        .as_deref()
-        .and_then(parse_max_age)
-        .unwrap_or(bounds.default_age)
-        .clamp(bounds.min_age, bounds.max_age);
-    Ok(FetchedKeys { jwks, max_age })
-}
-
-/// GET a JSON document; also returns its `Cache-Control` header.
-fn get_json(agent: &ureq::Agent, url: &str) -> Result<(Value, Option<String>), String> {
+/// A network error, a timeout, a body over the limit.
+pub(super) fn fetch_document(agent: &ureq::Agent, url: &str) -> Result<Answer, String> {
     let mut response = agent
         .get(url)
         .header("accept", "application/json")
         .call()
         .map_err(|e| format!("cannot fetch `{url}`: {e}"))?;
     let status = response.status().as_u16();
-    if (300..400).contains(&status) {
-        return Err(format!(
-            "`{url}` answered a redirect (HTTP {status}), which is not followed: configure the URL it points to"
-        ));
-    }
-    if status != 200 {
-        return Err(format!("`{url}` answered HTTP {status}"));
-    }
     let cache_control = response
         .headers()
         .get("cache-control")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let text = response
-        .body_mut()
-        .with_config()
-        .limit(MAX_DOCUMENT_BYTES)
-        .read_to_string()
-        .map_err(|e| format!("cannot read `{url}`: {e}"))?;
-    let value = serde_json::from_str(&text).map_err(|e| format!("`{url}` is not JSON: {e}"))?;
-    Ok((value, cache_control))
-}
-
-/// `max-age` of a `Cache-Control` value; `no-store` / `no-cache` mean zero (the lower bound
-/// applies).
-fn parse_max_age(header: &str) -> Option<Duration> {
-    let mut age = None;
-    for directive in header.split(',').map(str::trim) {
-        let lower = directive.to_ascii_lowercase();
-        if lower == "no-store" || lower == "no-cache" {
-            return Some(Duration::ZERO);
-        }
-        if let Some(value) = lower.strip_prefix("max-age=") {
-            age = value
-                .trim_matches('"')
-                .parse::<u64>()
-                .ok()
-                .map(Duration::from_secs);
-        }
-    }
-    age
+    let body = if status == 200 {
+        response
+            .body_mut()
+            .with_config()
+            .limit(MAX_KEY_DOCUMENT as u64)
+            .read_to_vec()
+            .map_err(|e| format!("cannot read `{url}`: {e}"))?
+    } else {
+        Vec::new()
+    };
+    Ok(Answer {
+        status,
+        cache_control,
+        body,
+    })
 }
 
 #[cfg(test)]
@@ -196,6 +295,7 @@ mod tests {
                 get(|| async { (axum::http::StatusCode::BAD_GATEWAY, "down") }),
             )
             .route("/html", get(|| async { "<html>" }))
+            .route("/huge", get(|| async { " ".repeat(MAX_KEY_DOCUMENT + 1) }))
             .route("/foreign", get(move || async move { foreign }))
             .route(
                 "/moved",
@@ -210,94 +310,86 @@ mod tests {
         (runtime, base)
     }
 
+    /// One issuer's fetch driven to its end with real GETs, as `fetch_issuer` drives it: the
+    /// last event, and when the next fetch is due (ms after the start).
+    fn fetch_once(agent: &ureq::Agent, issuer: &str, source: KeyUrl) -> (KeyEvent, i64) {
+        let mut schedule = KeySchedule::new(RefreshPolicy::default());
+        schedule.follow(vec![(issuer.to_owned(), source)]);
+        let mut fetch = schedule.due(0).pop().unwrap();
+        loop {
+            let event = match fetch_document(agent, &fetch.url) {
+                Ok(answer) => schedule
+                    .answer(
+                        &fetch,
+                        FetchAnswer {
+                            status: answer.status,
+                            cache_control: answer.cache_control.as_deref(),
+                            body: &answer.body,
+                        },
+                        0,
+                        |_, _| Ok(0),
+                    )
+                    .unwrap(),
+                Err(reason) => {
+                    schedule.failed(&fetch, &reason, 0);
+                    KeyEvent::Failed {
+                        issuer: issuer.to_owned(),
+                        reason,
+                    }
+                }
+            };
+            match event {
+                KeyEvent::Fetch(next) => fetch = next,
+                event => return (event, schedule.next_due().unwrap()),
+            }
+        }
+    }
+
+    fn failure(event: KeyEvent) -> String {
+        match event {
+            KeyEvent::Failed { reason, .. } => reason,
+            other => panic!("not a failure: {other:?}"),
+        }
+    }
+
     #[test]
     fn fetches_through_discovery_and_honours_bounds() {
         let (_runtime, base) = idp();
         let agent = crate::service::source::http_agent(Duration::from_secs(5));
-        let bounds = Bounds::default();
-        let keys = fetch(
+        let (event, due) = fetch_once(
             &agent,
-            &KeyUrl::Discovery(format!("{base}/.well-known/openid-configuration")),
             &base,
-            &bounds,
-        )
-        .unwrap();
-        assert_eq!(keys.jwks, serde_json::json!({"keys": []}));
-        assert_eq!(keys.max_age, Duration::from_secs(120));
+            KeyUrl::Discovery(format!("{base}/.well-known/openid-configuration")),
+        );
+        assert!(matches!(event, KeyEvent::Keys { .. }), "{event:?}");
+        assert_eq!(due, 120_000, "the IdP's max-age");
         // Below the lower bound: clamped up.
-        let keys = fetch(
+        let (_, due) = fetch_once(&agent, &base, KeyUrl::JwksUri(format!("{base}/short")));
+        assert_eq!(due, 60_000);
+        // Failures (the last good keys stay; retried after the retry delay).
+        for (path, expected) in [
+            ("/down", "502"),
+            ("/html", "not JSON"),
+            ("/moved", "redirect (HTTP 302), which is not followed"),
+        ] {
+            let (event, due) = fetch_once(&agent, &base, KeyUrl::JwksUri(format!("{base}{path}")));
+            let reason = failure(event);
+            assert!(reason.contains(expected), "{path}: {reason}");
+            assert_eq!(due, 10_000);
+        }
+        let (event, _) = fetch_once(
             &agent,
-            &KeyUrl::JwksUri(format!("{base}/short")),
             &base,
-            &bounds,
-        )
-        .unwrap();
-        assert_eq!(keys.max_age, bounds.min_age);
-        // Failures are errors (the caller keeps the last good keys).
-        assert!(
-            fetch(
-                &agent,
-                &KeyUrl::JwksUri(format!("{base}/down")),
-                &base,
-                &bounds
-            )
-            .unwrap_err()
-            .contains("502")
+            KeyUrl::JwksUri("http://127.0.0.1:1/jwks".into()),
         );
-        assert!(
-            fetch(
-                &agent,
-                &KeyUrl::JwksUri(format!("{base}/html")),
-                &base,
-                &bounds
-            )
-            .unwrap_err()
-            .contains("not JSON")
-        );
-        assert!(
-            fetch(
-                &agent,
-                &KeyUrl::JwksUri("http://127.0.0.1:1/jwks".into()),
-                &base,
-                &bounds
-            )
-            .is_err()
-        );
-        // A discovery document of another issuer, and a redirect (to a host the URL rule
-        // refuses), are refused.
-        let err = fetch(
-            &agent,
-            &KeyUrl::Discovery(format!("{base}/foreign")),
-            &base,
-            &bounds,
-        )
-        .unwrap_err();
-        assert!(err.contains("not that of issuer"), "{err}");
-        let err = fetch(
-            &agent,
-            &KeyUrl::JwksUri(format!("{base}/moved")),
-            &base,
-            &bounds,
-        )
-        .unwrap_err();
-        assert!(
-            err.contains("redirect (HTTP 302), which is not followed"),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn max_age_parsing() {
-        assert_eq!(
-            parse_max_age("public, max-age=600"),
-            Some(Duration::from_secs(600))
-        );
-        assert_eq!(
-            parse_max_age("max-age=\"60\", must-revalidate"),
-            Some(Duration::from_secs(60))
-        );
-        assert_eq!(parse_max_age("no-store"), Some(Duration::ZERO));
-        assert_eq!(parse_max_age("public"), None);
-        assert_eq!(parse_max_age("max-age=lots"), None);
+        assert!(failure(event).contains("cannot fetch"));
+        // A discovery document of another issuer.
+        let (event, _) = fetch_once(&agent, &base, KeyUrl::Discovery(format!("{base}/foreign")));
+        let reason = failure(event);
+        assert!(reason.contains("not that of issuer"), "{reason}");
+        // A body over the limit is not read to its end.
+        let (event, _) = fetch_once(&agent, &base, KeyUrl::JwksUri(format!("{base}/huge")));
+        let reason = failure(event);
+        assert!(reason.contains("cannot read"), "{reason}");
     }
 }

@@ -29,27 +29,26 @@ pub mod workers;
 
 pub use admin::Credential;
 pub use audit::AuditTarget;
-pub use keys::Bounds as KeyBounds;
+pub use keys::KeyOptions;
 pub use listener::ConnectionLimits;
 pub use metrics::Metrics;
 pub use source::BundleSource;
 pub use workers::WorkerLimits;
 
 use crate::component::{CallError, Decided, Instance, Limits, Loaded, Pool, Runtime};
-use crate::crypto::RingVerifier;
 use crate::secrets::SecretSource;
 use arc_swap::ArcSwapOption;
 use audit::Audit;
 use axum::body::Body;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use portcullis_engine::{Bundle, BundleTrust, EdgeOptions, Engine, EngineOptions, KeyUrl};
+use portcullis_engine::{Bundle, BundleTrust, EdgeOptions};
 use source::{Fetched, Watcher};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::sync::{Notify, watch};
 use workers::{Busy, Priority, Workers};
 
@@ -86,7 +85,7 @@ pub struct Options {
     /// The time decisions are made at.
     pub clock: Clock,
     /// Caching and refetching of remote issuers' keys.
-    pub key_bounds: KeyBounds,
+    pub keys: KeyOptions,
     /// Where the secrets of HMAC issuers are read.
     pub secrets: SecretSource,
     /// Public keys bundles must be signed with; when set, unsigned bundles are refused from
@@ -162,7 +161,7 @@ impl Options {
             workers: WorkerLimits::default(),
             connections: ConnectionLimits::default(),
             clock: Clock::system(),
-            key_bounds: KeyBounds::default(),
+            keys: KeyOptions::default(),
             secrets: SecretSource::default(),
             bundle_trust: None,
             edge: EdgeOptions::default(),
@@ -255,19 +254,10 @@ struct Served {
     etag: HeaderValue,
     /// Loaded natively, to validate fetched keys against and to cut tenant bundles from.
     bundle: Arc<Bundle>,
-    /// Remote issuers of this bundle; the service is ready once each has keys.
-    remote: Vec<(String, KeyUrl)>,
     /// The secrets it names, read when it was installed.
     secrets: crate::secrets::Secrets,
     /// Tenant bundles cut so far, by tenant: `(etag, json)`.
     tenants: Mutex<HashMap<String, (HeaderValue, Arc<str>)>>,
-}
-
-/// When an issuer's keys are fetched next.
-#[derive(Clone, Copy, Debug)]
-struct KeyState {
-    next_fetch: Instant,
-    last_early: Option<Instant>,
 }
 
 /// Everything the handlers share.
@@ -277,11 +267,8 @@ struct Shared {
     metrics: Arc<Metrics>,
     audit: Audit,
     served: ArcSwapOption<Served>,
-    /// JWK sets of remote issuers (JSON), by issuer.
-    keys: Mutex<Vec<(String, Arc<str>)>>,
-    key_state: Mutex<HashMap<String, KeyState>>,
-    keys_wake: Notify,
-    key_bounds: KeyBounds,
+    /// Remote issuers' keys and their schedule.
+    keys: keys::Keys,
     generation: AtomicU64,
     input: InputLimits,
     clock: Clock,
@@ -299,9 +286,7 @@ impl Shared {
     /// A secret it names cannot be read: the bundle is not installed.
     fn install(&self, fetched: Fetched) -> Result<(), String> {
         let secrets = self.secrets.resolve(&fetched.bundle)?;
-        let remote = fetched.bundle.remote_issuers();
-        self.lock_keys()
-            .retain(|(issuer, _)| remote.iter().any(|(i, _)| i == issuer));
+        self.keys.follow(&fetched.bundle.remote_issuers());
         let revision = fetched.bundle.revision().to_owned();
         let etag = HeaderValue::from_str(&format!("\"{revision}\""))
             .unwrap_or(HeaderValue::from_static("\"\""));
@@ -309,12 +294,10 @@ impl Shared {
             json: Arc::from(fetched.json),
             etag,
             bundle: Arc::new(fetched.bundle),
-            remote,
             secrets,
             tenants: Mutex::new(HashMap::new()),
         })));
         self.publish();
-        self.keys_wake.notify_one();
         Ok(())
     }
 
@@ -328,61 +311,14 @@ impl Shared {
             generation,
             bundle_json: Arc::clone(&served.json),
             revision: served.bundle.revision().to_owned(),
-            keys: self.lock_keys().clone(),
+            keys: self.keys.current(),
             secrets: served.secrets.clone(),
             edge_json: Arc::clone(&self.edge_json),
         });
     }
 
-    fn lock_keys(&self) -> std::sync::MutexGuard<'_, Vec<(String, Arc<str>)>> {
-        self.keys.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn lock_key_state(&self) -> std::sync::MutexGuard<'_, HashMap<String, KeyState>> {
-        self.key_state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// A token named a key id the engine does not know: fetch that issuer's keys early, at
-    /// most once per cooldown.
-    fn unknown_kid(&self, decided: &Decided) {
-        if decided.outcome != "unauthenticated"
-            || !decided.decision_json.contains("token_unknown_kid")
-        {
-            return;
-        }
-        let Some(issuer) = serde_json::from_str::<serde_json::Value>(&decided.audit_json)
-            .ok()
-            .and_then(|a| a.get("issuer")?.as_str().map(str::to_owned))
-        else {
-            return;
-        };
-        let now = Instant::now();
-        let mut states = self.lock_key_state();
-        let Some(state) = states.get_mut(&issuer) else {
-            return;
-        };
-        if state
-            .last_early
-            .is_none_or(|t| now.duration_since(t) >= self.key_bounds.unknown_kid_cooldown)
-        {
-            state.last_early = Some(now);
-            state.next_fetch = now;
-            drop(states);
-            self.keys_wake.notify_one();
-        }
-    }
-
     fn ready(&self) -> bool {
-        let Some(served) = self.served.load_full() else {
-            return false;
-        };
-        let keys = self.lock_keys();
-        served
-            .remote
-            .iter()
-            .all(|(issuer, _)| keys.iter().any(|(i, _)| i == issuer))
+        self.served.load().is_some() && self.keys.ready()
     }
 
     /// Run `f` on a component instance, on a decision thread.
@@ -444,7 +380,9 @@ impl Shared {
     /// Count and log a decision, and react to an unknown key id.
     fn record(&self, decided: &Decided, elapsed: Duration) {
         self.metrics.decision(decided.outcome, elapsed);
-        self.unknown_kid(decided);
+        if let Some(issuer) = &decided.keys_wanted {
+            self.keys.wanted(issuer);
+        }
         self.audit.record(decided.audit_json.clone());
     }
 }
@@ -526,10 +464,7 @@ impl Server {
             metrics,
             audit,
             served: ArcSwapOption::empty(),
-            keys: Mutex::new(Vec::new()),
-            key_state: Mutex::new(HashMap::new()),
-            keys_wake: Notify::new(),
-            key_bounds: options.key_bounds,
+            keys: keys::Keys::new(options.keys),
             generation: AtomicU64::new(0),
             input: options.input,
             clock: options.clock.clone(),
@@ -586,7 +521,7 @@ impl Server {
             }
             None => None,
         };
-        tasks.push(tokio::spawn(watch_keys(
+        tasks.push(tokio::spawn(keys::watch(
             Arc::clone(&shared),
             shutdown.subscribe(),
         )));
@@ -698,91 +633,6 @@ async fn watch_bundle(
                 shared.metrics.reload(false);
                 eprintln!("portcullis: new bundle refused, the previous one keeps serving: {e}");
             }
-        }
-    }
-}
-
-/// Fetch remote issuers' keys when due: first load, `max-age` expiry, retry after a failure,
-/// or an unknown key id. One issuer at a time.
-async fn watch_keys(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
-    let bounds = shared.key_bounds;
-    let agent = source::http_agent(bounds.timeout);
-    loop {
-        let Some(served) = shared.served.load_full() else {
-            return;
-        };
-        for (issuer, url) in &served.remote {
-            let now = Instant::now();
-            let due = shared
-                .lock_key_state()
-                .get(issuer)
-                .is_none_or(|s| now >= s.next_fetch);
-            if !due {
-                continue;
-            }
-            let (agent, url, expected) = (agent.clone(), url.clone(), issuer.clone());
-            let fetched =
-                tokio::task::spawn_blocking(move || keys::fetch(&agent, &url, &expected, &bounds))
-                    .await
-                    .map_err(|e| e.to_string())
-                    .and_then(|r| r);
-            // Validate against the bundle natively before any instance sees the keys.
-            let validated = fetched.and_then(|f| {
-                let engine = Engine::with_options(
-                    Arc::clone(&served.bundle),
-                    EngineOptions {
-                        verifier: Arc::new(RingVerifier),
-                        decision_id_seed: 0,
-                    },
-                );
-                engine
-                    .set_issuer_keys(issuer, &f.jwks)
-                    .map(|count| (f, count))
-                    .map_err(|e| e.to_string())
-            });
-            let next_fetch = match validated {
-                Ok((f, count)) => {
-                    shared.metrics.key_fetch(true);
-                    let jwks: Arc<str> = Arc::from(f.jwks.to_string());
-                    let changed = {
-                        let mut keys = shared.lock_keys();
-                        let old = keys.iter().position(|(i, _)| i == issuer);
-                        let changed = old
-                            .and_then(|i| keys.get(i))
-                            .is_none_or(|(_, k)| **k != *jwks);
-                        if let Some(i) = old {
-                            keys.remove(i);
-                        }
-                        keys.push((issuer.clone(), jwks));
-                        changed
-                    };
-                    if changed {
-                        eprintln!("portcullis: loaded {count} keys of `{issuer}`");
-                        shared.publish();
-                        let warm = Arc::clone(&shared);
-                        let _ = tokio::task::spawn_blocking(move || warm.pool.refresh()).await;
-                    }
-                    now + f.max_age
-                }
-                Err(e) => {
-                    shared.metrics.key_fetch(false);
-                    eprintln!(
-                        "portcullis: keys of `{issuer}` not refreshed, the last good keys stay: {e}"
-                    );
-                    now + bounds.retry
-                }
-            };
-            let mut states = shared.lock_key_state();
-            let state = states.entry(issuer.clone()).or_insert(KeyState {
-                next_fetch,
-                last_early: None,
-            });
-            state.next_fetch = next_fetch;
-        }
-        tokio::select! {
-            () = tokio::time::sleep(Duration::from_secs(1)) => {}
-            () = shared.keys_wake.notified() => {}
-            _ = stop.wait_for(|s| *s) => return,
         }
     }
 }

@@ -21,7 +21,7 @@ export async function example(): Promise<void> {
   await initialize();
   const pc: Portcullis = await Portcullis.load(bundleJson, {
     now: () => Date.now(),
-    fetchKeys: { cooldownMs: 10_000, onError: (e: KeyError) => console.warn(e.code, e.message) },
+    fetchKeys: { cooldownMs: 10_000, maxAgeMs: 3_600_000, retryMs: 5_000, onError: (e: KeyError) => console.warn(e.code, e.message) },
     subtle: globalThis.crypto.subtle,
   });
   const rev: string = pc.revision;

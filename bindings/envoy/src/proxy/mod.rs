@@ -1,0 +1,416 @@
+//! The proxy-wasm glue: root context (configuration, metrics, bundle polling, key fetching) and
+//! HTTP contexts (one per request, carrying out [`gate::handle`]). Header values are read as
+//! bytes: nothing here panics on what a client sends. The request's headers come in one
+//! `get_map_bytes`, which needs header names to be UTF-8: Envoy's codecs answer 400 to any name
+//! that is not a token before a filter sees it, as the end-to-end tests check. The SDK's header
+//! calls panic on a status other than OK, which Envoy returns only when the request has no
+//! header map; a panic traps the VM, and a filter configured `fail_open: false` fails closed.
+
+mod bundle;
+mod keys;
+mod verifier;
+
+use crate::config::{LogLevel, Plan, Target};
+use crate::gate::{self, Counter};
+use bundle::{Polled, VmBundle};
+use keys::VmKeys;
+use portcullis_engine::{EdgeAction, Engine, ForwardHeaders, Headers, Lookup};
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, BufferType, ContextType, MapType, MetricType};
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::{Duration, UNIX_EPOCH};
+
+proxy_wasm::main! {{
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
+}}
+
+fn log(level: proxy_wasm::types::LogLevel, message: &str) {
+    // Logging is best effort: a host that refuses a log line must not fail a request.
+    let _ = hostcalls::log(level, message);
+}
+
+fn now() -> i64 {
+    hostcalls::get_current_time()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .and_then(|d| i64::try_from(d.as_secs()).ok())
+        .unwrap_or(0)
+}
+
+/// Unix milliseconds, for the key and bundle schedules.
+fn now_ms() -> i64 {
+    hostcalls::get_current_time()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .and_then(|d| i64::try_from(d.as_millis()).ok())
+        .unwrap_or(0)
+}
+
+/// The request's headers, read in one hostcall, without the identity headers the filter
+/// forwards: a client's copies of those, under any spelling (`x_portcullis_tenant` too), are
+/// never read (a route attribute taken from one sees none) and never forwarded.
+///
+/// Hostcalls are most of what a remembered decision costs in Envoy. Reading a header by name is
+/// one, plus a call back into the VM to allocate its value, and a decision reads four or five;
+/// one read of the whole map costs less, and tells whether the client sent identity headers, so
+/// the common request (it sent none) needs no removal.
+struct RequestHeaders {
+    pairs: Vec<(String, Vec<u8>)>,
+    /// The names, as the client spelled them, of the identity headers it sent.
+    spoofed: Vec<String>,
+}
+
+impl RequestHeaders {
+    /// Unreadable headers read as none: no token, so nothing is allowed.
+    fn read(forward: &ForwardHeaders) -> Self {
+        let mut pairs = hostcalls::get_map_bytes(MapType::HttpRequestHeaders).unwrap_or_default();
+        let mut spoofed = Vec::new();
+        pairs.retain(|(name, _)| {
+            let identity = forward.is_identity(name);
+            if identity && !spoofed.contains(name) {
+                spoofed.push(name.clone());
+            }
+            !identity
+        });
+        Self { pairs, spoofed }
+    }
+
+    /// Let the request go upstream with `identity` as its only identity headers.
+    fn forward(&self, identity: &[(String, String)]) {
+        // Removing a header removes every copy of it.
+        for name in &self.spoofed {
+            let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, name);
+        }
+        // None of them is left, so adding (cheaper than replacing) sets each once.
+        for (name, value) in identity {
+            let _ = hostcalls::add_map_value(MapType::HttpRequestHeaders, name, value);
+        }
+    }
+}
+
+impl Headers for RequestHeaders {
+    fn get(&self, name: &str) -> Lookup<'_> {
+        let mut found = self.pairs.iter().filter(|(n, _)| n == name);
+        match (found.next(), found.next()) {
+            (None, _) => Lookup::Absent,
+            (Some((_, value)), None) => Lookup::One(value),
+            (Some(_), Some(_)) => Lookup::Repeated,
+        }
+    }
+}
+
+/// Metric ids, in [`Counter::ALL`] order.
+#[derive(Default)]
+struct Metrics(Vec<u32>);
+
+impl Metrics {
+    fn define() -> Self {
+        Self(
+            Counter::ALL
+                .iter()
+                .filter_map(|c| hostcalls::define_metric(MetricType::Counter, c.name()).ok())
+                .collect(),
+        )
+    }
+
+    fn increment(&self, counter: Counter) {
+        let index = Counter::ALL.iter().position(|c| *c == counter);
+        if let Some(id) = index.and_then(|i| self.0.get(i)) {
+            let _ = hostcalls::increment_metric(*id, 1);
+        }
+    }
+}
+
+/// The engine this VM decides with: built in `on_configure` from an inline bundle, or from
+/// each new remote bundle on a tick; `None` until a remote bundle first arrives.
+type Current = RefCell<Option<Rc<Engine>>>;
+
+#[derive(Default)]
+struct Root {
+    plan: Option<Rc<Plan>>,
+    engine: Rc<Current>,
+    metrics: Rc<Metrics>,
+    keys: Rc<RefCell<VmKeys>>,
+    bundle: Option<VmBundle>,
+}
+
+/// Try to take the lease at shared-data `key` until `until`; when another worker holds it,
+/// until when.
+fn take_lease(key: &str, now: i64, until: i64) -> Result<(), i64> {
+    let Ok((current, cas)) = hostcalls::get_shared_data(key) else {
+        return Err(now.saturating_add(1000));
+    };
+    let held_until = crate::shared::decode_lease(current.as_deref());
+    if held_until > now {
+        return Err(held_until);
+    }
+    hostcalls::set_shared_data(key, Some(until.to_string().as_bytes()), cas)
+        .map_err(|_| now.saturating_add(1000))
+}
+
+fn set_lease(key: &str, until: i64) {
+    let _ = hostcalls::set_shared_data(key, Some(until.to_string().as_bytes()), None);
+}
+
+/// `GET target` through `cluster`, with `If-None-Match` when an ETag is given.
+fn get(
+    cluster: &str,
+    target: &Target,
+    etag: Option<&str>,
+    authorization: Option<&str>,
+    timeout: Duration,
+) -> Option<u32> {
+    let mut headers = vec![
+        (":method", "GET"),
+        (":path", target.path.as_str()),
+        (":authority", target.authority.as_str()),
+        ("accept", "application/json"),
+    ];
+    if let Some(etag) = etag {
+        headers.push(("if-none-match", etag));
+    }
+    if let Some(authorization) = authorization {
+        headers.push(("authorization", authorization));
+    }
+    hostcalls::dispatch_http_call(cluster, headers, None, vec![], timeout).ok()
+}
+
+fn response_header(name: &str) -> Option<Vec<u8>> {
+    hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, name)
+        .ok()
+        .flatten()
+}
+
+fn response_body(size: usize) -> Vec<u8> {
+    hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, size)
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+}
+
+impl Root {
+    /// Use `engine` from now on: its remote issuers' keys are followed, and loaded from what
+    /// other workers fetched.
+    fn install(&self, engine: Engine, source: &str) {
+        let mut keys = self.keys.borrow_mut();
+        keys.follow(&engine);
+        keys.sync(&engine);
+        log(
+            proxy_wasm::types::LogLevel::Info,
+            &format!(
+                "portcullis: bundle revision {} in use ({source}), {} routes, {} remote issuers",
+                engine.revision(),
+                engine.bundle().route_count(),
+                keys.issuers()
+            ),
+        );
+        *self.engine.borrow_mut() = Some(Rc::new(engine));
+    }
+
+    fn current(&self) -> Option<Rc<Engine>> {
+        self.engine.borrow().clone()
+    }
+
+    /// Build the bundle another worker fetched, when there is a new one.
+    fn sync_bundle(&mut self, plan: &Plan) {
+        let (Some(bundle), Some((remote, _))) = (&mut self.bundle, &plan.remote_bundle) else {
+            return;
+        };
+        if let Some(engine) = bundle.sync(plan, remote) {
+            self.install(engine, "shared by another worker");
+        }
+    }
+}
+
+impl Context for Root {
+    fn on_http_call_response(&mut self, token_id: u32, _: usize, body_size: usize, _: usize) {
+        let Some(plan) = self.plan.clone() else {
+            return;
+        };
+        let current = self.current();
+        if let (Some(bundle), Some((remote, _))) = (&mut self.bundle, &plan.remote_bundle)
+            && let Some(polled) =
+                bundle.on_response(&plan, remote, current.as_deref(), token_id, body_size)
+        {
+            match polled {
+                Polled::Nothing => {}
+                Polled::Refused => self.metrics.increment(Counter::BundleRefused),
+                Polled::New(engine) => {
+                    self.metrics.increment(Counter::BundleUpdates);
+                    self.install(*engine, &format!("fetched from `{}`", remote.url));
+                }
+            }
+            return;
+        }
+        if let (Some(config), Some(engine)) = (&plan.keys, current) {
+            self.keys
+                .borrow_mut()
+                .on_response(config, &engine, token_id, body_size);
+        }
+    }
+}
+
+impl RootContext for Root {
+    fn on_vm_start(&mut self, _: usize) -> bool {
+        self.metrics = Rc::new(Metrics::define());
+        true
+    }
+
+    fn on_configure(&mut self, _: usize) -> bool {
+        let Ok(Some(bytes)) = hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX)
+        else {
+            log(
+                proxy_wasm::types::LogLevel::Error,
+                "portcullis: no plugin configuration",
+            );
+            return false;
+        };
+        match Plan::from_json(&bytes, verifier::engine_options) {
+            Ok((plan, engine)) => {
+                log(
+                    proxy_wasm::types::LogLevel::Info,
+                    &format!(
+                        "portcullis: configured, bundle {}",
+                        plan.remote_bundle
+                            .as_ref()
+                            .map_or("inline".to_owned(), |(r, _)| format!("from `{}`", r.url))
+                    ),
+                );
+                *self.engine.borrow_mut() = None;
+                *self.keys.borrow_mut() = VmKeys::new(plan.keys.as_ref());
+                self.bundle = plan.remote_bundle.as_ref().map(|(r, _)| VmBundle::new(r));
+                match engine {
+                    Some(engine) => self.install(engine, "inline"),
+                    // Another worker may have fetched it already.
+                    None => self.sync_bundle(&plan),
+                }
+                if self.bundle.is_some() || self.keys.borrow().issuers() > 0 {
+                    let _ = hostcalls::set_tick_period(Duration::from_secs(1));
+                }
+                self.plan = Some(Rc::new(plan));
+                true
+            }
+            Err(e) => {
+                log(
+                    proxy_wasm::types::LogLevel::Error,
+                    &format!("portcullis: {e}"),
+                );
+                false
+            }
+        }
+    }
+
+    fn on_tick(&mut self) {
+        let Some(plan) = self.plan.clone() else {
+            return;
+        };
+        let now = now_ms();
+        self.sync_bundle(&plan);
+        let serving = self.engine.borrow().is_some();
+        if let (Some(bundle), Some((remote, target))) = (&mut self.bundle, &plan.remote_bundle) {
+            bundle.start(
+                remote,
+                target,
+                plan.bundle_authorization.as_deref(),
+                serving,
+                now,
+            );
+        }
+        let Some(engine) = self.current() else {
+            return;
+        };
+        let mut keys = self.keys.borrow_mut();
+        keys.sync(&engine);
+        if let Some(config) = &plan.keys {
+            keys.start(config, now);
+        }
+    }
+
+    fn create_http_context(&self, _: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(Filter {
+            plan: self.plan.clone(),
+            engine: Rc::clone(&self.engine),
+            metrics: Rc::clone(&self.metrics),
+            keys: Rc::clone(&self.keys),
+        }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+struct Filter {
+    plan: Option<Rc<Plan>>,
+    engine: Rc<Current>,
+    metrics: Rc<Metrics>,
+    keys: Rc<RefCell<VmKeys>>,
+}
+
+impl Context for Filter {}
+
+impl HttpContext for Filter {
+    fn on_http_request_headers(&mut self, _: usize, _: bool) -> Action {
+        let Some(plan) = &self.plan else {
+            self.metrics.increment(Counter::Errors);
+            return respond(EdgeAction::unavailable());
+        };
+        // No bundle yet (a remote one not fetched): no usable configuration, whatever
+        // `failure_mode` says.
+        let Some(engine) = self.engine.borrow().clone() else {
+            self.metrics.increment(Counter::Errors);
+            return respond(EdgeAction::unavailable());
+        };
+        let headers = RequestHeaders::read(&plan.edge.options().forward);
+        let now = now();
+        let mut verdict = gate::handle(plan, &engine, &headers, now);
+        if verdict.keys_wanted.is_some() {
+            // Another worker may have fetched the keys since this VM's last tick.
+            let mut keys = self.keys.borrow_mut();
+            if keys.sync(&engine) {
+                verdict = gate::handle(plan, &engine, &headers, now);
+            }
+            if let Some(issuer) = &verdict.keys_wanted {
+                keys.wanted(issuer);
+            }
+        }
+        if let Some(counter) = verdict.counter {
+            self.metrics.increment(counter);
+        }
+        let level = match plan.log_level {
+            LogLevel::Off => None,
+            LogLevel::Debug => Some(proxy_wasm::types::LogLevel::Debug),
+            LogLevel::Info => Some(proxy_wasm::types::LogLevel::Info),
+            LogLevel::Warn => Some(proxy_wasm::types::LogLevel::Warn),
+        };
+        if let (Some(level), Some(line)) = (level, &verdict.log) {
+            log(level, line);
+        }
+        match verdict.action {
+            EdgeAction::Forward(identity) => {
+                headers.forward(&identity);
+                Action::Continue
+            }
+            respond_action @ EdgeAction::Respond { .. } => respond(respond_action),
+        }
+    }
+}
+
+fn respond(action: EdgeAction) -> Action {
+    match action {
+        EdgeAction::Respond {
+            status,
+            headers,
+            body,
+        } => {
+            let headers: Vec<(&str, &str)> =
+                headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+            let _ =
+                hostcalls::send_http_response(u32::from(status), headers, Some(body.as_bytes()));
+            Action::Pause
+        }
+        EdgeAction::Forward(_) => Action::Continue,
+    }
+}
