@@ -58,7 +58,7 @@ mod engine;
 mod error;
 mod json_text;
 mod keys;
-mod lifecycle;
+pub mod lifecycle;
 mod memo;
 #[cfg(feature = "mint")]
 mod mint;

@@ -46,7 +46,7 @@
 //! | field | meaning (default) |
 //! |---|---|
 //! | `bundle.inline` | the compiled bundle (`portcullis bundle <dir> -o bundle.json`) |
-//! | `bundle.remote` | instead of `inline`: `{"url", "cluster", "poll_seconds", "retry_seconds", "timeout_ms", "token_env"}` (30, 5, 5000, none): the bundle is fetched through the Envoy `cluster` (for example from `portcullis serve`'s admin listener, `GET /v1/bundle`) and polled with `If-None-Match`; `token_env` names the VM environment variable holding the admin listener's bearer credential; see [`bundle`] |
+//! | `bundle.remote` | instead of `inline`: `{"url", "cluster", "poll_seconds", "retry_seconds", "timeout_ms", "token_env"}` (30, 5, 5000, none): the bundle is fetched through the Envoy `cluster` (for example from `portcullis serve`'s admin listener, `GET /v1/bundle`) and polled with `If-None-Match`; `token_env` names the VM environment variable holding the admin listener's bearer credential; see [`shared`] |
 //! | `bundle_keys` | a JWK set of public keys: every bundle (inline or fetched) must carry a signature that verifies with one of them (`portcullis bundle --sign`), or it is refused (none: signatures are not required) |
 //! | `edge.unmatched` | `deny` (403) or `pass` (forward without decision; safe only when the upstream routes exactly like the bundle) (`deny`) |
 //! | `edge.token` | sources in order: `header` (with case-insensitive `prefix`), `cookie`, `query`; a token in more than one is refused (400, RFC 6750 §2), the same token header twice is refused (403) (`authorization`, `Bearer `) |

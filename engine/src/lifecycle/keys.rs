@@ -26,7 +26,8 @@ pub struct RefreshPolicy {
     /// After a failed fetch, wait this long before trying again; the last good keys stay (10 s).
     pub retry: u64,
     /// A decision lacking an issuer's keys brings its fetch forward at most once per this
-    /// period, and not within it of the last fetch (30 s).
+    /// period (30 s): an IdP that rotated is asked at once, a stream of made-up `kid`s costs it
+    /// one fetch per period.
     pub unknown_kid_cooldown: u64,
 }
 
@@ -295,9 +296,11 @@ impl KeySchedule {
         }
     }
 
-    /// A decision lacked `issuer`'s keys ([`crate::Decision::keys_wanted`]): bring its fetch
-    /// forward, unless one is in flight, or keys were loaded or a fetch brought forward within
-    /// the cooldown. Whether a fetch is now due.
+    /// A decision lacked `issuer`'s keys ([`crate::Decision::keys_wanted`]): when it has keys
+    /// (the token names a `kid` they lack: the IdP may have rotated), bring its fetch forward,
+    /// unless one is in flight or a fetch was brought forward within the cooldown. An issuer
+    /// without keys yet is fetched on its own schedule (at once, then after each retry delay).
+    /// Whether a fetch is now due.
     pub fn wanted(&mut self, issuer: &str, now: i64) -> bool {
         let cooldown = ms(self.policy.unknown_kid_cooldown);
         let Some(state) = self.issuers.get_mut(issuer) else {
@@ -309,8 +312,11 @@ impl KeySchedule {
         if now >= state.due_at {
             return true;
         }
-        let recent = |t: Option<i64>| t.is_some_and(|t| now.saturating_sub(t) < cooldown);
-        if recent(state.early_at) || recent(state.loaded_at) {
+        if state.loaded_at.is_none()
+            || state
+                .early_at
+                .is_some_and(|t| now.saturating_sub(t) < cooldown)
+        {
             return false;
         }
         state.early_at = Some(now);
@@ -641,21 +647,32 @@ mod tests {
         assert!(s.wanted(ISS, 0), "never fetched: due");
         let [f] = <[KeyFetch; 1]>::try_from(s.due(0)).unwrap();
         assert!(!s.wanted(ISS, 1), "in flight");
+        // No keys yet and the IdP failed: the retry delay paces the fetches, not tokens.
+        s.failed(&f, "down", 0);
+        assert!(!s.wanted(ISS, 5_000));
+        assert!(s.wanted(ISS, 10_000), "the retry is due");
+        let [f] = <[KeyFetch; 1]>::try_from(s.due(10_000)).unwrap();
         s.answer(&f, ok("{}", Some("max-age=3600")), 0, load);
-        assert!(!s.wanted(ISS, 29_999), "loaded within the cooldown");
-        assert!(s.wanted(ISS, 30_000), "brought forward");
-        assert!(s.wanted(ISS, 30_001), "still due, not yet taken");
-        let [f] = <[KeyFetch; 1]>::try_from(s.due(30_001)).unwrap();
-        s.answer(&f, ok("{}", Some("max-age=3600")), 30_002, load);
+        s.answer(&f, ok("{}", Some("max-age=3600")), 0, load);
+        // Keys just loaded: a rotated key is asked for at once.
+        assert!(s.wanted(ISS, 1_000), "brought forward");
+        assert!(s.wanted(ISS, 1_001), "still due, not yet taken");
+        let [f] = <[KeyFetch; 1]>::try_from(s.due(1_001)).unwrap();
+        s.answer(&f, ok("{}", Some("max-age=3600")), 1_002, load);
         assert!(
-            !s.wanted(ISS, 59_000),
+            !s.wanted(ISS, 30_999),
             "brought forward within the cooldown"
         );
-        assert!(s.wanted(ISS, 60_002));
+        assert!(s.wanted(ISS, 31_000));
+        let [f] = <[KeyFetch; 1]>::try_from(s.due(31_000)).unwrap();
+        s.answer(&f, ok("{}", Some("max-age=3600")), 31_001, load);
+        assert!(!s.wanted(ISS, 60_999));
         assert!(
-            !s.wanted("https://other.example", 60_002),
+            !s.wanted("https://other.example", 61_000),
             "not an issuer here"
         );
+        s.expedite(61_002);
+        assert_eq!(s.due(61_002).len(), 1, "expedited, whatever the cooldown");
     }
 
     #[test]
