@@ -43,15 +43,9 @@ impl ResourceRef {
         }
     }
 
-    /// `Type::"id"`.
+    /// `Type::"id"`, as Cedar writes it ([`crate::entity_uid_text`]).
     pub fn display(&self) -> String {
-        // The id as `serde_json` writes a string, without the formatter or a copy of the id:
-        // this runs on every decision.
-        let mut out = String::with_capacity(self.entity_type.len() + self.id.len() + 4);
-        out.push_str(&self.entity_type);
-        out.push_str("::");
-        crate::json_text::push_string(&mut out, &self.id);
-        out
+        crate::wire::entity_uid_text(&self.entity_type, &self.id)
     }
 }
 
@@ -969,7 +963,7 @@ mod tests {
     fn resource_display_quotes_and_escapes_the_id() {
         let r = ResourceRef::new("Report", "acme/q\"3\n");
         assert_eq!(r.display(), r#"Report::"acme/q\"3\n""#);
-        // The same text as the formatter and `serde_json` give, whatever the id.
+        // Cedar's text of the uid, whatever the id, and it reads back.
         for id in [
             "",
             "q3",
@@ -980,10 +974,14 @@ mod tests {
             "tab\there",
         ] {
             let r = ResourceRef::new("Ns::Report", id);
+            let cedar = cedar_policy::EntityUid::from_type_name_and_id(
+                "Ns::Report".parse().unwrap(),
+                cedar_policy::EntityId::new(id),
+            );
+            assert_eq!(r.display(), cedar.to_string(), "{id:?}");
             assert_eq!(
-                r.display(),
-                format!("Ns::Report::{}", Value::String(id.into())),
-                "{id:?}"
+                crate::parse_entity_uid_text(&r.display()),
+                Some(("Ns::Report".to_owned(), id.to_owned()))
             );
         }
     }

@@ -101,4 +101,6 @@ pub use lifecycle::{
 #[cfg(feature = "mint")]
 pub use mint::{DevIssuer, sign_bundle, sign_bytes, sign_with_pem};
 pub use token::verify_jws;
-pub use wire::{KeyCase, describe_json_error, parse_request};
+pub use wire::{
+    KeyCase, describe_json_error, entity_uid_text, parse_entity_uid_text, parse_request,
+};

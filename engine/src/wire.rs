@@ -5,6 +5,35 @@
 use crate::error::ErrorInfo;
 use serde::de::DeserializeOwned;
 
+/// `Type::"id"` as Cedar writes an entity uid, and therefore parses it
+/// ([`parse_entity_uid_text`]): the id escaped as Rust's `escape_debug` escapes it (`\"`, `\\`,
+/// `\t`, `\u{e249}`, ...). The one text form of a uid the engine, the CLI, the JS SDK and the
+/// conformance runners write and read.
+pub fn entity_uid_text(entity_type: &str, id: &str) -> String {
+    let mut out = String::with_capacity(entity_type.len() + id.len() + 4);
+    push_entity_uid(&mut out, entity_type, id);
+    out
+}
+
+/// [`entity_uid_text`] onto `out`; an id that needs no escape (nearly all) is copied at once.
+fn push_entity_uid(out: &mut String, entity_type: &str, id: &str) {
+    out.push_str(entity_type);
+    out.push_str("::\"");
+    let plain = id.chars().all(|c| c.escape_debug().len() == 1);
+    if plain {
+        out.push_str(id);
+    } else {
+        out.extend(id.escape_debug());
+    }
+    out.push('"');
+}
+
+/// The entity type and id of Cedar's `Type::"id"` text; `None` for anything else.
+pub fn parse_entity_uid_text(text: &str) -> Option<(String, String)> {
+    let uid: cedar_policy::EntityUid = text.parse().ok()?;
+    Some((uid.type_name().to_string(), uid.id().unescaped().to_owned()))
+}
+
 /// How the engine's own keys are written in JSON it hands out: `snake_case` (the HTTP APIs,
 /// the CLI, the audit log) or `camelCase` (the JS SDK).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -229,5 +258,40 @@ mod tests {
             "{}",
             err.message
         );
+    }
+}
+
+#[cfg(test)]
+mod uid_tests {
+    use super::*;
+
+    #[test]
+    fn uids_are_written_as_cedar_writes_them_and_read_back() {
+        for (ty, id) in [
+            ("Report", "q3"),
+            ("A::B", "x\"y\\z"),
+            ("Action", "tab\there"),
+            ("Action", "\u{e249}\u{1}é"),
+            ("Report", ""),
+            ("A::Action", "it's"),
+            ("A::Action", "\u{1c}@A"),
+            ("A::Action", "nl\n\r\0"),
+            ("A::Action", "\u{301}x"),
+            ("A::Action", "::\""),
+        ] {
+            let text = entity_uid_text(ty, id);
+            let cedar = cedar_policy::EntityUid::from_type_name_and_id(
+                ty.parse().unwrap(),
+                cedar_policy::EntityId::new(id),
+            );
+            assert_eq!(text, cedar.to_string());
+            assert_eq!(
+                parse_entity_uid_text(&text),
+                Some((ty.to_owned(), id.to_owned()))
+            );
+        }
+        for bad in ["Report", "::\"x\"", "Report::x", "Report::\"x", "1::\"x\""] {
+            assert_eq!(parse_entity_uid_text(bad), None, "{bad}");
+        }
     }
 }

@@ -210,20 +210,14 @@ fn json_object(what: &str, text: Option<&str>) -> Result<Map<String, Value>, Str
     }
 }
 
-/// Parse `Type::"id"` (the id is a JSON string literal).
+/// Parse `Type::"id"`, in Cedar's syntax (as decisions and audit records write it).
 fn parse_resource(text: &str) -> Result<(String, String), String> {
-    let err = || {
+    portcullis_engine::parse_entity_uid_text(text).ok_or_else(|| {
         format!(
-            "--resource must look like Type::\"id\", got `{}`",
+            "--resource must look like Type::\"id\" (Cedar's syntax), got `{}`",
             text.chars().take(80).collect::<String>()
         )
-    };
-    let (ty, rest) = text.split_once("::\"").ok_or_else(err)?;
-    let id: String = serde_json::from_str(&format!("\"{rest}")).map_err(|_| err())?;
-    if ty.is_empty() {
-        return Err(err());
-    }
-    Ok((ty.to_owned(), id))
+    })
 }
 
 fn usage_error(message: impl std::fmt::Display) -> ExitCode {

@@ -181,13 +181,6 @@ pub(crate) fn key_handle(alg: Algorithm, material: &KeyMaterial) -> String {
         .collect()
 }
 
-/// `Type::"id"` exactly as Cedar prints (and therefore parses) an entity uid: the id escaped
-/// with `escape_debug`. Trusted requests name actions this way when the action is given as an
-/// entity reference (`{type, id}`), as the Cedar corpus does.
-pub(crate) fn entity_uid(entity_type: &str, id: &str) -> String {
-    format!("{entity_type}::\"{}\"", id.escape_debug())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -307,11 +300,5 @@ mod tests {
         .unwrap();
         assert_eq!(v["kty"], "EC");
         assert_eq!(v["crv"], "P-256");
-    }
-
-    #[test]
-    fn uids_escape_like_cedar() {
-        assert_eq!(entity_uid("Action", "a\"b"), r#"Action::"a\"b""#);
-        assert_eq!(entity_uid("A::Action", "view"), r#"A::Action::"view""#);
     }
 }

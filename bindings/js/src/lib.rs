@@ -371,7 +371,7 @@ impl RawEngine {
                 action.get("id").and_then(Value::as_str),
                 action.len(),
             ) {
-                (Some(ty), Some(id), 2) => convert::entity_uid(ty, id),
+                (Some(ty), Some(id), 2) => portcullis_engine::entity_uid_text(ty, id),
                 _ => {
                     return Err(convert::invalid(
                         "request_invalid",

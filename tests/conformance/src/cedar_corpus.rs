@@ -536,16 +536,6 @@ fn entity_ref(value: &Value) -> Result<(&str, &str), String> {
     }
 }
 
-/// `Type::"id"` in the exact form Cedar prints it, so that the engine's `action_uid` (which
-/// takes any string containing `::"` as a full uid and parses it with `EntityUid::from_str`)
-/// gets back exactly `id`. Cedar only parses uids in *normalized* form, the one its `Display`
-/// writes: the id escaped with Rust's `escape_debug` (`\t`, `\"`, `\u{e249}`, ...). Corpus
-/// action ids contain control and private-use characters, so JSON quoting would not do (Cedar
-/// has no `\uXXXX`, `\b` or `\f`), nor would escaping only quotes and backslashes.
-fn cedar_uid(entity_type: &str, id: &str) -> String {
-    format!("{entity_type}::\"{}\"", id.escape_debug())
-}
-
 fn check_request<H: Host>(
     host: &H,
     engine: &mut H::Engine,
@@ -556,7 +546,7 @@ fn check_request<H: Host>(
     let (resource_type, resource_id) = entity_ref(&request.resource)?;
     let trusted = json!({
         "principal": {"type": principal_type, "id": principal_id},
-        "action": cedar_uid(action_type, action_id),
+        "action": portcullis_engine::entity_uid_text(action_type, action_id),
         "resource": {"type": resource_type, "id": resource_id},
         "context": request.context,
     });
@@ -588,36 +578,4 @@ fn check_request<H: Host>(
         );
     }
     Err(why)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::cedar_uid;
-    use std::str::FromStr;
-
-    #[test]
-    fn cedar_uid_round_trips_awkward_ids() {
-        for id in [
-            "view",
-            "",
-            "a\"b",
-            "it's",
-            "back\\slash",
-            "\u{1}",
-            "\u{1c}@A",
-            "tab\there",
-            "nl\n\r",
-            "\0",
-            "é✓",
-            "\u{e249}\u{4}",
-            "\u{301}x",
-            "::\"",
-        ] {
-            let text = cedar_uid("A::Action", id);
-            let uid = cedar_policy::EntityUid::from_str(&text)
-                .unwrap_or_else(|e| panic!("`{text}` does not parse: {e}"));
-            assert_eq!(uid.id().unescaped(), id, "{text}");
-            assert_eq!(uid.type_name().to_string(), "A::Action");
-        }
-    }
 }
