@@ -38,7 +38,8 @@ fn cedar_files(relative: &str) -> Vec<String> {
         .collect()
 }
 
-/// The TechFin authoring sources (schema, shared and per-tenant policies, `tenants.json`).
+/// The TechFin authoring sources (schema, shared and per-tenant policies, `tenants.json`,
+/// `routes.json`).
 pub fn techfin_sources() -> &'static BundleSources {
     static SOURCES: OnceLock<BundleSources> = OnceLock::new();
     SOURCES.get_or_init(|| {
@@ -68,6 +69,7 @@ pub fn techfin_sources() -> &'static BundleSources {
         BundleSources {
             schema: Some(("schema.cedarschema".into(), read("schema.cedarschema"))),
             tenants: Some(("tenants.json".into(), read("tenants.json"))),
+            routes: Some(("routes.json".into(), read("routes.json"))),
             policies,
             ..BundleSources::default()
         }

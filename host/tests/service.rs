@@ -600,6 +600,33 @@ fn ext_authz_decides_on_method_and_path_never_on_client_headers() {
         .0,
         400
     );
+    // An allow sets every identity header, so Envoy removes none.
+    let (_, headers, _) = ext(
+        "GET",
+        "/tenants/acme/reports/q3",
+        &[("authorization", &bearer(&auditor))],
+    );
+    assert!(headers.get("x-envoy-auth-headers-to-remove").is_none());
+    drop(running);
+
+    // An unmatched route passed without a decision: Envoy is told to remove every identity
+    // header, so a client's `x-portcullis-tenant` never reaches the upstream.
+    let mut passing = options(&dir);
+    passing.edge = serde_json::from_value(json!({"unmatched": "pass"})).unwrap();
+    let running = Running::start(passing);
+    let (status, headers, _) = send(
+        &agent,
+        "GET",
+        &format!("{}/ext_authz/elsewhere", running.base),
+        &[("x-portcullis-tenant", "globex")],
+        b"",
+    );
+    assert_eq!(status, 200);
+    assert!(headers.get("x-portcullis-tenant").is_none());
+    assert_eq!(
+        headers["x-envoy-auth-headers-to-remove"],
+        "x-portcullis-tenant,x-portcullis-subject,x-portcullis-roles,x-portcullis-decision-id"
+    );
 }
 
 /// Finding 7: the subject of an AuthZEN evaluation is the body's; the `Authorization` header

@@ -145,6 +145,8 @@ export async function serve(bundle, extra = []) {
   const p = await start(PORTCULLIS, ['serve', '--bundle', bundle, ...listen, ...admin, '--audit-log', auditLog, ...extra], {
     ready: /serving decisions at http:\/\//,
     name: 'portcullis serve',
+    // A debug build compiles the engine component at start-up: seconds, more on a busy machine.
+    timeoutMs: 90000,
   });
   const base = p.readyLine.match(/serving decisions at (http:\/\/[0-9.:]+)/)[1];
   const adminBase = p.readyLine.match(/admin at (http:\/\/[0-9.:]+)/)?.[1];

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import {
   CONFORMANCE_BIN, CONFORMANCE_ROUTES, PORTCULLIS, ROOT, caseRequest, compileBundle, echoServer, envoyYaml, exampleFilterConfig,
-  freePort, httpCase, idpToken, sleep, startEnvoy, startIdp, stats, techfinDir, techfinDirWithIdp, tmp, until,
+  extAuthzFilter, freePort, httpCase, idpToken, serve, sleep, startEnvoy, startIdp, stats, techfinDir, techfinDirWithIdp, tmp, until,
 } from './lib.mjs';
 
 const FORWARD = ['x-portcullis-tenant', 'x-portcullis-subject', 'x-portcullis-roles', 'x-portcullis-decision-id'];
@@ -116,6 +116,53 @@ function check(c, res, record) {
   return problems;
 }
 
+/**
+ * Send every shared conformance case that maps onto an HTTP request to Envoy at `port`, each in
+ * the second it was exported for, and check the answer and the decision's record (`records()`:
+ * the records so far, by decision id). The failures, and the counts.
+ */
+async function conformanceOverHttp(port, records) {
+  const key = (c) => `${c.file}: ${c.name}`;
+  const verdicts = new Map();
+  let pending = null;
+  // Rounds: export for a second a little ahead, wait for it, send every pending case at once;
+  // a case whose decision fell into another second is sent again in the next round.
+  for (let round = 0; round < 4 && (pending === null || pending.size > 0); round += 1) {
+    const now = Math.floor(Date.now() / 1000) + 2;
+    const cases = exportCases(now).filter(httpCase).filter((c) => pending === null || pending.has(key(c)));
+    if (pending === null) assert.ok(cases.length > 200, `only ${cases.length} cases exported`);
+    pending = new Set();
+    await sleep(now * 1000 - Date.now());
+    const answers = await pool(cases, 16, (c) => send(port, caseRequest(c)));
+    await sleep(300); // let the records be written
+    const log = records();
+    cases.forEach((c, i) => {
+      const res = answers[i];
+      const id = res.status === 200 ? res.body?.headers?.['x-portcullis-decision-id'] : res.body?.decision_id;
+      const record = id ? log.get(id) : undefined;
+      if (record && record.time !== now) {
+        pending.add(key(c));
+        return;
+      }
+      verdicts.set(key(c), { c, problems: check(c, res, record) });
+    });
+  }
+  const failures = [...(pending ?? [])].map((k) => `${k}: never decided within its second`);
+  let passed = 0;
+  let known = 0;
+  for (const [k, { c, problems }] of verdicts) {
+    if (c.known_issue) {
+      known += 1;
+      if (problems.length === 0) failures.push(`${k}: known issue now passes; remove the marker`);
+    } else if (problems.length) {
+      failures.push(`${k}: ${problems.join('; ')}`);
+    } else {
+      passed += 1;
+    }
+  }
+  return { failures, passed, known };
+}
+
 // `crypto: envoy` (the default) checks RSA and ECDSA signatures with Envoy's `verify_signature`,
 // `crypto: wasm` in Wasm: both must decide every case alike.
 for (const crypto of ['envoy', 'wasm']) describe(`conformance cases through Envoy (crypto: ${crypto})`, () => {
@@ -134,50 +181,69 @@ for (const crypto of ['envoy', 'wasm']) describe(`conformance cases through Envo
   after(async () => { await envoy?.stop(); await upstream?.close(); });
 
   test('every shared conformance case decides as expected over HTTP', async () => {
-    const key = (c) => `${c.file}: ${c.name}`;
-    const verdicts = new Map();
-    let pending = null;
-    // Rounds: export for a second a little ahead, wait for it, send every pending case at once;
-    // a case whose decision fell into another second is sent again in the next round.
-    for (let round = 0; round < 4 && (pending === null || pending.size > 0); round += 1) {
-      const now = Math.floor(Date.now() / 1000) + 2;
-      const cases = exportCases(now).filter(httpCase).filter((c) => pending === null || pending.has(key(c)));
-      if (pending === null) assert.ok(cases.length > 200, `only ${cases.length} cases exported`);
-      pending = new Set();
-      await sleep(now * 1000 - Date.now());
-      const answers = await pool(cases, 16, (c) => send(port, caseRequest(c)));
-      await sleep(300); // let Envoy write its log
-      const log = decisionLog(envoy);
-      cases.forEach((c, i) => {
-        const res = answers[i];
-        const id = res.status === 200 ? res.body?.headers?.['x-portcullis-decision-id'] : res.body?.decision_id;
-        const record = id ? log.get(id) : undefined;
-        if (record && record.time !== now) {
-          pending.add(key(c));
-          return;
-        }
-        verdicts.set(key(c), { c, problems: check(c, res, record) });
-      });
-    }
-    const failures = [...(pending ?? [])].map((k) => `${k}: never decided within its second`);
-    let passed = 0;
-    let known = 0;
-    for (const [k, { c, problems }] of verdicts) {
-      if (c.known_issue) {
-        known += 1;
-        if (problems.length === 0) failures.push(`${k}: known issue now passes; remove the marker`);
-      } else if (problems.length) {
-        failures.push(`${k}: ${problems.join('; ')}`);
-      } else {
-        passed += 1;
-      }
-    }
+    const { failures, passed, known } = await conformanceOverHttp(port, () => decisionLog(envoy));
     console.log(`envoy conformance (crypto: ${crypto}): ${passed} passed, ${failures.length} failed, ${known} known engine issues`);
     assert.deepEqual(failures, []);
     assert.doesNotMatch(envoy.output(), /panicked/i);
     // With crypto: envoy, RS256 and ES256 cases went through Envoy's own `verify_signature`,
     // not the Wasm fallback.
     assert.doesNotMatch(envoy.output(), /`verify_signature` answered/);
+  });
+});
+
+// The same cases through Envoy's HTTP ext_authz to `portcullis serve` (no Wasm filter): the
+// service's edge maps each request with the same routes and rules, and its audit log holds
+// the records.
+describe('conformance cases through Envoy ext_authz to portcullis serve', () => {
+  let upstream, envoy, service, port;
+
+  before(async () => {
+    upstream = await echoServer();
+    port = await freePort();
+    service = await serve(techfinDir({ routes: CONFORMANCE_ROUTES }));
+    const servicePort = Number(new URL(service.base).port);
+    const yaml = envoyYaml({
+      port, adminPort: await freePort(), upstreamPort: upstream.port,
+      // The test routes read the resource's attributes from these headers.
+      extraFilters: extAuthzFilter({ allowedHeaders: ['x-report-tenant', 'x-report-department', 'x-user-tenant'] }),
+      clusters: { portcullis: servicePort },
+    });
+    envoy = await startEnvoy(yaml);
+  });
+  after(async () => { await envoy?.stop(); await service?.stop(); await upstream?.close(); });
+
+  const audit = () => {
+    const records = new Map();
+    for (const line of readFileSync(service.auditLog, 'utf8').split('\n')) {
+      try {
+        const record = JSON.parse(line);
+        records.set(record.decision_id, record);
+      } catch { /* a line being written */ }
+    }
+    return records;
+  };
+
+  test('every shared conformance case decides as expected over HTTP', async () => {
+    const { failures, passed, known } = await conformanceOverHttp(port, audit);
+    console.log(`ext_authz conformance: ${passed} passed, ${failures.length} failed, ${known} known engine issues`);
+    assert.deepEqual(failures, []);
+  });
+
+  test('identity headers a client sends never reach the upstream', async () => {
+    const allowed = exportCases(Math.floor(Date.now() / 1000)).find((c) => c.expect.decision === 'allow' && httpCase(c) && c.request.action === 'view');
+    const request = caseRequest(allowed);
+    const res = await send(port, { ...request, headers: { ...request.headers, 'x-portcullis-tenant': 'globex', 'x-portcullis-roles': 'TenantAdmin' } });
+    assert.equal(res.status, 200, JSON.stringify(res.body));
+    assert.notEqual(res.body.headers['x-portcullis-tenant'], 'globex');
+    assert.notEqual(res.body.headers['x-portcullis-roles'], 'TenantAdmin');
+    // Two tokens, each its own header (encode_raw_headers): refused, not the first one taken.
+    const twice = await sendRaw(port, request.path, ['authorization', request.headers.authorization, 'authorization', request.headers.authorization], request.method);
+    assert.equal(twice.status, 403);
+    // The service down: 503, never an allow.
+    await service.stop();
+    service = undefined;
+    const down = await send(port, request);
+    assert.equal(down.status, 503);
   });
 });
 

@@ -106,6 +106,39 @@ ${wasmFilter}${extraFilters}          - name: envoy.filters.http.router
 ${cluster('backend', upstreamPort)}${Object.entries(clusters).map(([n, p]) => cluster(n, p)).join('')}`;
 }
 
+/**
+ * The HTTP filter that asks `portcullis serve` (Envoy HTTP ext_authz, cluster `cluster`) instead
+ * of deciding in Wasm: the original method and path go to `/ext_authz` + path; besides Envoy's
+ * defaults (`Authorization` among them) only `cookie` and `allowedHeaders` are sent; an allow
+ * sets the `x-portcullis-*` identity headers (replacing a client's; the service names the ones
+ * it does not set for removal); a denial passes the service's status, body and
+ * `WWW-Authenticate` to the client; no answer is a 503, never an allow.
+ */
+export function extAuthzFilter({ cluster = 'portcullis', timeout = '1s', allowedHeaders = [] } = {}) {
+  const patterns = ['cookie', ...allowedHeaders].map((h) => `{ exact: ${h} }`).join(', ');
+  return `          - name: envoy.filters.http.ext_authz
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz
+              transport_api_version: V3
+              failure_mode_allow: false
+              status_on_error: { code: ServiceUnavailable }
+              # Each value of a repeated header apart (the service refuses two tokens), not joined.
+              encode_raw_headers: true
+              validate_mutations: true
+              http_service:
+                path_prefix: /ext_authz
+                server_uri: { uri: "http://127.0.0.1", cluster: ${cluster}, timeout: ${timeout} }
+                authorization_request:
+                  allowed_headers:
+                    patterns: [${patterns}]
+                authorization_response:
+                  allowed_upstream_headers:
+                    patterns: [{ prefix: x-portcullis- }]
+                  allowed_client_headers:
+                    patterns: [{ exact: content-type }, { exact: retry-after }]
+`;
+}
+
 export { echoServer } from '../../../examples/envoy/echo.mjs';
 
 /** Start Envoy on a rendered config; resolves when its listener answers. */

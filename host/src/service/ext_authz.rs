@@ -5,10 +5,12 @@
 //! Envoy's `allowed_upstream_headers`; anything else is
 //! the denial Envoy passes to the client (401 with `WWW-Authenticate`, 403, 400, 503).
 //!
-//! Every identity header is in every allow, so Envoy's `allowed_upstream_headers` (which sets,
-//! replacing a client's copy) leaves the client no say in them; underscore spellings are
-//! refused by the listener (`headers_with_underscores_action: REJECT_REQUEST`, as the example
-//! configuration has it).
+//! An allow sets the identity headers through Envoy's `allowed_upstream_headers` (which
+//! replaces a client's copy), and names every identity header it does not set (an unmatched
+//! route passed, a dry run, `failure_mode: open`) in `x-envoy-auth-headers-to-remove`, so that
+//! a client's copy never reaches the upstream; underscore spellings are refused by the
+//! listener (`headers_with_underscores_action: REJECT_REQUEST`, as the example configuration
+//! has it).
 
 use super::Shared;
 use super::workers::Priority;
@@ -21,6 +23,10 @@ use std::time::Instant;
 
 /// The path prefix Envoy is configured to send (`http_service.path_prefix`).
 const PREFIX: &str = "/ext_authz";
+
+/// The response header of an allow naming request headers Envoy removes before the request
+/// goes upstream.
+const REMOVE: HeaderName = HeaderName::from_static("x-envoy-auth-headers-to-remove");
 
 pub(super) async fn check(State(shared): State<Arc<Shared>>, request: Request) -> Response {
     let method = request.method().as_str().to_owned();
@@ -66,6 +72,17 @@ pub(super) async fn check(State(shared): State<Arc<Shared>>, request: Request) -
         EdgeAction::Forward(identity) => {
             let mut response = StatusCode::OK.into_response();
             let headers = response.headers_mut();
+            let unset: Vec<&str> = shared
+                .identity_headers
+                .iter()
+                .filter(|name| !identity.iter().any(|(n, _)| n == *name))
+                .map(String::as_str)
+                .collect();
+            if let Ok(value) = HeaderValue::from_str(&unset.join(","))
+                && !unset.is_empty()
+            {
+                headers.insert(REMOVE, value);
+            }
             for (name, value) in identity {
                 if let (Ok(name), Ok(value)) = (
                     HeaderName::from_bytes(name.as_bytes()),

@@ -274,6 +274,8 @@ struct Shared {
     clock: Clock,
     secrets: SecretSource,
     edge_json: Arc<str>,
+    /// The identity headers ext_authz may forward (`edge.forward`).
+    identity_headers: Vec<String>,
     pep_token: Option<Credential>,
     admin_token: Option<Credential>,
 }
@@ -470,6 +472,7 @@ impl Server {
             clock: options.clock.clone(),
             secrets: options.secrets.clone(),
             edge_json,
+            identity_headers: options.edge.forward.names().map(str::to_owned).collect(),
             pep_token: options.pep_token.clone(),
             admin_token: options.admin_token.clone(),
         });
