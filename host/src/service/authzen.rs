@@ -143,13 +143,17 @@ fn check_pep(shared: &Shared, headers: &HeaderMap) -> Result<(), Early> {
 
 /// `POST /access/v1/evaluation`.
 pub(super) async fn evaluation(State(shared): State<Arc<Shared>>, request: Request) -> Response {
-    if let Err(response) = check_pep(&shared, request.headers()) {
-        return *response;
-    }
-    let body = match read_body(&shared, request.into_body(), shared.input.max_body).await {
+    // The body is read (within its bound) before a missing credential is answered: a client
+    // still sending it would otherwise see its connection reset instead of the 401. Reading it
+    // costs what any unauthenticated decision request costs.
+    let (parts, body) = request.into_parts();
+    let body = match read_body(&shared, body, shared.input.max_body).await {
         Ok(body) => body,
         Err(response) => return *response,
     };
+    if let Err(response) = check_pep(&shared, &parts.headers) {
+        return *response;
+    }
     let parts: Result<Parts<'_>, _> = serde_json::from_str(&body);
     let text = match parts
         .map_err(|e| invalid(&portcullis_engine::describe_json_error("evaluation", &e)))
@@ -180,13 +184,17 @@ pub(super) async fn evaluation(State(shared): State<Arc<Shared>>, request: Reque
 
 /// `POST /access/v1/evaluations`: one answer per evaluation, in order.
 pub(super) async fn evaluations(State(shared): State<Arc<Shared>>, request: Request) -> Response {
-    if let Err(response) = check_pep(&shared, request.headers()) {
-        return *response;
-    }
-    let body = match read_body(&shared, request.into_body(), shared.input.max_batch_body).await {
+    // The body is read (within its bound) before a missing credential is answered: a client
+    // still sending it would otherwise see its connection reset instead of the 401. Reading it
+    // costs what any unauthenticated decision request costs.
+    let (parts, body) = request.into_parts();
+    let body = match read_body(&shared, body, shared.input.max_batch_body).await {
         Ok(body) => body,
         Err(response) => return *response,
     };
+    if let Err(response) = check_pep(&shared, &parts.headers) {
+        return *response;
+    }
     let requests = match expand(&shared, &body) {
         Ok(requests) => requests,
         Err(response) => return *response,
