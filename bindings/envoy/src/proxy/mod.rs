@@ -31,12 +31,9 @@ fn log(level: proxy_wasm::types::LogLevel, message: &str) {
     let _ = hostcalls::log(level, message);
 }
 
+/// Unix seconds, for decisions.
 fn now() -> i64 {
-    hostcalls::get_current_time()
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .and_then(|d| i64::try_from(d.as_secs()).ok())
-        .unwrap_or(0)
+    now_ms().div_euclid(1000)
 }
 
 /// Unix milliseconds, for the key and bundle schedules.
