@@ -4,7 +4,6 @@
 
 use crate::config::{LogLevel, Plan};
 use portcullis_engine::{EdgeAction, EdgeOutcome, Engine, Headers, HttpRequest, Lookup};
-use serde_json::json;
 
 /// The counters the filter exports as Envoy stats.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,19 +72,11 @@ pub fn handle(plan: &Plan, engine: &Engine, headers: &dyn Headers, now: i64) -> 
     };
     let logging = plan.log_level != LogLevel::Off;
     let (Some(method), Some(path)) = (text(":method"), text(":path")) else {
-        let log = logging.then(|| {
-            r#"{"decision":"invalid_request","http":{"method":"","path":"","route":null,"status":400}}"#
-                .to_owned()
-        });
+        let verdict = plan.edge.unreadable("the request has no method or path");
         return Verdict {
-            action: portcullis_engine::EdgeAction::Respond {
-                status: 400,
-                headers: vec![("content-type", "application/json".into())],
-                body: json!({"code": "request_invalid", "message": "the request has no method or path"})
-                    .to_string(),
-            },
+            log: logging.then(|| verdict.log_line("", "", plan.edge.options().dry_run)),
+            action: verdict.action,
             counter: Some(Counter::Errors),
-            log,
             keys_wanted: None,
         };
     };
@@ -145,7 +136,7 @@ mod tests {
         ];
         for (unmatched, headers, logged, status, counter) in cases {
             let verdicts = ["off", "info"].map(|level| {
-                let config = json!({
+                let config = serde_json::json!({
                     "bundle": {"inline": crate::config::tests::compiled(None)},
                     "edge": {"unmatched": unmatched},
                     "log": {"level": level},

@@ -576,6 +576,12 @@ impl Edge {
         }
     }
 
+    /// A request the host cannot even hand to [`Edge::decide`] (Envoy: no `:method` or
+    /// `:path`): `400 request_invalid` saying `why`, as the edge answers requests it cannot map.
+    pub fn unreadable(&self, why: &str) -> EdgeVerdict<'static> {
+        self.invalid(400, why, None)
+    }
+
     fn invalid<'e>(&self, status: u16, why: &str, challenge: Option<String>) -> EdgeVerdict<'e> {
         // Not a policy decision, so not subject to `dry_run`: a request that cannot be mapped
         // is never forwarded.

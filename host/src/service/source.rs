@@ -5,14 +5,12 @@
 
 use crate::bundle_dir;
 use crate::crypto::RingVerifier;
-use portcullis_engine::{Bundle, BundleTrust};
+use portcullis_engine::{Bundle, BundleTrust, MAX_BUNDLE_DOCUMENT};
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// Largest compiled bundle accepted from a URL.
-const MAX_BUNDLE_BYTES: u64 = 32 << 20;
 /// Deepest directory level looked at for changes.
 const MAX_DEPTH: usize = 8;
 
@@ -126,7 +124,7 @@ impl Watcher {
                 let json = response
                     .body_mut()
                     .with_config()
-                    .limit(MAX_BUNDLE_BYTES)
+                    .limit(MAX_BUNDLE_DOCUMENT as u64)
                     .read_to_string()
                     .map_err(|e| format!("cannot read the bundle: {e}"))?;
                 (etag, json)

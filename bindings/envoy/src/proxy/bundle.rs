@@ -2,7 +2,9 @@
 //! says when to poll and with which ETag; this carries it out through the Envoy cluster, one
 //! poll for all workers (see [`crate::shared`]).
 
-use super::{get, log, now_ms, response_body, response_header, set_lease, take_lease};
+use super::{
+    get, log, now_ms, response_body, response_header, response_status, set_lease, take_lease,
+};
 use crate::config::{Plan, RemoteBundle, Target};
 use crate::shared;
 use portcullis_engine::{BundleEvent, BundlePoll, CompiledBundle, Engine};
@@ -147,9 +149,7 @@ impl VmBundle {
         }
         self.in_flight = None;
         let now = now_ms();
-        let status = response_header(":status")
-            .and_then(|s| std::str::from_utf8(&s).ok()?.parse().ok())
-            .unwrap_or(0);
+        let status = response_status();
         let etag = response_header("etag").and_then(|e| String::from_utf8(e).ok());
         let next = |poll: &BundlePoll| poll.next_due().unwrap_or(now);
         match self.poll.answer(status, etag.as_deref(), body_size, now) {

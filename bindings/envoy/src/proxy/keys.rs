@@ -2,7 +2,9 @@
 //! fetch and when; this carries it out through Envoy clusters, one fetch for all workers
 //! (see [`crate::shared`]).
 
-use super::{get, log, now_ms, response_body, response_header, set_lease, take_lease};
+use super::{
+    get, log, now_ms, response_body, response_header, response_status, set_lease, take_lease,
+};
 use crate::config::KeysConfig;
 use crate::shared;
 use portcullis_engine::{Engine, FetchAnswer, KeyEvent, KeyFetch, KeySchedule, MAX_KEY_DOCUMENT};
@@ -105,10 +107,15 @@ impl VmKeys {
             Some(token) => self.in_flight.push((token, fetch)),
             None => {
                 let why = "no cluster in `keys.clusters` for its origin, or the call could not be dispatched";
-                self.schedule.failed(&fetch, why, now);
-                self.failed(config, &fetch.issuer, why, now);
+                self.fetch_failed(config, &fetch, why, now);
             }
         }
+    }
+
+    /// `fetch` could not be performed: the schedule retries it, and every worker waits.
+    fn fetch_failed(&mut self, config: &KeysConfig, fetch: &KeyFetch, why: &str, now: i64) {
+        self.schedule.failed(fetch, why, now);
+        self.failed(config, &fetch.issuer, why, now);
     }
 
     /// Log a failure and hold every worker off for the retry delay; the last good keys stay.
@@ -137,14 +144,10 @@ impl VmKeys {
         let (_, fetch) = self.in_flight.swap_remove(index);
         let now = now_ms();
         if body_size > MAX_KEY_DOCUMENT {
-            let why = "the document is larger than 1 MiB";
-            self.schedule.failed(&fetch, why, now);
-            self.failed(config, &fetch.issuer, why, now);
+            self.fetch_failed(config, &fetch, "the document is larger than 1 MiB", now);
             return true;
         }
-        let status = response_header(":status")
-            .and_then(|s| std::str::from_utf8(&s).ok()?.parse().ok())
-            .unwrap_or(0);
+        let status = response_status();
         let cache_control =
             response_header("cache-control").and_then(|v| String::from_utf8(v).ok());
         let body = response_body(body_size);

@@ -180,6 +180,13 @@ fn response_header(name: &str) -> Option<Vec<u8>> {
         .flatten()
 }
 
+/// The status of an HTTP call's response (0 when there is none to read).
+fn response_status() -> u16 {
+    response_header(":status")
+        .and_then(|s| std::str::from_utf8(&s).ok()?.parse().ok())
+        .unwrap_or(0)
+}
+
 fn response_body(size: usize) -> Vec<u8> {
     hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, size)
         .ok()
