@@ -19,7 +19,14 @@ pub fn entity_uid_text(entity_type: &str, id: &str) -> String {
 fn push_entity_uid(out: &mut String, entity_type: &str, id: &str) {
     out.push_str(entity_type);
     out.push_str("::\"");
-    let plain = id.chars().all(|c| c.escape_debug().len() == 1);
+    // Printable ASCII but the three quoted characters is the common id, checked a byte at a
+    // time (this runs on every decision); anything else asks `escape_debug` itself.
+    let plain = if id.is_ascii() {
+        id.bytes()
+            .all(|b| matches!(b, b' '..=b'~') && !matches!(b, b'"' | b'\\' | b'\''))
+    } else {
+        id.chars().all(|c| c.escape_debug().len() == 1)
+    };
     if plain {
         out.push_str(id);
     } else {
@@ -278,6 +285,8 @@ mod uid_tests {
             ("A::Action", "nl\n\r\0"),
             ("A::Action", "\u{301}x"),
             ("A::Action", "::\""),
+            ("Report", "plain ascii-id_0.9~"),
+            ("Report", "\u{7f}"),
         ] {
             let text = entity_uid_text(ty, id);
             let cedar = cedar_policy::EntityUid::from_type_name_and_id(
