@@ -13,8 +13,8 @@ use portcullis::bundle_dir;
 use portcullis::secrets::SecretSource;
 use portcullis::service::{AuditTarget, BundleSource, Credential, Options, Server};
 use portcullis_engine::{
-    BundleTrust, DecisionRequest, DevIssuer, Edge, EdgeAction, Engine, HeaderPairs, HttpRequest,
-    ResourceRef,
+    BundleTrust, DecisionRequest, DevIssuer, Edge, EdgeAction, EdgeOptions, Engine, HeaderPairs,
+    HttpRequest, ResourceRef,
 };
 use serde_json::{Map, Value};
 use std::path::PathBuf;
@@ -58,6 +58,10 @@ enum Command {
         /// A request header, `name: value` (repeatable; with `--path`).
         #[arg(long = "header", requires = "path")]
         headers: Vec<String>,
+        /// Edge options (JSON file: token sources, identity headers, `unmatched`, …) the
+        /// request is mapped with, as the Envoy filter's `edge` (with `--path`).
+        #[arg(long, requires = "path")]
+        edge: Option<PathBuf>,
         /// Directory of HMAC secrets, by name (else `PORTCULLIS_SECRET_<NAME>`).
         #[arg(long)]
         secrets_dir: Option<PathBuf>,
@@ -190,6 +194,10 @@ enum Command {
         /// Seconds between checks of the bundle source for changes.
         #[arg(long, default_value_t = 2)]
         poll_seconds: u64,
+        /// Edge options of `/ext_authz` (JSON file: token sources, identity headers,
+        /// `unmatched`, …), as the Envoy filter's `edge`.
+        #[arg(long)]
+        edge: Option<PathBuf>,
     },
 }
 
@@ -218,6 +226,19 @@ fn parse_resource(text: &str) -> Result<(String, String), String> {
             text.chars().take(80).collect::<String>()
         )
     })
+}
+
+/// Edge options from a JSON file (the defaults without one), checked as the edge checks them.
+fn edge_options(file: Option<&std::path::Path>) -> Result<EdgeOptions, String> {
+    let Some(file) = file else {
+        return Ok(EdgeOptions::default());
+    };
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| format!("cannot read `{}`: {e}", file.display()))?;
+    let options: EdgeOptions = portcullis_engine::parse_request("edge options", &text)
+        .map_err(|e| format!("`{}`: {}", file.display(), e.message))?;
+    Edge::new(options.clone()).map_err(|e| format!("`{}`: {e}", file.display()))?;
+    Ok(options)
 }
 
 fn usage_error(message: impl std::fmt::Display) -> ExitCode {
@@ -281,6 +302,7 @@ fn main() -> ExitCode {
             method,
             path,
             headers,
+            edge,
             secrets_dir,
             resource_attrs,
             context,
@@ -324,7 +346,14 @@ fn main() -> ExitCode {
                             format!("Bearer {token}").into_bytes(),
                         ));
                     }
-                    let edge = Edge::default();
+                    let edge = match edge_options(edge.as_deref()).and_then(|options| {
+                        let edge = Edge::new(options).map_err(|e| e.to_string())?;
+                        edge.check_bundle(&engine).map_err(|e| e.to_string())?;
+                        Ok(edge)
+                    }) {
+                        Ok(edge) => edge,
+                        Err(e) => return usage_error(e),
+                    };
                     let verdict = edge.decide(
                         &engine,
                         &HttpRequest {
@@ -546,6 +575,7 @@ fn main() -> ExitCode {
             decision_queue,
             audit_log,
             poll_seconds,
+            edge,
         } => {
             let source = match BundleSource::parse(&bundle) {
                 Ok(source) => source,
@@ -590,6 +620,10 @@ fn main() -> ExitCode {
             options.workers.interactive_queue = decision_queue.max(1);
             options.workers.bulk_queue = decision_queue.max(1);
             options.poll_interval = std::time::Duration::from_secs(poll_seconds.max(1));
+            match edge_options(edge.as_deref()) {
+                Ok(edge) => options.edge = edge,
+                Err(e) => return usage_error(e),
+            }
             options.audit = match audit_log.as_str() {
                 "-" => AuditTarget::Stdout,
                 "off" => AuditTarget::Off,

@@ -16,8 +16,102 @@ pub struct CaseFile {
     pub bundle: String,
     /// Evaluation time (unix seconds) for every case of the file; token times are relative to it.
     pub now: i64,
-    /// The cases.
+    /// The decision cases.
+    #[serde(default)]
     pub cases: Vec<Case>,
+    /// The edge options (`EdgeOptions`: token sources, identity headers, …) the file's HTTP
+    /// cases are decided with; every host configures its edge with them.
+    #[serde(default)]
+    pub edge: Option<Value>,
+    /// The HTTP-request cases, decided by the edge with the bundle's routes.
+    #[serde(default)]
+    pub http: Vec<HttpCase>,
+}
+
+/// One HTTP-request case: a request as a client sends it, and what the edge must do with it.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpCase {
+    /// Unique within the file.
+    pub name: String,
+    /// The token `$token` stands for in the request's path and header values; `null` (or
+    /// absent) when the request carries none.
+    #[serde(default)]
+    pub token: Option<TokenSpec>,
+    /// The request.
+    pub request: HttpCaseRequest,
+    /// What every host must do with it.
+    pub expect: HttpExpect,
+    /// As [`Case::known_issue`].
+    #[serde(default)]
+    pub known_issue: Option<String>,
+}
+
+/// An HTTP request: method, path with query, and headers in order (names lowercase; a
+/// repeated header is several pairs).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpCaseRequest {
+    /// `GET`, `POST`, …
+    pub method: String,
+    /// The path and query, as the client sends it.
+    pub path: String,
+    /// `[name, value]` pairs.
+    #[serde(default)]
+    pub headers: Vec<(String, String)>,
+}
+
+/// What the edge must do with an HTTP case.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpExpect {
+    /// `200`: forwarded upstream; anything else: answered by the edge with this status.
+    pub status: u16,
+    /// The `code` of the edge's answer (`forbidden`, `unauthenticated`, `request_invalid`,
+    /// `unavailable`); required unless `status` is 200.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    /// The decision made, or `none` when the edge answered (or forwarded) without one.
+    pub decision: HttpDecision,
+    /// The exact set of deciding policy ids, when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasons: Option<Vec<String>>,
+    /// An error code that must appear among the decision's errors, when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The identity headers the upstream receives (only when forwarded), exactly — the
+    /// decision-id header apart, whose value must be the decision's id.
+    #[serde(default)]
+    pub forward: std::collections::BTreeMap<String, String>,
+    /// The `WWW-Authenticate` challenge, exactly; absent: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub challenge: Option<String>,
+}
+
+/// The decision an HTTP case expects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HttpDecision {
+    /// Allowed.
+    Allow,
+    /// Denied.
+    Deny,
+    /// No valid token.
+    Unauthenticated,
+    /// No decision was made (no route, a refused request, a preflight).
+    None,
+}
+
+impl HttpDecision {
+    /// `allow`, `deny`, `unauthenticated`, or `None` for no decision.
+    pub fn as_outcome(self) -> Option<&'static str> {
+        match self {
+            Self::Allow => Some("allow"),
+            Self::Deny => Some("deny"),
+            Self::Unauthenticated => Some("unauthenticated"),
+            Self::None => None,
+        }
+    }
 }
 
 /// One case: a token (or none), a request and the expected decision.

@@ -33,16 +33,18 @@
 mod bundle_dir;
 pub mod cedar_corpus;
 mod format;
+mod http;
 mod tokens;
 
 // The public interface is:
 pub use bundle_dir::load_bundle;
 pub use format::{
-    Case, CaseFile, CaseRequest, CaseResource, Expect, ExpectedDecision, Forge, KNOWN_ERROR_CODES,
-    TokenSpec,
+    Case, CaseFile, CaseRequest, CaseResource, Expect, ExpectedDecision, Forge, HttpCase,
+    HttpCaseRequest, HttpDecision, HttpExpect, KNOWN_ERROR_CODES, TokenSpec,
 };
+pub use http::{AnsweredDecision, HttpAnswer, ResolvedHttpCase, TOKEN_PLACEHOLDER};
 
-use portcullis_engine::{CompiledBundle, Decision, DecisionRequest, ResourceRef};
+use portcullis_engine::{CompiledBundle, Decision, DecisionRequest, Edge, ResourceRef};
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -320,7 +322,16 @@ pub fn parse_case_file(path: &Path) -> Result<CaseFile, Error> {
     serde_json::from_str(&text).map_err(|e| Error::new(format!("{}: {e}", path.display())))
 }
 
-/// Load every case file and materialise every token.
+/// Every case of the case files, tokens materialised.
+#[derive(Clone, Debug, Default)]
+pub struct Cases {
+    /// The decision cases.
+    pub decisions: Vec<ResolvedCase>,
+    /// The HTTP-request cases.
+    pub http: Vec<ResolvedHttpCase>,
+}
+
+/// Load every case file and materialise every decision case's token.
 ///
 /// # Errors
 /// The first file, bundle or case that cannot be loaded, named in the message.
@@ -335,11 +346,20 @@ pub fn load_cases(repo_root: &Path) -> Result<Vec<ResolvedCase>, Error> {
 /// # Errors
 /// As [`load_cases`].
 pub fn load_cases_at(repo_root: &Path, now: Option<i64>) -> Result<Vec<ResolvedCase>, Error> {
+    load_all(repo_root, now).map(|cases| cases.decisions)
+}
+
+/// Load every case file, decision and HTTP cases, at `now` as in [`load_cases_at`].
+///
+/// # Errors
+/// As [`load_cases`]; also edge options that do not hold together, and HTTP cases whose
+/// `$token` and token disagree.
+pub fn load_all(repo_root: &Path, now: Option<i64>) -> Result<Cases, Error> {
     let mut bundles = Bundles {
         root: repo_root,
         compiled: BTreeMap::new(),
     };
-    let mut out = Vec::new();
+    let mut out = Cases::default();
     for path in case_files(repo_root)? {
         let file_name = path
             .file_name()
@@ -357,23 +377,35 @@ pub fn load_cases_at(repo_root: &Path, now: Option<i64>) -> Result<Vec<ResolvedC
             dir,
             now: file.now,
         };
+        let edge = file
+            .edge
+            .clone()
+            .unwrap_or_else(|| Value::Object(serde_json::Map::new()));
+        serde_json::from_value(edge.clone())
+            .map_err(|e| e.to_string())
+            .and_then(|options| Edge::new(options).map_err(|e| e.to_string()))
+            .map_err(|e| Error::new(format!("{file_name}: invalid `edge`: {e}")))?;
+        // Names are unique within a file, over both kinds of case.
         let mut names = BTreeSet::new();
-        for case in file.cases {
-            let fail =
-                |why: String| Error::new(format!("{file_name}: case `{}`: {why}", case.name));
-            if !names.insert(case.name.clone()) {
+        let mut token = |name: &str, spec: Option<&TokenSpec>| {
+            let fail = |why: String| Error::new(format!("{file_name}: case `{name}`: {why}"));
+            if !names.insert(name.to_owned()) {
                 return Err(fail("duplicate case name".into()));
             }
+            spec.map(|spec| tokens::materialize(spec, &ctx).map_err(fail))
+                .transpose()
+        };
+        for case in file.cases {
             if let Some(code) = &case.expect.error
                 && !KNOWN_ERROR_CODES.contains(&code.as_str())
             {
-                return Err(fail(format!("unknown error code `{code}`")));
+                return Err(Error::new(format!(
+                    "{file_name}: case `{}`: unknown error code `{code}`",
+                    case.name
+                )));
             }
-            let token = match &case.token {
-                Some(spec) => Some(tokens::materialize(spec, &ctx).map_err(fail)?),
-                None => None,
-            };
-            out.push(ResolvedCase {
+            let token = token(&case.name, case.token.as_ref())?;
+            out.decisions.push(ResolvedCase {
                 file: file_name.clone(),
                 name: case.name,
                 bundle: file.bundle.clone(),
@@ -385,21 +417,46 @@ pub fn load_cases_at(repo_root: &Path, now: Option<i64>) -> Result<Vec<ResolvedC
                 known_issue: case.known_issue,
             });
         }
+        for case in file.http {
+            http::validate(&case.request, case.token.is_some(), &case.expect).map_err(|why| {
+                Error::new(format!("{file_name}: HTTP case `{}`: {why}", case.name))
+            })?;
+            let token = token(&case.name, case.token.as_ref())?;
+            out.http.push(ResolvedHttpCase {
+                file: file_name.clone(),
+                name: case.name,
+                bundle: file.bundle.clone(),
+                bundle_dir: dir.clone(),
+                now: file.now,
+                edge: edge.clone(),
+                request: http::with_token(case.request, token.as_deref()),
+                token,
+                expect: case.expect,
+                known_issue: case.known_issue,
+            });
+        }
     }
     Ok(out)
 }
 
 /// Every resolved case as one JSON document, for hosts that run the suite elsewhere:
 /// `{"format": "portcullis-conformance/1", "cases": [{file, name, bundle, now, token, request,
-/// expect, known_issue?}, ...]}`. `now` overrides the files' times as in [`load_cases_at`].
+/// expect, known_issue?}, ...], "http_cases": [{file, name, bundle, now, edge, token, request:
+/// {method, path, headers}, expect, known_issue?}, ...]}`. `now` overrides the files' times as
+/// in [`load_cases_at`].
 ///
 /// # Errors
-/// As [`load_cases`].
+/// As [`load_all`].
 pub fn export(repo_root: &Path, now: Option<i64>) -> Result<Value, Error> {
-    let cases = load_cases_at(repo_root, now)?;
-    let cases = serde_json::to_value(&cases)
-        .map_err(|e| Error::new(format!("cannot serialise cases: {e}")))?;
-    Ok(serde_json::json!({ "format": EXPORT_FORMAT, "cases": cases }))
+    let cases = load_all(repo_root, now)?;
+    let serialise = |value: Result<Value, serde_json::Error>| {
+        value.map_err(|e| Error::new(format!("cannot serialise cases: {e}")))
+    };
+    Ok(serde_json::json!({
+        "format": EXPORT_FORMAT,
+        "cases": serialise(serde_json::to_value(&cases.decisions))?,
+        "http_cases": serialise(serde_json::to_value(&cases.http))?,
+    }))
 }
 
 /// Run every case through one host's `decide` (which answers the decision as JSON), twice:
@@ -413,34 +470,90 @@ pub fn run_cases(
     cases: &[ResolvedCase],
     mut decide: impl FnMut(&ResolvedCase) -> Result<Value, String>,
 ) -> Result<usize, Vec<String>> {
-    let (mut passed, mut failed, mut known) = (0usize, Vec::new(), 0usize);
-    let mut per_file: BTreeMap<String, (usize, usize)> = BTreeMap::new();
-    for case in cases {
+    tally(cases.iter().map(|case| {
         let mut check = |when: &str| {
             decide(case)
                 .and_then(|decision| case.check_json(&decision))
                 .map_err(|why| format!("{when}{why}"))
         };
         let result = check("").and_then(|()| check("on the second (cached) decision: "));
-        let tally = per_file.entry(case.file.clone()).or_default();
+        (
+            case.file.as_str(),
+            case.id(),
+            case.known_issue.as_deref(),
+            result,
+        )
+    }))
+}
+
+/// Run every HTTP case through one host's edge, twice (as [`run_cases`]).
+///
+/// # Errors
+/// As [`run_cases`].
+pub fn run_http_cases(
+    cases: &[ResolvedHttpCase],
+    mut answer: impl FnMut(&ResolvedHttpCase) -> Result<HttpAnswer, String>,
+) -> Result<usize, Vec<String>> {
+    tally(cases.iter().map(|case| {
+        let mut check = |when: &str| {
+            answer(case)
+                .and_then(|answer| case.check(&answer))
+                .map_err(|why| format!("{when}{why}"))
+        };
+        let result = check("").and_then(|()| check("on the second (cached) request: "));
+        (
+            case.file.as_str(),
+            case.id(),
+            case.known_issue.as_deref(),
+            result,
+        )
+    }))
+}
+
+/// Check the answers a host outside this process gave (`{"<file>: <name>": answer}`) against
+/// every HTTP case: a case without an answer is a failure.
+///
+/// # Errors
+/// As [`run_cases`].
+pub fn check_http_answers(
+    cases: &[ResolvedHttpCase],
+    answers: &BTreeMap<String, HttpAnswer>,
+) -> Result<usize, Vec<String>> {
+    tally(cases.iter().map(|case| {
+        let id = case.id();
+        let result = answers
+            .get(&id)
+            .ok_or_else(|| "no answer".to_owned())
+            .and_then(|answer| case.check(answer));
+        (case.file.as_str(), id, case.known_issue.as_deref(), result)
+    }))
+}
+
+/// Count results (`(file, id, known issue, result)`), print failures and a summary per file.
+fn tally<'c>(
+    results: impl Iterator<Item = (&'c str, String, Option<&'c str>, Result<(), String>)>,
+) -> Result<usize, Vec<String>> {
+    let (mut passed, mut failed, mut known) = (0usize, Vec::new(), 0usize);
+    let mut per_file: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    for (file, id, known_issue, result) in results {
+        let tally = per_file.entry(file.to_owned()).or_default();
         tally.0 += 1;
-        match (&case.known_issue, result) {
+        match (known_issue, result) {
             (None, Ok(())) => passed += 1,
             (None, Err(why)) => {
-                println!("FAIL {}: {why}", case.id());
-                failed.push(case.id());
+                println!("FAIL {id}: {why}");
+                failed.push(id);
                 tally.1 += 1;
             }
             (Some(issue), Err(why)) => {
-                println!("KNOWN ISSUE {}: {issue}: {why}", case.id());
+                println!("KNOWN ISSUE {id}: {issue}: {why}");
                 known += 1;
             }
             (Some(issue), Ok(())) => {
                 println!(
-                    "FAIL {}: passes although marked as known issue `{issue}`: remove `known_issue`",
-                    case.id()
+                    "FAIL {id}: passes although marked as known issue `{issue}`: remove `known_issue`"
                 );
-                failed.push(case.id());
+                failed.push(id);
                 tally.1 += 1;
             }
         }

@@ -10,9 +10,12 @@
     clippy::indexing_slicing
 )]
 
-use portcullis::component::{Limits, Loaded, Pool, Runtime};
+use portcullis::component::{EdgeAction, HttpCheck, Limits, Loaded, Pool, Runtime};
 use portcullis::service::{AuditTarget, BundleSource, Clock, Options, Server};
-use portcullis_conformance::{ResolvedCase, default_repo_root, load_bundle, load_cases, run_cases};
+use portcullis_conformance::{
+    AnsweredDecision, HttpAnswer, ResolvedCase, default_repo_root, load_all, load_bundle,
+    load_cases, run_cases, run_http_cases,
+};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -24,25 +27,30 @@ fn cases() -> Vec<ResolvedCase> {
     cases
 }
 
+/// A pool of component instances holding the bundle at `dir` and the edge options `edge`.
+fn pool(dir: &std::path::Path, edge: &Value) -> Pool {
+    let (compiled, _) = load_bundle(dir).unwrap_or_else(|e| panic!("{e}"));
+    let pool = Pool::new(Runtime::new(Limits::default()).unwrap());
+    pool.install(Loaded {
+        generation: 1,
+        revision: compiled.revision.clone(),
+        bundle_json: Arc::from(compiled.to_json().as_str()),
+        keys: Vec::new(),
+        secrets: Vec::new(),
+        edge_json: Arc::from(edge.to_string().as_str()),
+    });
+    pool
+}
+
 #[test]
 fn component_decides_every_case_as_expected() {
     let cases = cases();
     // One pool per case file, like one engine per file in the native runner.
     let mut pools: BTreeMap<String, Pool> = BTreeMap::new();
     let result = run_cases(&cases, |case| {
-        let pool = pools.entry(case.file.clone()).or_insert_with(|| {
-            let (compiled, _) = load_bundle(&case.bundle_dir).unwrap_or_else(|e| panic!("{e}"));
-            let pool = Pool::new(Runtime::new(Limits::default()).unwrap());
-            pool.install(Loaded {
-                generation: 1,
-                revision: compiled.revision.clone(),
-                bundle_json: Arc::from(compiled.to_json().as_str()),
-                keys: Vec::new(),
-                secrets: Vec::new(),
-                edge_json: std::sync::Arc::from("{}"),
-            });
-            pool
-        });
+        let pool = pools
+            .entry(case.file.clone())
+            .or_insert_with(|| pool(&case.bundle_dir, &serde_json::json!({})));
         let decided = pool
             .with(|i| i.decide(&case.request_json(), case.now))
             .map_err(|e| e.to_string())?;
@@ -51,6 +59,51 @@ fn component_decides_every_case_as_expected() {
     if let Err(failed) = result {
         panic!(
             "{} conformance cases failed through the component: {failed:#?}",
+            failed.len()
+        );
+    }
+}
+
+#[test]
+fn component_edge_answers_every_http_case_as_expected() {
+    let cases = load_all(&default_repo_root(), None).unwrap().http;
+    assert!(!cases.is_empty(), "no HTTP conformance cases found");
+    let mut pools: BTreeMap<String, Pool> = BTreeMap::new();
+    let result = run_http_cases(&cases, |case| {
+        let pool = pools
+            .entry(case.file.clone())
+            .or_insert_with(|| pool(&case.bundle_dir, &case.edge));
+        let check = HttpCheck {
+            method: case.request.method.clone(),
+            path: case.request.path.clone(),
+            headers: case.header_pairs(),
+        };
+        let verdict = pool
+            .with(|i| i.decide_http(&check, case.now))
+            .map_err(|e| e.to_string())?;
+        let decision = match &verdict.decided {
+            Some(decided) => Some(AnsweredDecision::from_json(
+                &serde_json::from_str(&decided.decision_json).map_err(|e| e.to_string())?,
+            )),
+            None => None,
+        };
+        Ok(match &verdict.action {
+            EdgeAction::Forward(identity) => HttpAnswer::forwarded(identity, decision),
+            EdgeAction::Respond {
+                status,
+                headers,
+                body,
+            } => HttpAnswer::responded(
+                *status,
+                headers.iter().map(|(n, v)| (n.as_str(), v.as_str())),
+                body,
+                decision,
+            ),
+        })
+    });
+    if let Err(failed) = result {
+        panic!(
+            "{} HTTP conformance cases failed through the component: {failed:#?}",
             failed.len()
         );
     }

@@ -5,9 +5,10 @@
 //! ([`run_cases`]).
 
 use portcullis_conformance::{
-    default_repo_root, export, load_bundle, load_cases, parse_case_file, run_cases,
+    HttpAnswer, default_repo_root, export, load_all, load_bundle, load_cases, parse_case_file,
+    run_cases, run_http_cases,
 };
-use portcullis_engine::Engine;
+use portcullis_engine::{Edge, Engine, HeaderPairs, HttpRequest};
 use std::collections::BTreeMap;
 
 #[test]
@@ -27,6 +28,37 @@ fn native_host_decides_every_case_as_expected() {
     });
     if let Err(failed) = result {
         panic!("{} conformance cases failed: {failed:#?}", failed.len());
+    }
+}
+
+#[test]
+fn native_edge_answers_every_http_case_as_expected() {
+    let cases = load_all(&default_repo_root(), None)
+        .unwrap_or_else(|e| panic!("cannot load the conformance cases: {e}"))
+        .http;
+    assert!(cases.len() > 30, "only {} HTTP cases", cases.len());
+    let mut engines: BTreeMap<String, (Engine, Edge)> = BTreeMap::new();
+    let result = run_http_cases(&cases, |case| {
+        let (engine, edge) = engines.entry(case.file.clone()).or_insert_with(|| {
+            let (_, bundle) = load_bundle(&case.bundle_dir).unwrap_or_else(|e| panic!("{e}"));
+            let edge = Edge::new(case.edge_options().unwrap()).unwrap();
+            (Engine::new(bundle), edge)
+        });
+        let headers = case.header_pairs();
+        let request = HttpRequest {
+            method: &case.request.method,
+            path: &case.request.path,
+            headers: &HeaderPairs(&headers),
+        };
+        Ok(HttpAnswer::from_verdict(
+            &edge.decide(engine, &request, case.now),
+        ))
+    });
+    if let Err(failed) = result {
+        panic!(
+            "{} HTTP conformance cases failed: {failed:#?}",
+            failed.len()
+        );
     }
 }
 
@@ -126,4 +158,116 @@ fn checker_reports_every_difference() {
             .unwrap_err()
             .contains("expected status 403")
     );
+}
+
+#[test]
+fn http_checker_reports_every_difference() {
+    use portcullis_conformance::AnsweredDecision;
+    let cases = load_all(&default_repo_root(), None).unwrap().http;
+    let allowed = cases
+        .iter()
+        .find(|c| c.expect.status == 200 && !c.expect.forward.is_empty())
+        .unwrap();
+    let decision = AnsweredDecision {
+        decision: "allow".into(),
+        reasons: allowed.expect.reasons.clone().unwrap_or_default(),
+        errors: Vec::new(),
+        decision_id: "d-1".into(),
+    };
+    let mut identity = allowed.expect.forward.clone();
+    identity.insert("x-portcullis-decision-id".into(), "d-1".into());
+    let right = HttpAnswer {
+        status: 200,
+        identity: identity.clone(),
+        code: None,
+        challenge: None,
+        decision: Some(decision.clone()),
+    };
+    allowed.check(&right).unwrap();
+    let wrong = [
+        HttpAnswer {
+            status: 403,
+            code: Some("forbidden".into()),
+            ..right.clone()
+        },
+        HttpAnswer {
+            identity: identity
+                .iter()
+                .map(|(k, v)| (k.clone(), format!("{v}x")))
+                .collect(),
+            ..right.clone()
+        },
+        HttpAnswer {
+            decision: None,
+            ..right.clone()
+        },
+        HttpAnswer {
+            decision: Some(AnsweredDecision {
+                decision_id: "d-2".into(),
+                ..decision.clone()
+            }),
+            ..right.clone()
+        },
+        HttpAnswer {
+            decision: Some(AnsweredDecision {
+                reasons: vec!["other".into()],
+                ..decision
+            }),
+            ..right.clone()
+        },
+        HttpAnswer {
+            challenge: Some("Bearer".into()),
+            ..right
+        },
+    ];
+    for answer in wrong {
+        assert!(allowed.check(&answer).is_err(), "{answer:?} passed");
+    }
+}
+
+#[test]
+fn http_cases_use_their_token_exactly_when_they_have_one() {
+    let dir = std::env::temp_dir().join(format!("portcullis-http-{}", std::process::id()));
+    let cases = dir.join("tests/conformance/cases");
+    std::fs::create_dir_all(&cases).unwrap();
+    // The bundle is resolved relative to the root: link the real one in.
+    std::os::unix::fs::symlink(default_repo_root().join("policies"), dir.join("policies")).unwrap();
+    let file = |token: &str, path: &str, expect: &str| {
+        format!(
+            r#"{{"description": "d", "bundle": "policies/techfin", "now": 1767225600,
+            "http": [{{"name": "n", {token} "request": {{"method": "GET", "path": "{path}"}},
+            "expect": {expect}}}]}}"#
+        )
+    };
+    let ok = r#"{"status": 403, "code": "forbidden", "decision": "none"}"#;
+    let token = r#""token": {"tenant": "acme"},"#;
+    for (text, problem) in [
+        (file(token, "/x", ok), "not in the request"),
+        (file("", "/x?access_token=$token", ok), "no token is given"),
+        (
+            file(
+                "",
+                "/x",
+                r#"{"status": 200, "code": "forbidden", "decision": "none"}"#,
+            ),
+            "`code` is required",
+        ),
+        (
+            file("", "/x", r#"{"status": 403, "decision": "none"}"#),
+            "`code` is required",
+        ),
+    ] {
+        std::fs::write(cases.join("t.json"), text).unwrap();
+        let err = load_all(&dir, None).unwrap_err().to_string();
+        assert!(err.contains(problem), "{err}");
+    }
+    std::fs::write(
+        cases.join("t.json"),
+        file(token, "/x?access_token=$token", ok),
+    )
+    .unwrap();
+    let loaded = load_all(&dir, None).unwrap().http;
+    std::fs::remove_dir_all(&dir).ok();
+    let token = loaded[0].token.as_deref().unwrap();
+    assert_eq!(loaded[0].request.path, format!("/x?access_token={token}"));
 }
