@@ -56,6 +56,7 @@ export type ErrorCode =
   | "keys_invalid"
   | "keys_fetch"
   | "request_invalid"
+  | "edge_invalid"
   | "clock"
   | "disposed";
 
@@ -404,7 +405,77 @@ export interface LoadOptions extends InitializeOptions {
    * browser must never be given one: its issuers should sign with public-key algorithms.
    */
   secrets?: Record<string, string | Uint8Array>;
+  /**
+   * How `decideHttp` treats requests around the decision, as the Envoy filter's `edge`: token
+   * sources, identity headers, `unmatched`, `cors_preflight`, `failure_mode`, `realm`,
+   * `dry_run`. Rejects with `edge_invalid` when they do not hold together.
+   */
+  edge?: EdgeOptions;
 }
+
+/** Where a bearer token may be (RFC 6750 section 2). */
+export type TokenSource =
+  | { header: { name: string; prefix?: string } }
+  | { cookie: { name: string } }
+  | { query: { name: string } };
+
+/** Edge options (`LoadOptions.edge`); the routes themselves are in the bundle. */
+export interface EdgeOptions {
+  /** A request no route matches: `deny` (403, the default) or `pass`. */
+  unmatched?: "deny" | "pass";
+  /** Where the token is read, in order (default: `Authorization: Bearer`). */
+  token?: TokenSource[];
+  /** The identity headers of an allowed request, by what they carry (default: none). */
+  forward?: { tenant?: string; subject?: string; roles?: string; decision_id?: string };
+  /** Decide, but always forward. */
+  dry_run?: boolean;
+  /** Let CORS preflights of routed requests through without a token (default `true`). */
+  cors_preflight?: boolean;
+  /** When the token's issuer has no keys yet: `closed` (503, the default) or `open`. */
+  failure_mode?: "closed" | "open";
+  /** The `realm` of `WWW-Authenticate` challenges (default `api`). */
+  realm?: string;
+}
+
+/** An HTTP request for `decideHttp`. */
+export interface HttpRequest {
+  /** `GET`, `POST`, ... */
+  method: string;
+  /** The path with its query, as the client sent it. */
+  path: string;
+  /** Headers: `{name: value | [values]}`, a `Headers`, or `[name, value]` pairs. */
+  headers?: Record<string, string | string[] | undefined> | Headers | [string, string][];
+}
+
+/** How an HTTP request ended. */
+export type EdgeOutcome = "allowed" | "denied" | "unauthenticated" | "invalid" | "unavailable" | "preflight" | "no-route";
+
+/** What to do with an HTTP request: pass it on, with identity headers. */
+export interface ForwardVerdict {
+  outcome: EdgeOutcome;
+  forward: true;
+  /** The identity headers to set (every client copy of an identity header removed first). */
+  identity: Record<string, string>;
+  /** The matched route's path template, if any. */
+  route: string | null;
+  /** The decision, if one was made (not for a preflight or an unmatched pass). */
+  decision: Decision | null;
+}
+
+/** What to do with an HTTP request: answer it. */
+export interface RespondVerdict {
+  outcome: EdgeOutcome;
+  forward: false;
+  status: number;
+  /** Response headers (`www-authenticate`, `retry-after`). */
+  headers: Record<string, string>;
+  /** The JSON body. */
+  body: { code: string; message: string; decision_id?: string };
+  route: string | null;
+  decision: Decision | null;
+}
+
+export type EdgeVerdict = ForwardVerdict | RespondVerdict;
 
 /** Instantiate the Wasm module (once; `Portcullis.load` does it). */
 export function initialize(options?: InitializeOptions): Promise<void>;
@@ -428,6 +499,8 @@ export class Portcullis {
   decide(request: DecisionRequest): Promise<Decision>;
   /** Decide several requests for one token, in order. */
   decideMany(batch: BatchRequest): Promise<Decision[]>;
+  /** Decide an HTTP request with the bundle's routes and the `edge` options. */
+  decideHttp(request: HttpRequest): Promise<EdgeVerdict>;
   /** Verify a token and map its claims. Rejects with `TokenError`. */
   authenticate(token: string): Promise<Principal>;
   /** Decide for an already-authenticated principal. */

@@ -524,6 +524,14 @@ export class Portcullis {
     } catch (thrown) {
       rethrow(thrown);
     }
+    if (options.edge !== undefined) {
+      try {
+        raw.setEdge(toJson(objectArgument(options.edge, "`edge` option")));
+      } catch (thrown) {
+        raw.free?.();
+        rethrow(thrown);
+      }
+    }
     const engine = new Portcullis(constructing, raw, options, checker);
     // HMAC issuers name their secret; the application hands it over (Node backends only: a
     // browser must never hold one).
@@ -639,6 +647,34 @@ export class Portcullis {
     return decisions;
   }
 
+  /**
+   * Decide an HTTP request as the Envoy filter and ext_authz do: `{method, path, headers}`
+   * mapped with the bundle's routes and the `edge` options given to `load` (token sources,
+   * identity headers, ...). `path` includes the query; `headers` is an object (`{name: value
+   * | [values]}`, e.g. Node's `req.headersDistinct`), a `Headers`, or `[name, value]` pairs.
+   * Resolves to the verdict: `{outcome, forward: true, identity, route, decision}` to pass the
+   * request on with `identity` as its identity headers (after removing the client's copies of
+   * them), or `{outcome, forward: false, status, headers, body, route, decision}` to answer.
+   */
+  async decideHttp(request) {
+    const { method, path, headers = [], ...rest } = objectArgument(request, "HTTP request");
+    const extra = Object.keys(rest);
+    if (extra.length > 0) {
+      throw new RequestError({ code: "request_invalid", message: `invalid HTTP request: unknown field \`${extra[0]}\`` });
+    }
+    const json = toJson({ method, path, headers: headerPairs(headers) });
+    const run = () => this.#run((raw, now) => raw.decideHttp(utf8(json), now));
+    let verdict = JSON.parse(await run());
+    if (this.#keys !== null) {
+      this.#keys.refreshStale();
+      const wanted = verdict.decision?.keysWanted;
+      if (wanted !== undefined && (await this.#keys.wanted([wanted]))) {
+        verdict = JSON.parse(await run());
+      }
+    }
+    return verdict;
+  }
+
   /** Verify a token and return the principal its claims map to; throws `TokenError`. */
   async authenticate(token) {
     if (typeof token !== "string") {
@@ -706,6 +742,23 @@ if (typeof Symbol.dispose === "symbol") {
       this.dispose();
     },
   });
+}
+
+/** `[name, value]` pairs from an object of values or value arrays, a `Headers`, or pairs. */
+function headerPairs(headers) {
+  if (Array.isArray(headers)) return headers.map((pair) => (Array.isArray(pair) ? pair.map(String) : pair));
+  if (headers === null || typeof headers !== "object") {
+    throw new RequestError({ code: "request_invalid", message: "invalid HTTP request: `headers` must be an object, a Headers or pairs" });
+  }
+  const entries = typeof headers.entries === "function" && typeof headers.get === "function"
+    ? [...headers.entries()]
+    : Object.entries(headers);
+  const pairs = [];
+  for (const [name, value] of entries) {
+    if (value === undefined) continue;
+    for (const one of Array.isArray(value) ? value : [value]) pairs.push([name, String(one)]);
+  }
+  return pairs;
 }
 
 function objectArgument(value, what) {

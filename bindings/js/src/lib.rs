@@ -33,8 +33,8 @@ mod keys;
 mod verifier;
 
 use portcullis_engine::{
-    Bundle, DecisionRequest, Engine, EngineOptions, KeyUrl, PendingSignature, TokenStep,
-    TrustedRequest,
+    Bundle, DecisionRequest, Edge, EdgeOptions, Engine, EngineOptions, HeaderPairs, HttpRequest,
+    KeyCase, KeyUrl, PendingSignature, TokenStep, TrustedRequest,
 };
 use serde_json::{Map, Value};
 use std::sync::Arc;
@@ -69,6 +69,27 @@ enum Work {
     One(Box<DecisionRequest>),
     Many(Vec<DecisionRequest>),
     Authenticate(String),
+    Http(OwnedHttpRequest),
+}
+
+/// An HTTP request for [`RawEngine::decide_http`]: `{method, path, headers: [[name, value]]}`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OwnedHttpRequest {
+    method: String,
+    path: String,
+    #[serde(default)]
+    headers: Vec<(String, String)>,
+}
+
+impl OwnedHttpRequest {
+    /// The headers as the edge reads them: names lowercase, values as bytes.
+    fn pairs(&self) -> Vec<(String, Vec<u8>)> {
+        self.headers
+            .iter()
+            .map(|(name, value)| (name.to_ascii_lowercase(), value.as_bytes().to_vec()))
+            .collect()
+    }
 }
 
 /// A token waiting for its signature to be checked by the host. Returned by
@@ -120,6 +141,7 @@ impl Pending {
 pub struct RawEngine {
     engine: Engine,
     verifier: Arc<HostVerifier>,
+    edge: Edge,
 }
 
 impl RawEngine {
@@ -147,7 +169,26 @@ impl RawEngine {
         Ok(Self {
             engine: Engine::with_options(Arc::new(bundle), options),
             verifier,
+            edge: Edge::default(),
         })
+    }
+
+    /// Set the edge options [`RawEngine::decide_http`] maps requests with (JSON, as the Envoy
+    /// filter's `edge`).
+    ///
+    /// # Errors
+    /// `edge_invalid`: options that do not parse or hold together, or that the bundle's
+    /// routes cannot be used with.
+    #[wasm_bindgen(js_name = setEdge)]
+    pub fn set_edge(&mut self, options_json: &str) -> Result<(), JsValue> {
+        let invalid = |message: String| convert::invalid("edge_invalid", message);
+        let options: EdgeOptions = portcullis_engine::parse_request("edge options", options_json)
+            .map_err(|e| invalid(e.message))?;
+        let edge = Edge::new(options).map_err(|e| invalid(e.to_string()))?;
+        edge.check_bundle(&self.engine)
+            .map_err(|e| invalid(e.to_string()))?;
+        self.edge = edge;
+        Ok(())
     }
 
     /// The bundle revision.
@@ -298,6 +339,31 @@ impl RawEngine {
         })
     }
 
+    /// Decide an HTTP request (`{method, path, headers: [[name, value]]}`, JSON as UTF-8) with
+    /// the bundle's routes and the edge options, as the Envoy filter does. Returns the verdict
+    /// as JSON text ([`portcullis_engine::EdgeVerdict::to_json`]), or a [`Pending`] signature.
+    ///
+    /// # Errors
+    /// `request_invalid` when the request does not have the documented shape.
+    #[wasm_bindgen(js_name = decideHttp)]
+    pub fn decide_http(&self, request_json: &[u8], now: f64) -> Result<JsValue, JsValue> {
+        let now = clock_time(now)?;
+        let request: OwnedHttpRequest = parse(request_json, "HTTP request")?;
+        let pairs = request.pairs();
+        let token = self.edge.bearer(
+            &self.engine,
+            &HttpRequest {
+                method: &request.method,
+                path: &request.path,
+                headers: &HeaderPairs(&pairs),
+            },
+        );
+        Ok(match self.begin(token.as_deref(), now) {
+            Some(signature) => self.pending(signature, Work::Http(request), now),
+            None => JsValue::from_str(&self.verdict(&request, now)),
+        })
+    }
+
     /// Verify a token and map its claims, without deciding anything. Returns the principal as
     /// JSON text, or a [`Pending`] signature.
     ///
@@ -352,6 +418,7 @@ impl RawEngine {
             Work::Authenticate(token) => self
                 .principal(&token, now)
                 .map(|p| p.as_string().unwrap_or_default()),
+            Work::Http(request) => Ok(self.verdict(&request, now)),
         }
     }
 
@@ -408,6 +475,21 @@ impl RawEngine {
             work,
             now,
         })
+    }
+
+    fn verdict(&self, request: &OwnedHttpRequest, now: i64) -> String {
+        let pairs = request.pairs();
+        self.edge
+            .decide(
+                &self.engine,
+                &HttpRequest {
+                    method: &request.method,
+                    path: &request.path,
+                    headers: &HeaderPairs(&pairs),
+                },
+                now,
+            )
+            .to_json(KeyCase::Camel)
     }
 
     fn decide_all(&self, requests: &[DecisionRequest], now: i64) -> String {

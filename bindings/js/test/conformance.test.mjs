@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import crypto from "node:crypto";
 import { after, before, describe, test } from "node:test";
-import { compiledBundle, conformanceExport, differences, fixedClock, sdk } from "./support.mjs";
+import { checkHttpAnswers, compiledBundle, conformanceExport, differences, fixedClock, httpAnswer, sdk } from "./support.mjs";
 
 const { Portcullis } = await sdk();
 const document = conformanceExport();
@@ -115,6 +115,34 @@ for (const mode of MODES) for (const [file, cases] of files) {
         assert.deepEqual(problems, []);
       });
     }
+  });
+}
+
+// The HTTP-request cases through `decideHttp`, with each file's edge options: every case
+// answered twice (the second time from the token cache), both rounds checked by the
+// conformance crate's own checker.
+assert.ok(Array.isArray(document.http_cases) && document.http_cases.length > 30, "the export has HTTP cases");
+for (const mode of MODES) {
+  test(`HTTP conformance cases through decideHttp (${mode.label})`, async () => {
+    const { options } = mode.crypto();
+    const engines = new Map();
+    const rounds = [{}, {}];
+    for (const c of document.http_cases) {
+      const key = `${c.file}@${c.now}`;
+      if (!engines.has(key)) {
+        engines.set(key, await Portcullis.load(compiledBundle(c.bundle), { now: fixedClock(c.now), edge: c.edge, ...options }));
+      }
+      for (const answers of rounds) {
+        const verdict = await engines.get(key).decideHttp(c.request);
+        if (c.token && JSON.stringify(verdict).includes(c.token)) assert.fail(`${c.name}: the verdict holds the token`);
+        answers[`${c.file}: ${c.name}`] = httpAnswer(verdict);
+      }
+    }
+    rounds.forEach((answers, i) => {
+      const { ok, report } = checkHttpAnswers(answers, `${mode.label}-${i}`);
+      assert.ok(ok, `round ${i + 1}:\n${report}`);
+      assert.match(report, /0 failed/);
+    });
   });
 }
 

@@ -56,6 +56,33 @@ export function conformanceExport({ fresh = false } = {}) {
 }
 
 /**
+ * Check a host's answers to the HTTP conformance cases (`{"<file>: <name>": answer}`) with the
+ * conformance crate's checker, the one every Rust runner uses. Returns the checker's report;
+ * `ok` is false when a case failed.
+ */
+export function checkHttpAnswers(answers, label) {
+  const file = artifactPath(`http-answers-${label.replace(/[^A-Za-z0-9]+/g, "_")}.json`);
+  writeFileSync(file, JSON.stringify(answers, null, 2));
+  try {
+    return { ok: true, report: cargoRun("portcullis-conformance", ["check-http", "--answers", file]) };
+  } catch (err) {
+    return { ok: false, report: `${err.stdout ?? ""}${err.stderr ?? ""}` };
+  }
+}
+
+/** The answer (for `checkHttpAnswers`) of an SDK `decideHttp` verdict. */
+export function httpAnswer(verdict) {
+  const d = verdict.decision;
+  return {
+    status: verdict.forward ? 200 : verdict.status,
+    identity: verdict.forward ? verdict.identity : {},
+    code: verdict.forward ? null : verdict.body.code,
+    challenge: verdict.forward ? null : (verdict.headers["www-authenticate"] ?? null),
+    decision: d ? { decision: d.decision, reasons: d.reasons, errors: d.errors.map((e) => e.code), decision_id: d.decisionId } : null,
+  };
+}
+
+/**
  * Development tokens of the TechFin bundle, minted with `portcullis token` at `now`
  * (unix seconds) and cached by name. `specs`: {name: {tenant, claims, ttl?, issuer?}}.
  */

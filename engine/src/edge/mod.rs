@@ -367,6 +367,62 @@ impl EdgeVerdict<'_> {
     }
 }
 
+impl EdgeVerdict<'_> {
+    /// The verdict as JSON, for hosts that carry it out in another language (the JS SDK):
+    /// `{"outcome", "forward": true, "identity": {name: value}, "route", "decision"}` for a
+    /// request to forward, `{"outcome", "forward": false, "status", "headers": {name: value},
+    /// "body": {code, message, decision_id?}, "route", "decision"}` for one to answer.
+    /// `decision` is the decision in `case` (or `null`); `route` the matched template (or
+    /// `null`).
+    pub fn to_json(&self, case: crate::wire::KeyCase) -> String {
+        fn object<'a>(out: &mut String, pairs: impl Iterator<Item = (&'a str, &'a str)>) {
+            out.push('{');
+            for (i, (name, value)) in pairs.enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                push_string(out, name);
+                out.push(':');
+                push_string(out, value);
+            }
+            out.push('}');
+        }
+        let mut out = String::with_capacity(256);
+        out.push_str("{\"outcome\":");
+        push_string(&mut out, self.outcome.as_str());
+        match &self.action {
+            EdgeAction::Forward(identity) => {
+                out.push_str(",\"forward\":true,\"identity\":");
+                object(
+                    &mut out,
+                    identity.iter().map(|(n, v)| (n.as_str(), v.as_str())),
+                );
+            }
+            EdgeAction::Respond {
+                status,
+                headers,
+                body,
+            } => {
+                out.push_str(",\"forward\":false,\"status\":");
+                push_int(&mut out, *status);
+                out.push_str(",\"headers\":");
+                object(&mut out, headers.iter().map(|(n, v)| (*n, v.as_str())));
+                out.push_str(",\"body\":");
+                out.push_str(body);
+            }
+        }
+        out.push_str(",\"route\":");
+        push_opt_string(&mut out, self.route);
+        out.push_str(",\"decision\":");
+        match &self.decision {
+            Some(decision) => out.push_str(&decision.to_json_as(case)),
+            None => out.push_str("null"),
+        }
+        out.push('}');
+        out
+    }
+}
+
 /// At most `max` characters of `text`.
 fn truncate(text: &str, max: usize) -> &str {
     text.char_indices()
@@ -439,18 +495,29 @@ impl Edge {
         Ok(())
     }
 
-    /// Decide what to do with one request at unix time `now`.
-    pub fn decide<'e>(
+    /// The bearer token [`Edge::decide`] would decide `request` with: `None` when it carries
+    /// none, or when the edge answers it without a decision (no route, a refused path, two
+    /// tokens). A host whose signature checks are asynchronous (the JS SDK) checks it first.
+    pub fn bearer(&self, engine: &Engine, request: &HttpRequest<'_>) -> Option<String> {
+        self.map(engine, request).ok()?.1.token
+    }
+
+    /// Map a request to its route and decision request (token included), or the verdict of a
+    /// request answered without a decision.
+    fn map<'e>(
         &self,
         engine: &'e Engine,
         request: &HttpRequest<'_>,
-        now: i64,
-    ) -> EdgeVerdict<'e> {
+    ) -> Result<(&'e routes::Route, crate::engine::DecisionRequest), Box<EdgeVerdict<'e>>> {
         let routes = engine.bundle().routes();
         let headers = request.headers;
         for name in METHOD_OVERRIDES {
             if headers.get(name) != Lookup::Absent {
-                return self.invalid(400, "method-override headers are not accepted", None);
+                return Err(Box::new(self.invalid(
+                    400,
+                    "method-override headers are not accepted",
+                    None,
+                )));
             }
         }
         if self.options.cors_preflight
@@ -460,18 +527,18 @@ impl Edge {
             && let Ok(asked) = std::str::from_utf8(asked)
             && routes::any_route(routes, asked.trim(), request.path)
         {
-            return EdgeVerdict {
+            return Err(Box::new(EdgeVerdict {
                 action: EdgeAction::Forward(Vec::new()),
                 outcome: EdgeOutcome::Preflight,
                 decision: None,
                 route: None,
-            };
+            }));
         }
         let (route, mut decision_request) =
             match routes::map_request(routes, request.method, request.path, headers) {
                 Ok(Some(found)) => found,
                 Ok(None) => {
-                    return match self.options.unmatched {
+                    return Err(Box::new(match self.options.unmatched {
                         Unmatched::Pass => EdgeVerdict {
                             action: EdgeAction::Forward(Vec::new()),
                             outcome: EdgeOutcome::NoRoute,
@@ -490,34 +557,57 @@ impl Edge {
                             decision: None,
                             route: None,
                         },
-                    };
+                    }));
                 }
-                Err(MapError::Path(why)) => return self.invalid(400, why, None),
+                Err(MapError::Path(why)) => return Err(Box::new(self.invalid(400, why, None))),
                 Err(MapError::BadHeader) => {
-                    return self.invalid(400, "a header the route reads is not UTF-8", None);
+                    return Err(Box::new(self.invalid(
+                        400,
+                        "a header the route reads is not UTF-8",
+                        None,
+                    )));
                 }
                 Err(MapError::RepeatedHeader) => {
-                    return self.invalid(
+                    return Err(Box::new(self.invalid(
                         403,
                         "a header the route reads is sent more than once",
                         None,
-                    );
+                    )));
                 }
             };
         decision_request.token = match token::find_token(&self.options.token, headers, request.path)
         {
             Ok(token) => token,
             Err(token::TokenProblem::SeveralSources) => {
-                return self.invalid(
+                return Err(Box::new(self.invalid(
                     400,
                     "the token is sent in more than one way (RFC 6750 §2)",
                     Some(self.challenge_request.clone()),
-                );
+                )));
             }
             Err(token::TokenProblem::Repeated) => {
-                return self.invalid(403, "the token header is sent more than once", None);
+                return Err(Box::new(self.invalid(
+                    403,
+                    "the token header is sent more than once",
+                    None,
+                )));
             }
         };
+        Ok((route, decision_request))
+    }
+
+    /// Decide what to do with one request at unix time `now`.
+    pub fn decide<'e>(
+        &self,
+        engine: &'e Engine,
+        request: &HttpRequest<'_>,
+        now: i64,
+    ) -> EdgeVerdict<'e> {
+        let (route, decision_request) = match self.map(engine, request) {
+            Ok(mapped) => mapped,
+            Err(verdict) => return *verdict,
+        };
+
         let decision = engine.decide(&decision_request, now);
         let has_error = |code: &str| decision.errors.iter().any(|e| e.code == code);
         let (mut action, outcome) = match decision.decision {
@@ -829,6 +919,61 @@ pub(crate) mod tests {
             "the query is not a configured source: one token, which fails"
         );
         assert!(!body.contains("invalid_request"));
+    }
+
+    #[test]
+    #[cfg(feature = "rust-crypto")]
+    fn the_bearer_is_the_token_decide_would_use_and_verdicts_have_a_json_form() {
+        let engine = engine();
+        let edge = Edge::new(EdgeOptions::default()).unwrap();
+        let bearer = |path: &str, headers: &[(&str, &[u8])]| {
+            let headers = TestHeaders::new(headers);
+            let request = HttpRequest {
+                method: "GET",
+                path,
+                headers: &headers,
+            };
+            (
+                edge.bearer(&engine, &request),
+                edge.decide(&engine, &request, 1_800_000_000)
+                    .to_json(crate::KeyCase::Camel),
+            )
+        };
+        let (token, json) = bearer("/t/acme/reports/q3", &[("authorization", b"Bearer a.b.c")]);
+        assert_eq!(token.as_deref(), Some("a.b.c"));
+        let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(json["outcome"], "unauthenticated");
+        assert_eq!(json["forward"], false);
+        assert_eq!(json["status"], 401);
+        assert_eq!(
+            json["headers"]["www-authenticate"],
+            "Bearer realm=\"api\", error=\"invalid_token\""
+        );
+        assert_eq!(json["body"]["code"], "unauthenticated");
+        assert_eq!(json["route"], "/t/{tenant}/reports/{id}");
+        assert_eq!(json["decision"]["decision"], "unauthenticated");
+        assert_eq!(json["decision"]["decisionId"], json["body"]["decision_id"]);
+        // Answered without a decision: no token to check.
+        for (path, headers) in [
+            ("/admin", &[("authorization", &b"Bearer a.b.c"[..])][..]),
+            (
+                "/t/acme/reports/%2e%2e",
+                &[("authorization", b"Bearer a.b.c")],
+            ),
+            (
+                "/t/acme/reports/q3",
+                &[
+                    ("authorization", b"Bearer a"),
+                    ("authorization", b"Bearer b"),
+                ],
+            ),
+        ] {
+            let (token, json) = bearer(path, headers);
+            assert_eq!(token, None, "{path}");
+            let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+            assert_eq!(json["decision"], serde_json::Value::Null, "{path}");
+            assert_eq!(json["route"], serde_json::Value::Null, "{path}");
+        }
     }
 
     #[test]

@@ -58,6 +58,15 @@ export async function example(): Promise<void> {
     else if (err instanceof TokenError) console.log(err.code);
     else if (err instanceof PortcullisError) console.log(err.code, err.help);
   }
+  const edged = await Portcullis.load(bundleJson, {
+    edge: { token: [{ header: { name: "authorization", prefix: "Bearer " } }, { cookie: { name: "access_token" } }], forward: { tenant: "x-tenant" } },
+  });
+  const verdict = await edged.decideHttp({ method: "GET", path: "/tenants/acme/reports/q3", headers: { authorization: `Bearer ${token}` } });
+  if (verdict.forward) console.log(verdict.identity["x-tenant"], verdict.decision?.decision);
+  else console.log(verdict.status, verdict.body.code, verdict.headers["www-authenticate"]);
+  await edged.decideHttp({ method: "GET", path: "/", headers: new Headers({ cookie: "access_token=x" }) });
+  // @ts-expect-error: unmatched is deny or pass
+  await Portcullis.load(bundleJson, { edge: { unmatched: "allow" } });
   pc.dispose();
 
   // @ts-expect-error: decisions are Promises
