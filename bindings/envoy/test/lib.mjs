@@ -107,15 +107,22 @@ ${cluster('backend', upstreamPort)}${Object.entries(clusters).map(([n, p]) => cl
 }
 
 /**
+ * The request headers an edge reads besides Envoy's ext_authz defaults: the token cookie, a
+ * CORS preflight's `origin` and `access-control-request-method`, and the method-override
+ * headers it refuses.
+ */
+const EDGE_HEADERS = ['cookie', 'origin', 'access-control-request-method', 'x-http-method-override', 'x-http-method', 'x-method-override'];
+
+/**
  * The HTTP filter that asks `portcullis serve` (Envoy HTTP ext_authz, cluster `cluster`) instead
  * of deciding in Wasm: the original method and path go to `/ext_authz` + path; besides Envoy's
- * defaults (`Authorization` among them) only `cookie` and `allowedHeaders` are sent; an allow
+ * defaults (`Authorization` among them) only `EDGE_HEADERS` and `allowedHeaders` are sent; an allow
  * sets the `x-portcullis-*` identity headers (replacing a client's; the service names the ones
  * it does not set for removal); a denial passes the service's status, body and
  * `WWW-Authenticate` to the client; no answer is a 503, never an allow.
  */
 export function extAuthzFilter({ cluster = 'portcullis', timeout = '1s', allowedHeaders = [] } = {}) {
-  const patterns = ['cookie', ...allowedHeaders].map((h) => `{ exact: ${h} }`).join(', ');
+  const patterns = [...EDGE_HEADERS, ...allowedHeaders].map((h) => `{ exact: ${h} }`).join(', ');
   return `          - name: envoy.filters.http.ext_authz
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz
@@ -129,6 +136,10 @@ export function extAuthzFilter({ cluster = 'portcullis', timeout = '1s', allowed
                 path_prefix: /ext_authz
                 server_uri: { uri: "http://127.0.0.1", cluster: ${cluster}, timeout: ${timeout} }
                 authorization_request:
+                  # The headers the edge reads besides Envoy's defaults (Authorization among
+                  # them): a token cookie, a CORS preflight's, and the method overrides it
+                  # refuses (unsent, the service could not see them). Add every header a route
+                  # reads.
                   allowed_headers:
                     patterns: [${patterns}]
                 authorization_response:
