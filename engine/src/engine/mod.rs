@@ -1,5 +1,6 @@
 //! The engine: a loaded bundle, the issuers' keys, a token cache, and `decide`.
 
+mod assemble;
 mod authenticate;
 mod evaluate;
 mod request;
@@ -11,28 +12,13 @@ use authenticate::{Rejected, VerifiedToken};
 
 use crate::bundle::{Bundle, KeySource, KeyUrl};
 use crate::cache::TokenCache;
-use crate::cedar_glue;
 use crate::crypto::SignatureVerifier;
-use crate::decision::{
-    Decision, DecisionError, Outcome, PrincipalSummary, RequestSummary, TokenIdentity,
-};
-use crate::error::{KeyError, RequestError, sanitize};
+use crate::error::{KeyError, sanitize};
 use crate::keys::{Algorithm, KeySet};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-
-/// `format!("{z:016x}{n:08x}")` through the crate's hex writer instead of the formatter: this
-/// runs on every decision.
-fn decision_id(z: u64, n: u64) -> String {
-    let mut id = crate::error::hex(&z.to_be_bytes());
-    match u32::try_from(n) {
-        Ok(n) => id.push_str(&crate::error::hex(&n.to_be_bytes())),
-        Err(_) => id.push_str(&format!("{n:x}")),
-    }
-    id
-}
 
 /// Engine configuration beyond the bundle.
 #[derive(Clone)]
@@ -207,106 +193,5 @@ impl Engine {
     /// Number of verified tokens in the cache.
     pub fn cached_tokens(&self) -> usize {
         self.cache.len()
-    }
-
-    fn next_decision_id(&self) -> String {
-        let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        // splitmix64 of seed ^ counter: unique per (seed, counter), not guessable from a count.
-        let mut z =
-            (self.seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15)).wrapping_add(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        decision_id(z, n)
-    }
-
-    /// The decision for an evaluation, or a deny for a request that could not be evaluated.
-    fn conclude(
-        &self,
-        result: Result<cedar_glue::Evaluation, RequestError>,
-        request: RequestSummary,
-        principal: Option<PrincipalSummary>,
-        token: TokenIdentity,
-        now: i64,
-    ) -> Decision {
-        match result {
-            Ok(eval) => {
-                let outcome = if eval.allowed {
-                    Outcome::Allow
-                } else {
-                    Outcome::Deny
-                };
-                self.decision(
-                    outcome,
-                    request,
-                    eval.reasons,
-                    eval.errors,
-                    principal,
-                    token,
-                    now,
-                )
-            }
-            Err(err) => self.decision(
-                Outcome::Deny,
-                request,
-                Vec::new(),
-                vec![err.info().into()],
-                principal,
-                token,
-                now,
-            ),
-        }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn decision(
-        &self,
-        outcome: Outcome,
-        request: RequestSummary,
-        reasons: Vec<String>,
-        errors: Vec<DecisionError>,
-        principal: Option<PrincipalSummary>,
-        token: TokenIdentity,
-        now: i64,
-    ) -> Decision {
-        Decision {
-            decision: outcome,
-            status: outcome.http_status(),
-            reasons,
-            errors,
-            principal,
-            revision: self.bundle.revision().to_owned(),
-            decision_id: self.next_decision_id(),
-            request,
-            token,
-            time: now,
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn decision_ids_are_what_format_writes() {
-        let values = [
-            0,
-            1,
-            0xabc,
-            u64::from(u32::MAX),
-            1 << 32,
-            (1 << 36) - 1,
-            u64::MAX,
-        ];
-        for z in values {
-            for n in values {
-                assert_eq!(
-                    decision_id(z, n),
-                    format!("{z:016x}{n:08x}"),
-                    "{z:#x}, {n:#x}"
-                );
-            }
-        }
     }
 }
