@@ -9,15 +9,21 @@ use crate::decision::{
 use crate::error::RequestError;
 use std::sync::atomic::Ordering;
 
+/// What a decision is about, known before any evaluation: the request, who asked (the
+/// principal and its token, as far as they are known) and when.
+pub(super) struct Asked {
+    pub(super) request: RequestSummary,
+    pub(super) principal: Option<PrincipalSummary>,
+    pub(super) token: TokenIdentity,
+    pub(super) now: i64,
+}
+
 impl Engine {
     /// The decision for an evaluation, or a deny for a request that could not be evaluated.
     pub(super) fn conclude(
         &self,
         result: Result<cedar_glue::Evaluation, RequestError>,
-        request: RequestSummary,
-        principal: Option<PrincipalSummary>,
-        token: TokenIdentity,
-        now: i64,
+        asked: Asked,
     ) -> Decision {
         match result {
             Ok(eval) => {
@@ -26,50 +32,30 @@ impl Engine {
                 } else {
                     Outcome::Deny
                 };
-                self.decision(
-                    outcome,
-                    request,
-                    eval.reasons,
-                    eval.errors,
-                    principal,
-                    token,
-                    now,
-                )
+                self.decision(asked, outcome, eval.reasons, eval.errors)
             }
-            Err(err) => self.decision(
-                Outcome::Deny,
-                request,
-                Vec::new(),
-                vec![err.info().into()],
-                principal,
-                token,
-                now,
-            ),
+            Err(err) => self.decision(asked, Outcome::Deny, Vec::new(), vec![err.info().into()]),
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn decision(
         &self,
+        asked: Asked,
         outcome: Outcome,
-        request: RequestSummary,
         reasons: Vec<String>,
         errors: Vec<DecisionError>,
-        principal: Option<PrincipalSummary>,
-        token: TokenIdentity,
-        now: i64,
     ) -> Decision {
         Decision {
             decision: outcome,
             status: outcome.http_status(),
             reasons,
             errors,
-            principal,
+            principal: asked.principal,
             revision: self.bundle.revision().to_owned(),
             decision_id: self.next_decision_id(),
-            request,
-            token,
-            time: now,
+            request: asked.request,
+            token: asked.token,
+            time: asked.now,
         }
     }
 

@@ -1,6 +1,7 @@
 //! Evaluation: a request (with a verified token, or for a trusted principal) made into Cedar
 //! entities and context and evaluated against the policies that can apply to it.
 
+use super::assemble::Asked;
 use super::authenticate::VerifiedToken;
 use super::{DecisionRequest, Engine, TrustedRequest};
 use crate::cedar_glue::{self, RESERVED_CONTEXT_KEYS};
@@ -17,17 +18,20 @@ impl Engine {
         let verified = match self.verified(token, now) {
             Ok(v) => v,
             Err(failure) => {
-                return self.decision(
-                    Outcome::Unauthenticated,
-                    summary,
-                    Vec::new(),
-                    vec![failure.error.info().into()],
-                    None,
-                    TokenIdentity {
+                let asked = Asked {
+                    request: summary,
+                    principal: None,
+                    token: TokenIdentity {
                         issuer: failure.issuer,
                         ..TokenIdentity::default()
                     },
                     now,
+                };
+                return self.decision(
+                    asked,
+                    Outcome::Unauthenticated,
+                    Vec::new(),
+                    vec![failure.error.info().into()],
                 );
             }
         };
@@ -40,7 +44,13 @@ impl Engine {
         } else {
             evaluate()
         };
-        self.conclude(result, summary, principal, verified.identity.clone(), now)
+        let asked = Asked {
+            request: summary,
+            principal,
+            token: verified.identity.clone(),
+            now,
+        };
+        self.conclude(result, asked)
     }
 
     fn evaluate_token_request(
@@ -134,7 +144,13 @@ impl Engine {
             mfa: None,
         });
         let result = self.evaluate_trusted(request);
-        self.conclude(result, summary, principal, TokenIdentity::default(), now)
+        let asked = Asked {
+            request: summary,
+            principal,
+            token: TokenIdentity::default(),
+            now,
+        };
+        self.conclude(result, asked)
     }
 
     fn evaluate_trusted(
