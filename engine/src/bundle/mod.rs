@@ -10,6 +10,7 @@ mod config;
 mod distribute;
 mod issuers;
 mod locate;
+mod policies;
 mod routes;
 mod schema;
 mod schema_info;
@@ -22,17 +23,19 @@ pub use config::{
 };
 pub(crate) use issuers::{IssuerEntry, KeySource, normalize_typ};
 pub use issuers::{KeyUrl, acceptable_key_url};
+pub use policies::PolicySource;
 pub(crate) use schema::PrincipalTypes;
 pub(crate) use schema_info::{ActionShape, AttrType, SchemaInfo};
 pub use signature::{BUNDLE_SIGNATURE_TYPE, BundleTrust};
 
 use issuers::{issuer_aliases, resolve_issuers};
+use policies::{parse_policies, validate_policies};
 use schema::{parse_schema, resolve_types};
 
 use crate::edge::RouteSpec;
 use crate::edge::routes::Route;
 use crate::error::{BundleError, BundleProblem, SourceLocation, sanitize};
-use cedar_policy::{Entities, Entity, EntityTypeName, EntityUid, PolicyId, PolicySet, Schema};
+use cedar_policy::{Entities, Entity, EntityTypeName, EntityUid, PolicySet, Schema};
 use miette::Diagnostic;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -41,19 +44,6 @@ use std::sync::Arc;
 
 /// The `format` tag of compiled bundles this engine reads.
 pub const BUNDLE_FORMAT: &str = "portcullis.bundle/v1";
-
-/// One policy file.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PolicySource {
-    /// Path relative to the bundle directory, for messages.
-    pub file: String,
-    /// The tenant these policies belong to, or none for shared policies.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tenant: Option<String>,
-    /// Cedar source text.
-    pub source: String,
-}
 
 /// The compiled, single-document form of a bundle: what every host loads.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -736,224 +726,6 @@ fn diagnostic_text(diag: &dyn Diagnostic) -> String {
         text.push_str(&format!(" ({help})"));
     }
     text
-}
-
-struct ParsedPolicies {
-    shared: PolicySet,
-    per_tenant: BTreeMap<String, Vec<cedar_policy::Policy>>,
-    /// Policy id → (file index, source offset of the policy).
-    origin: HashMap<PolicyId, usize>,
-    count: usize,
-}
-
-fn parse_policies(
-    compiled: &CompiledBundle,
-    tenants: &BTreeSet<&str>,
-    problems: &mut Vec<BundleProblem>,
-) -> ParsedPolicies {
-    let require_ids = compiled.settings.require_policy_ids;
-    let mut parsed = ParsedPolicies {
-        shared: PolicySet::new(),
-        per_tenant: BTreeMap::new(),
-        origin: HashMap::new(),
-        count: 0,
-    };
-    let mut seen: HashMap<String, String> = HashMap::new();
-    for (index, file) in compiled.policies.iter().enumerate() {
-        if let Some(tenant) = &file.tenant
-            && !tenants.contains(tenant.as_str())
-        {
-            problems.push(
-                BundleProblem::new(
-                    "policy",
-                    format!("policies for unknown tenant `{}`", sanitize(tenant, 64)),
-                )
-                .at(SourceLocation::file(&file.file))
-                .help("add the tenant to tenants.json or move the file"),
-            );
-            continue;
-        }
-        let set = match PolicySet::from_str(&file.source) {
-            Ok(set) => set,
-            Err(errs) => {
-                for err in errs.errors_as_strings_with_offsets() {
-                    let (message, offset, help) = err;
-                    let location = offset.map_or_else(
-                        || SourceLocation::file(&file.file),
-                        |o| SourceLocation::at_offset(&file.file, &file.source, o),
-                    );
-                    let mut problem = BundleProblem::new("policy_parse", message).at(location);
-                    if let Some(help) = help {
-                        problem = problem.help(help);
-                    }
-                    problems.push(problem);
-                }
-                continue;
-            }
-        };
-        if set.templates().next().is_some() {
-            problems.push(
-                BundleProblem::new("policy", "policy templates are not supported")
-                    .at(SourceLocation::file(&file.file)),
-            );
-        }
-        // Cedar names the policies of a file `policy0`, `policy1`, ... in source order.
-        let mut policies: Vec<(usize, cedar_policy::Policy)> = set
-            .policies()
-            .map(|p| {
-                (
-                    p.id()
-                        .to_string()
-                        .trim_start_matches("policy")
-                        .parse()
-                        .unwrap_or(usize::MAX),
-                    p.clone(),
-                )
-            })
-            .collect();
-        policies.sort_by_key(|(n, _)| *n);
-        let offsets = policy_offsets(&file.source);
-        for (n, policy) in policies {
-            let offset = offsets.get(n).copied().unwrap_or(0);
-            let id = match policy.annotation("id") {
-                Some(id) if !id.trim().is_empty() => id.to_owned(),
-                _ if require_ids => {
-                    problems.push(
-                        BundleProblem::new("policy_id", "policy has no `@id` annotation")
-                            .at(SourceLocation::at_offset(&file.file, &file.source, offset))
-                            .help("add `@id(\"a-stable-name\")` before the policy; it is the reason shown in decisions"),
-                    );
-                    continue;
-                }
-                _ => format!("policy{}", parsed.count),
-            };
-            let location = SourceLocation::at_offset(&file.file, &file.source, offset);
-            if let Some(previous) = seen.insert(id.clone(), location.to_string()) {
-                problems.push(
-                    BundleProblem::new(
-                        "policy_id",
-                        format!("duplicate policy id `{}`", sanitize(&id, 80)),
-                    )
-                    .at(location)
-                    .help(format!("first used at {previous}")),
-                );
-                continue;
-            }
-            let policy = policy.new_id(PolicyId::new(&id));
-            parsed.origin.insert(policy.id().clone(), index);
-            parsed.count += 1;
-            match &file.tenant {
-                Some(tenant) => parsed
-                    .per_tenant
-                    .entry(tenant.clone())
-                    .or_default()
-                    .push(policy),
-                None => {
-                    if let Err(err) = parsed.shared.add(policy) {
-                        problems.push(BundleProblem::new("policy", err.to_string()).at(location));
-                    }
-                }
-            }
-        }
-    }
-    parsed
-}
-
-/// Byte offsets where each policy of a Cedar source starts: statements end with `;` outside
-/// string literals and comments (Cedar expressions contain no other `;`).
-fn policy_offsets(source: &str) -> Vec<usize> {
-    let bytes = source.as_bytes();
-    let mut offsets = Vec::new();
-    let mut start: Option<usize> = None;
-    let mut i = 0;
-    while let Some(&b) = bytes.get(i) {
-        match b {
-            b'/' if bytes.get(i + 1) == Some(&b'/') => {
-                while bytes.get(i).is_some_and(|c| *c != b'\n') {
-                    i += 1;
-                }
-                continue;
-            }
-            b'"' => {
-                start.get_or_insert(i);
-                i += 1;
-                while let Some(&c) = bytes.get(i) {
-                    i += if c == b'\\' { 2 } else { 1 };
-                    if c == b'"' {
-                        break;
-                    }
-                }
-                continue;
-            }
-            b';' => {
-                if let Some(s) = start.take() {
-                    offsets.push(s);
-                }
-            }
-            c if c.is_ascii_whitespace() => {}
-            _ => {
-                start.get_or_insert(i);
-            }
-        }
-        i += 1;
-    }
-    offsets
-}
-
-/// Cedar's parse errors, flattened with offsets.
-trait ParseErrorsExt {
-    fn errors_as_strings_with_offsets(&self) -> Vec<(String, Option<usize>, Option<String>)>;
-}
-
-impl ParseErrorsExt for cedar_policy::ParseErrors {
-    fn errors_as_strings_with_offsets(&self) -> Vec<(String, Option<usize>, Option<String>)> {
-        self.iter()
-            .map(|err| {
-                (
-                    err.to_string(),
-                    diagnostic_offset(err),
-                    err.help().map(|h| h.to_string()),
-                )
-            })
-            .collect()
-    }
-}
-
-fn validate_policies(
-    schema: &Schema,
-    compiled: &CompiledBundle,
-    parsed: &ParsedPolicies,
-    problems: &mut Vec<BundleProblem>,
-) {
-    let validator = cedar_policy::Validator::new(schema.clone());
-    let mut all = parsed.shared.clone();
-    for policy in parsed.per_tenant.values().flatten() {
-        // Ids are unique across the bundle, so adding cannot clash.
-        let _ = all.add(policy.clone());
-    }
-    let result = validator.validate(&all, cedar_policy::ValidationMode::Strict);
-    for err in result.validation_errors() {
-        let file = parsed
-            .origin
-            .get(err.policy_id())
-            .and_then(|i| compiled.policies.get(*i));
-        let location = match (file, diagnostic_offset(err)) {
-            (Some(file), Some(offset)) => {
-                SourceLocation::at_offset(&file.file, &file.source, offset)
-            }
-            (Some(file), None) => SourceLocation::file(&file.file),
-            (None, _) => SourceLocation::file("policies"),
-        };
-        let mut problem = BundleProblem::new(
-            "policy_validation",
-            format!("policy `{}`: {err}", err.policy_id()),
-        )
-        .at(location);
-        if let Some(help) = err.help() {
-            problem = problem.help(help.to_string());
-        }
-        problems.push(problem);
-    }
 }
 
 #[cfg(test)]

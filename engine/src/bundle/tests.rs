@@ -273,15 +273,6 @@ fn tenant_policies_stay_in_their_tenant() {
     assert!(p[0].message.contains("unknown tenant"));
 }
 
-#[test]
-fn policy_offsets_skip_strings_and_comments() {
-    let src = "// a; comment\n@id(\"x;y\") permit(principal, action, resource);\n  forbid(principal, action, resource) when { \"\\\";\" == \"\" };";
-    let offsets = policy_offsets(src);
-    assert_eq!(offsets.len(), 2);
-    assert_eq!(src.get(offsets[0]..offsets[0] + 3), Some("@id"));
-    assert_eq!(src.get(offsets[1]..offsets[1] + 6), Some("forbid"));
-}
-
 /// Sources with `routes.json`, compiled as a directory would be.
 fn compile_routes(routes: &str) -> Result<CompiledBundle, BundleError> {
     BundleSources {
