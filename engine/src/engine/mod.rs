@@ -1,0 +1,197 @@
+//! The engine: a loaded bundle, the issuers' keys, a token cache, and `decide`.
+
+mod assemble;
+mod authenticate;
+mod evaluate;
+mod request;
+
+pub use authenticate::{PendingSignature, TokenStep};
+pub use request::{DecisionRequest, ResourceRef, TrustedRequest};
+
+use authenticate::{Rejected, VerifiedToken};
+
+use crate::bundle::{Bundle, KeySource, KeyUrl};
+use crate::cache::TokenCache;
+use crate::crypto::SignatureVerifier;
+use crate::error::{KeyError, sanitize};
+use crate::keys::{Algorithm, KeySet};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+/// Engine configuration beyond the bundle.
+#[derive(Clone)]
+pub struct EngineOptions {
+    /// How signatures are checked.
+    pub verifier: Arc<dyn SignatureVerifier>,
+    /// Mixed into decision ids so that several engine instances do not repeat each other's ids
+    /// (a host passes random bytes here).
+    pub decision_id_seed: u64,
+}
+
+#[cfg(feature = "rust-crypto")]
+impl Default for EngineOptions {
+    fn default() -> Self {
+        Self {
+            verifier: Arc::new(crate::crypto::RustCryptoVerifier),
+            decision_id_seed: 0,
+        }
+    }
+}
+
+/// The decision engine. Cheap to share (`Arc<Engine>`); `decide` takes `&self`.
+pub struct Engine {
+    bundle: Arc<Bundle>,
+    remote_keys: RwLock<HashMap<String, KeySet>>,
+    cache: TokenCache<VerifiedToken>,
+    /// Tokens whose signature did not verify (by SHA-256), so that a forged token sent again
+    /// and again costs one signature check, not one per request. Cleared with `cache`.
+    rejected: TokenCache<Rejected>,
+    verifier: Arc<dyn SignatureVerifier>,
+    counter: AtomicU64,
+    seed: u64,
+    /// Bumped whenever an issuer's keys change: a signature checked against an older
+    /// generation's key is not trusted (the key may have just been removed).
+    key_generation: AtomicU64,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("revision", &self.bundle.revision())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// An engine over `bundle` with the default (pure-Rust) crypto.
+    #[cfg(feature = "rust-crypto")]
+    pub fn new(bundle: Bundle) -> Self {
+        Self::with_options(Arc::new(bundle), EngineOptions::default())
+    }
+
+    /// An engine with explicit options.
+    pub fn with_options(bundle: Arc<Bundle>, options: EngineOptions) -> Self {
+        let capacity = bundle.compiled().settings.tokens.cache_entries;
+        Self {
+            bundle,
+            remote_keys: RwLock::new(HashMap::new()),
+            cache: TokenCache::new(capacity),
+            rejected: TokenCache::new(capacity),
+            verifier: options.verifier,
+            counter: AtomicU64::new(0),
+            seed: options.decision_id_seed,
+            key_generation: AtomicU64::new(0),
+        }
+    }
+
+    /// The bundle.
+    pub fn bundle(&self) -> &Arc<Bundle> {
+        &self.bundle
+    }
+
+    /// The bundle revision.
+    pub fn revision(&self) -> &str {
+        self.bundle.revision()
+    }
+
+    /// Issuers whose keys the host must fetch, and whether each has keys yet.
+    pub fn remote_issuers(&self) -> Vec<(String, KeyUrl, bool)> {
+        let keys = self
+            .remote_keys
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.bundle
+            .remote_issuers()
+            .into_iter()
+            .map(|(issuer, source)| {
+                let loaded = keys.contains_key(&issuer);
+                (issuer, source, loaded)
+            })
+            .collect()
+    }
+
+    /// Hand the engine the current JWK set of a remote issuer (fetched by the host). Replaces
+    /// the previous keys and forgets every cached token, so a removed key stops working at once.
+    ///
+    /// # Errors
+    /// An unknown issuer, or a JWK set with no usable key; the previous keys stay.
+    pub fn set_issuer_keys(&self, issuer: &str, jwks: &Value) -> Result<usize, KeyError> {
+        let entries = self
+            .bundle
+            .issuers
+            .get(issuer)
+            .ok_or_else(|| KeyError::UnknownIssuer(sanitize(issuer, 120)))?;
+        let mut algorithms: Vec<Algorithm> = entries
+            .iter()
+            .flat_map(|e| e.algorithms.iter().copied())
+            .collect();
+        algorithms.sort();
+        algorithms.dedup();
+        let (keys, _notes) = KeySet::from_jwks(jwks, &algorithms).map_err(KeyError::InvalidJwks)?;
+        let count = keys.keys().len();
+        self.remote_keys
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(issuer.to_owned(), keys);
+        // Bump before clearing: a verification that chose its key before this point either
+        // inserts before the clear (and is cleared) or sees the new generation (and does not).
+        self.key_generation.fetch_add(1, Ordering::SeqCst);
+        self.cache.clear();
+        self.rejected.clear();
+        Ok(count)
+    }
+
+    /// Hand the engine an HMAC secret the bundle names (`"secret": "<name>"` on an issuer),
+    /// read by the host from its own secret source: every issuer naming it verifies with it
+    /// from now on. Returns the number of such issuers.
+    ///
+    /// # Errors
+    /// No issuer names the secret, or it is too short for their algorithms; the previous
+    /// secret, if any, stays.
+    pub fn set_secret(&self, name: &str, secret: &[u8]) -> Result<usize, KeyError> {
+        let mut sets = Vec::new();
+        for (issuer, entries) in &self.bundle.issuers {
+            let mut algorithms = Vec::new();
+            let mut kid = None;
+            for entry in entries {
+                if let KeySource::Secret(named) = &entry.source
+                    && named.name == name
+                {
+                    algorithms.extend(entry.algorithms.iter().copied());
+                    kid = named.kid.as_deref();
+                }
+            }
+            if algorithms.is_empty() {
+                continue;
+            }
+            algorithms.sort();
+            algorithms.dedup();
+            let keys = KeySet::from_secret(secret, kid, &algorithms).map_err(|why| {
+                KeyError::InvalidSecret {
+                    name: sanitize(name, 64),
+                    reason: why,
+                }
+            })?;
+            sets.push((issuer.clone(), keys));
+        }
+        if sets.is_empty() {
+            return Err(KeyError::UnknownSecret(sanitize(name, 64)));
+        }
+        let count = sets.len();
+        self.remote_keys
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .extend(sets);
+        self.key_generation.fetch_add(1, Ordering::SeqCst);
+        self.cache.clear();
+        self.rejected.clear();
+        Ok(count)
+    }
+
+    /// Number of verified tokens in the cache.
+    pub fn cached_tokens(&self) -> usize {
+        self.cache.len()
+    }
+}
