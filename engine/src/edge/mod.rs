@@ -102,6 +102,7 @@ pub enum FailureMode {
 /// never forwarded, whatever the decision.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct ForwardHeaders {
     /// The principal's tenant.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -164,6 +165,7 @@ fn same_header(a: &str, b: &str) -> bool {
 /// in the bundle.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct EdgeOptions {
     /// What happens to a request no route matches (`deny`).
     #[serde(default)]
