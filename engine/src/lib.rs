@@ -53,6 +53,7 @@ mod cedar_glue;
 mod claims;
 mod crypto;
 mod decision;
+mod der;
 mod edge;
 mod engine;
 mod error;
