@@ -76,8 +76,8 @@ pub use bundle::{
 pub use claims::{Principal, PrincipalKind};
 #[cfg(feature = "rust-crypto")]
 pub use crypto::RustCryptoVerifier;
-pub use crypto::SignatureVerifier;
 pub use crypto::sha256;
+pub use crypto::SignatureVerifier;
 pub use decision::{
     AuditRecord, Decision, DecisionError, MAX_ECHOED_ACTION, MAX_ECHOED_RESOURCE, Outcome,
     PrincipalSummary, RequestSummary,
@@ -96,8 +96,9 @@ pub use error::{
 };
 pub use keys::{Algorithm, Curve, KeyMaterial, VerificationKey};
 pub use lifecycle::{
-    BundleEvent, BundleFetch, BundlePoll, FetchAnswer, FetchStage, IssuerKeyStatus, KeyEvent,
-    KeyFetch, KeySchedule, MAX_BUNDLE_DOCUMENT, MAX_KEY_DOCUMENT, RefreshPolicy,
+    BundleEvent, BundleFetch, BundlePoll, FetchAnswer, FetchStage, HttpTarget, IssuerKeyStatus,
+    KeyEvent, KeyFetch, KeySchedule, MAX_BUNDLE_DOCUMENT, MAX_KEY_DOCUMENT, RefreshPolicy,
+    SharedBundle, SharedKeys, SharedStore,
 };
 #[cfg(feature = "mint")]
 pub use mint::{DevIssuer, sign_bundle, sign_bytes, sign_with_pem};

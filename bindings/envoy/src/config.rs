@@ -3,8 +3,8 @@
 //! (`routes.json` in its directory); the request logic is the engine's [`Edge`].
 
 use portcullis_engine::{
-    Bundle, BundleTrust, CompiledBundle, Edge, EdgeOptions, Engine, EngineOptions, RefreshPolicy,
-    RustCryptoVerifier,
+    Bundle, BundleTrust, CompiledBundle, Edge, EdgeOptions, Engine, EngineOptions, HttpTarget,
+    RefreshPolicy, RustCryptoVerifier,
 };
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -66,7 +66,7 @@ pub enum BundleSource {
     /// The compiled bundle itself (the output of `portcullis bundle`).
     Inline(Box<CompiledBundle>),
     /// Fetched through an Envoy cluster and polled with `If-None-Match` (for example from the
-    /// decision service's `GET /v1/bundle`); see [`crate::shared`].
+    /// decision service's `GET /v1/bundle`); see [`portcullis_engine::SharedBundle`].
     Remote(RemoteBundle),
 }
 
@@ -146,48 +146,11 @@ pub struct KeysConfig {
 
 impl KeysConfig {
     /// The cluster serving `url`, if its origin is configured.
-    pub fn cluster_for(&self, url: &str) -> Option<(&str, Target)> {
-        let target = Target::parse(url)?;
+    pub fn cluster_for(&self, url: &str) -> Option<(&str, HttpTarget)> {
+        let target = HttpTarget::parse(url)?;
         self.clusters
             .get(&target.origin)
             .map(|cluster| (cluster.as_str(), target))
-    }
-}
-
-/// A URL split the way `dispatch_http_call` needs it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Target {
-    /// `scheme://authority`, lowercased.
-    pub origin: String,
-    /// The `:authority` header.
-    pub authority: String,
-    /// The `:path` header (path and query).
-    pub path: String,
-}
-
-impl Target {
-    /// Split an `http(s)://authority/path?query` URL; `None` for anything else.
-    pub fn parse(url: &str) -> Option<Self> {
-        let (scheme, rest) = url.split_once("://")?;
-        if scheme != "http" && scheme != "https" {
-            return None;
-        }
-        let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-        let (authority, tail) = rest.split_at(end);
-        if authority.is_empty() || authority.contains('@') {
-            return None;
-        }
-        let tail = tail.split('#').next().unwrap_or("");
-        let path = if tail.starts_with('/') {
-            tail.to_owned()
-        } else {
-            format!("/{tail}")
-        };
-        Some(Self {
-            origin: format!("{scheme}://{}", authority.to_ascii_lowercase()),
-            authority: authority.to_owned(),
-            path,
-        })
     }
 }
 
@@ -225,7 +188,7 @@ pub struct Plan {
     /// See [`FilterConfig::keys`].
     pub keys: Option<KeysConfig>,
     /// Where the bundle is fetched from, when it is not inline.
-    pub remote_bundle: Option<(RemoteBundle, Target)>,
+    pub remote_bundle: Option<(RemoteBundle, HttpTarget)>,
     /// The `authorization` header of each bundle poll (from [`RemoteBundle::token_env`]).
     pub bundle_authorization: Option<String>,
     /// See [`FilterConfig::crypto`].
@@ -367,8 +330,8 @@ impl Plan {
     }
 }
 
-fn validate_remote_bundle(remote: &RemoteBundle) -> Result<Target, ConfigError> {
-    let target = Target::parse(&remote.url).ok_or_else(|| {
+fn validate_remote_bundle(remote: &RemoteBundle) -> Result<HttpTarget, ConfigError> {
+    let target = HttpTarget::parse(&remote.url).ok_or_else(|| {
         ConfigError(format!(
             "`bundle.remote.url` `{}` is not an http(s) URL",
             remote.url
@@ -602,21 +565,5 @@ pub(crate) mod tests {
         let (plan, engine) = plan(json!({"bundle": {"inline": bundle}, })).unwrap();
         assert!(plan.remote_bundle.is_none());
         assert_eq!(engine.unwrap().revision(), bundle.revision);
-    }
-
-    #[test]
-    fn urls_split_into_origin_authority_and_path() {
-        let t = Target::parse("http://127.0.0.1:4000/.well-known/openid-configuration").unwrap();
-        assert_eq!(t.origin, "http://127.0.0.1:4000");
-        assert_eq!(t.authority, "127.0.0.1:4000");
-        assert_eq!(t.path, "/.well-known/openid-configuration");
-        let t = Target::parse("https://IdP.example?x=1#frag").unwrap();
-        assert_eq!(
-            (t.origin.as_str(), t.path.as_str()),
-            ("https://idp.example", "/?x=1")
-        );
-        for bad in ["ftp://a/b", "http:///x", "http://u@h/x", "nope"] {
-            assert_eq!(Target::parse(bad), None, "{bad}");
-        }
     }
 }

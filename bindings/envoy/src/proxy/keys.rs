@@ -1,77 +1,77 @@
-//! This VM's side of the remote issuers' keys: the engine's [`KeySchedule`] says what to
-//! fetch and when; this carries it out through Envoy clusters, one fetch for all workers
-//! (see [`crate::shared`]).
+//! This VM's side of the remote issuers' keys: the engine's [`SharedKeys`] says what to fetch
+//! and when, one fetch for all workers through Envoy's shared data; this carries it out
+//! through Envoy clusters.
 
-use super::{
-    get, log, now_ms, response_body, response_header, response_status, set_lease, take_lease,
-};
+use super::{SharedData, get, log, now_ms, response_body, response_header, response_status};
 use crate::config::KeysConfig;
-use crate::shared;
-use portcullis_engine::{Engine, FetchAnswer, KeyEvent, KeyFetch, KeySchedule, MAX_KEY_DOCUMENT};
-use proxy_wasm::hostcalls;
+use portcullis_engine::{
+    Engine, FetchAnswer, KeyEvent, KeyFetch, MAX_KEY_DOCUMENT, RefreshPolicy, SharedKeys,
+};
 use proxy_wasm::types::LogLevel;
-use std::collections::HashMap;
 use std::time::Duration;
 
 /// The keys this VM's engine holds and the fetches it has in flight.
-#[derive(Default)]
 pub(super) struct VmKeys {
-    schedule: KeySchedule,
-    /// CAS version of each issuer's shared entry the engine holds.
-    loaded: HashMap<String, u32>,
+    shared: SharedKeys,
     /// Fetches in flight, by `dispatch_http_call` token.
     in_flight: Vec<(u32, KeyFetch)>,
 }
 
+/// `engine`'s `set_issuer_keys`, as the schedule loads keys.
+fn load(engine: &Engine) -> impl FnMut(&str, &serde_json::Value) -> Result<usize, String> {
+    |issuer, jwks| {
+        engine
+            .set_issuer_keys(issuer, jwks)
+            .map_err(|e| e.info().message)
+    }
+}
+
+/// A fetch failed: the last good keys stay (every worker waits for the retry delay).
+fn log_failure(issuer: &str, why: &str) {
+    log(
+        LogLevel::Warn,
+        &format!(
+            "portcullis: fetching the keys of `{issuer}` failed ({why}); keeping the last good keys"
+        ),
+    );
+}
+
+impl Default for VmKeys {
+    fn default() -> Self {
+        Self::new(None)
+    }
+}
+
 impl VmKeys {
     pub(super) fn new(config: Option<&KeysConfig>) -> Self {
+        let (refresh, timeout_ms) =
+            config.map_or((RefreshPolicy::default(), 0), |c| (c.refresh, c.timeout_ms));
         Self {
-            schedule: KeySchedule::new(config.map(|c| c.refresh).unwrap_or_default()),
-            ..Self::default()
+            shared: SharedKeys::new(refresh, timeout_ms),
+            in_flight: Vec::new(),
         }
     }
 
     /// Follow the remote issuers of a new engine; the next [`VmKeys::sync`] loads every
     /// issuer's shared keys into it.
     pub(super) fn follow(&mut self, engine: &Engine) {
-        self.schedule.follow(engine.bundle().remote_issuers());
-        self.loaded.clear();
+        self.shared.follow(engine.bundle().remote_issuers());
     }
 
     /// How many remote issuers there are.
     pub(super) fn issuers(&self) -> usize {
-        self.schedule.status().len()
+        self.shared.schedule().status().len()
     }
 
     /// Load keys other workers fetched into this VM's engine. Whether anything changed.
     pub(super) fn sync(&mut self, engine: &Engine) -> bool {
         let mut changed = false;
-        for status in self.schedule.status() {
-            let issuer = status.issuer;
-            let Ok((Some(entry), Some(cas))) =
-                hostcalls::get_shared_data(&shared::keys_key(&issuer))
-            else {
-                continue;
-            };
-            if self.loaded.get(&issuer) == Some(&cas) {
-                continue;
-            }
-            self.loaded.insert(issuer.clone(), cas);
-            let Some(keys) = shared::decode_keys(&entry) else {
-                continue;
-            };
-            match engine.set_issuer_keys(&issuer, &keys.jwks) {
-                Ok(_) => {
-                    self.schedule
-                        .loaded_elsewhere(&issuer, keys.loaded_at, keys.fresh_until);
-                    changed = true;
-                }
-                Err(e) => log(
+        for (issuer, loaded) in self.shared.sync(&SharedData, load(engine)) {
+            match loaded {
+                Ok(_) => changed = true,
+                Err(why) => log(
                     LogLevel::Warn,
-                    &format!(
-                        "portcullis: shared keys of `{issuer}` refused: {}",
-                        e.info().message
-                    ),
+                    &format!("portcullis: shared keys of `{issuer}` refused: {why}"),
                 ),
             }
         }
@@ -80,21 +80,13 @@ impl VmKeys {
 
     /// A decision lacked `issuer`'s keys: bring its fetch forward (the cooldown applies).
     pub(super) fn wanted(&mut self, issuer: &str) {
-        self.schedule.wanted(issuer, now_ms());
+        self.shared.wanted(issuer, now_ms());
     }
 
-    /// Start the fetches that are due, each under its lease.
+    /// Start the fetches that are due (and whose lease this VM took).
     pub(super) fn start(&mut self, config: &KeysConfig, now: i64) {
-        for fetch in self.schedule.due(now) {
-            let lease = shared::keys_lease(&fetch.issuer);
-            match take_lease(
-                &lease,
-                now,
-                now.saturating_add(shared::lease_ms(config.timeout_ms)),
-            ) {
-                Ok(()) => self.dispatch(config, fetch, now),
-                Err(held_until) => self.schedule.postpone(&fetch, held_until),
-            }
+        for fetch in self.shared.due(&SharedData, now) {
+            self.dispatch(config, fetch, now);
         }
     }
 
@@ -107,27 +99,14 @@ impl VmKeys {
             Some(token) => self.in_flight.push((token, fetch)),
             None => {
                 let why = "no cluster in `keys.clusters` for its origin, or the call could not be dispatched";
-                self.fetch_failed(config, &fetch, why, now);
+                self.failed(&fetch, why, now);
             }
         }
     }
 
-    /// `fetch` could not be performed: the schedule retries it, and every worker waits.
-    fn fetch_failed(&mut self, config: &KeysConfig, fetch: &KeyFetch, why: &str, now: i64) {
-        self.schedule.failed(fetch, why, now);
-        self.failed(config, &fetch.issuer, why, now);
-    }
-
-    /// Log a failure and hold every worker off for the retry delay; the last good keys stay.
-    fn failed(&self, config: &KeysConfig, issuer: &str, why: &str, now: i64) {
-        log(
-            LogLevel::Warn,
-            &format!(
-                "portcullis: fetching the keys of `{issuer}` failed ({why}); keeping the last good keys"
-            ),
-        );
-        let retry = i64::try_from(config.refresh.retry).unwrap_or(i64::MAX);
-        set_lease(&shared::keys_lease(issuer), now.saturating_add(retry));
+    fn failed(&mut self, fetch: &KeyFetch, why: &str, now: i64) {
+        self.shared.failed(&SharedData, fetch, why, now);
+        log_failure(&fetch.issuer, why);
     }
 
     /// Handle the answer to `token`, if it is one of this VM's key fetches (whether it was).
@@ -144,45 +123,28 @@ impl VmKeys {
         let (_, fetch) = self.in_flight.swap_remove(index);
         let now = now_ms();
         if body_size > MAX_KEY_DOCUMENT {
-            self.fetch_failed(config, &fetch, "the document is larger than 1 MiB", now);
+            self.failed(&fetch, "the document is larger than 1 MiB", now);
             return true;
         }
-        let status = response_status();
         let cache_control =
             response_header("cache-control").and_then(|v| String::from_utf8(v).ok());
         let body = response_body(body_size);
         let answer = FetchAnswer {
-            status,
+            status: response_status(),
             cache_control: cache_control.as_deref(),
             body: &body,
         };
-        let load = |issuer: &str, jwks: &serde_json::Value| {
-            engine
-                .set_issuer_keys(issuer, jwks)
-                .map_err(|e| e.info().message)
-        };
-        match self.schedule.answer(&fetch, answer, now, load) {
+        match self
+            .shared
+            .answer(&SharedData, &fetch, answer, now, load(engine))
+        {
             None => {}
             Some(KeyEvent::Fetch(next)) => self.dispatch(config, next, now),
-            Some(KeyEvent::Keys {
-                issuer,
-                keys,
-                fresh_until,
-            }) => {
-                let key = shared::keys_key(&issuer);
-                let entry = shared::encode_keys(now, fresh_until, &body);
-                if hostcalls::set_shared_data(&key, Some(&entry), None).is_ok()
-                    && let Ok((_, Some(cas))) = hostcalls::get_shared_data(&key)
-                {
-                    self.loaded.insert(issuer.clone(), cas);
-                }
-                set_lease(&shared::keys_lease(&issuer), 0);
-                log(
-                    LogLevel::Info,
-                    &format!("portcullis: loaded {keys} keys of `{issuer}`"),
-                );
-            }
-            Some(KeyEvent::Failed { issuer, reason }) => self.failed(config, &issuer, &reason, now),
+            Some(KeyEvent::Keys { issuer, keys, .. }) => log(
+                LogLevel::Info,
+                &format!("portcullis: loaded {keys} keys of `{issuer}`"),
+            ),
+            Some(KeyEvent::Failed { issuer, reason }) => log_failure(&issuer, &reason),
         }
         true
     }

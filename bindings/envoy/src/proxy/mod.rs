@@ -10,11 +10,13 @@ mod bundle;
 mod keys;
 mod verifier;
 
-use crate::config::{LogLevel, Plan, Target};
+use crate::config::{LogLevel, Plan};
 use crate::gate::{self, Counter};
 use bundle::{Polled, VmBundle};
 use keys::VmKeys;
-use portcullis_engine::{EdgeAction, Engine, ForwardHeaders, Headers, Lookup};
+use portcullis_engine::{
+    EdgeAction, Engine, ForwardHeaders, HeaderPairs, Headers, HttpTarget, Lookup, SharedStore,
+};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, MapType, MetricType};
@@ -63,14 +65,7 @@ impl RequestHeaders {
     /// Unreadable headers read as none: no token, so nothing is allowed.
     fn read(forward: &ForwardHeaders) -> Self {
         let mut pairs = hostcalls::get_map_bytes(MapType::HttpRequestHeaders).unwrap_or_default();
-        let mut spoofed = Vec::new();
-        pairs.retain(|(name, _)| {
-            let identity = forward.is_identity(name);
-            if identity && !spoofed.contains(name) {
-                spoofed.push(name.clone());
-            }
-            !identity
-        });
+        let spoofed = forward.strip(&mut pairs);
         Self { pairs, spoofed }
     }
 
@@ -89,12 +84,7 @@ impl RequestHeaders {
 
 impl Headers for RequestHeaders {
     fn get(&self, name: &str) -> Lookup<'_> {
-        let mut found = self.pairs.iter().filter(|(n, _)| n == name);
-        match (found.next(), found.next()) {
-            (None, _) => Lookup::Absent,
-            (Some((_, value)), None) => Lookup::One(value),
-            (Some(_), Some(_)) => Lookup::Repeated,
-        }
+        HeaderPairs(&self.pairs).lookup(name)
     }
 }
 
@@ -133,28 +123,23 @@ struct Root {
     bundle: Option<VmBundle>,
 }
 
-/// Try to take the lease at shared-data `key` until `until`; when another worker holds it,
-/// until when.
-fn take_lease(key: &str, now: i64, until: i64) -> Result<(), i64> {
-    let Ok((current, cas)) = hostcalls::get_shared_data(key) else {
-        return Err(now.saturating_add(1000));
-    };
-    let held_until = crate::shared::decode_lease(current.as_deref());
-    if held_until > now {
-        return Err(held_until);
-    }
-    hostcalls::set_shared_data(key, Some(until.to_string().as_bytes()), cas)
-        .map_err(|_| now.saturating_add(1000))
-}
+/// Envoy's shared data, which the VMs of every worker see.
+struct SharedData;
 
-fn set_lease(key: &str, until: i64) {
-    let _ = hostcalls::set_shared_data(key, Some(until.to_string().as_bytes()), None);
+impl SharedStore for SharedData {
+    fn get(&self, key: &str) -> Option<(Option<Vec<u8>>, Option<u32>)> {
+        hostcalls::get_shared_data(key).ok()
+    }
+
+    fn set(&self, key: &str, value: &[u8], version: Option<u32>) -> bool {
+        hostcalls::set_shared_data(key, Some(value), version).is_ok()
+    }
 }
 
 /// `GET target` through `cluster`, with `If-None-Match` when an ETag is given.
 fn get(
     cluster: &str,
-    target: &Target,
+    target: &HttpTarget,
     etag: Option<&str>,
     authorization: Option<&str>,
     timeout: Duration,
@@ -219,10 +204,7 @@ impl Root {
 
     /// Build the bundle another worker fetched, when there is a new one.
     fn sync_bundle(&mut self, plan: &Plan) {
-        let (Some(bundle), Some((remote, _))) = (&mut self.bundle, &plan.remote_bundle) else {
-            return;
-        };
-        if let Some(engine) = bundle.sync(plan, remote) {
+        if let Some(engine) = self.bundle.as_mut().and_then(|bundle| bundle.sync(plan)) {
             self.install(engine, "shared by another worker");
         }
     }
