@@ -77,7 +77,7 @@ pub use claims::{Principal, PrincipalKind};
 #[cfg(feature = "rust-crypto")]
 pub use crypto::RustCryptoVerifier;
 pub use crypto::sha256;
-pub use crypto::SignatureVerifier;
+pub use crypto::{SignatureBudget, SignatureVerifier};
 pub use decision::{
     AuditRecord, Decision, DecisionError, MAX_ECHOED_ACTION, MAX_ECHOED_RESOURCE, Outcome,
     PrincipalSummary, RequestSummary,

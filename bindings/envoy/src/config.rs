@@ -4,7 +4,7 @@
 
 use portcullis_engine::{
     Bundle, BundleTrust, CompiledBundle, Edge, EdgeOptions, Engine, EngineOptions, HttpTarget,
-    RefreshPolicy, RustCryptoVerifier,
+    RefreshPolicy, RustCryptoVerifier, SignatureBudget,
 };
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -37,7 +37,7 @@ pub struct FilterConfig {
     pub crypto: Crypto,
     /// Signatures a worker may check in Wasm per second (`PS*`, `EdDSA`, and what Envoy's
     /// `verify_signature` cannot check); past it a new token is answered 503 until the next
-    /// second (default 200; `0`: unlimited). See [`crate::crypto::WasmBudget`].
+    /// second (default 200; `0`: unlimited). See [`SignatureBudget`].
     #[serde(default = "default_wasm_budget")]
     pub wasm_signatures_per_second: u32,
     /// Public keys (a JWK set) bundles must be signed with. When set, a bundle, inline or
@@ -196,7 +196,7 @@ pub struct Plan {
     /// See [`FilterConfig::bundle_keys`].
     pub bundle_trust: Option<BundleTrust>,
     /// See [`FilterConfig::wasm_signatures_per_second`]; shared by every engine of the VM.
-    pub wasm_budget: Arc<crate::crypto::WasmBudget>,
+    pub wasm_budget: Arc<SignatureBudget>,
 }
 
 impl Plan {
@@ -267,7 +267,7 @@ impl Plan {
             bundle_authorization,
             crypto,
             bundle_trust,
-            wasm_budget: Arc::new(crate::crypto::WasmBudget::new(wasm_signatures_per_second)),
+            wasm_budget: Arc::new(SignatureBudget::new(wasm_signatures_per_second)),
         };
         let engine = inline
             .map(|compiled| plan.engine(*compiled, options(&plan)))

@@ -11,48 +11,6 @@
 //! them in Envoy's protobuf messages.
 
 use portcullis_engine::{Algorithm, Curve, KeyMaterial};
-use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
-
-/// How many signatures a worker checks in Wasm per second: `PS*` and `EdDSA`, which Envoy's
-/// BoringSSL function cannot check, cost a worker about a millisecond each in Wasm, and a flood
-/// of distinct forged tokens (each passes every cheap check: a public issuer, audience and
-/// `kid`) would otherwise take the worker's whole CPU. Past the budget a check fails as a
-/// provider failure — the request is answered 503 with `Retry-After`, never allowed — until the
-/// next second. Tokens already verified are cached and never checked again, so the budget is
-/// spent only by new tokens.
-#[derive(Debug)]
-pub struct WasmBudget {
-    per_second: u32,
-    // A VM is single-threaded; atomics only because verifiers must be `Sync`.
-    second: AtomicI64,
-    spent: AtomicU32,
-}
-
-impl WasmBudget {
-    /// A budget of `per_second` checks (`0`: unlimited).
-    pub fn new(per_second: u32) -> Self {
-        Self {
-            per_second,
-            second: AtomicI64::new(i64::MIN),
-            spent: AtomicU32::new(0),
-        }
-    }
-
-    /// Whether one more check may run in second `now`.
-    pub fn take(&self, now: i64) -> bool {
-        if self.per_second == 0 {
-            return true;
-        }
-        if self.second.swap(now, Ordering::Relaxed) != now {
-            self.spent.store(0, Ordering::Relaxed);
-        }
-        self.spent
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |spent| {
-                (spent < self.per_second).then_some(spent + 1)
-            })
-            .is_ok()
-    }
-}
 
 /// What to do with one signature check.
 #[derive(Debug, PartialEq, Eq)]
@@ -153,16 +111,6 @@ fn field(out: &mut Vec<u8>, number: u8, value: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_wasm_budget_refills_every_second() {
-        let budget = WasmBudget::new(2);
-        assert!(budget.take(10) && budget.take(10));
-        assert!(!budget.take(10), "spent");
-        assert!(budget.take(11), "a new second");
-        let unlimited = WasmBudget::new(0);
-        assert!((0..10_000).all(|_| unlimited.take(5)));
-    }
 
     #[test]
     fn algorithms_envoy_cannot_check_stay_in_wasm_and_misfits_are_invalid() {
