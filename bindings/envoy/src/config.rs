@@ -96,20 +96,12 @@ pub struct RemoteBundle {
 }
 
 /// Decision-log settings.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
     /// Envoy log level of the per-request decision line.
     #[serde(default)]
     pub level: LogLevel,
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        Self {
-            level: LogLevel::Info,
-        }
-    }
 }
 
 /// A log level.
@@ -468,41 +460,6 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn forward_names_the_identity_headers_and_an_empty_object_none() {
-        let remote =
-            json!({"remote": {"url": "http://127.0.0.1:8181/v1/bundle", "cluster": "policy"}});
-        let names = |forward: Option<serde_json::Value>| {
-            let mut config = json!({"bundle": remote});
-            if let Some(forward) = forward {
-                config["edge"] = json!({ "forward": forward });
-            }
-            let (plan, _) = plan(config).unwrap();
-            plan.edge
-                .options()
-                .forward
-                .names()
-                .map(str::to_owned)
-                .collect::<Vec<_>>()
-        };
-        assert_eq!(
-            names(None),
-            [
-                "x-portcullis-tenant",
-                "x-portcullis-subject",
-                "x-portcullis-roles",
-                "x-portcullis-decision-id"
-            ]
-        );
-        assert!(names(Some(json!({}))).is_empty());
-        assert_eq!(names(Some(json!({"subject": "x-user"}))), ["x-user"]);
-        // Envoy's header names are lowercase, and the filter compares them as they are.
-        let err = plan(json!({"bundle": remote, "edge": {"forward": {"tenant": "X-Tenant"}}}))
-            .err()
-            .unwrap();
-        assert!(err.0.contains("invalid header name `X-Tenant`"), "{err}");
-    }
-
-    #[test]
     fn key_refresh_is_the_engines_policy_in_seconds() {
         let remote =
             json!({"remote": {"url": "http://127.0.0.1:8181/v1/bundle", "cluster": "policy"}});
@@ -557,6 +514,14 @@ pub(crate) mod tests {
             .err()
             .unwrap();
         assert!(err.0.contains("`bundle_keys`"), "{err}");
+    }
+
+    #[test]
+    fn edge_options_that_cannot_work_are_refused() {
+        let config = json!({"bundle": {"inline": compiled(None)},
+                            "edge": {"forward": {"tenant": "X-Tenant"}}});
+        let err = plan(config).err().unwrap();
+        assert!(err.0.starts_with("`edge`: invalid header name"), "{err}");
     }
 
     #[test]

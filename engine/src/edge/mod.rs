@@ -932,6 +932,27 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn forward_names_the_identity_headers_and_an_empty_object_none() {
+        let names = |json: &str| {
+            let options: EdgeOptions = serde_json::from_str(json).unwrap();
+            let edge = Edge::new(options).unwrap();
+            let names: Vec<String> = edge.options().forward.names().map(str::to_owned).collect();
+            names
+        };
+        assert_eq!(
+            names("{}"),
+            [
+                "x-portcullis-tenant",
+                "x-portcullis-subject",
+                "x-portcullis-roles",
+                "x-portcullis-decision-id"
+            ]
+        );
+        assert!(names(r#"{"forward": {}}"#).is_empty());
+        assert_eq!(names(r#"{"forward": {"subject": "x-user"}}"#), ["x-user"]);
+    }
+
+    #[test]
     fn header_values_keep_every_role_apart() {
         assert_eq!(header_value("FinanceAnalyst", true), "FinanceAnalyst");
         assert_eq!(header_value("a,b", true), "a%2Cb");
@@ -944,7 +965,9 @@ pub(crate) mod tests {
     fn options_that_cannot_work_are_refused() {
         let mut options = EdgeOptions::default();
         options.forward.tenant = Some("X-Tenant".into());
-        assert!(Edge::new(options).unwrap_err().0.contains("X-Tenant"));
+        // Envoy's header names are lowercase, and edges compare them as they are.
+        let err = Edge::new(options).unwrap_err().0;
+        assert!(err.contains("invalid header name `X-Tenant`"), "{err}");
         let options = EdgeOptions {
             realm: "a\"b".into(),
             ..EdgeOptions::default()

@@ -88,23 +88,18 @@ impl Headers for RequestHeaders {
     }
 }
 
-/// Metric ids, in [`Counter::ALL`] order.
+/// Metric ids, by [`Counter`] (none where Envoy refused to define one).
 #[derive(Default)]
-struct Metrics(Vec<u32>);
+struct Metrics(Vec<Option<u32>>);
 
 impl Metrics {
     fn define() -> Self {
-        Self(
-            Counter::ALL
-                .iter()
-                .filter_map(|c| hostcalls::define_metric(MetricType::Counter, c.name()).ok())
-                .collect(),
-        )
+        let define = |name| hostcalls::define_metric(MetricType::Counter, name).ok();
+        Self(Counter::NAMES.into_iter().map(define).collect())
     }
 
     fn increment(&self, counter: Counter) {
-        let index = Counter::ALL.iter().position(|c| *c == counter);
-        if let Some(id) = index.and_then(|i| self.0.get(i)) {
+        if let Some(Some(id)) = self.0.get(counter as usize) {
             let _ = hostcalls::increment_metric(*id, 1);
         }
     }
