@@ -96,9 +96,10 @@ pub use error::{
 };
 pub use keys::{Algorithm, Curve, KeyMaterial, VerificationKey};
 pub use lifecycle::{
-    BundleEvent, BundleFetch, BundlePoll, FetchAnswer, FetchStage, HttpTarget, IssuerKeyStatus,
-    KeyEvent, KeyFetch, KeySchedule, MAX_BUNDLE_DOCUMENT, MAX_KEY_DOCUMENT, RefreshPolicy,
-    SharedBundle, SharedKeys, SharedStore,
+    BundleEvent, BundleFetch, BundleOrigin, BundlePoll, FetchAnswer, FetchStage, HttpTarget,
+    IssuerKeyStatus, KeyEvent, KeyFetch, KeySchedule, MAX_BUNDLE_DOCUMENT, MAX_KEY_DOCUMENT,
+    RefreshPolicy, SharedBundle, SharedKeys, SharedStore, Upkeep, UpkeepAnswer, UpkeepEvent,
+    UpkeepFetch,
 };
 #[cfg(feature = "mint")]
 pub use mint::{DevIssuer, sign_bundle, sign_bytes, sign_with_pem};

@@ -66,7 +66,7 @@ pub enum BundleSource {
     /// The compiled bundle itself (the output of `portcullis bundle`).
     Inline(Box<CompiledBundle>),
     /// Fetched through an Envoy cluster and polled with `If-None-Match` (for example from the
-    /// decision service's `GET /v1/bundle`); see [`portcullis_engine::SharedBundle`].
+    /// decision service's `GET /v1/bundle`); see [`portcullis_engine::Upkeep`].
     Remote(RemoteBundle),
 }
 

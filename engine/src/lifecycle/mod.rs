@@ -20,7 +20,8 @@
 //! - a bundle is polled with `If-None-Match`; a new one is a candidate the host loads (and
 //!   checks the signature of) with the engine, then reports accepted or refused;
 //! - where workers each hold an engine but share a store ([`SharedStore`]: Envoy's shared
-//!   data), one of them fetches for all ([`SharedKeys`], [`SharedBundle`]).
+//!   data), one of them fetches for all ([`SharedKeys`], [`SharedBundle`]); an [`Upkeep`] holds
+//!   a worker's engine and both, so that the host only performs GETs and logs what happened.
 //!
 //! Times are unix milliseconds, passed in by the host: the engine reads no clock.
 
@@ -28,6 +29,7 @@ mod bundle;
 mod keys;
 mod shared;
 mod target;
+mod upkeep;
 
 pub use bundle::{BundleEvent, BundleFetch, BundlePoll, MAX_BUNDLE_DOCUMENT};
 pub use keys::{
@@ -36,6 +38,7 @@ pub use keys::{
 };
 pub use shared::{SharedBundle, SharedKeys, SharedStore};
 pub use target::HttpTarget;
+pub use upkeep::{BundleOrigin, Upkeep, UpkeepAnswer, UpkeepEvent, UpkeepFetch};
 
 use crate::bundle::acceptable_key_url;
 

@@ -1,18 +1,4 @@
-//! Workers that share one fetch. A host whose workers each hold their own engine (Envoy: one VM
-//! per worker thread) fetches keys and bundles once for all of them, through a store they all
-//! see ([`SharedStore`]; Envoy's shared data: byte entries, each with a version for
-//! compare-and-swap). Each worker keeps its own [`KeySchedule`] in a [`SharedKeys`] and its
-//! own [`BundlePoll`] in a [`SharedBundle`], which keep these entries:
-//!
-//! - `portcullis/keys/<issuer>`: the last good JWK set, `<loaded at> <fresh until>\n<jwks>`
-//!   (unix ms). Every worker loads it into its engine when its version changes, and its
-//!   schedule learns that nothing is due before `fresh until`.
-//! - `portcullis/bundle/<url>`: the last accepted bundle, `<etag>\n<compiled bundle>`, which
-//!   every worker builds into a new engine when its version changes.
-//! - `portcullis/lease/<issuer>` and `portcullis/bundle-lease/<url>`: `<unix ms>` until which
-//!   one worker owns the fetch. A worker takes a lease with a compare-and-swap before fetching,
-//!   so one fetch is in flight for all workers; the others postpone theirs to the lease's end.
-//!   After a failure the lease is extended by the retry delay, which backs every worker off.
+//! Workers that share one fetch, through a store they all see (see [`SharedStore`]).
 
 use super::{BundleEvent, BundleFetch, BundlePoll, FetchAnswer, KeyEvent, KeyFetch, KeySchedule};
 use super::{RefreshPolicy, ms};
@@ -20,7 +6,22 @@ use crate::bundle::KeyUrl;
 use serde_json::Value;
 use std::collections::BTreeMap;
 
-/// The store every worker sees (Envoy's shared data).
+/// The store every worker sees, for workers that share one fetch. A host whose workers each
+/// hold their own engine (Envoy: one VM per worker thread) fetches keys and bundles once for all
+/// of them, through a store of byte entries, each with a version for compare-and-swap (Envoy's
+/// shared data). Each worker keeps its own [`KeySchedule`] in a [`SharedKeys`] and its own
+/// [`BundlePoll`] in a [`SharedBundle`] (both in an [`Upkeep`](super::Upkeep)), which keep
+/// these entries:
+///
+/// - `portcullis/keys/<issuer>`: the last good JWK set, `<loaded at> <fresh until>\n<jwks>`
+///   (unix ms). Every worker loads it into its engine when its version changes, and its
+///   schedule learns that nothing is due before `fresh until`.
+/// - `portcullis/bundle/<url>`: the last accepted bundle, `<etag>\n<compiled bundle>`, which
+///   every worker builds into a new engine when its version changes.
+/// - `portcullis/lease/<issuer>` and `portcullis/bundle-lease/<url>`: `<unix ms>` until which
+///   one worker owns the fetch. A worker takes a lease with a compare-and-swap before fetching,
+///   so one fetch is in flight for all workers; the others postpone theirs to the lease's end.
+///   After a failure the lease is extended by the retry delay, which backs every worker off.
 pub trait SharedStore {
     /// The entry at `key` (`None` when there is none) and its version; `None` when the store
     /// cannot be read.
@@ -117,13 +118,20 @@ fn decode_bundle(entry: &[u8]) -> Option<(Option<&str>, &[u8])> {
 }
 
 /// One worker's [`KeySchedule`], its fetches shared with every other worker through a
-/// [`SharedStore`] (see the [module docs](self)).
+/// [`SharedStore`].
 #[derive(Clone, Debug)]
 pub struct SharedKeys {
     schedule: KeySchedule,
     lease: i64,
     /// The version of each issuer's entry this worker's engine holds.
     loaded: BTreeMap<String, u32>,
+}
+
+impl Default for SharedKeys {
+    /// No issuers yet, the default policy, GETs without a timeout of their own.
+    fn default() -> Self {
+        Self::new(RefreshPolicy::default(), 0)
+    }
 }
 
 impl SharedKeys {
@@ -250,7 +258,7 @@ fn keys_lease(issuer: &str) -> String {
 }
 
 /// One worker's [`BundlePoll`], its polls shared with every other worker through a
-/// [`SharedStore`] (see the [module docs](self)).
+/// [`SharedStore`].
 #[derive(Clone, Debug)]
 pub struct SharedBundle {
     poll: BundlePoll,
@@ -275,6 +283,11 @@ impl SharedBundle {
     /// The poll.
     pub fn poll(&self) -> &BundlePoll {
         &self.poll
+    }
+
+    /// The retry delay, milliseconds.
+    pub fn retry_ms(&self) -> i64 {
+        self.retry
     }
 
     fn bundle_key(&self) -> String {
@@ -393,7 +406,7 @@ impl SharedBundle {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::lifecycle::FetchStage;
     use serde_json::json;
@@ -401,7 +414,7 @@ mod tests {
 
     /// Entries and their versions, as Envoy keeps them: every write bumps the version.
     #[derive(Default)]
-    struct Store(RefCell<BTreeMap<String, (Vec<u8>, u32)>>);
+    pub(in crate::lifecycle) struct Store(RefCell<BTreeMap<String, (Vec<u8>, u32)>>);
 
     impl SharedStore for Store {
         fn get(&self, key: &str) -> Option<(Option<Vec<u8>>, Option<u32>)> {
@@ -424,7 +437,7 @@ mod tests {
     }
 
     impl Store {
-        fn text(&self, key: &str) -> Option<String> {
+        pub(in crate::lifecycle) fn text(&self, key: &str) -> Option<String> {
             let entries = self.0.borrow();
             Some(String::from_utf8_lossy(&entries.get(key)?.0).into_owned())
         }
