@@ -563,7 +563,7 @@ mod tests {
     }
 
     #[test]
-    fn key_documents_lead_on_fail_and_are_bounded() {
+    fn discovery_leads_to_the_jwk_set_and_oversized_documents_are_not_read() {
         let store = Store::default();
         let mut a = keys_worker();
         let discovery =
