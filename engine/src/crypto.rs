@@ -9,6 +9,7 @@
 //! [`crate::Engine::finish_token`] instead, which split verification around the signature.
 
 use crate::keys::{Algorithm, VerificationKey};
+use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
 
 /// Checks one signature. Implementations must be constant-time where it matters (HMAC) and
 /// must return `Ok(false)`, not an error, for a signature that simply does not verify.
@@ -61,5 +62,63 @@ impl SignatureVerifier for RustCryptoVerifier {
         let verifier = (provider.verifier_factory)(&alg.to_jsonwebtoken(), key.decoding_key())
             .map_err(|e| e.to_string())?;
         Ok(verifier.verify(message, &signature.to_vec()).is_ok())
+    }
+}
+
+/// A budget of signature checks per second, for a host whose verifier has a costly path: the
+/// Envoy filter checks `PS*` and `EdDSA` (which Envoy's BoringSSL function cannot) in Wasm, at
+/// about a millisecond each, and a flood of distinct forged tokens (each passes every cheap
+/// check: a public issuer, audience and `kid`) would otherwise take a worker's whole CPU. Past
+/// the budget the host's verifier fails the check as a provider failure — a 503 with
+/// `Retry-After` at an edge, never an allow — until the next second. Tokens already verified are
+/// cached and never checked again, so only new tokens spend it. `now` (unix seconds) is the
+/// host's: the engine reads no clock.
+#[derive(Debug)]
+pub struct SignatureBudget {
+    per_second: u32,
+    // Atomics because verifiers are `Sync`; under contention the count is approximate (a few
+    // checks over), which a guard against floods can afford.
+    second: AtomicI64,
+    spent: AtomicU32,
+}
+
+impl SignatureBudget {
+    /// A budget of `per_second` checks (`0`: unlimited).
+    pub fn new(per_second: u32) -> Self {
+        Self {
+            per_second,
+            second: AtomicI64::new(i64::MIN),
+            spent: AtomicU32::new(0),
+        }
+    }
+
+    /// Whether one more check may run in second `now`.
+    pub fn take(&self, now: i64) -> bool {
+        if self.per_second == 0 {
+            return true;
+        }
+        if self.second.swap(now, Ordering::Relaxed) != now {
+            self.spent.store(0, Ordering::Relaxed);
+        }
+        self.spent
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |spent| {
+                (spent < self.per_second).then_some(spent + 1)
+            })
+            .is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_budget_refills_every_second() {
+        let budget = SignatureBudget::new(2);
+        assert!(budget.take(10) && budget.take(10));
+        assert!(!budget.take(10), "spent");
+        assert!(budget.take(11), "a new second");
+        let unlimited = SignatureBudget::new(0);
+        assert!((0..10_000).all(|_| unlimited.take(5)));
     }
 }

@@ -4,6 +4,7 @@
 //! issuer it was configured for. JWKs carrying private material are refused: a public key set
 //! that contains `d` is a leaked private key, not something to verify with.
 
+use crate::der;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Deserialize;
@@ -127,6 +128,20 @@ impl fmt::Display for Algorithm {
     }
 }
 
+impl Algorithm {
+    /// An ECDSA signature as JOSE writes it (`r || s`, each the curve's size, RFC 7518 §3.4)
+    /// re-encoded as the DER `SEQUENCE { r, s }` that X.509 crypto libraries verify
+    /// (BoringSSL, OpenSSL); `None` for an algorithm other than `ES256` and `ES384`, or a
+    /// signature of the wrong size (which cannot verify).
+    pub fn ecdsa_signature_der(self, signature: &[u8]) -> Option<Vec<u8>> {
+        match self {
+            Self::ES256 => der::ecdsa_signature(signature, 32),
+            Self::ES384 => der::ecdsa_signature(signature, 48),
+            _ => None,
+        }
+    }
+}
+
 /// An elliptic curve of an EC or OKP key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Curve {
@@ -177,6 +192,33 @@ impl fmt::Debug for KeyMaterial {
             Self::Ec { curve, .. } => write!(f, "Ec({curve:?})"),
             Self::Ed25519 { .. } => f.write_str("Ed25519"),
             Self::Hmac { .. } => f.write_str("Hmac([redacted])"),
+        }
+    }
+}
+
+impl KeyMaterial {
+    /// The public key as DER `SubjectPublicKeyInfo` (RFC 5280), the form X.509 crypto
+    /// libraries take (BoringSSL, OpenSSL, WebCrypto's `spki` import); `None` for an HMAC
+    /// secret, or an EC key whose curve or coordinates do not fit together.
+    pub fn spki_der(&self) -> Option<Vec<u8>> {
+        match self {
+            Self::Rsa { n, e } => Some(der::rsa_spki(n, e)),
+            Self::Ec {
+                curve: Curve::P256,
+                x,
+                y,
+            } => der::ec_spki(false, x, y),
+            Self::Ec {
+                curve: Curve::P384,
+                x,
+                y,
+            } => der::ec_spki(true, x, y),
+            Self::Ed25519 { x } => Some(der::ed25519_spki(x)),
+            Self::Ec {
+                curve: Curve::Ed25519,
+                ..
+            }
+            | Self::Hmac { .. } => None,
         }
     }
 }
@@ -588,6 +630,45 @@ mod tests {
                 .unwrap_err()
                 .contains("two keys")
         );
+    }
+
+    #[test]
+    fn keys_and_ecdsa_signatures_in_the_forms_x509_libraries_take() {
+        let ec = |curve, len| KeyMaterial::Ec {
+            curve,
+            x: vec![1; len],
+            y: vec![2; len],
+        };
+        // Lengths of the SubjectPublicKeyInfo of each key type (its prefix is tested in `der`).
+        let rsa = KeyMaterial::Rsa {
+            n: vec![0xc5; 256],
+            e: vec![1, 0, 1],
+        };
+        assert_eq!(rsa.spki_der().map(|d| d.len()), Some(294));
+        assert_eq!(ec(Curve::P256, 32).spki_der().map(|d| d.len()), Some(91));
+        assert_eq!(ec(Curve::P384, 48).spki_der().map(|d| d.len()), Some(120));
+        let ed = KeyMaterial::Ed25519 { x: vec![0; 32] };
+        assert_eq!(ed.spki_der().map(|d| d.len()), Some(44));
+        assert_eq!(ec(Curve::P256, 48).spki_der(), None, "coordinates too long");
+        assert_eq!(ec(Curve::Ed25519, 32).spki_der(), None);
+        assert_eq!(
+            KeyMaterial::Hmac {
+                secret: vec![7; 32]
+            }
+            .spki_der(),
+            None
+        );
+
+        let der = Algorithm::ES256.ecdsa_signature_der(&[0x80; 64]).unwrap();
+        assert_eq!(&der[..5], &[0x30, 0x46, 0x02, 0x21, 0x00]);
+        assert_eq!(
+            Algorithm::ES384
+                .ecdsa_signature_der(&[1; 96])
+                .map(|d| d.len()),
+            Some(102)
+        );
+        assert_eq!(Algorithm::ES384.ecdsa_signature_der(&[1; 64]), None);
+        assert_eq!(Algorithm::RS256.ecdsa_signature_der(&[1; 64]), None);
     }
 
     #[test]

@@ -53,6 +53,7 @@ mod cedar_glue;
 mod claims;
 mod crypto;
 mod decision;
+mod der;
 mod edge;
 mod engine;
 mod error;
@@ -75,8 +76,8 @@ pub use bundle::{
 pub use claims::{Principal, PrincipalKind};
 #[cfg(feature = "rust-crypto")]
 pub use crypto::RustCryptoVerifier;
-pub use crypto::SignatureVerifier;
 pub use crypto::sha256;
+pub use crypto::{SignatureBudget, SignatureVerifier};
 pub use decision::{
     AuditRecord, Decision, DecisionError, MAX_ECHOED_ACTION, MAX_ECHOED_RESOURCE, Outcome,
     PrincipalSummary, RequestSummary,
@@ -95,8 +96,10 @@ pub use error::{
 };
 pub use keys::{Algorithm, Curve, KeyMaterial, VerificationKey};
 pub use lifecycle::{
-    BundleEvent, BundleFetch, BundlePoll, FetchAnswer, FetchStage, IssuerKeyStatus, KeyEvent,
-    KeyFetch, KeySchedule, MAX_BUNDLE_DOCUMENT, MAX_KEY_DOCUMENT, RefreshPolicy,
+    BundleEvent, BundleFetch, BundleOrigin, BundlePoll, FetchAnswer, FetchStage, HttpTarget,
+    IssuerKeyStatus, KeyEvent, KeyFetch, KeySchedule, MAX_BUNDLE_DOCUMENT, MAX_KEY_DOCUMENT,
+    RefreshPolicy, SharedBundle, SharedKeys, SharedStore, Upkeep, UpkeepAnswer, UpkeepEvent,
+    UpkeepFetch,
 };
 #[cfg(feature = "mint")]
 pub use mint::{DevIssuer, sign_bundle, sign_bytes, sign_with_pem};

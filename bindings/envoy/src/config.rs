@@ -3,8 +3,8 @@
 //! (`routes.json` in its directory); the request logic is the engine's [`Edge`].
 
 use portcullis_engine::{
-    Bundle, BundleTrust, CompiledBundle, Edge, EdgeOptions, Engine, EngineOptions, RefreshPolicy,
-    RustCryptoVerifier,
+    Bundle, BundleTrust, CompiledBundle, Edge, EdgeOptions, Engine, EngineOptions, HttpTarget,
+    RefreshPolicy, RustCryptoVerifier, SignatureBudget,
 };
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -37,7 +37,7 @@ pub struct FilterConfig {
     pub crypto: Crypto,
     /// Signatures a worker may check in Wasm per second (`PS*`, `EdDSA`, and what Envoy's
     /// `verify_signature` cannot check); past it a new token is answered 503 until the next
-    /// second (default 200; `0`: unlimited). See [`crate::crypto::WasmBudget`].
+    /// second (default 200; `0`: unlimited). See [`SignatureBudget`].
     #[serde(default = "default_wasm_budget")]
     pub wasm_signatures_per_second: u32,
     /// Public keys (a JWK set) bundles must be signed with. When set, a bundle, inline or
@@ -66,7 +66,7 @@ pub enum BundleSource {
     /// The compiled bundle itself (the output of `portcullis bundle`).
     Inline(Box<CompiledBundle>),
     /// Fetched through an Envoy cluster and polled with `If-None-Match` (for example from the
-    /// decision service's `GET /v1/bundle`); see [`crate::shared`].
+    /// decision service's `GET /v1/bundle`); see [`portcullis_engine::Upkeep`].
     Remote(RemoteBundle),
 }
 
@@ -96,20 +96,12 @@ pub struct RemoteBundle {
 }
 
 /// Decision-log settings.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
     /// Envoy log level of the per-request decision line.
     #[serde(default)]
     pub level: LogLevel,
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        Self {
-            level: LogLevel::Info,
-        }
-    }
 }
 
 /// A log level.
@@ -146,48 +138,11 @@ pub struct KeysConfig {
 
 impl KeysConfig {
     /// The cluster serving `url`, if its origin is configured.
-    pub fn cluster_for(&self, url: &str) -> Option<(&str, Target)> {
-        let target = Target::parse(url)?;
+    pub fn cluster_for(&self, url: &str) -> Option<(&str, HttpTarget)> {
+        let target = HttpTarget::parse(url)?;
         self.clusters
             .get(&target.origin)
             .map(|cluster| (cluster.as_str(), target))
-    }
-}
-
-/// A URL split the way `dispatch_http_call` needs it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Target {
-    /// `scheme://authority`, lowercased.
-    pub origin: String,
-    /// The `:authority` header.
-    pub authority: String,
-    /// The `:path` header (path and query).
-    pub path: String,
-}
-
-impl Target {
-    /// Split an `http(s)://authority/path?query` URL; `None` for anything else.
-    pub fn parse(url: &str) -> Option<Self> {
-        let (scheme, rest) = url.split_once("://")?;
-        if scheme != "http" && scheme != "https" {
-            return None;
-        }
-        let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-        let (authority, tail) = rest.split_at(end);
-        if authority.is_empty() || authority.contains('@') {
-            return None;
-        }
-        let tail = tail.split('#').next().unwrap_or("");
-        let path = if tail.starts_with('/') {
-            tail.to_owned()
-        } else {
-            format!("/{tail}")
-        };
-        Some(Self {
-            origin: format!("{scheme}://{}", authority.to_ascii_lowercase()),
-            authority: authority.to_owned(),
-            path,
-        })
     }
 }
 
@@ -225,7 +180,7 @@ pub struct Plan {
     /// See [`FilterConfig::keys`].
     pub keys: Option<KeysConfig>,
     /// Where the bundle is fetched from, when it is not inline.
-    pub remote_bundle: Option<(RemoteBundle, Target)>,
+    pub remote_bundle: Option<(RemoteBundle, HttpTarget)>,
     /// The `authorization` header of each bundle poll (from [`RemoteBundle::token_env`]).
     pub bundle_authorization: Option<String>,
     /// See [`FilterConfig::crypto`].
@@ -233,7 +188,7 @@ pub struct Plan {
     /// See [`FilterConfig::bundle_keys`].
     pub bundle_trust: Option<BundleTrust>,
     /// See [`FilterConfig::wasm_signatures_per_second`]; shared by every engine of the VM.
-    pub wasm_budget: Arc<crate::crypto::WasmBudget>,
+    pub wasm_budget: Arc<SignatureBudget>,
 }
 
 impl Plan {
@@ -304,7 +259,7 @@ impl Plan {
             bundle_authorization,
             crypto,
             bundle_trust,
-            wasm_budget: Arc::new(crate::crypto::WasmBudget::new(wasm_signatures_per_second)),
+            wasm_budget: Arc::new(SignatureBudget::new(wasm_signatures_per_second)),
         };
         let engine = inline
             .map(|compiled| plan.engine(*compiled, options(&plan)))
@@ -367,8 +322,8 @@ impl Plan {
     }
 }
 
-fn validate_remote_bundle(remote: &RemoteBundle) -> Result<Target, ConfigError> {
-    let target = Target::parse(&remote.url).ok_or_else(|| {
+fn validate_remote_bundle(remote: &RemoteBundle) -> Result<HttpTarget, ConfigError> {
+    let target = HttpTarget::parse(&remote.url).ok_or_else(|| {
         ConfigError(format!(
             "`bundle.remote.url` `{}` is not an http(s) URL",
             remote.url
@@ -505,41 +460,6 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn forward_names_the_identity_headers_and_an_empty_object_none() {
-        let remote =
-            json!({"remote": {"url": "http://127.0.0.1:8181/v1/bundle", "cluster": "policy"}});
-        let names = |forward: Option<serde_json::Value>| {
-            let mut config = json!({"bundle": remote});
-            if let Some(forward) = forward {
-                config["edge"] = json!({ "forward": forward });
-            }
-            let (plan, _) = plan(config).unwrap();
-            plan.edge
-                .options()
-                .forward
-                .names()
-                .map(str::to_owned)
-                .collect::<Vec<_>>()
-        };
-        assert_eq!(
-            names(None),
-            [
-                "x-portcullis-tenant",
-                "x-portcullis-subject",
-                "x-portcullis-roles",
-                "x-portcullis-decision-id"
-            ]
-        );
-        assert!(names(Some(json!({}))).is_empty());
-        assert_eq!(names(Some(json!({"subject": "x-user"}))), ["x-user"]);
-        // Envoy's header names are lowercase, and the filter compares them as they are.
-        let err = plan(json!({"bundle": remote, "edge": {"forward": {"tenant": "X-Tenant"}}}))
-            .err()
-            .unwrap();
-        assert!(err.0.contains("invalid header name `X-Tenant`"), "{err}");
-    }
-
-    #[test]
     fn key_refresh_is_the_engines_policy_in_seconds() {
         let remote =
             json!({"remote": {"url": "http://127.0.0.1:8181/v1/bundle", "cluster": "policy"}});
@@ -597,26 +517,18 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn edge_options_that_cannot_work_are_refused() {
+        let config = json!({"bundle": {"inline": compiled(None)},
+                            "edge": {"forward": {"tenant": "X-Tenant"}}});
+        let err = plan(config).err().unwrap();
+        assert!(err.0.starts_with("`edge`: invalid header name"), "{err}");
+    }
+
+    #[test]
     fn an_inline_bundle_comes_with_its_engine() {
         let bundle = compiled(None);
         let (plan, engine) = plan(json!({"bundle": {"inline": bundle}, })).unwrap();
         assert!(plan.remote_bundle.is_none());
         assert_eq!(engine.unwrap().revision(), bundle.revision);
-    }
-
-    #[test]
-    fn urls_split_into_origin_authority_and_path() {
-        let t = Target::parse("http://127.0.0.1:4000/.well-known/openid-configuration").unwrap();
-        assert_eq!(t.origin, "http://127.0.0.1:4000");
-        assert_eq!(t.authority, "127.0.0.1:4000");
-        assert_eq!(t.path, "/.well-known/openid-configuration");
-        let t = Target::parse("https://IdP.example?x=1#frag").unwrap();
-        assert_eq!(
-            (t.origin.as_str(), t.path.as_str()),
-            ("https://idp.example", "/?x=1")
-        );
-        for bad in ["ftp://a/b", "http:///x", "http://u@h/x", "nope"] {
-            assert_eq!(Target::parse(bad), None, "{bad}");
-        }
     }
 }

@@ -5,7 +5,7 @@
 use crate::config::{LogLevel, Plan};
 use portcullis_engine::{EdgeAction, EdgeOutcome, Engine, Headers, HttpRequest, Lookup};
 
-/// The counters the filter exports as Envoy stats.
+/// The counters the filter exports as Envoy stats, in the order of [`Counter::NAMES`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Counter {
     /// Allowed by policy.
@@ -25,27 +25,15 @@ pub enum Counter {
 }
 
 impl Counter {
-    /// Every counter, in the order the glue defines them.
-    pub const ALL: [Self; 6] = [
-        Self::Allowed,
-        Self::Denied,
-        Self::Unauthenticated,
-        Self::Errors,
-        Self::BundleUpdates,
-        Self::BundleRefused,
+    /// The stat names, by counter (Envoy shows them with a `wasmcustom.` prefix).
+    pub const NAMES: [&'static str; 6] = [
+        "portcullis.allowed",
+        "portcullis.denied",
+        "portcullis.unauthenticated",
+        "portcullis.errors",
+        "portcullis.bundle_updates",
+        "portcullis.bundle_refused",
     ];
-
-    /// The stat name (Envoy shows it with a `wasmcustom.` prefix).
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Allowed => "portcullis.allowed",
-            Self::Denied => "portcullis.denied",
-            Self::Unauthenticated => "portcullis.unauthenticated",
-            Self::Errors => "portcullis.errors",
-            Self::BundleUpdates => "portcullis.bundle_updates",
-            Self::BundleRefused => "portcullis.bundle_refused",
-        }
-    }
 }
 
 /// The outcome of [`handle`].

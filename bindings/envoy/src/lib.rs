@@ -46,7 +46,7 @@
 //! | field | meaning (default) |
 //! |---|---|
 //! | `bundle.inline` | the compiled bundle (`portcullis bundle <dir> -o bundle.json`) |
-//! | `bundle.remote` | instead of `inline`: `{"url", "cluster", "poll_seconds", "retry_seconds", "timeout_ms", "token_env"}` (30, 5, 5000, none): the bundle is fetched through the Envoy `cluster` (for example from `portcullis serve`'s admin listener, `GET /v1/bundle`) and polled with `If-None-Match`; `token_env` names the VM environment variable holding the admin listener's bearer credential; see [`shared`] |
+//! | `bundle.remote` | instead of `inline`: `{"url", "cluster", "poll_seconds", "retry_seconds", "timeout_ms", "token_env"}` (30, 5, 5000, none): the bundle is fetched through the Envoy `cluster` (for example from `portcullis serve`'s admin listener, `GET /v1/bundle`) and polled with `If-None-Match`; `token_env` names the VM environment variable holding the admin listener's bearer credential; see [`portcullis_engine::Upkeep`] |
 //! | `bundle_keys` | a JWK set of public keys: every bundle (inline or fetched) must carry a signature that verifies with one of them (`portcullis bundle --sign`), or it is refused (none: signatures are not required) |
 //! | `edge.unmatched` | `deny` (403) or `pass` (forward without decision; safe only when the upstream routes exactly like the bundle) (`deny`) |
 //! | `edge.token` | sources in order: `header` (with case-insensitive `prefix`), `cookie`, `query`; a token in more than one is refused (400, RFC 6750 §2), the same token header twice is refused (403) (`authorization`, `Bearer `) |
@@ -94,22 +94,21 @@
 //! content, a policy that does not compile, a remote issuer without a cluster) is logged,
 //! counted and dropped, and the previous bundle keeps serving, as it does while the source is
 //! down. The URL's scheme does not choose TLS: give the cluster a TLS `transport_socket` for
-//! anything but loopback. See [`shared`].
+//! anything but loopback. See [`portcullis_engine::Upkeep`].
 //!
 //! ## Keys of remote issuers
 //! Fetched through Envoy clusters on the engine's schedule ([`portcullis_engine::KeySchedule`],
 //! the same as `portcullis serve`'s and the JS SDK's): OIDC discovery (whose `issuer` must be
 //! the configured one), then `jwks_uri`; kept for the IdP's `Cache-Control: max-age` within
 //! `keys.refresh`'s bounds; refetched early when a token names an unknown `kid` (once per
-//! cooldown, for that issuer only); one fetch in flight for all workers ([`shared`]); the last
-//! good keys kept when the IdP is down.
+//! cooldown, for that issuer only); one fetch in flight for all workers
+//! ([`portcullis_engine::SharedStore`]); the last good keys kept when the IdP is down.
 
 pub mod config;
 pub mod crypto;
 pub mod gate;
 #[cfg(target_arch = "wasm32")]
 mod proxy;
-pub mod shared;
 
 /// Small blocks from free lists, not dlmalloc's bins (see `portcullis-alloc`).
 #[cfg(all(target_arch = "wasm32", not(target_feature = "atomics")))]

@@ -55,6 +55,14 @@ pub struct HeaderPairs<'a>(pub &'a [(String, Vec<u8>)]);
 
 impl Headers for HeaderPairs<'_> {
     fn get(&self, name: &str) -> Lookup<'_> {
+        self.lookup(name)
+    }
+}
+
+impl<'a> HeaderPairs<'a> {
+    /// [`Headers::get`], borrowing from the pairs rather than from this view of them (for a
+    /// host's own header type that holds the pairs).
+    pub fn lookup(self, name: &str) -> Lookup<'a> {
         let mut found = self.0.iter().filter(|(n, _)| n == name);
         match (found.next(), found.next()) {
             (None, _) => Lookup::Absent,
@@ -143,6 +151,21 @@ impl ForwardHeaders {
     /// WSGI, Rack and CGI upstreams read `x_portcullis_tenant` as `x-portcullis-tenant`.
     pub fn is_identity(&self, name: &str) -> bool {
         self.names().any(|identity| same_header(identity, name))
+    }
+
+    /// Remove a client's copies of the identity headers, under any spelling, from a request's
+    /// `headers`: the names of those it sent, as it spelled them, each once (what a host
+    /// removes from the request before it goes upstream).
+    pub fn strip(&self, headers: &mut Vec<(String, Vec<u8>)>) -> Vec<String> {
+        let mut spoofed: Vec<String> = Vec::new();
+        headers.retain(|(name, _)| {
+            let identity = self.is_identity(name);
+            if identity && !spoofed.contains(name) {
+                spoofed.push(name.clone());
+            }
+            !identity
+        });
+        spoofed
     }
 }
 
@@ -1039,6 +1062,41 @@ pub(crate) mod tests {
         for name in ["x-portcullis-tenants", "x-portcullis", "tenant"] {
             assert!(!forward.is_identity(name), "{name}");
         }
+        let mut headers: Vec<(String, Vec<u8>)> = [
+            ("x_portcullis_tenant", "a"),
+            ("accept", "*/*"),
+            ("x-portcullis-tenant", "b"),
+            ("x_portcullis_tenant", "c"),
+        ]
+        .iter()
+        .map(|(n, v)| ((*n).to_owned(), v.as_bytes().to_vec()))
+        .collect();
+        assert_eq!(
+            forward.strip(&mut headers),
+            ["x_portcullis_tenant", "x-portcullis-tenant"]
+        );
+        assert_eq!(headers, [("accept".to_owned(), b"*/*".to_vec())]);
+    }
+
+    #[test]
+    fn forward_names_the_identity_headers_and_an_empty_object_none() {
+        let names = |json: &str| {
+            let options: EdgeOptions = serde_json::from_str(json).unwrap();
+            let edge = Edge::new(options).unwrap();
+            let names: Vec<String> = edge.options().forward.names().map(str::to_owned).collect();
+            names
+        };
+        assert_eq!(
+            names("{}"),
+            [
+                "x-portcullis-tenant",
+                "x-portcullis-subject",
+                "x-portcullis-roles",
+                "x-portcullis-decision-id"
+            ]
+        );
+        assert!(names(r#"{"forward": {}}"#).is_empty());
+        assert_eq!(names(r#"{"forward": {"subject": "x-user"}}"#), ["x-user"]);
     }
 
     #[test]
@@ -1054,7 +1112,9 @@ pub(crate) mod tests {
     fn options_that_cannot_work_are_refused() {
         let mut options = EdgeOptions::default();
         options.forward.tenant = Some("X-Tenant".into());
-        assert!(Edge::new(options).unwrap_err().0.contains("X-Tenant"));
+        // Envoy's header names are lowercase, and edges compare them as they are.
+        let err = Edge::new(options).unwrap_err().0;
+        assert!(err.contains("invalid header name `X-Tenant`"), "{err}");
         let options = EdgeOptions {
             realm: "a\"b".into(),
             ..EdgeOptions::default()

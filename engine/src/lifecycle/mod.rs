@@ -18,18 +18,27 @@
 //! - one fetch per issuer is in flight; a failure keeps the last good keys and is retried after
 //!   a delay; a JWK set that fails sends the next attempt through discovery again;
 //! - a bundle is polled with `If-None-Match`; a new one is a candidate the host loads (and
-//!   checks the signature of) with the engine, then reports accepted or refused.
+//!   checks the signature of) with the engine, then reports accepted or refused;
+//! - where workers each hold an engine but share a store ([`SharedStore`]: Envoy's shared
+//!   data), one of them fetches for all ([`SharedKeys`], [`SharedBundle`]); an [`Upkeep`] holds
+//!   a worker's engine and both, so that the host only performs GETs and logs what happened.
 //!
 //! Times are unix milliseconds, passed in by the host: the engine reads no clock.
 
 mod bundle;
 mod keys;
+mod shared;
+mod target;
+mod upkeep;
 
 pub use bundle::{BundleEvent, BundleFetch, BundlePoll, MAX_BUNDLE_DOCUMENT};
 pub use keys::{
     FetchAnswer, FetchStage, IssuerKeyStatus, KeyEvent, KeyFetch, KeySchedule, MAX_KEY_DOCUMENT,
     RefreshPolicy,
 };
+pub use shared::{SharedBundle, SharedKeys, SharedStore};
+pub use target::HttpTarget;
+pub use upkeep::{BundleOrigin, Upkeep, UpkeepAnswer, UpkeepEvent, UpkeepFetch};
 
 use crate::bundle::acceptable_key_url;
 

@@ -1,20 +1,22 @@
-//! The proxy-wasm glue: root context (configuration, metrics, bundle polling, key fetching) and
-//! HTTP contexts (one per request, carrying out [`gate::handle`]). Header values are read as
-//! bytes: nothing here panics on what a client sends. The request's headers come in one
-//! `get_map_bytes`, which needs header names to be UTF-8: Envoy's codecs answer 400 to any name
-//! that is not a token before a filter sees it, as the end-to-end tests check. The SDK's header
-//! calls panic on a status other than OK, which Envoy returns only when the request has no
-//! header map; a panic traps the VM, and a filter configured `fail_open: false` fails closed.
+//! The proxy-wasm glue: root context (configuration, metrics, and the GETs the engine's
+//! [`Upkeep`] asks for: the bundle's polls and the remote issuers' keys, one fetch for all
+//! workers through Envoy's shared data) and HTTP contexts (one per request, carrying out
+//! [`gate::handle`]). Header values are read as bytes: nothing here panics on what a client
+//! sends. The request's headers come in one `get_map_bytes`, which needs header names to be
+//! UTF-8: Envoy's codecs answer 400 to any name that is not a token before a filter sees it, as
+//! the end-to-end tests check. The SDK's header calls panic on a status other than OK, which
+//! Envoy returns only when the request has no header map; a panic traps the VM, and a filter
+//! configured `fail_open: false` fails closed.
 
-mod bundle;
-mod keys;
 mod verifier;
 
-use crate::config::{LogLevel, Plan, Target};
+use crate::config::{LogLevel, Plan};
 use crate::gate::{self, Counter};
-use bundle::{Polled, VmBundle};
-use keys::VmKeys;
-use portcullis_engine::{EdgeAction, Engine, ForwardHeaders, Headers, Lookup};
+use portcullis_engine::{
+    BundleOrigin, CompiledBundle, EdgeAction, Engine, ForwardHeaders, HeaderPairs, Headers,
+    HttpTarget, Lookup, SharedBundle, SharedKeys, SharedStore, Upkeep, UpkeepAnswer, UpkeepEvent,
+    UpkeepFetch,
+};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, MapType, MetricType};
@@ -63,14 +65,7 @@ impl RequestHeaders {
     /// Unreadable headers read as none: no token, so nothing is allowed.
     fn read(forward: &ForwardHeaders) -> Self {
         let mut pairs = hostcalls::get_map_bytes(MapType::HttpRequestHeaders).unwrap_or_default();
-        let mut spoofed = Vec::new();
-        pairs.retain(|(name, _)| {
-            let identity = forward.is_identity(name);
-            if identity && !spoofed.contains(name) {
-                spoofed.push(name.clone());
-            }
-            !identity
-        });
+        let spoofed = forward.strip(&mut pairs);
         Self { pairs, spoofed }
     }
 
@@ -89,72 +84,56 @@ impl RequestHeaders {
 
 impl Headers for RequestHeaders {
     fn get(&self, name: &str) -> Lookup<'_> {
-        let mut found = self.pairs.iter().filter(|(n, _)| n == name);
-        match (found.next(), found.next()) {
-            (None, _) => Lookup::Absent,
-            (Some((_, value)), None) => Lookup::One(value),
-            (Some(_), Some(_)) => Lookup::Repeated,
-        }
+        HeaderPairs(&self.pairs).lookup(name)
     }
 }
 
-/// Metric ids, in [`Counter::ALL`] order.
+/// Metric ids, by [`Counter`] (none where Envoy refused to define one).
 #[derive(Default)]
-struct Metrics(Vec<u32>);
+struct Metrics(Vec<Option<u32>>);
 
 impl Metrics {
     fn define() -> Self {
-        Self(
-            Counter::ALL
-                .iter()
-                .filter_map(|c| hostcalls::define_metric(MetricType::Counter, c.name()).ok())
-                .collect(),
-        )
+        let define = |name| hostcalls::define_metric(MetricType::Counter, name).ok();
+        Self(Counter::NAMES.into_iter().map(define).collect())
     }
 
     fn increment(&self, counter: Counter) {
-        let index = Counter::ALL.iter().position(|c| *c == counter);
-        if let Some(id) = index.and_then(|i| self.0.get(i)) {
+        if let Some(Some(id)) = self.0.get(counter as usize) {
             let _ = hostcalls::increment_metric(*id, 1);
         }
     }
 }
 
-/// The engine this VM decides with: built in `on_configure` from an inline bundle, or from
-/// each new remote bundle on a tick; `None` until a remote bundle first arrives.
-type Current = RefCell<Option<Rc<Engine>>>;
-
 #[derive(Default)]
 struct Root {
     plan: Option<Rc<Plan>>,
-    engine: Rc<Current>,
+    /// The engine this VM decides with (built in `on_configure` from an inline bundle, or from
+    /// each new remote bundle on a tick; none until a remote bundle first arrives) and what it
+    /// fetches.
+    upkeep: Rc<RefCell<Upkeep>>,
     metrics: Rc<Metrics>,
-    keys: Rc<RefCell<VmKeys>>,
-    bundle: Option<VmBundle>,
+    /// GETs in flight, by `dispatch_http_call` token.
+    in_flight: Vec<(u32, UpkeepFetch)>,
 }
 
-/// Try to take the lease at shared-data `key` until `until`; when another worker holds it,
-/// until when.
-fn take_lease(key: &str, now: i64, until: i64) -> Result<(), i64> {
-    let Ok((current, cas)) = hostcalls::get_shared_data(key) else {
-        return Err(now.saturating_add(1000));
-    };
-    let held_until = crate::shared::decode_lease(current.as_deref());
-    if held_until > now {
-        return Err(held_until);
+/// Envoy's shared data, which the VMs of every worker see.
+struct SharedData;
+
+impl SharedStore for SharedData {
+    fn get(&self, key: &str) -> Option<(Option<Vec<u8>>, Option<u32>)> {
+        hostcalls::get_shared_data(key).ok()
     }
-    hostcalls::set_shared_data(key, Some(until.to_string().as_bytes()), cas)
-        .map_err(|_| now.saturating_add(1000))
-}
 
-fn set_lease(key: &str, until: i64) {
-    let _ = hostcalls::set_shared_data(key, Some(until.to_string().as_bytes()), None);
+    fn set(&self, key: &str, value: &[u8], version: Option<u32>) -> bool {
+        hostcalls::set_shared_data(key, Some(value), version).is_ok()
+    }
 }
 
 /// `GET target` through `cluster`, with `If-None-Match` when an ETag is given.
 fn get(
     cluster: &str,
-    target: &Target,
+    target: &HttpTarget,
     etag: Option<&str>,
     authorization: Option<&str>,
     timeout: Duration,
@@ -194,64 +173,95 @@ fn response_body(size: usize) -> Vec<u8> {
         .unwrap_or_default()
 }
 
+/// Build the engine of a compiled bundle with this VM's options (see [`Plan::engine`]).
+fn build(plan: &Plan, compiled: CompiledBundle) -> Result<Engine, String> {
+    plan.engine(compiled, verifier::engine_options(plan))
+        .map_err(|e| e.to_string())
+}
+
+/// Log and count what the upkeep did.
+fn report(metrics: &Metrics, events: Vec<UpkeepEvent>) {
+    use proxy_wasm::types::LogLevel::{Info, Warn};
+    for event in events {
+        match &event {
+            UpkeepEvent::InUse {
+                origin: BundleOrigin::Fetched { .. },
+                ..
+            } => metrics.increment(Counter::BundleUpdates),
+            UpkeepEvent::BundleFailed { refused: true, .. } => {
+                metrics.increment(Counter::BundleRefused);
+            }
+            _ => {}
+        }
+        let level = if event.is_failure() { Warn } else { Info };
+        log(level, &format!("portcullis: {event}"));
+    }
+}
+
 impl Root {
-    /// Use `engine` from now on: its remote issuers' keys are followed, and loaded from what
-    /// other workers fetched.
-    fn install(&self, engine: Engine, source: &str) {
-        let mut keys = self.keys.borrow_mut();
-        keys.follow(&engine);
-        keys.sync(&engine);
-        log(
-            proxy_wasm::types::LogLevel::Info,
-            &format!(
-                "portcullis: bundle revision {} in use ({source}), {} routes, {} remote issuers",
-                engine.revision(),
-                engine.bundle().route_count(),
-                keys.issuers()
-            ),
-        );
-        *self.engine.borrow_mut() = Some(Rc::new(engine));
-    }
-
-    fn current(&self) -> Option<Rc<Engine>> {
-        self.engine.borrow().clone()
-    }
-
-    /// Build the bundle another worker fetched, when there is a new one.
-    fn sync_bundle(&mut self, plan: &Plan) {
-        let (Some(bundle), Some((remote, _))) = (&mut self.bundle, &plan.remote_bundle) else {
-            return;
+    /// Dispatch `fetch` through its cluster.
+    fn dispatch(&mut self, plan: &Plan, fetch: UpkeepFetch, now: i64) {
+        let (token, why) = match &fetch {
+            UpkeepFetch::Keys(keys) => {
+                let token = plan.keys.as_ref().and_then(|config| {
+                    let timeout = Duration::from_millis(config.timeout_ms);
+                    let (cluster, target) = config.cluster_for(&keys.url)?;
+                    get(cluster, &target, None, None, timeout)
+                });
+                let why = "no cluster in `keys.clusters` for its origin, or the call could not be dispatched";
+                (token, why)
+            }
+            UpkeepFetch::Bundle(bundle) => {
+                let token = plan.remote_bundle.as_ref().and_then(|(remote, target)| {
+                    let timeout = Duration::from_millis(remote.timeout_ms);
+                    let etag = bundle.if_none_match.as_deref();
+                    let authorization = plan.bundle_authorization.as_deref();
+                    get(&remote.cluster, target, etag, authorization, timeout)
+                });
+                (token, "cannot dispatch the request")
+            }
         };
-        if let Some(engine) = bundle.sync(plan, remote) {
-            self.install(engine, "shared by another worker");
+        match token {
+            Some(token) => self.in_flight.push((token, fetch)),
+            None => {
+                let event = self
+                    .upkeep
+                    .borrow_mut()
+                    .failed(&SharedData, &fetch, why, now);
+                report(&self.metrics, vec![event]);
+            }
         }
     }
 }
 
 impl Context for Root {
     fn on_http_call_response(&mut self, token_id: u32, _: usize, body_size: usize, _: usize) {
-        let Some(plan) = self.plan.clone() else {
+        let (Some(plan), Some(index)) = (
+            self.plan.clone(),
+            self.in_flight.iter().position(|(t, _)| *t == token_id),
+        ) else {
             return;
         };
-        let current = self.current();
-        if let (Some(bundle), Some((remote, _))) = (&mut self.bundle, &plan.remote_bundle)
-            && let Some(polled) =
-                bundle.on_response(&plan, remote, current.as_deref(), token_id, body_size)
-        {
-            match polled {
-                Polled::Nothing => {}
-                Polled::Refused => self.metrics.increment(Counter::BundleRefused),
-                Polled::New(engine) => {
-                    self.metrics.increment(Counter::BundleUpdates);
-                    self.install(*engine, &format!("fetched from `{}`", remote.url));
-                }
-            }
-            return;
-        }
-        if let (Some(config), Some(engine)) = (&plan.keys, current) {
-            self.keys
+        let (_, fetch) = self.in_flight.swap_remove(index);
+        let header = |name| response_header(name).and_then(|v| String::from_utf8(v).ok());
+        let (etag, cache_control) = (header("etag"), header("cache-control"));
+        let answer = UpkeepAnswer {
+            status: response_status(),
+            etag: etag.as_deref(),
+            cache_control: cache_control.as_deref(),
+            body_len: body_size,
+        };
+        let now = now_ms();
+        let body = || response_body(body_size);
+        let (events, next) =
+            self.upkeep
                 .borrow_mut()
-                .on_response(config, &engine, token_id, body_size);
+                .answer(&SharedData, &fetch, answer, body, now, |compiled| {
+                    build(&plan, compiled)
+                });
+        report(&self.metrics, events);
+        if let Some(next) = next {
+            self.dispatch(&plan, next, now);
         }
     }
 }
@@ -282,17 +292,30 @@ impl RootContext for Root {
                             .map_or("inline".to_owned(), |(r, _)| format!("from `{}`", r.url))
                     ),
                 );
-                *self.engine.borrow_mut() = None;
-                *self.keys.borrow_mut() = VmKeys::new(plan.keys.as_ref());
-                self.bundle = plan.remote_bundle.as_ref().map(|(r, _)| VmBundle::new(r));
-                match engine {
-                    Some(engine) => self.install(engine, "inline"),
+                let keys = plan.keys.as_ref().map_or_else(SharedKeys::default, |c| {
+                    SharedKeys::new(c.refresh, c.timeout_ms)
+                });
+                let bundle = plan.remote_bundle.as_ref().map(|(r, _)| {
+                    let ms = |seconds: u64| seconds.saturating_mul(1000);
+                    SharedBundle::new(
+                        &r.url,
+                        ms(r.poll_seconds),
+                        ms(r.retry_seconds),
+                        r.timeout_ms,
+                    )
+                });
+                let mut upkeep = Upkeep::new(keys, bundle);
+                let events = match engine {
+                    Some(engine) => upkeep.install(&SharedData, engine, BundleOrigin::Inline),
                     // Another worker may have fetched it already.
-                    None => self.sync_bundle(&plan),
-                }
-                if self.bundle.is_some() || self.keys.borrow().issuers() > 0 {
+                    None => upkeep.sync(&SharedData, now_ms(), |c| build(&plan, c)),
+                };
+                report(&self.metrics, events);
+                if upkeep.fetches() {
                     let _ = hostcalls::set_tick_period(Duration::from_secs(1));
                 }
+                *self.upkeep.borrow_mut() = upkeep;
+                self.in_flight.clear();
                 self.plan = Some(Rc::new(plan));
                 true
             }
@@ -311,33 +334,21 @@ impl RootContext for Root {
             return;
         };
         let now = now_ms();
-        self.sync_bundle(&plan);
-        let serving = self.engine.borrow().is_some();
-        if let (Some(bundle), Some((remote, target))) = (&mut self.bundle, &plan.remote_bundle) {
-            bundle.start(
-                remote,
-                target,
-                plan.bundle_authorization.as_deref(),
-                serving,
-                now,
-            );
-        }
-        let Some(engine) = self.current() else {
-            return;
-        };
-        let mut keys = self.keys.borrow_mut();
-        keys.sync(&engine);
-        if let Some(config) = &plan.keys {
-            keys.start(config, now);
+        let mut upkeep = self.upkeep.borrow_mut();
+        let events = upkeep.sync(&SharedData, now, |c| build(&plan, c));
+        let due = upkeep.due(&SharedData, now);
+        drop(upkeep);
+        report(&self.metrics, events);
+        for fetch in due {
+            self.dispatch(&plan, fetch, now);
         }
     }
 
     fn create_http_context(&self, _: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(Filter {
             plan: self.plan.clone(),
-            engine: Rc::clone(&self.engine),
+            upkeep: Rc::clone(&self.upkeep),
             metrics: Rc::clone(&self.metrics),
-            keys: Rc::clone(&self.keys),
         }))
     }
 
@@ -348,9 +359,8 @@ impl RootContext for Root {
 
 struct Filter {
     plan: Option<Rc<Plan>>,
-    engine: Rc<Current>,
+    upkeep: Rc<RefCell<Upkeep>>,
     metrics: Rc<Metrics>,
-    keys: Rc<RefCell<VmKeys>>,
 }
 
 impl Context for Filter {}
@@ -363,7 +373,7 @@ impl HttpContext for Filter {
         };
         // No bundle yet (a remote one not fetched): no usable configuration, whatever
         // `failure_mode` says.
-        let Some(engine) = self.engine.borrow().clone() else {
+        let Some(engine) = self.upkeep.borrow().engine().cloned() else {
             self.metrics.increment(Counter::Errors);
             return respond(EdgeAction::unavailable());
         };
@@ -372,12 +382,14 @@ impl HttpContext for Filter {
         let mut verdict = gate::handle(plan, &engine, &headers, now);
         if verdict.keys_wanted.is_some() {
             // Another worker may have fetched the keys since this VM's last tick.
-            let mut keys = self.keys.borrow_mut();
-            if keys.sync(&engine) {
+            let mut upkeep = self.upkeep.borrow_mut();
+            let (changed, events) = upkeep.sync_keys(&SharedData);
+            report(&self.metrics, events);
+            if changed {
                 verdict = gate::handle(plan, &engine, &headers, now);
             }
             if let Some(issuer) = &verdict.keys_wanted {
-                keys.wanted(issuer);
+                upkeep.wanted(issuer, now_ms());
             }
         }
         if let Some(counter) = verdict.counter {

@@ -2,9 +2,10 @@
 
 use super::{log, now};
 use crate::config::{Crypto, Plan};
-use crate::crypto::{self, Prepared, WasmBudget};
+use crate::crypto::{self, Prepared};
 use portcullis_engine::{
-    Algorithm, EngineOptions, RustCryptoVerifier, SignatureVerifier, VerificationKey,
+    Algorithm, EngineOptions, RustCryptoVerifier, SignatureBudget, SignatureVerifier,
+    VerificationKey,
 };
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{LogLevel, Status};
@@ -19,7 +20,7 @@ static FALLBACK_LOGGED: AtomicBool = AtomicBool::new(false);
 /// BoringSSL); everything else, and what Envoy cannot check (no such function, a key it
 /// refuses), in Wasm, within the VM's budget of Wasm checks per second.
 struct EnvoyVerifier {
-    budget: Arc<WasmBudget>,
+    budget: Arc<SignatureBudget>,
     envoy: bool,
 }
 
