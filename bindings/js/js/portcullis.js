@@ -611,14 +611,7 @@ export class Portcullis {
     const apart = typeof token === "string";
     const json = toJson(apart ? rest : request);
     const run = () => this.#run((raw, now) => raw.decide(utf8(apart ? token : "", 1), utf8(json), now));
-    let decision = JSON.parse(await run());
-    if (this.#keys !== null) {
-      this.#keys.refreshStale();
-      if (decision.keysWanted !== undefined && (await this.#keys.wanted([decision.keysWanted]))) {
-        decision = JSON.parse(await run());
-      }
-    }
-    return decision;
+    return this.#withKeys(run, (decision) => [decision.keysWanted]);
   }
 
   /**
@@ -637,14 +630,7 @@ export class Portcullis {
     const json = toJson(requests);
     const tok = token ?? undefined;
     const run = () => this.#run((raw, now) => raw.decideMany(tok, utf8(json), now));
-    let decisions = JSON.parse(await run());
-    if (this.#keys !== null) {
-      this.#keys.refreshStale();
-      if (await this.#keys.wanted(decisions.map((d) => d.keysWanted))) {
-        decisions = JSON.parse(await run());
-      }
-    }
-    return decisions;
+    return this.#withKeys(run, (decisions) => decisions.map((d) => d.keysWanted));
   }
 
   /**
@@ -664,15 +650,7 @@ export class Portcullis {
     }
     const json = toJson({ method, path, headers: headerPairs(headers) });
     const run = () => this.#run((raw, now) => raw.decideHttp(utf8(json), now));
-    let verdict = JSON.parse(await run());
-    if (this.#keys !== null) {
-      this.#keys.refreshStale();
-      const wanted = verdict.decision?.keysWanted;
-      if (wanted !== undefined && (await this.#keys.wanted([wanted]))) {
-        verdict = JSON.parse(await run());
-      }
-    }
-    return verdict;
+    return this.#withKeys(run, (verdict) => [verdict.decision?.keysWanted]);
   }
 
   /** Verify a token and return the principal its claims map to; throws `TokenError`. */
@@ -711,6 +689,18 @@ export class Portcullis {
       this.#raw.free();
       this.#raw = null;
     }
+  }
+
+  /**
+   * Run a call and parse its JSON; with `fetchKeys`, refresh stale keys, and when the answer
+   * wants an issuer's keys (`wanted(answer)`: issuers, `undefined` for none), fetch them and run
+   * it again.
+   */
+  async #withKeys(run, wanted) {
+    const answer = JSON.parse(await run());
+    if (this.#keys === null) return answer;
+    this.#keys.refreshStale();
+    return (await this.#keys.wanted(wanted(answer))) ? JSON.parse(await run()) : answer;
   }
 
   /** Start a call; when the engine needs a signature checked, check it and finish. */
