@@ -348,7 +348,8 @@ fn main() -> ExitCode {
                     }
                     let edge = match edge_options(edge.as_deref()).and_then(|options| {
                         let edge = Edge::new(options).map_err(|e| e.to_string())?;
-                        edge.check_bundle(&engine).map_err(|e| e.to_string())?;
+                        edge.check_bundle(engine.bundle())
+                            .map_err(|e| e.to_string())?;
                         Ok(edge)
                     }) {
                         Ok(edge) => edge,

@@ -1052,3 +1052,31 @@ fn sandbox_deadline_and_memory_limit_fail_closed() {
         matches!(pool.with(|i| i.decide(&one, now())), Err(CallError::Engine { code, .. }) if code == "bundle_missing")
     );
 }
+
+/// A route may not read a header ext_authz sets itself: the service refuses such a bundle (at
+/// start here; a reload goes through the same check and keeps the previous bundle).
+#[test]
+fn a_route_reading_an_identity_header_is_refused() {
+    let dir = std::env::temp_dir().join(format!("portcullis-identity-{}", std::process::id()));
+    std::fs::remove_dir_all(&dir).ok();
+    copy_dir(&techfin(), &dir);
+    let routes = std::fs::read_to_string(dir.join("routes.json")).unwrap();
+    let routes = routes.replacen(
+        r#""attrs": { "tenant": "{tenant}" }"#,
+        r#""attrs": { "tenant": "{tenant}", "department": { "client_header": "x-department" } }"#,
+        1,
+    );
+    std::fs::write(dir.join("routes.json"), routes).unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    // With the default identity headers, the route is fine.
+    let server = runtime.block_on(Server::start(options(&dir))).unwrap();
+    runtime.block_on(server.shutdown()).unwrap();
+    let mut options = options(&dir);
+    options.edge = serde_json::from_str(r#"{"forward": {"tenant": "x-department"}}"#).unwrap();
+    let err = runtime.block_on(Server::start(options)).unwrap_err();
+    std::fs::remove_dir_all(&dir).ok();
+    assert!(
+        err.contains("reads `x-department`, an identity header the edge sets itself"),
+        "{err}"
+    );
+}

@@ -119,6 +119,15 @@ fn parse_raw_array(text: &str) -> Result<Vec<&serde_json::value::RawValue>, Erro
     })
 }
 
+/// `edge_invalid`: edge options that do not hold together, or that the bundle's routes cannot
+/// be used with.
+fn edge_invalid(e: portcullis_engine::EdgeConfigError) -> Error {
+    Error {
+        code: "edge_invalid".to_owned(),
+        message: e.to_string(),
+    }
+}
+
 /// Run `f` on the loaded engine.
 fn with_engine<T>(f: impl FnOnce(&Engine) -> Result<T, Error>) -> Result<T, Error> {
     ENGINE.with_borrow(|engine| engine.as_ref().map_or_else(|| Err(not_loaded()), f))
@@ -148,6 +157,10 @@ impl Guest for Component {
             verifier: Arc::new(HostVerifier),
             decision_id_seed: seed,
         };
+        EDGE.with_borrow(|edge| match edge {
+            Some(edge) => edge.check_bundle(&bundle).map_err(edge_invalid),
+            None => Ok(()),
+        })?;
         let engine = Engine::with_options(Arc::new(bundle), options);
         let revision = engine.revision().to_owned();
         ENGINE.set(Some(engine));
@@ -194,9 +207,10 @@ impl Guest for Component {
 
     fn set_edge(options_json: String) -> Result<(), Error> {
         let options: EdgeOptions = parse("edge options", &options_json)?;
-        let edge = Edge::new(options).map_err(|e| Error {
-            code: "edge_invalid".to_owned(),
-            message: e.to_string(),
+        let edge = Edge::new(options).map_err(edge_invalid)?;
+        ENGINE.with_borrow(|engine| match engine {
+            Some(engine) => edge.check_bundle(engine.bundle()).map_err(edge_invalid),
+            None => Ok(()),
         })?;
         EDGE.set(Some(edge));
         Ok(())

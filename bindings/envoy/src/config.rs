@@ -302,7 +302,7 @@ impl Plan {
         let secrets = bundle.secrets().into_iter().cloned().collect::<Vec<_>>();
         let engine = Engine::with_options(Arc::new(bundle), options);
         self.edge
-            .check_bundle(&engine)
+            .check_bundle(engine.bundle())
             .map_err(|e| ConfigError(format!("invalid bundle: {e}")))?;
         // HMAC secrets come from the VM's environment, which Envoy fills from its own
         // (`vm_config.environment_variables.host_env_keys`): never from the bundle.

@@ -185,7 +185,7 @@ impl RawEngine {
         let options: EdgeOptions = portcullis_engine::parse_request("edge options", options_json)
             .map_err(|e| invalid(e.message))?;
         let edge = Edge::new(options).map_err(|e| invalid(e.to_string()))?;
-        edge.check_bundle(&self.engine)
+        edge.check_bundle(self.engine.bundle())
             .map_err(|e| invalid(e.to_string()))?;
         self.edge = edge;
         Ok(())

@@ -25,6 +25,7 @@ mod token;
 pub use routes::{ResourceSpec, RouteSpec, RoutesFile, ValueSpec};
 pub use token::TokenSource;
 
+use crate::bundle::Bundle;
 use crate::decision::{Decision, Outcome};
 use crate::engine::Engine;
 use crate::json_text::{push_int, push_opt_string, push_string};
@@ -506,8 +507,8 @@ impl Edge {
     ///
     /// # Errors
     /// The first route value taken from an identity header.
-    pub fn check_bundle(&self, engine: &Engine) -> Result<(), EdgeConfigError> {
-        for route in engine.bundle().routes() {
+    pub fn check_bundle(&self, bundle: &Bundle) -> Result<(), EdgeConfigError> {
+        for route in bundle.routes() {
             for header in route.client_headers() {
                 if self.options.forward.is_identity(header) {
                     return Err(EdgeConfigError(format!(
@@ -825,6 +826,14 @@ pub(crate) mod tests {
 
     #[cfg(feature = "rust-crypto")]
     fn engine() -> Engine {
+        engine_with(
+            r#"{"routes": [{"methods": ["GET"], "path": "/t/{tenant}/reports/{id}", "action": "view",
+                "resource": {"type": "Report", "id": "{tenant}/{id}", "attrs": {"tenant": "{tenant}"}}}]}"#,
+        )
+    }
+
+    #[cfg(feature = "rust-crypto")]
+    fn engine_with(routes: &str) -> Engine {
         let sources = crate::BundleSources {
             schema: Some((
                 "schema.cedarschema".into(),
@@ -837,16 +846,33 @@ pub(crate) mod tests {
                 tenant: None,
                 source: "@id(\"all\") permit(principal, action, resource);".into(),
             }],
-            routes: Some((
-                "routes.json".into(),
-                r#"{"routes": [{"methods": ["GET"], "path": "/t/{tenant}/reports/{id}", "action": "view",
-                    "resource": {"type": "Report", "id": "{tenant}/{id}", "attrs": {"tenant": "{tenant}"}}}]}"#
-                    .into(),
-            )),
+            routes: Some(("routes.json".into(), routes.into())),
             ..Default::default()
         };
         let compiled = sources.compile(&mut |_| Err("no files".into())).unwrap();
         Engine::new(crate::Bundle::load(compiled).unwrap())
+    }
+
+    #[cfg(feature = "rust-crypto")]
+    #[test]
+    fn routes_may_not_read_an_identity_header() {
+        let engine = engine_with(
+            r#"{"routes": [{"methods": ["GET"], "path": "/t/{tenant}/reports/{id}", "action": "view",
+                "resource": {"type": "Report", "id": "{tenant}/{id}",
+                             "attrs": {"tenant": {"client_header": "x-org"}}}}]}"#,
+        );
+        Edge::default().check_bundle(engine.bundle()).unwrap();
+        let options: EdgeOptions =
+            serde_json::from_str(r#"{"forward": {"tenant": "x-org"}}"#).unwrap();
+        let err = Edge::new(options)
+            .unwrap()
+            .check_bundle(engine.bundle())
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("route `/t/{tenant}/reports/{id}` reads `x-org`, an identity header"),
+            "{err}"
+        );
     }
 
     #[cfg(feature = "rust-crypto")]

@@ -43,7 +43,7 @@ use axum::body::Body;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use portcullis_engine::{Bundle, BundleTrust, EdgeOptions};
-use source::{Fetched, Watcher};
+use source::{Fetched, Polled, Watcher};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -273,6 +273,8 @@ struct Shared {
     input: InputLimits,
     clock: Clock,
     secrets: SecretSource,
+    /// The edge options, natively: every bundle's routes are checked against them.
+    edge: portcullis_engine::Edge,
     edge_json: Arc<str>,
     /// The identity headers ext_authz may forward (`edge.forward`).
     identity_headers: Vec<String>,
@@ -282,11 +284,22 @@ struct Shared {
 
 impl Shared {
     /// Serve `fetched` from now on (instances reload lazily, and in the background right
-    /// away), once the secrets it names are read.
+    /// away), once the secrets it names are read; `false` when its revision is already served.
     ///
     /// # Errors
-    /// A secret it names cannot be read: the bundle is not installed.
-    fn install(&self, fetched: Fetched) -> Result<(), String> {
+    /// A route reads one of ext_authz's identity headers, or a secret it names cannot be read:
+    /// the bundle is not installed.
+    fn install(&self, fetched: Fetched) -> Result<bool, String> {
+        let current = self.served.load();
+        if current
+            .as_ref()
+            .is_some_and(|served| served.bundle.revision() == fetched.bundle.revision())
+        {
+            return Ok(false);
+        }
+        self.edge
+            .check_bundle(&fetched.bundle)
+            .map_err(|e| format!("the bundle cannot be used with the edge options: {e}"))?;
         let secrets = self.secrets.resolve(&fetched.bundle)?;
         self.keys.follow(&fetched.bundle.remote_issuers());
         let revision = fetched.bundle.revision().to_owned();
@@ -300,7 +313,7 @@ impl Shared {
             tenants: Mutex::new(HashMap::new()),
         })));
         self.publish();
-        Ok(())
+        Ok(true)
     }
 
     /// Hand the current bundle, keys and secrets to the pool as a new generation.
@@ -453,7 +466,7 @@ impl Server {
         }
         let edge_json: Arc<str> =
             Arc::from(serde_json::to_string(&options.edge).map_err(|e| e.to_string())?);
-        portcullis_engine::Edge::new(options.edge.clone()).map_err(|e| e.to_string())?;
+        let edge = portcullis_engine::Edge::new(options.edge.clone()).map_err(|e| e.to_string())?;
         let limits = options.limits.clone();
         let runtime = tokio::task::spawn_blocking(move || Runtime::new(limits))
             .await
@@ -471,24 +484,28 @@ impl Server {
             input: options.input,
             clock: options.clock.clone(),
             secrets: options.secrets.clone(),
+            edge,
             edge_json,
             identity_headers: options.edge.forward.names().map(str::to_owned).collect(),
             pep_token: options.pep_token.clone(),
             admin_token: options.admin_token.clone(),
         });
-        let mut watcher = Watcher::new(options.bundle.clone(), options.bundle_trust.clone());
+        let mut watcher = Watcher::new(
+            options.bundle.clone(),
+            options.bundle_trust.clone(),
+            options.poll_interval,
+        );
+        let first = Arc::clone(&shared);
         let (watcher, first) = tokio::task::spawn_blocking(move || {
-            let first = watcher.poll(true);
-            (watcher, first)
+            let polled = watcher.poll(true, |fetched| first.install(fetched));
+            (watcher, polled)
         })
         .await
         .map_err(|e| e.to_string())?;
         match first {
-            Ok(Some(fetched)) => shared
-                .install(fetched)
-                .map_err(|e| format!("cannot load the bundle: {e}"))?,
-            Ok(None) => return Err("the bundle source answered nothing".into()),
-            Err(e) => return Err(format!("cannot load the bundle: {e}")),
+            Polled::Installed(_) => {}
+            Polled::Unchanged => return Err("the bundle source answered nothing".into()),
+            Polled::Refused(e) => return Err(format!("cannot load the bundle: {e}")),
         }
         let warm = Arc::clone(&shared);
         tokio::task::spawn_blocking(move || warm.pool.refresh());
@@ -534,7 +551,6 @@ impl Server {
             Arc::clone(&shared),
             Arc::clone(&reload),
             shutdown.subscribe(),
-            options.poll_interval,
         )));
         Ok(Self {
             addr,
@@ -590,49 +606,34 @@ async fn watch_bundle(
     shared: Arc<Shared>,
     reload: Arc<Notify>,
     mut stop: watch::Receiver<bool>,
-    interval: Duration,
 ) {
     loop {
         let force = tokio::select! {
-            () = tokio::time::sleep(interval) => false,
+            () = tokio::time::sleep(watcher.wait()) => false,
             () = reload.notified() => true,
             _ = stop.wait_for(|s| *s) => return,
         };
+        let installing = Arc::clone(&shared);
         let polled = tokio::task::spawn_blocking(move || {
-            let result = watcher.poll(force);
-            (watcher, result)
+            let polled = watcher.poll(force, |fetched| installing.install(fetched));
+            (watcher, polled)
         })
         .await;
-        let Ok((returned, result)) = polled else {
+        let Ok((returned, polled)) = polled else {
             eprintln!("portcullis: the bundle watcher failed; reloads stop");
             return;
         };
         watcher = returned;
-        match result {
-            Ok(None) => {}
-            Ok(Some(fetched)) => {
-                let current = shared.pool.current().map(|l| l.revision.clone());
-                let revision = fetched.bundle.revision().to_owned();
-                if current.as_deref() == Some(revision.as_str()) {
-                    continue;
-                }
-                match shared.install(fetched) {
-                    Ok(()) => {
-                        eprintln!("portcullis: bundle revision {revision} loaded");
-                        shared.metrics.reload(true);
-                        let warm = Arc::clone(&shared);
-                        // Bring idle instances to the new bundle before requests need them.
-                        let _ = tokio::task::spawn_blocking(move || warm.pool.refresh()).await;
-                    }
-                    Err(e) => {
-                        shared.metrics.reload(false);
-                        eprintln!(
-                            "portcullis: new bundle refused, the previous one keeps serving: {e}"
-                        );
-                    }
-                }
+        match polled {
+            Polled::Unchanged => {}
+            Polled::Installed(revision) => {
+                eprintln!("portcullis: bundle revision {revision} loaded");
+                shared.metrics.reload(true);
+                let warm = Arc::clone(&shared);
+                // Bring idle instances to the new bundle before requests need them.
+                let _ = tokio::task::spawn_blocking(move || warm.pool.refresh()).await;
             }
-            Err(e) => {
+            Polled::Refused(e) => {
                 shared.metrics.reload(false);
                 eprintln!("portcullis: new bundle refused, the previous one keeps serving: {e}");
             }

@@ -1,15 +1,18 @@
 //! Where the bundle comes from, and noticing when it changes: a directory or compiled file
-//! (polled by a fingerprint of names, sizes and modification times), or a URL (polled with
-//! `If-None-Match`). A changed bundle is compiled and validated here, natively, off the
-//! request path; only a valid one is ever handed on.
+//! (polled by a fingerprint of names, sizes and modification times), or a URL (polled on the
+//! engine's [`BundlePoll`] schedule: `If-None-Match`, no redirect, a whole GET again after a
+//! refusal). A changed bundle is compiled and validated here, natively, off the request path;
+//! only a valid one is ever handed on.
 
 use crate::bundle_dir;
 use crate::crypto::RingVerifier;
-use portcullis_engine::{Bundle, BundleTrust, MAX_BUNDLE_DOCUMENT};
+use portcullis_engine::{
+    Bundle, BundleEvent, BundleFetch, BundlePoll, BundleTrust, MAX_BUNDLE_DOCUMENT,
+};
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Deepest directory level looked at for changes.
 const MAX_DEPTH: usize = 8;
@@ -60,87 +63,169 @@ impl std::fmt::Debug for Fetched {
     }
 }
 
+/// What a poll found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Polled {
+    /// Nothing new: not due, not modified, or the revision already in use.
+    Unchanged,
+    /// A new bundle was installed; its revision.
+    Installed(String),
+    /// The source could not be read, or its bundle was refused: the one in use stays.
+    Refused(String),
+}
+
+/// What is watched, and what was last seen of it.
+#[derive(Debug)]
+enum Watched {
+    /// A directory or file, and the fingerprint last looked at, whether it loaded or was
+    /// refused (a bad bundle is reported once, not on every poll).
+    Path { path: PathBuf, seen: Option<String> },
+    /// A URL, on the engine's schedule (ETag, retries, a full GET after a refusal or a reload).
+    Url(BundlePoll),
+}
+
 /// Watches one [`BundleSource`].
 #[derive(Debug)]
 pub struct Watcher {
-    source: BundleSource,
-    /// What was last looked at (fingerprint or ETag), whether it loaded or was refused: a bad
-    /// bundle is reported once, not on every poll.
-    seen: Option<String>,
+    watched: Watched,
+    interval: Duration,
+    started: Instant,
     agent: ureq::Agent,
     /// When set, only bundles signed with one of these keys are accepted.
     trust: Option<BundleTrust>,
 }
 
 impl Watcher {
-    /// A watcher that has seen nothing yet; with `trust`, it accepts signed bundles only.
-    pub fn new(source: BundleSource, trust: Option<BundleTrust>) -> Self {
+    /// A watcher that has seen nothing yet, polling every `interval` (and, for a URL, retrying
+    /// as often after a failure); with `trust`, it accepts signed bundles only.
+    pub fn new(source: BundleSource, trust: Option<BundleTrust>, interval: Duration) -> Self {
+        let every = u64::try_from(interval.as_millis()).unwrap_or(u64::MAX);
+        let watched = match source {
+            BundleSource::Url(url) => Watched::Url(BundlePoll::new(url, every, every)),
+            BundleSource::Path(path) => Watched::Path { path, seen: None },
+        };
         Self {
-            source,
-            seen: None,
+            watched,
+            interval,
+            started: Instant::now(),
             agent: http_agent(Duration::from_secs(10)),
             trust,
         }
     }
 
-    /// Fetch the bundle if it changed since the last poll (or unconditionally with `force`).
-    ///
-    /// # Errors
-    /// The source cannot be read, or the bundle is invalid (every problem, one per line).
-    pub fn poll(&mut self, force: bool) -> Result<Option<Fetched>, String> {
-        let (marker, json) = match &self.source {
-            BundleSource::Path(path) => {
+    /// How long until the next poll is due.
+    pub fn wait(&self) -> Duration {
+        match &self.watched {
+            Watched::Url(poll) => poll.next_due().map_or(self.interval, |due| {
+                let left = due.saturating_sub(elapsed_ms(self.started));
+                Duration::from_millis(u64::try_from(left).unwrap_or(0))
+            }),
+            Watched::Path { .. } => self.interval,
+        }
+    }
+
+    /// Look at the source if a poll is due (at once, for the whole bundle, with `force`), and
+    /// hand a changed, valid bundle to `install`, which answers whether it is new (`false`:
+    /// that revision is already in use) or why it cannot be used.
+    pub fn poll(
+        &mut self,
+        force: bool,
+        install: impl FnOnce(Fetched) -> Result<bool, String>,
+    ) -> Polled {
+        let started = self.started;
+        let json = match &mut self.watched {
+            Watched::Path { path, seen } => {
                 let marker = fingerprint(path);
-                if !force && self.seen.as_ref() == Some(&marker) {
-                    return Ok(None);
+                if !force && seen.as_ref() == Some(&marker) {
+                    return Polled::Unchanged;
                 }
-                self.seen = Some(marker);
-                let compiled = bundle_dir::compile(path).map_err(|e| e.to_string())?;
-                (None, compiled.to_json())
+                *seen = Some(marker);
+                match bundle_dir::compile(path) {
+                    Ok(compiled) => compiled.to_json(),
+                    Err(e) => return Polled::Refused(e.to_string()),
+                }
             }
-            BundleSource::Url(url) => {
-                let mut request = self.agent.get(url);
-                if let (false, Some(etag)) = (force, &self.seen) {
-                    request = request.header("If-None-Match", etag);
+            Watched::Url(poll) => {
+                if force {
+                    poll.reload(elapsed_ms(started));
                 }
-                let mut response = request
-                    .call()
-                    .map_err(|e| format!("cannot fetch the bundle: {e}"))?;
-                match response.status().as_u16() {
-                    304 => return Ok(None),
-                    200 => {}
-                    status @ 300..400 => {
-                        return Err(format!(
-                            "fetching the bundle answered a redirect (HTTP {status}), which is not followed: configure the URL it points to"
-                        ));
+                let Some(fetch) = poll.due(elapsed_ms(started)) else {
+                    return Polled::Unchanged;
+                };
+                let (event, body) = match get(&self.agent, &fetch) {
+                    Ok((status, etag, body)) => {
+                        let now = elapsed_ms(started);
+                        (poll.answer(status, etag.as_deref(), body.len(), now), body)
                     }
-                    status => return Err(format!("fetching the bundle answered HTTP {status}")),
+                    Err(reason) => (poll.failed(&reason, elapsed_ms(started)), String::new()),
+                };
+                match event {
+                    BundleEvent::Unchanged => return Polled::Unchanged,
+                    BundleEvent::Failed(reason) => return Polled::Refused(reason),
+                    BundleEvent::Candidate => body,
                 }
-                let etag = response
-                    .headers()
-                    .get("etag")
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_owned);
-                let json = response
-                    .body_mut()
-                    .with_config()
-                    .limit(MAX_BUNDLE_DOCUMENT as u64)
-                    .read_to_string()
-                    .map_err(|e| format!("cannot read the bundle: {e}"))?;
-                (etag, json)
             }
         };
-        if let Some(etag) = marker {
-            self.seen = Some(etag);
+        let outcome = self.validate(json).and_then(|fetched| {
+            let revision = fetched.bundle.revision().to_owned();
+            Ok(if install(fetched)? {
+                Polled::Installed(revision)
+            } else {
+                Polled::Unchanged
+            })
+        });
+        if let Watched::Url(poll) = &mut self.watched {
+            match outcome {
+                Ok(_) => poll.accepted(elapsed_ms(started)),
+                Err(_) => poll.refused(elapsed_ms(started)),
+            }
         }
+        outcome.unwrap_or_else(Polled::Refused)
+    }
+
+    /// Load `json` and check its signature when signatures are required.
+    fn validate(&self, json: String) -> Result<Fetched, String> {
         let bundle = Bundle::from_json(&json).map_err(|e| e.to_string())?;
         if let Some(trust) = &self.trust {
             trust
                 .check(bundle.compiled(), &RingVerifier)
                 .map_err(|e| e.to_string())?;
         }
-        Ok(Some(Fetched { json, bundle }))
+        Ok(Fetched { json, bundle })
     }
+}
+
+/// Milliseconds since `started`: the watcher's clock for its URL schedule.
+fn elapsed_ms(started: Instant) -> i64 {
+    i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Perform `fetch`: its status, `ETag` and body (read up to [`MAX_BUNDLE_DOCUMENT`]).
+fn get(agent: &ureq::Agent, fetch: &BundleFetch) -> Result<(u16, Option<String>, String), String> {
+    let mut request = agent.get(&fetch.url);
+    if let Some(etag) = &fetch.if_none_match {
+        request = request.header("If-None-Match", etag);
+    }
+    let mut response = request
+        .call()
+        .map_err(|e| format!("cannot fetch the bundle: {e}"))?;
+    let status = response.status().as_u16();
+    let etag = response
+        .headers()
+        .get("etag")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let body = if status == 200 {
+        response
+            .body_mut()
+            .with_config()
+            .limit(MAX_BUNDLE_DOCUMENT as u64)
+            .read_to_string()
+            .map_err(|e| format!("cannot read the bundle: {e}"))?
+    } else {
+        String::new()
+    };
+    Ok((status, etag, body))
 }
 
 /// An HTTP client with overall timeouts that reports every status as a response and follows

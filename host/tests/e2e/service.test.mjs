@@ -175,8 +175,10 @@ describe('bundle reloads', () => {
     // The bundle server: the current document with a strong ETag, 304 on If-None-Match.
     let served = techfin;
     let conditional = 0;
+    let full = 0;
     const server = createServer((req, res) => {
       const etag = `"${served.revision}-${served.policies.length}"`;
+      if (req.headers['if-none-match'] === undefined) full += 1;
       if (req.headers['if-none-match'] === etag) {
         conditional += 1;
         res.writeHead(304, { etag });
@@ -202,6 +204,14 @@ describe('bundle reloads', () => {
       assert.ok(refused, 'the tampered bundle is refused');
       assert.equal((await revision(service.admin)).revision, changed.revision, 'the good bundle keeps serving');
       assert.match(service.output(), /revision does not match its content/);
+      // A refused bundle's ETag is forgotten: each retry fetches the whole document again (and
+      // reports the refusal again) until the server has a good one.
+      const fullAfterRefusal = full;
+      assert.ok(await until(() => full > fullAfterRefusal, 5000, 100), 'a full GET after a refusal');
+      served = changed;
+      const conditionalBefore = conditional;
+      assert.ok(await until(() => conditional > conditionalBefore, 10000, 100), 'conditional polls resume');
+      assert.equal((await revision(service.admin)).revision, changed.revision);
     } finally {
       await service?.stop();
       service = undefined;
