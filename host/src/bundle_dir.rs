@@ -8,21 +8,14 @@ use std::fs;
 use std::path::{Component, Path, PathBuf};
 
 /// Why a bundle could not be read.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum ReadError {
-    /// A file could not be read.
+    /// A file could not be read (the message names it).
+    #[error("{0}")]
     Io(String),
     /// The bundle is invalid.
-    Invalid(BundleError),
-}
-
-impl std::fmt::Display for ReadError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Io(message) => f.write_str(message),
-            Self::Invalid(err) => write!(f, "{err}"),
-        }
-    }
+    #[error(transparent)]
+    Invalid(#[from] BundleError),
 }
 
 /// Read a file of the bundle directory, refusing paths that leave it.

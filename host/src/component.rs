@@ -318,12 +318,41 @@ fn ticks(deadline: Duration) -> u64 {
         + 1
 }
 
+/// Why the component runtime cannot be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// wasmtime refused the configuration (the pooling allocator's limits).
+    #[error("wasmtime: {0}")]
+    Wasmtime(#[source] wasmtime::Error),
+    /// The component does not compile.
+    #[error("cannot compile the component: {0}")]
+    Compile(#[source] wasmtime::Error),
+    /// An import cannot be linked.
+    #[error("cannot link {what}: {source}")]
+    Link {
+        /// What was being linked.
+        what: &'static str,
+        /// Why not.
+        #[source]
+        source: wasmtime::Error,
+    },
+    /// A thread cannot be started.
+    #[error("cannot start the {what}: {source}")]
+    Thread {
+        /// Which thread.
+        what: &'static str,
+        /// Why not.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 impl Runtime {
     /// Compile the embedded component.
     ///
     /// # Errors
     /// When wasmtime cannot set up the pooling allocator or compile or link the component.
-    pub fn new(limits: Limits) -> Result<Self, String> {
+    pub fn new(limits: Limits) -> Result<Self, SetupError> {
         Self::from_wasm(COMPONENT_WASM, limits)
     }
 
@@ -331,7 +360,7 @@ impl Runtime {
     ///
     /// # Errors
     /// As for [`Runtime::new`].
-    pub fn from_wasm(wasm: &[u8], limits: Limits) -> Result<Self, String> {
+    pub fn from_wasm(wasm: &[u8], limits: Limits) -> Result<Self, SetupError> {
         let mut pooling = PoolingAllocationConfig::default();
         pooling
             .total_component_instances(limits.max_instances)
@@ -343,18 +372,17 @@ impl Runtime {
         config
             .epoch_interruption(true)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
-        let engine = wasmtime::Engine::new(&config).map_err(|e| format!("wasmtime: {e}"))?;
-        let component = Component::new(&engine, wasm)
-            .map_err(|e| format!("cannot compile the component: {e}"))?;
+        let engine = wasmtime::Engine::new(&config).map_err(SetupError::Wasmtime)?;
+        let component = Component::new(&engine, wasm).map_err(SetupError::Compile)?;
+        let link = |what| move |source| SetupError::Link { what, source };
         let mut linker = Linker::<HostState>::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
-            .map_err(|e| format!("cannot link WASI: {e}"))?;
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(link("WASI"))?;
         wit::Portcullis::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
-            .map_err(|e| format!("cannot link the crypto import: {e}"))?;
+            .map_err(link("the crypto import"))?;
         let pre = linker
             .instantiate_pre(&component)
             .and_then(wit::PortcullisPre::new)
-            .map_err(|e| format!("cannot link the component: {e}"))?;
+            .map_err(link("the component"))?;
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
             let (engine, stop) = (engine.clone(), Arc::clone(&stop));
@@ -366,7 +394,10 @@ impl Runtime {
                         engine.increment_epoch();
                     }
                 })
-                .map_err(|e| format!("cannot start the epoch ticker: {e}"))?
+                .map_err(|source| SetupError::Thread {
+                    what: "epoch ticker",
+                    source,
+                })?
         };
         Ok(Self {
             engine,

@@ -259,7 +259,7 @@ fn serve_until(
         Ok(r) => r,
         Err(e) => return usage_error(format!("cannot start the async runtime: {e}")),
     };
-    let result: Result<(), String> = runtime.block_on(async move {
+    let result: Result<(), Box<dyn std::error::Error>> = runtime.block_on(async move {
         use tokio::signal::unix::{SignalKind, signal};
         let server = Server::start(options).await?;
         let base = format!("http://{}", server.addr());
@@ -270,8 +270,8 @@ fn serve_until(
             }
             None => eprintln!("portcullis: serving decisions at {base}"),
         }
-        let mut hangup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
-        let mut terminate = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+        let mut hangup = signal(SignalKind::hangup())?;
+        let mut terminate = signal(SignalKind::terminate())?;
         let mut work = work(base);
         let outcome = loop {
             tokio::select! {
@@ -283,7 +283,7 @@ fn serve_until(
         };
         eprintln!("portcullis: shutting down");
         server.shutdown().await?;
-        outcome
+        Ok(outcome?)
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -14,6 +14,51 @@ const MAX_SECRET_BYTES: u64 = 4096;
 /// Secrets by name, as read (never printed).
 pub type Secrets = Vec<(String, Arc<[u8]>)>;
 
+/// Why a secret cannot be read. Names the secret and where it was looked for, never a value.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    /// In neither place.
+    #[error(
+        "secret `{name}` not found: {}no environment variable `{var}`",
+        .file.as_ref().map_or(String::new(), |f| format!("no file `{}`, and ", f.display()))
+    )]
+    NotFound {
+        /// The secret.
+        name: String,
+        /// The file looked for, when there is a secrets directory.
+        file: Option<PathBuf>,
+        /// The environment variable looked for.
+        var: String,
+    },
+    /// Found, but empty (a file, or an environment variable).
+    #[error("secret `{name}`: `{place}` is empty")]
+    Empty {
+        /// The secret.
+        name: String,
+        /// The file or variable.
+        place: String,
+    },
+    /// Not a regular file of at most 4096 bytes.
+    #[error("secret `{name}`: `{}` is not a file of at most {MAX_SECRET_BYTES} bytes", .path.display())]
+    NotAFile {
+        /// The secret.
+        name: String,
+        /// The file.
+        path: PathBuf,
+    },
+    /// The file cannot be read.
+    #[error("secret `{name}`: cannot read `{}`: {source}", .path.display())]
+    Unreadable {
+        /// The secret.
+        name: String,
+        /// The file.
+        path: PathBuf,
+        /// Why not.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 /// Where secrets are read.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SecretSource {
@@ -26,7 +71,7 @@ impl SecretSource {
     ///
     /// # Errors
     /// A secret that is in neither place, or a file that cannot be read.
-    pub fn resolve(&self, bundle: &Bundle) -> Result<Secrets, String> {
+    pub fn resolve(&self, bundle: &Bundle) -> Result<Secrets, SecretError> {
         bundle
             .secrets()
             .into_iter()
@@ -34,7 +79,7 @@ impl SecretSource {
             .collect()
     }
 
-    fn read(&self, secret: &SecretRef) -> Result<Vec<u8>, String> {
+    fn read(&self, secret: &SecretRef) -> Result<Vec<u8>, SecretError> {
         if let Some(dir) = &self.dir {
             let path = dir.join(&secret.name);
             if path.exists() {
@@ -46,33 +91,36 @@ impl SecretSource {
             Some(value) => {
                 let bytes = value.into_encoded_bytes();
                 if bytes.is_empty() {
-                    return Err(format!("secret `{}`: `{var}` is empty", secret.name));
+                    return Err(SecretError::Empty {
+                        name: secret.name.clone(),
+                        place: var,
+                    });
                 }
                 Ok(bytes)
             }
-            None => Err(format!(
-                "secret `{}` not found: {}no environment variable `{var}`",
-                secret.name,
-                self.dir.as_ref().map_or(String::new(), |d| format!(
-                    "no file `{}`, and ",
-                    d.join(&secret.name).display()
-                ))
-            )),
+            None => Err(SecretError::NotFound {
+                name: secret.name.clone(),
+                file: self.dir.as_ref().map(|d| d.join(&secret.name)),
+                var,
+            }),
         }
     }
 }
 
-fn read_file(path: &Path, name: &str) -> Result<Vec<u8>, String> {
-    let meta = std::fs::metadata(path)
-        .map_err(|e| format!("secret `{name}`: cannot read `{}`: {e}", path.display()))?;
+fn read_file(path: &Path, name: &str) -> Result<Vec<u8>, SecretError> {
+    let unreadable = |source| SecretError::Unreadable {
+        name: name.to_owned(),
+        path: path.to_path_buf(),
+        source,
+    };
+    let meta = std::fs::metadata(path).map_err(unreadable)?;
     if !meta.is_file() || meta.len() > MAX_SECRET_BYTES {
-        return Err(format!(
-            "secret `{name}`: `{}` is not a file of at most {MAX_SECRET_BYTES} bytes",
-            path.display()
-        ));
+        return Err(SecretError::NotAFile {
+            name: name.to_owned(),
+            path: path.to_path_buf(),
+        });
     }
-    let mut bytes = std::fs::read(path)
-        .map_err(|e| format!("secret `{name}`: cannot read `{}`: {e}", path.display()))?;
+    let mut bytes = std::fs::read(path).map_err(unreadable)?;
     if bytes.ends_with(b"\n") {
         bytes.pop();
         if bytes.ends_with(b"\r") {
@@ -80,7 +128,10 @@ fn read_file(path: &Path, name: &str) -> Result<Vec<u8>, String> {
         }
     }
     if bytes.is_empty() {
-        return Err(format!("secret `{name}`: `{}` is empty", path.display()));
+        return Err(SecretError::Empty {
+            name: name.to_owned(),
+            place: path.display().to_string(),
+        });
     }
     Ok(bytes)
 }

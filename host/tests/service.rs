@@ -14,7 +14,9 @@ mod common;
 use common::{agent, analyst_token, now, techfin, view_request};
 use portcullis::bundle_dir::{compile, dev_token};
 use portcullis::component::{CallError, Limits, Loaded, Pool, Runtime};
-use portcullis::service::{AuditTarget, BundleSource, Options, Server};
+use portcullis::service::{
+    AuditTarget, BundleSource, InstallError, Options, Refusal, Server, StartError,
+};
 use serde_json::{Map, Value, json};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -461,6 +463,14 @@ fn bundles_are_served_without_secrets_and_only_to_whom_they_belong() {
     };
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let err = runtime.block_on(Server::start(missing)).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StartError::Bundle(Refusal::Install(InstallError::Secret(_)))
+        ),
+        "{err:?}"
+    );
+    let err = err.to_string();
     assert!(err.contains("secret `hooli-hmac` not found"), "{err}");
     assert!(err.contains("PORTCULLIS_SECRET_HOOLI_HMAC"), "{err}");
     // Off loopback, the admin listener needs a credential.
@@ -468,6 +478,8 @@ fn bundles_are_served_without_secrets_and_only_to_whom_they_belong() {
     open.secrets = portcullis::secrets::SecretSource { dir: Some(secrets) };
     open.admin_listen = Some(SocketAddr::from(([0, 0, 0, 0], 0)));
     let err = runtime.block_on(Server::start(open)).unwrap_err();
+    assert!(matches!(err, StartError::AdminOffLoopback(_)), "{err:?}");
+    let err = err.to_string();
     assert!(err.contains("--admin-token-file"), "{err}");
     std::fs::remove_dir_all(&dir).ok();
 }
@@ -811,6 +823,11 @@ fn redirects_are_refused_and_signatures_required() {
         BundleSource::parse(&format!("http://127.0.0.1:{port}/bundle.json")).unwrap();
     let err = runtime.block_on(Server::start(redirected)).unwrap_err();
     assert!(
+        matches!(err, StartError::Bundle(Refusal::Fetch(_))),
+        "{err:?}"
+    );
+    let err = err.to_string();
+    assert!(
         err.contains("redirect (HTTP 302), which is not followed"),
         "{err}"
     );
@@ -824,6 +841,11 @@ fn redirects_are_refused_and_signatures_required() {
     let mut unsigned = self::options(&techfin());
     unsigned.bundle_trust = Some(trust.clone());
     let err = runtime.block_on(Server::start(unsigned)).unwrap_err();
+    assert!(
+        matches!(err, StartError::Bundle(Refusal::Invalid(_))),
+        "{err:?}"
+    );
+    let err = err.to_string();
     assert!(err.contains("not signed"), "{err}");
     let signed = portcullis_engine::sign_bundle(
         compile(&techfin()).unwrap(),
@@ -1074,6 +1096,14 @@ fn a_route_reading_an_identity_header_is_refused() {
     let mut options = options(&dir);
     options.edge = serde_json::from_str(r#"{"forward": {"tenant": "x-department"}}"#).unwrap();
     let err = runtime.block_on(Server::start(options)).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StartError::Bundle(Refusal::Install(InstallError::Edge(_)))
+        ),
+        "{err:?}"
+    );
+    let err = err.to_string();
     std::fs::remove_dir_all(&dir).ok();
     assert!(
         err.contains("reads `x-department`, an identity header the edge sets itself"),

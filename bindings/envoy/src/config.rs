@@ -3,8 +3,8 @@
 //! (`routes.json` in its directory); the request logic is the engine's [`Edge`].
 
 use portcullis_engine::{
-    Bundle, BundleTrust, CompiledBundle, Edge, EdgeOptions, Engine, EngineOptions, HttpTarget,
-    RefreshPolicy, RustCryptoVerifier, SignatureBudget,
+    Bundle, BundleTrust, CompiledBundle, Edge, EdgeConfigError, EdgeOptions, Engine, EngineOptions,
+    HttpTarget, RefreshPolicy, RustCryptoVerifier, SignatureBudget,
 };
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -159,14 +159,44 @@ fn default_timeout() -> u64 {
     5000
 }
 
-/// A configuration problem, reported by `on_configure` (which then refuses the configuration).
-#[derive(Debug, PartialEq, Eq)]
-pub struct ConfigError(pub String);
-
-impl std::fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
+/// A configuration problem, reported by `on_configure` (which then refuses the configuration)
+/// or by a bundle poll (which then keeps the bundle in use).
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The configuration is not JSON of the expected shape.
+    #[error("invalid configuration: {0}")]
+    Json(#[from] serde_json::Error),
+    /// `bundle_keys` is not a usable JWK set.
+    #[error("`bundle_keys`: {0}")]
+    BundleKeys(String),
+    /// The old place of routes.
+    #[error(
+        "`routes` are part of the bundle now: move them to `routes.json` in the bundle directory and rebuild it with `portcullis bundle`"
+    )]
+    RoutesInConfig,
+    /// The edge options do not hold together.
+    #[error("`edge`: {0}")]
+    Edge(#[source] EdgeConfigError),
+    /// `bundle.remote` is not usable.
+    #[error("`bundle.remote{field}`: {problem}")]
+    RemoteBundle {
+        /// The field (`.url`, `.cluster`, ...), or empty for the whole object.
+        field: &'static str,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// The bundle's signature is missing or does not verify against `bundle_keys`.
+    #[error("bundle refused: {0}")]
+    Unsigned(String),
+    /// The bundle does not load, or its routes cannot be used with the edge options.
+    #[error("invalid bundle: {0}")]
+    Bundle(String),
+    /// A remote issuer's keys cannot be fetched: no cluster reaches it.
+    #[error("{0}")]
+    NoCluster(String),
+    /// A secret the bundle names is not in the VM's environment, or is unusable.
+    #[error("{0}")]
+    Secret(String),
 }
 
 /// A validated configuration: what every request of this VM uses, beside the engine (which a
@@ -203,8 +233,7 @@ impl Plan {
         bytes: &[u8],
         options: impl FnOnce(&Self) -> EngineOptions,
     ) -> Result<(Self, Option<Engine>), ConfigError> {
-        let config: FilterConfig = serde_json::from_slice(bytes)
-            .map_err(|e| ConfigError(format!("invalid configuration: {e}")))?;
+        let config: FilterConfig = serde_json::from_slice(bytes)?;
         let FilterConfig {
             bundle,
             routes,
@@ -217,16 +246,13 @@ impl Plan {
         } = config;
         let bundle_trust = bundle_keys
             .map(|jwks| {
-                BundleTrust::from_jwks(&jwks)
-                    .map_err(|e| ConfigError(format!("`bundle_keys`: {}", e.info().message)))
+                BundleTrust::from_jwks(&jwks).map_err(|e| ConfigError::BundleKeys(e.info().message))
             })
             .transpose()?;
         if routes.is_some() {
-            return Err(ConfigError(
-                "`routes` are part of the bundle now: move them to `routes.json` in the bundle directory and rebuild it with `portcullis bundle`".into(),
-            ));
+            return Err(ConfigError::RoutesInConfig);
         }
-        let edge = Edge::new(edge).map_err(|e| ConfigError(format!("`edge`: {e}")))?;
+        let edge = Edge::new(edge).map_err(ConfigError::Edge)?;
         let (inline, remote_bundle) = match bundle {
             BundleSource::Inline(compiled) => (Some(compiled), None),
             BundleSource::Remote(remote) => {
@@ -245,9 +271,12 @@ impl Plan {
                     .filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_graphic()));
                 Some(format!(
                     "Bearer {}",
-                    token.ok_or_else(|| ConfigError(format!(
-                        "`bundle.remote.token_env`: the VM has no usable `{var}` (vm_config.environment_variables.host_env_keys)"
-                    )))?
+                    token.ok_or_else(|| ConfigError::RemoteBundle {
+                        field: ".token_env",
+                        problem: format!(
+                            "the VM has no usable `{var}` (vm_config.environment_variables.host_env_keys)"
+                        ),
+                    })?
                 ))
             }
         };
@@ -282,19 +311,21 @@ impl Plan {
         if let Some(trust) = &self.bundle_trust {
             trust
                 .check(&compiled, &RustCryptoVerifier)
-                .map_err(|e| ConfigError(format!("bundle refused: {e}")))?;
+                .map_err(|e| ConfigError::Unsigned(e.to_string()))?;
         }
         let bundle = Bundle::load(compiled).map_err(|e| {
             let problems: Vec<String> = e.problems.iter().map(ToString::to_string).collect();
-            ConfigError(format!("invalid bundle: {}", problems.join("; ")))
+            ConfigError::Bundle(problems.join("; "))
         })?;
         for (issuer, source) in bundle.remote_issuers() {
             let url = source.url();
             let keys = self.keys.as_ref().ok_or_else(|| {
-                ConfigError("the bundle has remote issuers: `keys.clusters` is required".into())
+                ConfigError::NoCluster(
+                    "the bundle has remote issuers: `keys.clusters` is required".into(),
+                )
             })?;
             if keys.cluster_for(url).is_none() {
-                return Err(ConfigError(format!(
+                return Err(ConfigError::NoCluster(format!(
                     "no cluster in `keys.clusters` for the origin of `{url}` (issuer `{issuer}`)"
                 )));
             }
@@ -303,40 +334,41 @@ impl Plan {
         let engine = Engine::with_options(Arc::new(bundle), options);
         self.edge
             .check_bundle(engine.bundle())
-            .map_err(|e| ConfigError(format!("invalid bundle: {e}")))?;
+            .map_err(|e| ConfigError::Bundle(e.to_string()))?;
         // HMAC secrets come from the VM's environment, which Envoy fills from its own
         // (`vm_config.environment_variables.host_env_keys`): never from the bundle.
         for secret in secrets {
             let var = secret.env_var();
             let value = std::env::var_os(&var).filter(|v| !v.is_empty()).ok_or_else(|| {
-                ConfigError(format!(
+                ConfigError::Secret(format!(
                     "the bundle names the secret `{}`: pass it to the VM as `{var}` (vm_config.environment_variables.host_env_keys)",
                     secret.name
                 ))
             })?;
             engine
                 .set_secret(&secret.name, value.as_encoded_bytes())
-                .map_err(|e| ConfigError(e.info().message))?;
+                .map_err(|e| ConfigError::Secret(e.info().message))?;
         }
         Ok(engine)
     }
 }
 
 fn validate_remote_bundle(remote: &RemoteBundle) -> Result<HttpTarget, ConfigError> {
-    let target = HttpTarget::parse(&remote.url).ok_or_else(|| {
-        ConfigError(format!(
-            "`bundle.remote.url` `{}` is not an http(s) URL",
-            remote.url
-        ))
+    let target = HttpTarget::parse(&remote.url).ok_or_else(|| ConfigError::RemoteBundle {
+        field: ".url",
+        problem: format!("`{}` is not an http(s) URL", remote.url),
     })?;
     if remote.cluster.is_empty() {
-        return Err(ConfigError("`bundle.remote.cluster` is empty".into()));
+        return Err(ConfigError::RemoteBundle {
+            field: ".cluster",
+            problem: "must not be empty".into(),
+        });
     }
     if remote.poll_seconds == 0 || remote.retry_seconds == 0 || remote.timeout_ms == 0 {
-        return Err(ConfigError(
-            "`bundle.remote`: `poll_seconds`, `retry_seconds` and `timeout_ms` must be positive"
-                .into(),
-        ));
+        return Err(ConfigError::RemoteBundle {
+            field: "",
+            problem: "`poll_seconds`, `retry_seconds` and `timeout_ms` must be positive".into(),
+        });
     }
     Ok(target)
 }
@@ -402,7 +434,7 @@ pub(crate) mod tests {
             ),
             (
                 json!({"url": "http://h/b", "cluster": ""}),
-                "cluster` is empty",
+                "`bundle.remote.cluster`: must not be empty",
             ),
             (
                 json!({"url": "http://h/b", "cluster": "c", "poll_seconds": 0}),
@@ -414,7 +446,7 @@ pub(crate) mod tests {
             ),
         ] {
             let err = plan(json!({"bundle": {"remote": remote}})).err().unwrap();
-            assert!(err.0.contains(expected), "{err} lacks {expected}");
+            assert!(err.to_string().contains(expected), "{err} lacks {expected}");
         }
     }
 
@@ -433,7 +465,10 @@ pub(crate) mod tests {
             .engine(bundle.clone(), EngineOptions::default())
             .err()
             .unwrap();
-        assert!(err.0.contains("`keys.clusters` is required"), "{err}");
+        assert!(
+            err.to_string().contains("`keys.clusters` is required"),
+            "{err}"
+        );
         assert_eq!(
             with_keys
                 .engine(bundle.clone(), EngineOptions::default())
@@ -448,7 +483,7 @@ pub(crate) mod tests {
             .engine(tampered, EngineOptions::default())
             .err()
             .unwrap();
-        assert!(err.0.contains("invalid bundle"), "{err}");
+        assert!(err.to_string().contains("invalid bundle"), "{err}");
 
         let mut elsewhere = remote_issuer();
         elsewhere["jwks_uri"] = json!("https://other.idp/jwks");
@@ -456,7 +491,10 @@ pub(crate) mod tests {
             .engine(compiled(Some(elsewhere)), EngineOptions::default())
             .err()
             .unwrap();
-        assert!(err.0.contains("no cluster in `keys.clusters`"), "{err}");
+        assert!(
+            err.to_string().contains("no cluster in `keys.clusters`"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -477,7 +515,10 @@ pub(crate) mod tests {
         }))
         .err()
         .unwrap();
-        assert!(err.0.contains("unknown field `refresh_seconds`"), "{err}");
+        assert!(
+            err.to_string().contains("unknown field `refresh_seconds`"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -503,7 +544,7 @@ pub(crate) mod tests {
             ),
         ] {
             let err = plan(config(bundle)).err().unwrap();
-            assert!(err.0.contains(expected), "{err}");
+            assert!(err.to_string().contains(expected), "{err}");
         }
         // A signed bundle whose policies were changed after signing.
         let mut tampered = signed;
@@ -513,7 +554,7 @@ pub(crate) mod tests {
         let err = plan(json!({"bundle": {"inline": compiled(None)}, "bundle_keys": {"keys": 1}}))
             .err()
             .unwrap();
-        assert!(err.0.contains("`bundle_keys`"), "{err}");
+        assert!(err.to_string().contains("`bundle_keys`"), "{err}");
     }
 
     #[test]
@@ -521,7 +562,10 @@ pub(crate) mod tests {
         let config = json!({"bundle": {"inline": compiled(None)},
                             "edge": {"forward": {"tenant": "X-Tenant"}}});
         let err = plan(config).err().unwrap();
-        assert!(err.0.starts_with("`edge`: invalid header name"), "{err}");
+        assert!(
+            err.to_string().starts_with("`edge`: invalid header name"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -18,6 +18,35 @@ use std::time::Duration;
 #[derive(Clone)]
 pub struct Credential(Arc<[u8]>);
 
+/// Why a credential is refused (never echoing it).
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialError {
+    /// Under 16 bytes.
+    #[error("a credential needs at least 16 bytes")]
+    Short,
+    /// Spaces, control characters or non-ASCII bytes.
+    #[error("a credential is printable ASCII without spaces")]
+    NotPrintable,
+    /// The file cannot be read.
+    #[error("cannot read `{}`: {source}", .path.display())]
+    Unreadable {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why not.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file's credential is refused.
+    #[error("`{}`: {problem}", .path.display())]
+    InFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        problem: Box<CredentialError>,
+    },
+}
+
 impl std::fmt::Debug for Credential {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Credential([redacted])")
@@ -29,25 +58,30 @@ impl Credential {
     ///
     /// # Errors
     /// An unreadable, empty or short (under 16 bytes) file.
-    pub fn from_file(path: &std::path::Path) -> Result<Self, String> {
-        let mut bytes =
-            std::fs::read(path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+    pub fn from_file(path: &std::path::Path) -> Result<Self, CredentialError> {
+        let mut bytes = std::fs::read(path).map_err(|source| CredentialError::Unreadable {
+            path: path.to_path_buf(),
+            source,
+        })?;
         while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
             bytes.pop();
         }
-        Self::new(bytes).map_err(|e| format!("`{}`: {e}", path.display()))
+        Self::new(bytes).map_err(|e| CredentialError::InFile {
+            path: path.to_path_buf(),
+            problem: Box::new(e),
+        })
     }
 
     /// A credential from its bytes.
     ///
     /// # Errors
     /// Fewer than 16 bytes, or bytes a header cannot carry.
-    pub fn new(bytes: Vec<u8>) -> Result<Self, String> {
+    pub fn new(bytes: Vec<u8>) -> Result<Self, CredentialError> {
         if bytes.len() < 16 {
-            return Err("a credential needs at least 16 bytes".into());
+            return Err(CredentialError::Short);
         }
         if !bytes.iter().all(|b| b.is_ascii_graphic()) {
-            return Err("a credential is printable ASCII without spaces".into());
+            return Err(CredentialError::NotPrintable);
         }
         Ok(Self(Arc::from(bytes)))
     }

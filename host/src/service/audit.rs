@@ -2,7 +2,9 @@
 //! their record to a bounded queue and never wait: when it is full the record is dropped and
 //! counted (`portcullis_audit_dropped_total`).
 
+use super::StartError;
 use super::metrics::Metrics;
+use crate::component::SetupError;
 use std::io::Write;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
@@ -34,7 +36,7 @@ impl Audit {
         target: &AuditTarget,
         capacity: usize,
         metrics: Arc<Metrics>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, StartError> {
         let out: Box<dyn Write + Send> = match target {
             AuditTarget::Off => {
                 return Ok(Self {
@@ -48,7 +50,10 @@ impl Audit {
                     .create(true)
                     .append(true)
                     .open(path)
-                    .map_err(|e| format!("cannot open the audit log `{}`: {e}", path.display()))?,
+                    .map_err(|source| StartError::AuditLog {
+                        path: path.clone(),
+                        source,
+                    })?,
             ),
         };
         let (sender, receiver) = sync_channel(capacity);
@@ -56,7 +61,10 @@ impl Audit {
         std::thread::Builder::new()
             .name("portcullis-audit".into())
             .spawn(move || write_lines(&receiver, out, &writer_metrics))
-            .map_err(|e| format!("cannot start the audit writer: {e}"))?;
+            .map_err(|source| SetupError::Thread {
+                what: "audit writer",
+                source,
+            })?;
         Ok(Self {
             sender: Some(sender),
             metrics,

@@ -27,22 +27,22 @@ mod metrics;
 mod source;
 pub mod workers;
 
-pub use admin::Credential;
+pub use admin::{Credential, CredentialError};
 pub use audit::AuditTarget;
 pub use keys::KeyOptions;
 pub use listener::ConnectionLimits;
 pub use metrics::Metrics;
-pub use source::BundleSource;
+pub use source::{BundleSource, InsecureUrl, Refusal};
 pub use workers::WorkerLimits;
 
-use crate::component::{CallError, Decided, Instance, Limits, Loaded, Pool, Runtime};
-use crate::secrets::SecretSource;
+use crate::component::{CallError, Decided, Instance, Limits, Loaded, Pool, Runtime, SetupError};
+use crate::secrets::{SecretError, SecretSource};
 use arc_swap::ArcSwapOption;
 use audit::Audit;
 use axum::body::Body;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use portcullis_engine::{Bundle, BundleTrust, EdgeOptions};
+use portcullis_engine::{Bundle, BundleTrust, EdgeConfigError, EdgeOptions};
 use source::{Fetched, Polled, Watcher};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -93,6 +93,63 @@ pub struct Options {
     pub bundle_trust: Option<BundleTrust>,
     /// How ext_authz decides HTTP requests (token sources, identity headers, ...).
     pub edge: EdgeOptions,
+}
+
+/// Why the service cannot start, or did not stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// An admin listener off loopback needs a credential.
+    #[error(
+        "the admin listener `{0}` is not on loopback: give it a credential with `--admin-token-file`"
+    )]
+    AdminOffLoopback(SocketAddr),
+    /// The edge options do not hold together.
+    #[error("edge options: {0}")]
+    Edge(#[source] EdgeConfigError),
+    /// The edge options cannot be written for the component (not expected to happen).
+    #[error("edge options: {0}")]
+    EdgeJson(#[from] serde_json::Error),
+    /// The component runtime or a thread cannot be set up.
+    #[error(transparent)]
+    Setup(#[from] SetupError),
+    /// The audit log cannot be opened.
+    #[error("cannot open the audit log `{}`: {source}", .path.display())]
+    AuditLog {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why not.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The first bundle cannot be loaded (later ones are refused and the last good one kept).
+    #[error("cannot load the bundle: {0}")]
+    Bundle(#[source] Refusal),
+    /// The source gave no bundle.
+    #[error("the bundle source answered nothing")]
+    NoBundle,
+    /// An address cannot be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// Why not.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A task of the server panicked or was cancelled.
+    #[error("a service task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// Why a valid bundle cannot be served.
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    /// A route reads one of ext_authz's identity headers.
+    #[error("the bundle cannot be used with the edge options: {0}")]
+    Edge(#[source] EdgeConfigError),
+    /// A secret it names cannot be read.
+    #[error(transparent)]
+    Secret(#[from] SecretError),
 }
 
 /// Input bounds, checked before anything is expanded.
@@ -289,7 +346,7 @@ impl Shared {
     /// # Errors
     /// A route reads one of ext_authz's identity headers, or a secret it names cannot be read:
     /// the bundle is not installed.
-    fn install(&self, fetched: Fetched) -> Result<bool, String> {
+    fn install(&self, fetched: Fetched) -> Result<bool, InstallError> {
         let current = self.served.load();
         if current
             .as_ref()
@@ -299,7 +356,7 @@ impl Shared {
         }
         self.edge
             .check_bundle(&fetched.bundle)
-            .map_err(|e| format!("the bundle cannot be used with the edge options: {e}"))?;
+            .map_err(InstallError::Edge)?;
         let secrets = self.secrets.resolve(&fetched.bundle)?;
         self.keys.follow(&fetched.bundle.remote_issuers());
         let revision = fetched.bundle.revision().to_owned();
@@ -455,22 +512,17 @@ impl Server {
     /// The component cannot be set up, the bundle cannot be loaded (a bad bundle at startup is
     /// fatal; later ones are refused), a secret it names cannot be read, an address cannot be
     /// bound, or the admin listener would be reachable off loopback without a credential.
-    pub async fn start(options: Options) -> Result<Self, String> {
+    pub async fn start(options: Options) -> Result<Self, StartError> {
         if let Some(admin) = options.admin_listen
             && !admin.ip().is_loopback()
             && options.admin_token.is_none()
         {
-            return Err(format!(
-                "the admin listener `{admin}` is not on loopback: give it a credential with `--admin-token-file`"
-            ));
+            return Err(StartError::AdminOffLoopback(admin));
         }
-        let edge_json: Arc<str> =
-            Arc::from(serde_json::to_string(&options.edge).map_err(|e| e.to_string())?);
-        let edge = portcullis_engine::Edge::new(options.edge.clone()).map_err(|e| e.to_string())?;
+        let edge = portcullis_engine::Edge::new(options.edge.clone()).map_err(StartError::Edge)?;
+        let edge_json: Arc<str> = Arc::from(serde_json::to_string(edge.options())?);
         let limits = options.limits.clone();
-        let runtime = tokio::task::spawn_blocking(move || Runtime::new(limits))
-            .await
-            .map_err(|e| e.to_string())??;
+        let runtime = tokio::task::spawn_blocking(move || Runtime::new(limits)).await??;
         let metrics = Arc::new(Metrics::default());
         let audit = Audit::start(&options.audit, options.audit_queue, Arc::clone(&metrics))?;
         let shared = Arc::new(Shared {
@@ -500,12 +552,11 @@ impl Server {
             let polled = watcher.poll(true, |fetched| first.install(fetched));
             (watcher, polled)
         })
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
         match first {
             Polled::Installed(_) => {}
-            Polled::Unchanged => return Err("the bundle source answered nothing".into()),
-            Polled::Refused(e) => return Err(format!("cannot load the bundle: {e}")),
+            Polled::Unchanged => return Err(StartError::NoBundle),
+            Polled::Refused(e) => return Err(StartError::Bundle(e)),
         }
         let warm = Arc::clone(&shared);
         tokio::task::spawn_blocking(move || warm.pool.refresh());
@@ -513,10 +564,9 @@ impl Server {
         let mut tasks = Vec::new();
         // Bind a listener and serve `router` on it until shutdown.
         let listen = async |addr: SocketAddr, router: axum::Router| {
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-            let bound = listener.local_addr().map_err(|e| e.to_string())?;
+            let bound = |source| StartError::Listen { addr, source };
+            let listener = tokio::net::TcpListener::bind(addr).await.map_err(bound)?;
+            let bound = listener.local_addr().map_err(bound)?;
             let task = tokio::spawn(listener::serve(
                 listener,
                 router,
@@ -524,7 +574,7 @@ impl Server {
                 Arc::clone(&shared.metrics.connections),
                 shutdown.subscribe(),
             ));
-            Ok::<_, String>((bound, task))
+            Ok::<_, StartError>((bound, task))
         };
         let (addr, task) = listen(
             options.listen,
@@ -591,10 +641,10 @@ impl Server {
     ///
     /// # Errors
     /// When a task of the server failed.
-    pub async fn shutdown(self) -> Result<(), String> {
+    pub async fn shutdown(self) -> Result<(), StartError> {
         let _ = self.shutdown.send(true);
         for task in self.tasks {
-            task.await.map_err(|e| e.to_string())?;
+            task.await?;
         }
         Ok(())
     }

@@ -4,10 +4,11 @@
 //! refusal). A changed bundle is compiled and validated here, natively, off the request path;
 //! only a valid one is ever handed on.
 
-use crate::bundle_dir;
+use super::InstallError;
+use crate::bundle_dir::{self, ReadError};
 use crate::crypto::RingVerifier;
 use portcullis_engine::{
-    Bundle, BundleEvent, BundleFetch, BundlePoll, BundleTrust, MAX_BUNDLE_DOCUMENT,
+    Bundle, BundleError, BundleEvent, BundleFetch, BundlePoll, BundleTrust, MAX_BUNDLE_DOCUMENT,
 };
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
@@ -33,18 +34,39 @@ impl BundleSource {
     ///
     /// # Errors
     /// A plain `http://` URL to any other host.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, InsecureUrl> {
         if text.starts_with("https://") || text.starts_with("http://") {
             if !portcullis_engine::acceptable_key_url(text) {
-                return Err(format!(
-                    "bundle URL `{text}`: use https (plain http only to a loopback host)"
-                ));
+                return Err(InsecureUrl(text.to_owned()));
             }
             Ok(Self::Url(text.to_owned()))
         } else {
             Ok(Self::Path(PathBuf::from(text)))
         }
     }
+}
+
+/// A bundle URL that is neither `https://` nor plain `http://` to a loopback host.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("bundle URL `{0}`: use https (plain http only to a loopback host)")]
+pub struct InsecureUrl(pub String);
+
+/// Why a poll serves no new bundle: the one in use stays.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    /// The directory or file cannot be read, or its bundle is invalid.
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    /// The URL cannot be fetched (transport, status, redirect, size), as the engine's
+    /// [`BundlePoll`] judged the answer.
+    #[error("{0}")]
+    Fetch(String),
+    /// The fetched bundle does not load, or is not signed as required.
+    #[error(transparent)]
+    Invalid(#[from] BundleError),
+    /// The bundle is valid but cannot be served here.
+    #[error(transparent)]
+    Install(#[from] InstallError),
 }
 
 /// A validated bundle.
@@ -64,14 +86,14 @@ impl std::fmt::Debug for Fetched {
 }
 
 /// What a poll found.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Polled {
     /// Nothing new: not due, not modified, or the revision already in use.
     Unchanged,
     /// A new bundle was installed; its revision.
     Installed(String),
     /// The source could not be read, or its bundle was refused: the one in use stays.
-    Refused(String),
+    Refused(Refusal),
 }
 
 /// What is watched, and what was last seen of it.
@@ -130,7 +152,7 @@ impl Watcher {
     pub fn poll(
         &mut self,
         force: bool,
-        install: impl FnOnce(Fetched) -> Result<bool, String>,
+        install: impl FnOnce(Fetched) -> Result<bool, InstallError>,
     ) -> Polled {
         let started = self.started;
         let json = match &mut self.watched {
@@ -142,7 +164,7 @@ impl Watcher {
                 *seen = Some(marker);
                 match bundle_dir::compile(path) {
                     Ok(compiled) => compiled.to_json(),
-                    Err(e) => return Polled::Refused(e.to_string()),
+                    Err(e) => return Polled::Refused(e.into()),
                 }
             }
             Watched::Url(poll) => {
@@ -157,18 +179,21 @@ impl Watcher {
                         let now = elapsed_ms(started);
                         (poll.answer(status, etag.as_deref(), body.len(), now), body)
                     }
-                    Err(reason) => (poll.failed(&reason, elapsed_ms(started)), String::new()),
+                    Err(e) => {
+                        let reason = format!("cannot fetch the bundle: {e}");
+                        (poll.failed(&reason, elapsed_ms(started)), String::new())
+                    }
                 };
                 match event {
                     BundleEvent::Unchanged => return Polled::Unchanged,
-                    BundleEvent::Failed(reason) => return Polled::Refused(reason),
+                    BundleEvent::Failed(reason) => return Polled::Refused(Refusal::Fetch(reason)),
                     BundleEvent::Candidate => body,
                 }
             }
         };
         let outcome = self.validate(json).and_then(|fetched| {
             let revision = fetched.bundle.revision().to_owned();
-            Ok(if install(fetched)? {
+            Ok(if install(fetched).map_err(Refusal::Install)? {
                 Polled::Installed(revision)
             } else {
                 Polled::Unchanged
@@ -184,12 +209,10 @@ impl Watcher {
     }
 
     /// Load `json` and check its signature when signatures are required.
-    fn validate(&self, json: String) -> Result<Fetched, String> {
-        let bundle = Bundle::from_json(&json).map_err(|e| e.to_string())?;
+    fn validate(&self, json: String) -> Result<Fetched, Refusal> {
+        let bundle = Bundle::from_json(&json)?;
         if let Some(trust) = &self.trust {
-            trust
-                .check(bundle.compiled(), &RingVerifier)
-                .map_err(|e| e.to_string())?;
+            trust.check(bundle.compiled(), &RingVerifier)?;
         }
         Ok(Fetched { json, bundle })
     }
@@ -201,14 +224,15 @@ fn elapsed_ms(started: Instant) -> i64 {
 }
 
 /// Perform `fetch`: its status, `ETag` and body (read up to [`MAX_BUNDLE_DOCUMENT`]).
-fn get(agent: &ureq::Agent, fetch: &BundleFetch) -> Result<(u16, Option<String>, String), String> {
+fn get(
+    agent: &ureq::Agent,
+    fetch: &BundleFetch,
+) -> Result<(u16, Option<String>, String), ureq::Error> {
     let mut request = agent.get(&fetch.url);
     if let Some(etag) = &fetch.if_none_match {
         request = request.header("If-None-Match", etag);
     }
-    let mut response = request
-        .call()
-        .map_err(|e| format!("cannot fetch the bundle: {e}"))?;
+    let mut response = request.call()?;
     let status = response.status().as_u16();
     let etag = response
         .headers()
@@ -220,8 +244,7 @@ fn get(agent: &ureq::Agent, fetch: &BundleFetch) -> Result<(u16, Option<String>,
             .body_mut()
             .with_config()
             .limit(MAX_BUNDLE_DOCUMENT as u64)
-            .read_to_string()
-            .map_err(|e| format!("cannot read the bundle: {e}"))?
+            .read_to_string()?
     } else {
         String::new()
     };
@@ -292,7 +315,7 @@ mod tests {
             "http://127.0.0.1:80@evil.example/bundle.json",
         ] {
             let err = BundleSource::parse(url).unwrap_err();
-            assert!(err.contains("use https"), "{err}");
+            assert!(err.to_string().contains("use https"), "{err}");
         }
         assert_eq!(
             BundleSource::parse("policies/techfin"),

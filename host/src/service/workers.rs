@@ -8,6 +8,7 @@
 //! request is answered 503 with `Retry-After` at once (backpressure), and probes never queue
 //! at all.
 
+use crate::component::SetupError;
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use tokio::sync::oneshot;
@@ -95,7 +96,7 @@ impl Workers {
     ///
     /// # Errors
     /// A thread cannot be started.
-    pub fn start(limits: WorkerLimits) -> Result<Self, String> {
+    pub fn start(limits: WorkerLimits) -> Result<Self, SetupError> {
         let inner = Arc::new(Inner {
             queues: Mutex::new(Queues::default()),
             ready: Condvar::new(),
@@ -109,7 +110,10 @@ impl Workers {
             std::thread::Builder::new()
                 .name(format!("portcullis-decide-{n}"))
                 .spawn(move || work(&inner))
-                .map_err(|e| format!("cannot start a decision thread: {e}"))?;
+                .map_err(|source| SetupError::Thread {
+                    what: "decision threads",
+                    source,
+                })?;
         }
         Ok(Self {
             _stop: Arc::new(StopOnDrop(Arc::clone(&inner))),
