@@ -376,25 +376,15 @@ fn validate_remote_bundle(remote: &RemoteBundle) -> Result<HttpTarget, ConfigErr
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use portcullis_engine::{BundleSources, PolicySource};
+    use portcullis_engine::BundleSources;
     use serde_json::json;
 
     /// A compiled bundle allowing everything, for tenant `a` with `issuer` (none: no tenant).
     pub(crate) fn compiled(issuer: Option<serde_json::Value>) -> CompiledBundle {
-        let tenants = match issuer {
+        BundleSources::permit_all(&match issuer {
             Some(issuer) => json!({"tenants": {"a": {"issuers": [issuer]}}}),
             None => json!({"tenants": {}}),
-        };
-        BundleSources {
-            policies: vec![PolicySource {
-                file: "p.cedar".into(),
-                tenant: None,
-                source: "@id(\"all\")\npermit(principal, action, resource);".into(),
-            }],
-            tenants: Some(("tenants.json".into(), tenants.to_string())),
-            ..Default::default()
-        }
-        .compile(&mut |_| Err("no files".into()))
+        })
         .unwrap()
     }
 

@@ -102,6 +102,26 @@ pub struct BundleSources {
 }
 
 impl BundleSources {
+    /// A bundle allowing everything (one policy, `permit(principal, action, resource)`), with
+    /// the tenants of `tenants` (a `tenants.json` document): for tests and demos of the hosts'
+    /// plumbing (feature `mint`), never for deployment.
+    ///
+    /// # Errors
+    /// `tenants` does not compile.
+    #[cfg(any(test, feature = "mint"))]
+    pub fn permit_all(tenants: &serde_json::Value) -> Result<CompiledBundle, BundleError> {
+        let sources = Self {
+            policies: vec![PolicySource {
+                file: "p.cedar".into(),
+                tenant: None,
+                source: "@id(\"all\")\npermit(principal, action, resource);".into(),
+            }],
+            tenants: Some(("tenants.json".into(), tenants.to_string())),
+            ..Self::default()
+        };
+        sources.compile(&mut |_| Err("no files".into()))
+    }
+
     /// Compile into the single-document form, validating everything.
     ///
     /// `read_file` reads files that `tenants.json` refers to (`jwks_file`), relative to the

@@ -440,7 +440,7 @@ impl Upkeep {
 #[cfg(feature = "rust-crypto")]
 mod tests {
     use super::*;
-    use crate::bundle::{Bundle, BundleSources, PolicySource};
+    use crate::bundle::{Bundle, BundleSources};
     use crate::lifecycle::shared::tests::Store;
     use crate::lifecycle::{FetchStage, RefreshPolicy};
     use serde_json::json;
@@ -456,18 +456,7 @@ mod tests {
             .as_object_mut()
             .unwrap()
             .extend(keys.as_object().unwrap().clone());
-        let tenants = json!({"tenants": {"a": {"issuers": [issuer]}}});
-        BundleSources {
-            policies: vec![PolicySource {
-                file: "p.cedar".into(),
-                tenant: None,
-                source: "@id(\"all\")\npermit(principal, action, resource);".into(),
-            }],
-            tenants: Some(("tenants.json".into(), tenants.to_string())),
-            ..Default::default()
-        }
-        .compile(&mut |_| Err("no files".into()))
-        .unwrap()
+        BundleSources::permit_all(&json!({"tenants": {"a": {"issuers": [issuer]}}})).unwrap()
     }
 
     fn remote() -> CompiledBundle {

@@ -4,7 +4,7 @@
 //! hands the keys to the component instances once they validate natively. One task does all
 //! fetching, one issuer at a time: there is never a stampede.
 
-use super::{Shared, source};
+use super::{Shared, http};
 use crate::crypto::RingVerifier;
 use portcullis_engine::{
     Engine, EngineOptions, FetchAnswer, KeyEvent, KeyFetch, KeySchedule, KeyUrl, MAX_KEY_DOCUMENT,
@@ -93,7 +93,7 @@ fn now_ms() -> i64 {
 
 /// Fetch what the schedule says is due, until `stop`.
 pub(super) async fn watch(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
-    let agent = source::http_agent(shared.keys.timeout);
+    let agent = http::agent(shared.keys.timeout);
     loop {
         let due = shared.keys.schedule().due(now_ms());
         for fetch in due {
@@ -128,7 +128,7 @@ async fn fetch_issuer(shared: &Arc<Shared>, agent: &ureq::Agent, mut fetch: KeyF
                 &fetch,
                 FetchAnswer {
                     status: answer.status,
-                    cache_control: answer.cache_control.as_deref(),
+                    cache_control: answer.header.as_deref(),
                     body: &answer.body,
                 },
                 now,
@@ -206,46 +206,13 @@ async fn install(shared: &Arc<Shared>, issuer: String, jwks: &str, count: usize)
     }
 }
 
-/// What a GET answered.
-#[derive(Debug)]
-pub(super) struct Answer {
-    pub(super) status: u16,
-    pub(super) cache_control: Option<String>,
-    pub(super) body: Vec<u8>,
-}
-
-/// GET `url` (`Accept: application/json`, no redirect followed, at most
-/// [`MAX_KEY_DOCUMENT`] bytes read).
+/// GET a key document (`Accept: application/json`, at most [`MAX_KEY_DOCUMENT`] bytes read).
 ///
 /// # Errors
 /// A network error, a timeout, a body over the limit.
-pub(super) fn fetch_document(agent: &ureq::Agent, url: &str) -> Result<Answer, String> {
-    let mut response = agent
-        .get(url)
-        .header("accept", "application/json")
-        .call()
-        .map_err(|e| format!("cannot fetch `{url}`: {e}"))?;
-    let status = response.status().as_u16();
-    let cache_control = response
-        .headers()
-        .get("cache-control")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let body = if status == 200 {
-        response
-            .body_mut()
-            .with_config()
-            .limit(MAX_KEY_DOCUMENT as u64)
-            .read_to_vec()
-            .map_err(|e| format!("cannot read `{url}`: {e}"))?
-    } else {
-        Vec::new()
-    };
-    Ok(Answer {
-        status,
-        cache_control,
-        body,
-    })
+pub(super) fn fetch_document(agent: &ureq::Agent, url: &str) -> Result<http::Answer, String> {
+    let accept = [("accept", "application/json")];
+    http::get(agent, url, &accept, "cache-control", MAX_KEY_DOCUMENT).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -323,7 +290,7 @@ mod tests {
                         &fetch,
                         FetchAnswer {
                             status: answer.status,
-                            cache_control: answer.cache_control.as_deref(),
+                            cache_control: answer.header.as_deref(),
                             body: &answer.body,
                         },
                         0,
@@ -355,7 +322,7 @@ mod tests {
     #[test]
     fn fetches_through_discovery_and_honours_bounds() {
         let (_runtime, base) = idp();
-        let agent = crate::service::source::http_agent(Duration::from_secs(5));
+        let agent = super::http::agent(Duration::from_secs(5));
         let (event, due) = fetch_once(
             &agent,
             &base,

@@ -21,6 +21,7 @@ mod audit;
 mod authzen;
 mod decide;
 mod ext_authz;
+mod http;
 mod keys;
 pub mod listener;
 mod metrics;

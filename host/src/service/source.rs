@@ -4,11 +4,11 @@
 //! refusal). A changed bundle is compiled and validated here, natively, off the request path;
 //! only a valid one is ever handed on.
 
-use super::InstallError;
+use super::{InstallError, http};
 use crate::bundle_dir::{self, ReadError};
 use crate::crypto::RingVerifier;
 use portcullis_engine::{
-    Bundle, BundleError, BundleEvent, BundleFetch, BundlePoll, BundleTrust, MAX_BUNDLE_DOCUMENT,
+    Bundle, BundleError, BundleEvent, BundlePoll, BundleTrust, MAX_BUNDLE_DOCUMENT,
 };
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
@@ -130,7 +130,7 @@ impl Watcher {
             watched,
             interval,
             started: Instant::now(),
-            agent: http_agent(Duration::from_secs(10)),
+            agent: http::agent(Duration::from_secs(10)),
             trust,
         }
     }
@@ -174,20 +174,42 @@ impl Watcher {
                 let Some(fetch) = poll.due(elapsed_ms(started)) else {
                     return Polled::Unchanged;
                 };
-                let (event, body) = match get(&self.agent, &fetch) {
-                    Ok((status, etag, body)) => {
+                let etag = fetch.if_none_match.as_deref().map(|e| ("if-none-match", e));
+                let got = http::get(
+                    &self.agent,
+                    &fetch.url,
+                    etag.as_slice(),
+                    "etag",
+                    MAX_BUNDLE_DOCUMENT,
+                );
+                let (event, body) = match got {
+                    Ok(answer) => {
                         let now = elapsed_ms(started);
-                        (poll.answer(status, etag.as_deref(), body.len(), now), body)
+                        let event = poll.answer(
+                            answer.status,
+                            answer.header.as_deref(),
+                            answer.body.len(),
+                            now,
+                        );
+                        (event, answer.body)
                     }
                     Err(e) => {
-                        let reason = format!("cannot fetch the bundle: {e}");
-                        (poll.failed(&reason, elapsed_ms(started)), String::new())
+                        let reason = e.to_string();
+                        (poll.failed(&reason, elapsed_ms(started)), Vec::new())
                     }
                 };
                 match event {
                     BundleEvent::Unchanged => return Polled::Unchanged,
                     BundleEvent::Failed(reason) => return Polled::Refused(Refusal::Fetch(reason)),
-                    BundleEvent::Candidate => body,
+                    BundleEvent::Candidate => match String::from_utf8(body) {
+                        Ok(json) => json,
+                        Err(_) => {
+                            poll.refused(elapsed_ms(started));
+                            return Polled::Refused(Refusal::Fetch(
+                                "the bundle is not UTF-8 text".into(),
+                            ));
+                        }
+                    },
                 }
             }
         };
@@ -221,46 +243,6 @@ impl Watcher {
 /// Milliseconds since `started`: the watcher's clock for its URL schedule.
 fn elapsed_ms(started: Instant) -> i64 {
     i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX)
-}
-
-/// Perform `fetch`: its status, `ETag` and body (read up to [`MAX_BUNDLE_DOCUMENT`]).
-fn get(
-    agent: &ureq::Agent,
-    fetch: &BundleFetch,
-) -> Result<(u16, Option<String>, String), ureq::Error> {
-    let mut request = agent.get(&fetch.url);
-    if let Some(etag) = &fetch.if_none_match {
-        request = request.header("If-None-Match", etag);
-    }
-    let mut response = request.call()?;
-    let status = response.status().as_u16();
-    let etag = response
-        .headers()
-        .get("etag")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let body = if status == 200 {
-        response
-            .body_mut()
-            .with_config()
-            .limit(MAX_BUNDLE_DOCUMENT as u64)
-            .read_to_string()?
-    } else {
-        String::new()
-    };
-    Ok((status, etag, body))
-}
-
-/// An HTTP client with overall timeouts that reports every status as a response and follows
-/// no redirect: a redirect could lead past the URL rule (https, or http to loopback only) to
-/// anywhere, and keys and policy must come from where they were configured to.
-pub(crate) fn http_agent(timeout: Duration) -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .timeout_global(Some(timeout))
-        .http_status_as_error(false)
-        .max_redirects(0)
-        .build()
-        .into()
 }
 
 /// Names, sizes and modification times of everything under `path`, hashed.
