@@ -228,17 +228,16 @@ fn parse_resource(text: &str) -> Result<(String, String), String> {
     })
 }
 
-/// Edge options from a JSON file (the defaults without one), checked as the edge checks them.
-fn edge_options(file: Option<&std::path::Path>) -> Result<EdgeOptions, String> {
+/// The edge of the options in a JSON file (the defaults without one).
+fn edge_from(file: Option<&std::path::Path>) -> Result<Edge, String> {
     let Some(file) = file else {
-        return Ok(EdgeOptions::default());
+        return Ok(Edge::default());
     };
     let text = std::fs::read_to_string(file)
         .map_err(|e| format!("cannot read `{}`: {e}", file.display()))?;
     let options: EdgeOptions = portcullis_engine::parse_request("edge options", &text)
         .map_err(|e| format!("`{}`: {}", file.display(), e.message))?;
-    Edge::new(options.clone()).map_err(|e| format!("`{}`: {e}", file.display()))?;
-    Ok(options)
+    Edge::new(options).map_err(|e| format!("`{}`: {e}", file.display()))
 }
 
 fn usage_error(message: impl std::fmt::Display) -> ExitCode {
@@ -346,8 +345,7 @@ fn main() -> ExitCode {
                             format!("Bearer {token}").into_bytes(),
                         ));
                     }
-                    let edge = match edge_options(edge.as_deref()).and_then(|options| {
-                        let edge = Edge::new(options).map_err(|e| e.to_string())?;
+                    let edge = match edge_from(edge.as_deref()).and_then(|edge| {
                         edge.check_bundle(engine.bundle())
                             .map_err(|e| e.to_string())?;
                         Ok(edge)
@@ -621,8 +619,8 @@ fn main() -> ExitCode {
             options.workers.interactive_queue = decision_queue.max(1);
             options.workers.bulk_queue = decision_queue.max(1);
             options.poll_interval = std::time::Duration::from_secs(poll_seconds.max(1));
-            match edge_options(edge.as_deref()) {
-                Ok(edge) => options.edge = edge,
+            match edge_from(edge.as_deref()) {
+                Ok(edge) => options.edge = edge.options().clone(),
                 Err(e) => return usage_error(e),
             }
             options.audit = match audit_log.as_str() {
