@@ -58,6 +58,12 @@ pub enum KeyCase {
 /// # Errors
 /// `request_invalid`, described by [`describe_json_error`].
 pub fn parse_request<T: DeserializeOwned>(what: &str, text: &str) -> Result<T, ErrorInfo> {
+    // The fast path: `serde_path_to_error` tracks the path at every key (a `String` per map
+    // key), on every request. Only a request that fails is parsed again, with it, for the path
+    // (the same input fails the same way).
+    if let Ok(value) = serde_json::from_str(text) {
+        return Ok(value);
+    }
     let mut de = serde_json::Deserializer::from_str(text);
     let parsed: Result<T, _> = serde_path_to_error::deserialize(&mut de);
     let result = parsed.map_err(|err| (safe_path(err.path()), err.into_inner()));
