@@ -84,11 +84,11 @@ pub use decision::{
 };
 pub use edge::{
     Edge, EdgeAction, EdgeConfigError, EdgeOptions, EdgeOutcome, EdgeVerdict, FailureMode,
-    ForwardHeaders, HeaderPairs, Headers, HttpRequest, Lookup, MAX_LOGGED_PATH, ResourceSpec,
-    RouteSpec, RoutesFile, TokenSource, Unmatched, ValueSpec,
+    ForwardHeaders, HeaderPairs, Headers, HttpRequest, Lookup, MAX_LOGGED_PATH, Mapped,
+    ResourceSpec, RouteSpec, RoutesFile, TokenSource, Unmatched, ValueSpec,
 };
 pub use engine::{
-    DecisionRequest, Engine, EngineOptions, PendingSignature, ResourceRef, TokenStep,
+    DecisionIds, DecisionRequest, Engine, EngineOptions, PendingSignature, ResourceRef, TokenStep,
     TrustedRequest,
 };
 pub use error::{

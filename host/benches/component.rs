@@ -32,7 +32,7 @@
 use portcullis::bundle_dir::{compile, dev_token};
 use portcullis::component::{Instance, Limits, Loaded, Runtime};
 use portcullis::crypto::RingVerifier;
-use portcullis_engine::{Bundle, DecisionRequest, Engine, EngineOptions};
+use portcullis_engine::{Bundle, DecisionIds, DecisionRequest, Engine, EngineOptions};
 use serde_json::{Map, Value, json};
 use std::hint::black_box;
 use std::path::Path;
@@ -61,10 +61,7 @@ impl Setup {
         let bundle = Bundle::from_json(&self.bundle_json).unwrap();
         Engine::with_options(
             Arc::new(bundle),
-            EngineOptions {
-                verifier: Arc::new(RingVerifier),
-                decision_id_seed: 1,
-            },
+            EngineOptions::new(Arc::new(RingVerifier), DecisionIds::Seed(1)),
         )
     }
 

@@ -14,7 +14,7 @@ use portcullis::secrets::SecretSource;
 use portcullis::service::{AuditTarget, BundleSource, Credential, Options, Server};
 use portcullis_engine::{
     BundleTrust, DecisionRequest, DevIssuer, Edge, EdgeAction, EdgeOptions, Engine, HeaderPairs,
-    HttpRequest, ResourceRef,
+    HttpRequest, KeyCase, ResourceRef,
 };
 use serde_json::{Map, Value};
 use std::path::PathBuf;
@@ -35,7 +35,10 @@ struct Cli {
 enum Command {
     /// Decide one request and print the decision as JSON (exit 0 allow, 1 deny/unauthenticated).
     /// Either `--action` and `--resource`, or an HTTP request (`--method`, `--path`,
-    /// `--header`) mapped with the bundle's routes, as the Envoy filter and ext_authz map it.
+    /// `--header`) mapped with the bundle's routes, as the Envoy filter and ext_authz map it;
+    /// a request the edge answers without a decision (no route, a refused path) prints the
+    /// edge's verdict (`{outcome, forward, status, headers, body, route, decision: null}`),
+    /// exit 0 when it would be forwarded.
     Check {
         /// Bundle directory or compiled bundle file.
         #[arg(long)]
@@ -365,17 +368,12 @@ fn main() -> ExitCode {
                     match verdict.decision {
                         Some(decision) => decision,
                         None => {
-                            // Answered before any decision (no route, a refused path): the
-                            // edge's answer is the output.
-                            let (status, body) = match verdict.action {
-                                EdgeAction::Respond { status, body, .. } => (status, body),
-                                EdgeAction::Forward(_) => (200, "{}".into()),
-                            };
-                            println!(
-                                "{{\"decision\":\"{}\",\"status\":{status},\"answer\":{body}}}",
-                                verdict.outcome.as_str()
-                            );
-                            return ExitCode::from(1);
+                            // Answered or forwarded without a decision (no route, a refused
+                            // path, two tokens): the edge's verdict is the output, as the JS
+                            // SDK's `decideHttp` resolves to it.
+                            println!("{}", verdict.to_json(KeyCase::Snake));
+                            let forwarded = matches!(verdict.action, EdgeAction::Forward(_));
+                            return ExitCode::from(u8::from(!forwarded));
                         }
                     }
                 }

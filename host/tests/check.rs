@@ -78,6 +78,13 @@ fn a_request_and_an_http_request_are_decided_alike() {
     assert_eq!(code, 0, "{http}");
     assert_eq!(http["decision"], "allow");
     assert_eq!(http["reasons"], request["reasons"]);
+    // Two processes, two decision ids (an audit trail joins on them).
+    assert_ne!(request["decision_id"], http["decision_id"]);
+    assert!(
+        request["decision_id"]
+            .as_str()
+            .is_some_and(|id| id.len() == 24)
+    );
     assert_eq!(http["request"], request["request"]);
 
     // Another tenant's report: denied by the same rule everywhere.
@@ -88,14 +95,18 @@ fn a_request_and_an_http_request_are_decided_alike() {
 
 #[test]
 fn http_requests_the_edge_answers_itself() {
-    // No route: the edge's own answer, exit 1.
+    // No route: the edge's verdict (as the JS SDK's `decideHttp` gives it), exit 1.
     let (code, answer, _) = check(&["--path", "/nowhere"]);
     assert_eq!(code, 1);
+    assert_eq!(answer["outcome"], "denied", "{answer}");
+    assert_eq!(answer["forward"], false, "{answer}");
     assert_eq!(answer["status"], 403, "{answer}");
-    assert_eq!(answer["answer"]["code"], "forbidden");
+    assert_eq!(answer["body"]["code"], "forbidden");
+    assert_eq!(answer["decision"], serde_json::Value::Null);
     // A path that is not canonical is refused before any route is looked at.
     let (code, answer, _) = check(&["--path", "/tenants/acme/reports/%2e%2e/q3"]);
     assert_eq!(code, 1);
+    assert_eq!(answer["outcome"], "invalid", "{answer}");
     assert_eq!(answer["status"], 400, "{answer}");
     // The token in a header of the edge options' choosing.
     let dir = std::env::temp_dir().join(format!("portcullis-check-{}", std::process::id()));

@@ -14,7 +14,9 @@
 use portcullis::bundle_dir::{compile, dev_token};
 use portcullis::component::{Limits, Loaded, Runtime};
 use portcullis::crypto::RingVerifier;
-use portcullis_engine::{Bundle, DecisionRequest, Engine, EngineOptions, TrustedRequest};
+use portcullis_engine::{
+    Bundle, DecisionIds, DecisionRequest, Engine, EngineOptions, TrustedRequest,
+};
 use serde_json::{Map, Value, json};
 use std::path::Path;
 use std::sync::Arc;
@@ -46,10 +48,7 @@ fn component_decisions_and_audit_lines_are_the_engines() {
     let bundle_json = compiled.to_json();
     let engine = Engine::with_options(
         Arc::new(Bundle::from_json(&bundle_json).unwrap()),
-        EngineOptions {
-            verifier: Arc::new(RingVerifier),
-            decision_id_seed: 7,
-        },
+        EngineOptions::new(Arc::new(RingVerifier), DecisionIds::Seed(7)),
     );
     let runtime = Runtime::new(Limits::default()).unwrap();
     let mut instance = runtime.instantiate().unwrap();

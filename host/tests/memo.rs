@@ -15,7 +15,9 @@
 
 use portcullis::bundle_dir::{compile, dev_token};
 use portcullis::crypto::RingVerifier;
-use portcullis_engine::{Bundle, CompiledBundle, DecisionRequest, Engine, EngineOptions};
+use portcullis_engine::{
+    Bundle, CompiledBundle, DecisionIds, DecisionRequest, Engine, EngineOptions,
+};
 use serde_json::Value;
 use std::path::Path;
 use std::sync::Arc;
@@ -23,10 +25,7 @@ use std::sync::Arc;
 fn engine(compiled: CompiledBundle, decision_id_seed: u64) -> Engine {
     Engine::with_options(
         Arc::new(Bundle::load(compiled).unwrap()),
-        EngineOptions {
-            verifier: Arc::new(RingVerifier),
-            decision_id_seed,
-        },
+        EngineOptions::new(Arc::new(RingVerifier), DecisionIds::Seed(decision_id_seed)),
     )
 }
 

@@ -17,9 +17,9 @@ use bindings::exports::portcullis::engine::engine::{
 };
 use bindings::portcullis::engine::crypto;
 use portcullis_engine::{
-    Algorithm, Bundle, Curve, Decision, DecisionRequest, Edge, EdgeAction, EdgeOptions, Engine,
-    EngineOptions, ErrorInfo, HeaderPairs, HttpRequest, KeyMaterial, KeyUrl, Outcome,
-    SignatureVerifier, TrustedRequest, VerificationKey,
+    Algorithm, Bundle, Curve, Decision, DecisionIds, DecisionRequest, Edge, EdgeAction,
+    EdgeOptions, Engine, EngineOptions, ErrorInfo, HeaderPairs, HttpRequest, KeyMaterial, KeyUrl,
+    Outcome, SignatureVerifier, TrustedRequest, VerificationKey,
 };
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -153,10 +153,7 @@ pub(crate) struct Component;
 impl Guest for Component {
     fn load(bundle_json: String, seed: u64) -> Result<String, Error> {
         let bundle = Bundle::from_json(&bundle_json).map_err(|e| error(&e.info()))?;
-        let options = EngineOptions {
-            verifier: Arc::new(HostVerifier),
-            decision_id_seed: seed,
-        };
+        let options = EngineOptions::new(Arc::new(HostVerifier), DecisionIds::Seed(seed));
         EDGE.with_borrow(|edge| match edge {
             Some(edge) => edge.check_bundle(&bundle).map_err(edge_invalid),
             None => Ok(()),

@@ -357,6 +357,38 @@ async function signatureChecker(options) {
 const MAX_KEY_DOCUMENT = 1 << 20;
 
 /**
+ * A response's body, or null once it passes `limit` bytes: read chunk by chunk, so a body
+ * without a `Content-Length` (or lying about it) is cut off at the limit, never buffered whole.
+ */
+async function readAtMost(response, limit) {
+  const reader = response.body?.getReader?.();
+  if (reader === undefined) {
+    // A `fetch` stand-in without a stream body: its whole body, then the check.
+    const body = new Uint8Array(await response.arrayBuffer());
+    return body.length > limit ? null : body;
+  }
+  const chunks = [];
+  let total = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    total += value.length;
+    if (total > limit) {
+      await reader.cancel().catch(() => {});
+      return null;
+    }
+    chunks.push(value);
+  }
+  const body = new Uint8Array(total);
+  let at = 0;
+  for (const chunk of chunks) {
+    body.set(chunk, at);
+    at += chunk.length;
+  }
+  return body;
+}
+
+/**
  * Performs the GETs the engine's key schedule asks for, and nothing else: what to fetch, when,
  * and what an answer means (the discovery document's issuer, https, `max-age` within bounds,
  * retries, the unknown-`kid` cooldown) are the engine's, as in `portcullis serve` and the
@@ -398,9 +430,18 @@ class KeyFetcher {
     }
     const status = response.type === "opaqueredirect" ? 302 : response.status;
     const declared = Number(response.headers?.get?.("content-length"));
-    if (declared > MAX_KEY_DOCUMENT) throw `\`${url}\` is larger than 1 MiB`;
-    const body = status === 200 ? new Uint8Array(await response.arrayBuffer()) : new Uint8Array(0);
-    if (body.length > MAX_KEY_DOCUMENT) throw `\`${url}\` is larger than 1 MiB`;
+    const tooLarge = `\`${url}\` is larger than 1 MiB`;
+    if (declared > MAX_KEY_DOCUMENT) {
+      await response.body?.cancel?.().catch(() => {});
+      throw tooLarge;
+    }
+    let body = new Uint8Array(0);
+    if (status === 200) {
+      body = await readAtMost(response, MAX_KEY_DOCUMENT);
+      if (body === null) throw tooLarge;
+    } else {
+      await response.body?.cancel?.().catch(() => {});
+    }
     return { status, cacheControl: response.headers?.get?.("cache-control") ?? undefined, body };
   }
 

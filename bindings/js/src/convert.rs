@@ -233,10 +233,10 @@ mod tests {
             ..Settings::default()
         };
         let bundle = Bundle::load(CompiledBundle::new(settings, None, policies)).unwrap();
-        let options = EngineOptions {
-            verifier: std::sync::Arc::new(crate::verifier::HostVerifier::default()),
-            decision_id_seed: 7,
-        };
+        let options = EngineOptions::new(
+            std::sync::Arc::new(crate::verifier::HostVerifier::default()),
+            portcullis_engine::DecisionIds::Seed(7),
+        );
         let engine = Engine::with_options(std::sync::Arc::new(bundle), options);
         let request = TrustedRequest {
             principal: ResourceRef::new("User", "a\"decision_id\":b"),

@@ -33,8 +33,8 @@ mod keys;
 mod verifier;
 
 use portcullis_engine::{
-    Bundle, DecisionRequest, Edge, EdgeOptions, Engine, EngineOptions, HeaderPairs, HttpRequest,
-    KeyCase, KeyUrl, PendingSignature, TokenStep, TrustedRequest,
+    Bundle, DecisionIds, DecisionRequest, Edge, EdgeOptions, Engine, EngineOptions, HeaderPairs,
+    HttpRequest, KeyCase, KeyUrl, PendingSignature, TokenStep, TrustedRequest,
 };
 use serde_json::{Map, Value};
 use std::sync::Arc;
@@ -162,10 +162,10 @@ impl RawEngine {
     pub fn new(bundle_json: &str, seed_hi: u32, seed_lo: u32) -> Result<RawEngine, JsValue> {
         let bundle = Bundle::from_json(bundle_json).map_err(|e| convert::bundle_error(&e))?;
         let verifier = Arc::new(HostVerifier::default());
-        let options = EngineOptions {
-            verifier: Arc::clone(&verifier) as Arc<dyn portcullis_engine::SignatureVerifier>,
-            decision_id_seed: (u64::from(seed_hi) << 32) | u64::from(seed_lo),
-        };
+        let options = EngineOptions::new(
+            Arc::clone(&verifier) as Arc<dyn portcullis_engine::SignatureVerifier>,
+            DecisionIds::Seed((u64::from(seed_hi) << 32) | u64::from(seed_lo)),
+        );
         Ok(Self {
             engine: Engine::with_options(Arc::new(bundle), options),
             verifier,
@@ -350,17 +350,21 @@ impl RawEngine {
         let now = clock_time(now)?;
         let request: OwnedHttpRequest = parse(request_json, "HTTP request")?;
         let pairs = request.pairs();
-        let token = self.edge.bearer(
-            &self.engine,
-            &HttpRequest {
-                method: &request.method,
-                path: &request.path,
-                headers: &HeaderPairs(&pairs),
-            },
-        );
-        Ok(match self.begin(token.as_deref(), now) {
+        let http = HttpRequest {
+            method: &request.method,
+            path: &request.path,
+            headers: &HeaderPairs(&pairs),
+        };
+        let mapped = match self.edge.map(&self.engine, &http) {
+            Ok(mapped) => mapped,
+            Err(verdict) => return Ok(JsValue::from_str(&verdict.to_json(KeyCase::Camel))),
+        };
+        Ok(match self.begin(mapped.token(), now) {
+            // Mapped again when the signature is checked: the bundle may change meanwhile.
             Some(signature) => self.pending(signature, Work::Http(request), now),
-            None => JsValue::from_str(&self.verdict(&request, now)),
+            None => {
+                JsValue::from_str(&self.edge.decide_mapped(mapped, now).to_json(KeyCase::Camel))
+            }
         })
     }
 

@@ -450,6 +450,21 @@ describe("fetchKeys: OIDC discovery and JWKS over fetch", () => {
         state.hits.discovery += 1;
         res.setHeader("content-type", "application/json");
         res.end(JSON.stringify({ issuer: state.issuer, jwks_uri: `${base}/keys` }));
+      } else if (req.url === "/huge") {
+        // Chunked (no Content-Length), and endless unless the client stops reading.
+        state.hits.huge += 1;
+        res.setHeader("content-type", "application/json");
+        const chunk = Buffer.alloc(64 * 1024, 0x20);
+        let sent = 0;
+        const pump = () => {
+          while (sent < 64 << 20) {
+            sent += chunk.length;
+            if (!res.write(chunk)) return res.once("drain", pump);
+          }
+          res.end();
+        };
+        res.on("close", () => { state.sentHuge = sent; });
+        pump();
       } else if (req.url === "/keys") {
         state.hits.jwks += 1;
         res.statusCode = state.status;
@@ -550,6 +565,24 @@ describe("fetchKeys: OIDC discovery and JWKS over fetch", () => {
     state.status = 200;
     await engine.refreshKeys();
     assert.equal((await engine.decide({ token: ANALYST, action: "view", resource: REPORT })).decision, "allow");
+  });
+
+  test("a key document without a Content-Length is cut off at 1 MiB, not buffered whole", async () => {
+    const errors = [];
+    Object.assign(state, { hits: { discovery: 0, jwks: 0, huge: 0 }, sentHuge: undefined });
+    const engine = await Portcullis.load(remoteAcmeBundle({ jwks_uri: `${base}/huge` }), {
+      now: fixedClock(NOW),
+      fetchKeys: { onError: (e) => errors.push(e) },
+    });
+    assert.equal(state.hits.huge, 1);
+    assert.equal(errors.length, 1);
+    assert.equal(errors[0].code, "keys_fetch");
+    assert.match(errors[0].message, /is larger than 1 MiB/);
+    // The client stopped reading: the server never got to send its 64 MiB.
+    await new Promise((r) => setTimeout(r, 200));
+    assert.ok(state.sentHuge !== undefined && state.sentHuge < 16 << 20, `sent ${state.sentHuge} bytes`);
+    const d = await engine.decide({ token: ANALYST, action: "view", resource: REPORT });
+    assert.equal(d.errors[0].code, "token_keys_unavailable");
   });
 
   test("plain http is refused except for localhost", async () => {

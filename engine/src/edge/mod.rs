@@ -456,6 +456,20 @@ fn truncate(text: &str, max: usize) -> &str {
         .map_or(text, |(i, _)| text.get(..i).unwrap_or(""))
 }
 
+/// A request [`Edge::map`] mapped to its route: what [`Edge::decide_mapped`] decides.
+pub struct Mapped<'e> {
+    engine: &'e Engine,
+    route: &'e routes::Route,
+    request: crate::engine::DecisionRequest,
+}
+
+impl Mapped<'_> {
+    /// The bearer token the request carries (from the edge's token sources), if any.
+    pub fn token(&self) -> Option<&str> {
+        self.request.token.as_deref()
+    }
+}
+
 impl Default for Edge {
     /// The default options (valid by construction).
     fn default() -> Self {
@@ -521,16 +535,30 @@ impl Edge {
         Ok(())
     }
 
-    /// The bearer token [`Edge::decide`] would decide `request` with: `None` when it carries
-    /// none, or when the edge answers it without a decision (no route, a refused path, two
-    /// tokens). A host whose signature checks are asynchronous (the JS SDK) checks it first.
-    pub fn bearer(&self, engine: &Engine, request: &HttpRequest<'_>) -> Option<String> {
-        self.map(engine, request).ok()?.1.token
+    /// Map `request` to its route and decision request, for a host that must see the token
+    /// before deciding (the JS SDK checks signatures asynchronously):
+    /// [`Mapped::token`] is the bearer token [`Edge::decide_mapped`] decides with. `Err` is the
+    /// verdict of a request answered without a decision (no route, a refused path, two
+    /// tokens, a CORS preflight). [`Edge::decide`] is `map` then `decide_mapped`.
+    ///
+    /// # Errors
+    /// The verdict to answer with.
+    pub fn map<'e>(
+        &self,
+        engine: &'e Engine,
+        request: &HttpRequest<'_>,
+    ) -> Result<Mapped<'e>, Box<EdgeVerdict<'e>>> {
+        let (route, request) = self.map_route(engine, request)?;
+        Ok(Mapped {
+            engine,
+            route,
+            request,
+        })
     }
 
     /// Map a request to its route and decision request (token included), or the verdict of a
     /// request answered without a decision.
-    fn map<'e>(
+    fn map_route<'e>(
         &self,
         engine: &'e Engine,
         request: &HttpRequest<'_>,
@@ -629,11 +657,20 @@ impl Edge {
         request: &HttpRequest<'_>,
         now: i64,
     ) -> EdgeVerdict<'e> {
-        let (route, decision_request) = match self.map(engine, request) {
-            Ok(mapped) => mapped,
-            Err(verdict) => return *verdict,
-        };
+        match self.map(engine, request) {
+            Ok(mapped) => self.decide_mapped(mapped, now),
+            Err(verdict) => *verdict,
+        }
+    }
 
+    /// Decide a request [`Edge::map`] mapped, with the engine it was mapped with, at unix time
+    /// `now`.
+    pub fn decide_mapped<'e>(&self, mapped: Mapped<'e>, now: i64) -> EdgeVerdict<'e> {
+        let Mapped {
+            engine,
+            route,
+            request: decision_request,
+        } = mapped;
         let decision = engine.decide(&decision_request, now);
         let has_error = |code: &str| decision.errors.iter().any(|e| e.code == code);
         let (mut action, outcome) = match decision.decision {
@@ -974,7 +1011,7 @@ pub(crate) mod tests {
 
     #[test]
     #[cfg(feature = "rust-crypto")]
-    fn the_bearer_is_the_token_decide_would_use_and_verdicts_have_a_json_form() {
+    fn the_mapped_token_is_the_one_decide_uses_and_verdicts_have_a_json_form() {
         let engine = engine();
         let edge = Edge::new(EdgeOptions::default()).unwrap();
         let bearer = |path: &str, headers: &[(&str, &[u8])]| {
@@ -985,7 +1022,9 @@ pub(crate) mod tests {
                 headers: &headers,
             };
             (
-                edge.bearer(&engine, &request),
+                edge.map(&engine, &request)
+                    .ok()
+                    .and_then(|mapped| mapped.token().map(str::to_owned)),
                 edge.decide(&engine, &request, 1_800_000_000)
                     .to_json(crate::KeyCase::Camel),
             )

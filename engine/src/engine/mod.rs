@@ -20,22 +20,72 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
-/// Engine configuration beyond the bundle.
+/// Engine configuration beyond the bundle: [`EngineOptions::new`], or the default (the
+/// built-in crypto, random decision ids).
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct EngineOptions {
     /// How signatures are checked.
     pub verifier: Arc<dyn SignatureVerifier>,
-    /// Mixed into decision ids so that several engine instances do not repeat each other's ids
-    /// (a host passes random bytes here).
-    pub decision_id_seed: u64,
+    /// How decision ids are made unique.
+    pub decision_ids: DecisionIds,
+}
+
+impl EngineOptions {
+    /// Options with this verifier and decision-id rule.
+    pub fn new(verifier: Arc<dyn SignatureVerifier>, decision_ids: DecisionIds) -> Self {
+        Self {
+            verifier,
+            decision_ids,
+        }
+    }
 }
 
 #[cfg(feature = "rust-crypto")]
 impl Default for EngineOptions {
     fn default() -> Self {
-        Self {
-            verifier: Arc::new(crate::crypto::RustCryptoVerifier),
-            decision_id_seed: 0,
+        Self::new(
+            Arc::new(crate::crypto::RustCryptoVerifier),
+            DecisionIds::default(),
+        )
+    }
+}
+
+/// What makes an engine's decision ids unique. An id is 16 hex digits (a 64-bit mix of the
+/// engine's seed and a counter, not guessable from the count) then the counter in hex, so two
+/// engines repeat each other's ids only if their seeds are equal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(
+    not(all(target_arch = "wasm32", target_os = "unknown")),
+    derive(Default)
+)]
+pub enum DecisionIds {
+    /// A seed drawn from the operating system's randomness when the engine is created: ids
+    /// unique across engines, processes and restarts (the default). Not on
+    /// `wasm32-unknown-unknown`, which has no randomness of its own: the JS SDK passes bytes
+    /// from `crypto.getRandomValues` as a [`DecisionIds::Seed`].
+    #[cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
+    #[cfg_attr(not(all(target_arch = "wasm32", target_os = "unknown")), default)]
+    Random,
+    /// This seed: random bytes the host drew, or a fixed value where ids must be reproducible
+    /// (tests). Engines given the same seed give the same ids.
+    Seed(u64),
+}
+
+impl DecisionIds {
+    /// The seed: drawn now for [`DecisionIds::Random`].
+    fn seed(self) -> u64 {
+        match self {
+            #[cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
+            Self::Random => {
+                use std::hash::{BuildHasher, Hasher};
+                // std seeds `RandomState` from the OS (WASI `random_get` in Wasm) once per
+                // thread and steps it on every `new`: a different hash of nothing each time.
+                std::collections::hash_map::RandomState::new()
+                    .build_hasher()
+                    .finish()
+            }
+            Self::Seed(seed) => seed,
         }
     }
 }
@@ -81,7 +131,7 @@ impl Engine {
             rejected: TokenCache::new(capacity),
             verifier: options.verifier,
             counter: AtomicU64::new(0),
-            seed: options.decision_id_seed,
+            seed: options.decision_ids.seed(),
             key_generation: AtomicU64::new(0),
         }
     }

@@ -187,10 +187,10 @@ impl SignatureVerifier for Counting {
 #[test]
 fn a_forged_token_sent_again_costs_no_second_signature_check() {
     let counting = Arc::new(Counting::default());
-    let engine = engine_with(EngineOptions {
-        verifier: Arc::clone(&counting) as Arc<dyn SignatureVerifier>,
-        ..EngineOptions::default()
-    });
+    let engine = engine_with(EngineOptions::new(
+        Arc::clone(&counting) as Arc<dyn SignatureVerifier>,
+        portcullis_engine::DecisionIds::default(),
+    ));
     let (_, jwks) = dev_key("acme-rs256");
     engine.set_issuer_keys(ISSUER, &jwks).unwrap();
     // Signed with another key under the issuer's `kid`.

@@ -1,8 +1,8 @@
 //! Trusted-principal mode: the `attrs` of the principal and the resource.
 
 use portcullis_engine::{
-    Algorithm, Bundle, CompiledBundle, Engine, EngineOptions, PolicySource, ResourceRef, Settings,
-    SignatureVerifier, TrustedRequest, VerificationKey,
+    Algorithm, Bundle, CompiledBundle, DecisionIds, Engine, EngineOptions, PolicySource,
+    ResourceRef, Settings, SignatureVerifier, TrustedRequest, VerificationKey,
 };
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
@@ -10,6 +10,10 @@ use std::sync::Arc;
 const NOW: i64 = 1_767_225_600;
 
 fn engine() -> Engine {
+    engine_with_ids(DecisionIds::Seed(0))
+}
+
+fn engine_with_ids(ids: DecisionIds) -> Engine {
     let policies = vec![PolicySource {
         file: "policies/department.cedar".into(),
         tenant: None,
@@ -21,10 +25,7 @@ fn engine() -> Engine {
     let bundle = Bundle::load(CompiledBundle::new(Settings::default(), None, policies)).unwrap();
     // No crypto at all: trusted decisions check no signature, so these tests also run without
     // the `rust-crypto` feature.
-    let options = EngineOptions {
-        verifier: Arc::new(NoSignatures),
-        decision_id_seed: 0,
-    };
+    let options = EngineOptions::new(Arc::new(NoSignatures), ids);
     Engine::with_options(Arc::new(bundle), options)
 }
 
@@ -93,6 +94,46 @@ fn principal_and_resource_attrs_are_used() {
         NOW,
     );
     assert!(!bare.is_allowed());
+}
+
+#[test]
+fn decision_ids_are_random_per_engine_unless_a_seed_is_given() {
+    let ids = |engine: &Engine| -> Vec<String> {
+        (0..3)
+            .map(|_| {
+                let decision = engine.decide_trusted(
+                    &request(
+                        with_attrs("User", "alice", json!({})),
+                        with_attrs("Report", "q3", json!({})),
+                    ),
+                    NOW,
+                );
+                decision.decision_id
+            })
+            .collect()
+    };
+    // By default, every engine draws its own seed: no id of one is an id of another (as two
+    // processes started with the README's `Engine::new`).
+    #[cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
+    {
+        let first = ids(&engine_with_ids(DecisionIds::default()));
+        let second = ids(&engine_with_ids(DecisionIds::default()));
+        assert!(
+            first.iter().all(|id| !second.contains(id)),
+            "{first:?} {second:?}"
+        );
+        let unique: std::collections::HashSet<_> = first.iter().collect();
+        assert_eq!(unique.len(), first.len(), "{first:?}");
+    }
+    // A fixed seed repeats, for tests that need reproducible ids.
+    let seeded = ids(&engine_with_ids(DecisionIds::Seed(42)));
+    assert_eq!(seeded, ids(&engine_with_ids(DecisionIds::Seed(42))));
+    assert_ne!(seeded, ids(&engine_with_ids(DecisionIds::Seed(43))));
+    assert!(
+        seeded
+            .iter()
+            .all(|id| id.len() == 24 && id.bytes().all(|b| b.is_ascii_hexdigit()))
+    );
 }
 
 #[test]

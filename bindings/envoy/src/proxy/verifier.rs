@@ -4,12 +4,11 @@ use super::{log, now};
 use crate::config::{Crypto, Plan};
 use crate::crypto::{self, Prepared};
 use portcullis_engine::{
-    Algorithm, EngineOptions, RustCryptoVerifier, SignatureBudget, SignatureVerifier,
+    Algorithm, DecisionIds, EngineOptions, RustCryptoVerifier, SignatureBudget, SignatureVerifier,
     VerificationKey,
 };
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{LogLevel, Status};
-use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -71,21 +70,11 @@ impl SignatureVerifier for EnvoyVerifier {
     }
 }
 
-/// Random bytes for decision ids: std's `RandomState` is seeded from WASI `random_get`.
-fn random_seed() -> u64 {
-    std::collections::hash_map::RandomState::new()
-        .build_hasher()
-        .finish()
-}
-
 /// Engine options for this VM: a fresh decision-id seed and the configured verifier.
 pub(super) fn engine_options(plan: &Plan) -> EngineOptions {
     let verifier = EnvoyVerifier {
         budget: Arc::clone(&plan.wasm_budget),
         envoy: plan.crypto == Crypto::Envoy,
     };
-    EngineOptions {
-        verifier: Arc::new(verifier),
-        decision_id_seed: random_seed(),
-    }
+    EngineOptions::new(Arc::new(verifier), DecisionIds::Random)
 }
