@@ -366,6 +366,21 @@ impl Bundle {
         self.compiled.tenants.keys().map(String::as_str)
     }
 
+    /// The tenants that trust `issuer` (several, for an issuer shared by tenants and told apart
+    /// by a claim, as Google's), by name.
+    pub fn issuer_tenants(&self, issuer: &str) -> Vec<String> {
+        let mut tenants: Vec<String> = self
+            .issuers
+            .get(issuer)
+            .into_iter()
+            .flatten()
+            .map(|entry| entry.tenant.clone())
+            .collect();
+        tenants.sort();
+        tenants.dedup();
+        tenants
+    }
+
     /// Issuers whose keys a host must fetch: issuer and where its keys are (a JWK set URL or a
     /// discovery document).
     pub fn remote_issuers(&self) -> Vec<(String, KeyUrl)> {

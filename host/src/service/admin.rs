@@ -1,7 +1,8 @@
 //! The admin listener (bundle, tenant bundles, metrics), its credential, and the one bundle
 //! endpoint of the decision listener: a signed-in user's own tenant bundle.
 
-use super::decide::{not_found, readyz};
+use super::decide::not_found;
+use super::ready;
 use super::workers::Priority;
 use super::{ErrorCode, Served, Shared, edge_error};
 use axum::Router;
@@ -115,6 +116,7 @@ pub(super) fn router(shared: Arc<Shared>, timeout: Duration) -> Router {
         .route("/v1/bundle", get(bundle))
         .route("/v1/bundle/tenants/{tenant}", get(tenant_bundle))
         .route("/metrics", get(metrics))
+        .route("/v1/keys", get(ready::keys))
         .route_layer(middleware::from_fn_with_state(
             Arc::clone(&shared),
             require_credential,
@@ -122,7 +124,7 @@ pub(super) fn router(shared: Arc<Shared>, timeout: Duration) -> Router {
     Router::new()
         .merge(protected)
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
+        .route("/readyz", get(ready::readyz))
         .fallback(not_found)
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,

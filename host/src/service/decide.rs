@@ -5,12 +5,13 @@
 use super::workers::Priority;
 use super::{
     Early, ErrorCode, Shared, admin, authzen, edge_error, ext_authz, json_response, read_body,
+    ready,
 };
 use crate::component::{CallError, Decided};
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{any, get, post};
 use serde::de::{Deserializer, SeqAccess, Visitor};
 use serde_json::value::RawValue;
@@ -31,7 +32,7 @@ pub(super) fn router(shared: Arc<Shared>, timeout: Duration) -> Router {
         .route("/ext_authz/{*path}", any(ext_authz::check))
         .route("/v1/bundle/tenant", get(admin::own_tenant_bundle))
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
+        .route("/readyz", get(ready::readyz))
         .fallback(not_found)
         // Bodies are read with explicit limits (`read_body`), answering a stable error code.
         .layer(DefaultBodyLimit::disable())
@@ -44,14 +45,6 @@ pub(super) fn router(shared: Arc<Shared>, timeout: Duration) -> Router {
 
 pub(super) async fn not_found() -> Response {
     edge_error(ErrorCode::NotFound, "no such endpoint")
-}
-
-pub(super) async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
-    if shared.ready() {
-        (StatusCode::OK, "ready\n").into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
-    }
 }
 
 async fn decide(State(shared): State<Arc<Shared>>, request: Request) -> Response {

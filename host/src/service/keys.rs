@@ -7,8 +7,8 @@
 use super::{Shared, http};
 use crate::crypto::RingVerifier;
 use portcullis_engine::{
-    Engine, EngineOptions, FetchAnswer, KeyEvent, KeyFetch, KeySchedule, KeyUrl, MAX_KEY_DOCUMENT,
-    RefreshPolicy,
+    DecisionIds, Engine, EngineOptions, FetchAnswer, IssuerKeyStatus, KeyEvent, KeyFetch,
+    KeySchedule, KeyUrl, MAX_KEY_DOCUMENT, RefreshPolicy,
 };
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -72,9 +72,9 @@ impl Keys {
         self.lock_jwks().clone()
     }
 
-    /// Whether every remote issuer has keys.
-    pub(super) fn ready(&self) -> bool {
-        self.schedule().all_loaded()
+    /// Every remote issuer's keys, as the schedule sees them.
+    pub(super) fn status(&self) -> Vec<IssuerKeyStatus> {
+        self.schedule().status()
     }
 
     /// A decision lacked `issuer`'s keys: fetch them early (the schedule's cooldown applies).
@@ -173,10 +173,7 @@ fn validate(shared: &Shared, issuer: &str, jwks: &serde_json::Value) -> Result<u
         .ok_or_else(|| "no bundle".to_owned())?;
     let engine = Engine::with_options(
         Arc::clone(&served.bundle),
-        EngineOptions {
-            verifier: Arc::new(RingVerifier),
-            decision_id_seed: 0,
-        },
+        EngineOptions::new(Arc::new(RingVerifier), DecisionIds::Seed(0)),
     );
     engine
         .set_issuer_keys(issuer, jwks)
@@ -198,8 +195,10 @@ async fn install(shared: &Arc<Shared>, issuer: String, jwks: &str, count: usize)
         held.push((issuer.clone(), jwks));
         changed
     };
-    if changed {
-        eprintln!("portcullis: loaded {count} keys of `{issuer}`");
+    if !changed {
+        eprintln!("portcullis: keys of `{issuer}` fetched: {count} keys, unchanged");
+    } else {
+        eprintln!("portcullis: keys of `{issuer}` fetched: {count} keys, loaded");
         shared.publish();
         let warm = Arc::clone(shared);
         let _ = tokio::task::spawn_blocking(move || warm.pool.refresh()).await;

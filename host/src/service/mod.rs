@@ -25,6 +25,7 @@ mod http;
 mod keys;
 pub mod listener;
 mod metrics;
+mod ready;
 mod source;
 pub mod workers;
 
@@ -390,10 +391,6 @@ impl Shared {
         });
     }
 
-    fn ready(&self) -> bool {
-        self.served.load().is_some() && self.keys.ready()
-    }
-
     /// Run `f` on a component instance, on a decision thread.
     async fn run<R: Send + 'static>(
         self: &Arc<Self>,
@@ -628,9 +625,11 @@ impl Server {
         self.reload.notify_one();
     }
 
-    /// Whether a bundle and the keys of all its remote issuers are loaded (`GET /readyz`).
+    /// Whether the service is ready (`GET /readyz`): it serves a bundle, and every remote
+    /// issuer's keys were fetched once, successfully or not (an issuer without keys fails its
+    /// tenants' decisions closed, and is reported, but does not make the service unready).
     pub fn ready(&self) -> bool {
-        self.shared.ready()
+        ready::Readiness::of(&self.shared).ready()
     }
 
     /// The service's metrics.

@@ -10,12 +10,13 @@
 
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
+import { execFileSync } from 'node:child_process';
 import { cpSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import {
-  ROOT, compileBundle, freePort, idpToken, serve, sleep, startIdp, techfinWithIdp, tmp, until,
+  PORTCULLIS, ROOT, compileBundle, freePort, idpToken, serve, sleep, startIdp, techfinWithIdp, tmp, until,
 } from '../../../tests/idp/harness.mjs';
 
 const post = async (base, path, body) => {
@@ -58,10 +59,35 @@ describe('keys from a real OpenID provider', () => {
     await idp?.stop();
   });
 
-  test('IdP down at start: not ready and fail closed, then recovers without a restart', async () => {
+  test('IdP down at start: its tenant fails closed, every other tenant is served, then it recovers', async () => {
     service = await serve(bundleFile);
-    const ready = await fetch(`${service.base}/readyz`);
-    assert.equal(ready.status, 503, 'not ready without the issuer\'s keys');
+    // Ready once every remote issuer's first fetch has been tried, even though contoso's
+    // failed: one client's IdP must not take the service out of rotation for all of them.
+    let readyz;
+    const up = await until(async () => {
+      const res = await fetch(`${service.base}/readyz`);
+      readyz = { status: res.status, body: await res.json() };
+      return res.status === 200;
+    }, 30000, 200);
+    assert.ok(up, `ready with one IdP down: ${JSON.stringify(readyz)}`);
+    assert.equal(readyz.body.ready, true);
+    assert.equal(readyz.body.issuers.missing, 1, JSON.stringify(readyz.body));
+    assert.match(readyz.body.reason, /1 remote issuer\(s\) have no keys/);
+    assert.ok(!JSON.stringify(readyz.body).includes('contoso'), 'the open listener names no tenant');
+    // The admin listener says which one, and why.
+    const keys = await (await fetch(`${service.admin}/v1/keys`)).json();
+    const contoso = keys.issuer_keys.find((k) => k.issuer === issuer);
+    assert.deepEqual(contoso.tenants, ['contoso']);
+    assert.equal(contoso.keys, 'missing');
+    assert.match(contoso.last_error, /127\.0\.0\.1/);
+    // Another tenant (inline keys) is decided as usual.
+    const acme = execFileSync(PORTCULLIS, ['token', '--bundle', join(ROOT, 'policies/techfin'), '--tenant', 'acme',
+      '--claims', JSON.stringify({ oid: 'alice', roles: ['FinanceAnalyst'], department: 'finance', amr: ['mfa'] })], { encoding: 'utf8' }).trim();
+    const served = await post(service.base, '/v1/decide', {
+      token: acme, action: 'view', resource: { type: 'Report', id: 'q3', attrs: { tenant: 'acme', department: 'finance' } },
+    });
+    assert.equal(served.body.decision, 'allow', JSON.stringify(served.body));
+
     // A token the service cannot check yet (the IdP is up only long enough to issue it).
     idp = await startIdp({ port: idpPort, keysFile });
     const token = await analyst();
@@ -70,12 +96,16 @@ describe('keys from a real OpenID provider', () => {
     // `/v1/decide` answers every decision with 200; the decision carries the status.
     assert.equal(closed.status, 200);
     assert.equal(closed.body.decision, 'unauthenticated', 'no keys: never allow');
-    assert.equal(closed.body.status, 401);
+    assert.equal(closed.body.errors[0].code, 'token_keys_unavailable');
 
     idp = await startIdp({ port: idpPort, keysFile });
-    // The key task retries a failed fetch after 10 s (keys::Bounds::retry).
-    const up = await until(async () => (await fetch(`${service.base}/readyz`)).status === 200, 30000, 500);
-    assert.ok(up, 'ready once the IdP is reachable');
+    // The key task retries a failed fetch after 10 s (RefreshPolicy's retry).
+    const loaded = await until(async () => {
+      const k = await (await fetch(`${service.admin}/v1/keys`)).json();
+      return k.issuer_keys.find((i) => i.issuer === issuer).keys === 'loaded';
+    }, 30000, 500);
+    assert.ok(loaded, 'the keys are loaded once the IdP is reachable');
+    assert.match(service.output(), /keys of `http:\/\/127\.0\.0\.1:\d+` fetched: \d+ keys, loaded/, 'the fetch is logged');
     const allowed = await post(service.base, '/v1/decide', viewReport(token));
     assert.equal(allowed.status, 200, JSON.stringify(allowed.body));
     assert.equal(allowed.body.decision, 'allow');
