@@ -93,7 +93,8 @@ enum Command {
         /// Sign the bundle with this private key (PEM: RSA, EC P-256/P-384 or Ed25519).
         #[arg(long)]
         sign: Option<PathBuf>,
-        /// The `kid` of the signing key (default: its JWK thumbprint).
+        /// The `kid` to write in the signature (default: none; a host then tries each of its
+        /// trusted bundle keys).
         #[arg(long, requires = "sign")]
         key_id: Option<String>,
         /// Write only this tenant's distributable bundle (what its browsers may hold).

@@ -84,8 +84,14 @@ pub fn keygen(output: &Path, algorithm: &str) -> Result<Vec<PathBuf>, String> {
             ));
         }
     };
-    let private = output.with_extension("pem");
-    let public = output.with_extension("jwks.json");
+    // Appended, not `with_extension`: `keys/signing.v2` must give `keys/signing.v2.pem`.
+    let suffixed = |suffix: &str| {
+        let mut name = output.as_os_str().to_owned();
+        name.push(suffix);
+        std::path::PathBuf::from(name)
+    };
+    let private = suffixed(".pem");
+    let public = suffixed(".jwks.json");
     for file in [&private, &public] {
         if file.exists() {
             return Err(format!(
