@@ -3,7 +3,7 @@
 //! back in the response, or in a log line made from it), and no Rust type name.
 
 use crate::error::ErrorInfo;
-use serde::de::DeserializeOwned;
+use serde::Deserialize;
 
 /// `Type::"id"` as Cedar writes an entity uid, and therefore parses it
 /// ([`parse_entity_uid_text`]): the id escaped as Rust's `escape_debug` escapes it (`\"`, `\\`,
@@ -41,6 +41,73 @@ pub fn parse_entity_uid_text(text: &str) -> Option<(String, String)> {
     Some((uid.type_name().to_string(), uid.id().unescaped().to_owned()))
 }
 
+/// The bearer token of a request's `Authorization` header `values` (RFC 6750 §2.1: `Bearer` in
+/// any case, then the token): `None` when there is no such header. For HTTP APIs whose body may carry the token
+/// too ([`DecisionRequest::token`](crate::DecisionRequest)): the caller's token travels one way,
+/// [`apply_bearer`] refuses two.
+///
+/// # Errors
+/// `request_invalid` for another scheme, an empty token, or a header sent more than once (a
+/// proxy joins repeats with `,`, which no bearer token contains). The message never holds the
+/// value.
+pub fn bearer_token(values: &[&[u8]]) -> Result<Option<String>, ErrorInfo> {
+    let invalid = |message: &str| ErrorInfo {
+        code: "request_invalid",
+        message: message.to_owned(),
+        help: Some(
+            "send `Authorization: Bearer <JWT>` once, or the token in the body, not both".into(),
+        ),
+    };
+    let value = match values {
+        [] => return Ok(None),
+        [value] => value.trim_ascii(),
+        _ => return Err(invalid("the `Authorization` header is sent more than once")),
+    };
+    let token = match value.get(..7) {
+        Some(scheme) if scheme.eq_ignore_ascii_case(b"bearer ") => value.get(7..).unwrap_or(b""),
+        None if value.eq_ignore_ascii_case(b"bearer") => b"",
+        _ => return Err(invalid("the `Authorization` header is not a bearer token")),
+    };
+    let token = token.trim_ascii();
+    if token.contains(&b',') {
+        return Err(invalid("the `Authorization` header is sent more than once"));
+    }
+    match std::str::from_utf8(token) {
+        Ok(token) if !token.is_empty() && token.bytes().all(|b| b.is_ascii_graphic()) => {
+            Ok(Some(token.to_owned()))
+        }
+        _ => Err(invalid(
+            "the `Authorization` header's bearer token is empty or not a token",
+        )),
+    }
+}
+
+/// Give `request` the transport's bearer token ([`bearer_token`]; for a batch, the batch's one
+/// token), unless it has its own: a token sent in two ways is refused (RFC 6750 §2), so that
+/// no one ever has to guess which of two tokens was decided.
+///
+/// # Errors
+/// `request_invalid` when both the transport and the request carry a token.
+pub fn apply_bearer(
+    request: &mut crate::DecisionRequest,
+    bearer: Option<&str>,
+) -> Result<(), ErrorInfo> {
+    match (bearer, &request.token) {
+        (None, _) => Ok(()),
+        (Some(bearer), None) => {
+            request.token = Some(bearer.to_owned());
+            Ok(())
+        }
+        (Some(_), Some(_)) => Err(ErrorInfo {
+            code: "request_invalid",
+            message: "the token is sent in more than one way (RFC 6750 §2): a request may not \
+                      have a `token` when the `Authorization` header or the batch has one"
+                .to_owned(),
+            help: None,
+        }),
+    }
+}
+
 /// How the engine's own keys are written in JSON it hands out: `snake_case` (the HTTP APIs,
 /// the CLI, the audit log) or `camelCase` (the JS SDK).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -57,7 +124,7 @@ pub enum KeyCase {
 ///
 /// # Errors
 /// `request_invalid`, described by [`describe_json_error`].
-pub fn parse_request<T: DeserializeOwned>(what: &str, text: &str) -> Result<T, ErrorInfo> {
+pub fn parse_request<'de, T: Deserialize<'de>>(what: &str, text: &'de str) -> Result<T, ErrorInfo> {
     // The fast path: `serde_path_to_error` tracks the path at every key (a `String` per map
     // key), on every request. Only a request that fails is parsed again, with it, for the path
     // (the same input fails the same way).
@@ -225,6 +292,53 @@ fn expected_kind(expected: &str) -> String {
 mod tests {
     use super::*;
     use crate::engine::DecisionRequest;
+
+    #[test]
+    fn a_bearer_header_is_read_per_rfc_6750_and_never_echoed() {
+        let token = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJl";
+        assert_eq!(bearer_token(&[]).unwrap(), None);
+        let twice = format!("Bearer {token}");
+        let err = bearer_token(&[twice.as_bytes(), twice.as_bytes()]).unwrap_err();
+        assert!(err.message.contains("more than once"), "{}", err.message);
+        for value in [
+            format!("Bearer {token}"),
+            format!("bearer {token}"),
+            format!("BEARER  {token} "),
+        ] {
+            assert_eq!(
+                bearer_token(&[value.as_bytes()]).unwrap().as_deref(),
+                Some(token)
+            );
+        }
+        for (value, why) in [
+            (format!("Basic {token}"), "not a bearer token"),
+            (format!("Bearer{token}"), "not a bearer token"),
+            ("Bearer ".to_owned(), "empty"),
+            (format!("Bearer {token}, Bearer {token}"), "more than once"),
+            (format!("Bearer {token} extra"), "empty or not a token"),
+        ] {
+            let err = bearer_token(&[value.as_bytes()]).unwrap_err();
+            assert_eq!(err.code, "request_invalid");
+            assert!(err.message.contains(why), "{value}: {}", err.message);
+            assert!(!err.message.contains(token));
+        }
+    }
+
+    #[test]
+    fn a_token_travels_one_way() {
+        let mut request = DecisionRequest::default();
+        apply_bearer(&mut request, None).unwrap();
+        assert_eq!(request.token, None);
+        apply_bearer(&mut request, Some("a.b.c")).unwrap();
+        assert_eq!(request.token.as_deref(), Some("a.b.c"));
+        // The request's own token stays when the transport has none.
+        apply_bearer(&mut request, None).unwrap();
+        assert_eq!(request.token.as_deref(), Some("a.b.c"));
+        let err = apply_bearer(&mut request, Some("d.e.f")).unwrap_err();
+        assert_eq!(err.code, "request_invalid");
+        assert!(err.message.contains("more than one way"), "{}", err.message);
+        assert_eq!(request.token.as_deref(), Some("a.b.c"), "unchanged");
+    }
 
     #[test]
     fn errors_never_echo_what_was_sent() {

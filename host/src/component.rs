@@ -532,10 +532,24 @@ impl Instance {
     /// # Errors
     /// `request_invalid` for a malformed request, or a sandbox failure.
     pub fn decide(&mut self, request_json: &str, now: i64) -> Result<Decided, CallError> {
+        self.decide_with_bearer(request_json, None, now)
+    }
+
+    /// Decide a token request whose transport carried `bearer` (`Authorization: Bearer`):
+    /// the request's token, unless the request has its own (then `request_invalid`).
+    ///
+    /// # Errors
+    /// As for [`Instance::decide`]; `request_invalid` for a token sent two ways.
+    pub fn decide_with_bearer(
+        &mut self,
+        request_json: &str,
+        bearer: Option<&str>,
+        now: i64,
+    ) -> Result<Decided, CallError> {
         self.store.set_epoch_deadline(self.decide_ticks);
         let api = self.bindings.portcullis_engine_engine();
         Ok(decided(
-            api.call_decide(&mut self.store, request_json, now)
+            api.call_decide(&mut self.store, request_json, bearer, now)
                 .map_err(trap)??,
         ))
     }
@@ -553,19 +567,21 @@ impl Instance {
         ))
     }
 
-    /// Decide a JSON array of token requests; one result per element.
+    /// Decide a JSON array of token requests; one result per element. `bearer`: the batch's
+    /// one token, for every element (an element with its own token fails, `request_invalid`).
     ///
     /// # Errors
     /// `request_invalid` when the body is not an array, or a sandbox failure.
     pub fn decide_batch(
         &mut self,
         requests_json: &str,
+        bearer: Option<&str>,
         now: i64,
     ) -> Result<Vec<Result<Decided, CallError>>, CallError> {
         self.store.set_epoch_deadline(self.decide_ticks);
         let api = self.bindings.portcullis_engine_engine();
         let results = api
-            .call_decide_batch(&mut self.store, requests_json, now)
+            .call_decide_batch(&mut self.store, requests_json, bearer, now)
             .map_err(trap)??;
         Ok(results
             .into_iter()

@@ -164,7 +164,7 @@ fn component_decisions_and_audit_lines_are_the_engines() {
     take_id(&mut got);
     assert_eq!(got, want);
     let batch = Value::Array(token_requests[..3].to_vec()).to_string();
-    let decided = instance.decide_batch(&batch, NOW).unwrap();
+    let decided = instance.decide_batch(&batch, None, NOW).unwrap();
     let outcomes: Vec<&str> = decided
         .iter()
         .map(|d| d.as_ref().unwrap().outcome)

@@ -131,6 +131,114 @@ fn token_of(dir: &Path, tenant: &str, claims: Value) -> String {
 }
 
 #[test]
+fn the_token_travels_one_way_header_or_body() {
+    let dir = techfin();
+    let running = Running::start(options(&dir));
+    let (base, agent) = (&running.base, agent());
+    let token = analyst_token(&dir);
+    let request = r#"{"action": "view", "resource": {"type": "Report", "id": "q3", "attrs": {"tenant": "acme", "department": "finance"}}}"#;
+    let bearer = format!("Bearer {token}");
+    let decide = |headers: &[(&str, &str)], body: &str| {
+        let (status, headers, body) = send(
+            &agent,
+            "POST",
+            &format!("{base}/v1/decide"),
+            headers,
+            body.as_bytes(),
+        );
+        (
+            status,
+            headers,
+            serde_json::from_str::<Value>(&body).unwrap(),
+        )
+    };
+    // `Authorization: Bearer` (RFC 6750 §2.1), as ext_authz and the Envoy filter take it.
+    let (status, _, decision) = decide(&[("authorization", &bearer)], request);
+    assert_eq!(status, 200, "{decision}");
+    assert_eq!(decision["decision"], "allow", "{decision}");
+    // Both the header and the body's `token`, another scheme, a header sent twice: 400, with
+    // RFC 6750's `invalid_request`, and never the token in the answer.
+    let both = view_request(&token);
+    for (headers, body, why) in [
+        (
+            vec![("authorization", bearer.as_str())],
+            both.as_str(),
+            "more than one way",
+        ),
+        (
+            vec![("authorization", "Basic dXNlcjpwdw==")],
+            request,
+            "not a bearer token",
+        ),
+        (
+            vec![
+                ("authorization", bearer.as_str()),
+                ("authorization", bearer.as_str()),
+            ],
+            request,
+            "more than once",
+        ),
+    ] {
+        let (status, headers, error) = decide(&headers, body);
+        assert_eq!(status, 400, "{error}");
+        assert_eq!(error["code"], "request_invalid");
+        assert!(error["message"].as_str().unwrap().contains(why), "{error}");
+        assert!(!error.to_string().contains(&token[..40]));
+        if why != "more than one way" {
+            assert_eq!(
+                headers["www-authenticate"],
+                "Bearer realm=\"portcullis\", error=\"invalid_request\""
+            );
+        }
+    }
+
+    // A batch with one token for all (`{token, requests}`, as the JS SDK's `decideMany`), or
+    // the header; an element with its own token then fails alone.
+    let other_department = r#"{"action": "view", "resource": {"type": "Report", "id": "q4", "attrs": {"tenant": "acme", "department": "sales"}}}"#;
+    let batch = |headers: &[(&str, &str)], body: String| {
+        let (status, _, body) = send(
+            &agent,
+            "POST",
+            &format!("{base}/v1/decide/batch"),
+            headers,
+            body.as_bytes(),
+        );
+        (status, serde_json::from_str::<Value>(&body).unwrap())
+    };
+    let (status, answer) = batch(
+        &[],
+        format!(r#"{{"token": "{token}", "requests": [{request}, {other_department}, {both}]}}"#),
+    );
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["decisions"][0]["decision"], "allow", "{answer}");
+    assert_eq!(answer["decisions"][1]["decision"], "deny", "{answer}");
+    assert_eq!(answer["decisions"][2]["error"]["code"], "request_invalid");
+    let (status, answer) = batch(
+        &[("authorization", &bearer)],
+        format!("[{request}, {other_department}]"),
+    );
+    assert_eq!(answer["decisions"][1]["decision"], "deny", "{answer}");
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["decisions"][0]["decision"], "allow", "{answer}");
+    for (headers, body) in [
+        (
+            vec![("authorization", bearer.as_str())],
+            format!(r#"{{"token": "{token}", "requests": []}}"#),
+        ),
+        (
+            vec![],
+            format!(r#"{{"token": "{token}", "requests": [], "extra": 1}}"#),
+        ),
+        (vec![], format!(r#"{{"token": "{token}"}}"#)),
+    ] {
+        let (status, error) = batch(&headers, body);
+        assert_eq!(status, 400, "{error}");
+        assert_eq!(error["code"], "request_invalid", "{error}");
+        assert!(!error.to_string().contains(&token[..40]), "{error}");
+    }
+}
+
+#[test]
 fn endpoints_decide_and_refuse_bad_requests() {
     let dir = techfin();
     let audit = std::env::temp_dir().join(format!(
@@ -1043,7 +1151,7 @@ fn sandbox_deadline_and_memory_limit_fail_closed() {
     let decided = pool.with(|i| i.decide(&one, now())).unwrap();
     assert_eq!(decided.outcome, "allow");
     let many = format!("[{}]", vec![one.as_str(); 20_000].join(","));
-    match pool.with(|i| i.decide_batch(&many, now())) {
+    match pool.with(|i| i.decide_batch(&many, None, now())) {
         Err(CallError::Sandbox(why)) => assert!(why == "wasm trap: interrupt", "{why}"),
         other => panic!(
             "expected the deadline to trap, got {:?}",

@@ -19,7 +19,7 @@ use bindings::portcullis::engine::crypto;
 use portcullis_engine::{
     Algorithm, Bundle, Curve, Decision, DecisionIds, DecisionRequest, Edge, EdgeAction,
     EdgeOptions, Engine, EngineOptions, ErrorInfo, HeaderPairs, HttpRequest, KeyMaterial, KeyUrl,
-    Outcome, SignatureVerifier, TrustedRequest, VerificationKey,
+    Outcome, SignatureVerifier, TrustedRequest, VerificationKey, apply_bearer,
 };
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -269,8 +269,9 @@ impl Guest for Component {
         })
     }
 
-    fn decide(request_json: String, now: i64) -> Result<Decided, Error> {
-        let request: DecisionRequest = parse("request", &request_json)?;
+    fn decide(request_json: String, bearer: Option<String>, now: i64) -> Result<Decided, Error> {
+        let mut request: DecisionRequest = parse("request", &request_json)?;
+        apply_bearer(&mut request, bearer.as_deref()).map_err(|info| error(&info))?;
         with_engine(|engine| Ok(decided(&engine.decide(&request, now))))
     }
 
@@ -279,14 +280,19 @@ impl Guest for Component {
         with_engine(|engine| Ok(decided(&engine.decide_trusted(&request, now))))
     }
 
-    fn decide_batch(requests_json: String, now: i64) -> Result<Vec<Result<Decided, Error>>, Error> {
+    fn decide_batch(
+        requests_json: String,
+        bearer: Option<String>,
+        now: i64,
+    ) -> Result<Vec<Result<Decided, Error>>, Error> {
         // Each element is parsed on its own, so one malformed request fails only itself.
         let requests: Vec<&serde_json::value::RawValue> = parse_raw_array(&requests_json)?;
         with_engine(|engine| {
             Ok(requests
                 .into_iter()
                 .map(|raw| {
-                    let request: DecisionRequest = parse("request", raw.get())?;
+                    let mut request: DecisionRequest = parse("request", raw.get())?;
+                    apply_bearer(&mut request, bearer.as_deref()).map_err(|info| error(&info))?;
                     Ok(decided(&engine.decide(&request, now)))
                 })
                 .collect())

@@ -199,7 +199,7 @@ pub(super) async fn evaluations(State(shared): State<Arc<Shared>>, request: Requ
         Ok(requests) => requests,
         Err(response) => return *response,
     };
-    match batch(&shared, requests).await {
+    match batch(&shared, requests, None).await {
         Ok(results) => {
             let items: Vec<String> = results
                 .into_iter()

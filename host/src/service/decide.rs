@@ -48,6 +48,10 @@ pub(super) async fn not_found() -> Response {
 }
 
 async fn decide(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+    let bearer = match bearer_of(request.headers()) {
+        Ok(bearer) => bearer,
+        Err(response) => return *response,
+    };
     let body = match read_body(&shared, request.into_body(), shared.input.max_body).await {
         Ok(body) => body,
         Err(response) => return *response,
@@ -55,7 +59,9 @@ async fn decide(State(shared): State<Arc<Shared>>, request: Request) -> Response
     let now = shared.clock.now();
     let start = Instant::now();
     match shared
-        .run(Priority::Interactive, move |i| i.decide(&body, now))
+        .run(Priority::Interactive, move |i| {
+            i.decide_with_bearer(&body, bearer.as_deref(), now)
+        })
         .await
     {
         Ok(decided) => {
@@ -69,19 +75,72 @@ async fn decide(State(shared): State<Arc<Shared>>, request: Request) -> Response
     }
 }
 
-/// Decide a JSON array of requests; answer `{"decisions": [...]}` with, per element, the
-/// decision or `{"error": {"code", "message"}}`.
+/// The caller's bearer token from `Authorization` (RFC 6750 §2.1), if it sent one: the same
+/// rule as the body's `token`, which it may not send too ([`portcullis_engine::apply_bearer`]).
+fn bearer_of(headers: &axum::http::HeaderMap) -> Result<Option<String>, Early> {
+    let values: Vec<&[u8]> = headers
+        .get_all(axum::http::header::AUTHORIZATION)
+        .iter()
+        .map(axum::http::HeaderValue::as_bytes)
+        .collect();
+    portcullis_engine::bearer_token(&values).map_err(|info| {
+        let mut response = edge_error(ErrorCode::RequestInvalid, &info.message);
+        response.headers_mut().insert(
+            axum::http::header::WWW_AUTHENTICATE,
+            axum::http::HeaderValue::from_static(
+                "Bearer realm=\"portcullis\", error=\"invalid_request\"",
+            ),
+        );
+        Box::new(response)
+    })
+}
+
+/// `POST /v1/decide/batch`'s object form: one token for every request, as the JS SDK's
+/// `decideMany(token, requests)` takes it.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchBody<'a> {
+    #[serde(default)]
+    token: Option<String>,
+    #[serde(borrow)]
+    requests: &'a RawValue,
+}
+
+/// Decide a batch: a JSON array of requests, each with its token, or `{"token", "requests":
+/// [...]}` (or an `Authorization: Bearer` header) with one token for all; answer
+/// `{"decisions": [...]}` with, per element, the decision or `{"error": {"code", "message"}}`.
 async fn decide_batch(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+    let header = match bearer_of(request.headers()) {
+        Ok(bearer) => bearer,
+        Err(response) => return *response,
+    };
     let body = match read_body(&shared, request.into_body(), shared.input.max_batch_body).await {
         Ok(body) => body,
         Err(response) => return *response,
     };
-    let items = match split_array(&body, shared.input.max_batch_items) {
+    let (array, bearer) = if body.trim_start().starts_with('{') {
+        match portcullis_engine::parse_request::<BatchBody>("batch", &body) {
+            Ok(BatchBody { token, requests }) => match (header, token) {
+                (Some(_), Some(_)) => {
+                    return edge_error(
+                        ErrorCode::RequestInvalid,
+                        "the token is sent in more than one way (RFC 6750 §2): the \
+                         `Authorization` header and the batch's `token`",
+                    );
+                }
+                (header, token) => (requests.get(), header.or(token)),
+            },
+            Err(info) => return edge_error(ErrorCode::RequestInvalid, &info.message),
+        }
+    } else {
+        (body.as_str(), header)
+    };
+    let items = match split_array(array, shared.input.max_batch_items) {
         Ok(items) => items,
         Err(response) => return *response.into_response(&shared),
     };
     let texts: Vec<String> = items.iter().map(|i| i.get().to_owned()).collect();
-    match batch(&shared, texts).await {
+    match batch(&shared, texts, bearer).await {
         Ok(results) => {
             let items: Vec<String> = results.into_iter().map(batch_item).collect();
             json_response(
@@ -172,6 +231,7 @@ pub(super) fn split_array(text: &str, max: usize) -> Result<Vec<&RawValue>, Spli
 pub(super) async fn batch(
     shared: &Arc<Shared>,
     items: Vec<String>,
+    bearer: Option<String>,
 ) -> Result<Vec<Result<Decided, (String, String)>>, Early> {
     if items.is_empty() {
         return Ok(Vec::new());
@@ -184,8 +244,12 @@ pub(super) async fn batch(
     while items.peek().is_some() {
         let chunk: Vec<String> = items.by_ref().take(CHUNK).collect();
         let body = format!("[{}]", chunk.join(","));
-        let shared = Arc::clone(shared);
-        jobs.push(move || shared.pool.with(|i| i.decide_batch(&body, now)));
+        let (shared, bearer) = (Arc::clone(shared), bearer.clone());
+        jobs.push(move || {
+            shared
+                .pool
+                .with(|i| i.decide_batch(&body, bearer.as_deref(), now))
+        });
     }
     let receivers = shared
         .workers
