@@ -397,6 +397,15 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
     out
 }
 
+/// A `serde_json` error's message without the ` at line L column C` it ends with: the
+/// problem's location says where, once.
+pub fn json_message(err: &serde_json::Error) -> String {
+    let text = err.to_string();
+    let suffix = format!(" at line {} column {}", err.line(), err.column());
+    text.strip_suffix(&suffix)
+        .map_or_else(|| text.clone(), str::to_owned)
+}
+
 /// The candidate closest to `name` (edit distance at most a third of its length, and at
 /// least 1), for "did you mean" hints.
 pub(crate) fn did_you_mean<'a>(

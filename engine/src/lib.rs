@@ -93,6 +93,7 @@ pub use engine::{
 };
 pub use error::{
     BundleError, BundleProblem, ErrorInfo, KeyError, RequestError, SourceLocation, TokenError,
+    json_message,
 };
 pub use keys::{Algorithm, Curve, KeyMaterial, VerificationKey};
 pub use lifecycle::{

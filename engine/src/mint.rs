@@ -39,10 +39,18 @@ impl DevIssuer {
         index: usize,
         read_file: &mut dyn FnMut(&str) -> Result<String, String>,
     ) -> Result<Self, String> {
-        let config = bundle
-            .tenants
-            .get(tenant)
-            .ok_or_else(|| format!("unknown tenant `{tenant}`"))?;
+        let config = bundle.tenants.get(tenant).ok_or_else(|| {
+            let names: Vec<&str> = bundle.tenants.keys().map(String::as_str).collect();
+            format!(
+                "unknown tenant `{}` (the bundle's tenants: {})",
+                crate::error::sanitize(tenant, 64),
+                if names.is_empty() {
+                    "none".to_owned()
+                } else {
+                    names.join(", ")
+                }
+            )
+        })?;
         let entry = config
             .issuers
             .get(index)

@@ -120,7 +120,7 @@ pub fn compile(path: &Path) -> Result<CompiledBundle, ReadError> {
     } else {
         let text = fs::read_to_string(path)
             .map_err(|e| ReadError::Io(format!("cannot read `{}`: {e}", path.display())))?;
-        Bundle::from_json(&text)
+        Bundle::from_json_named(&text, &path.display().to_string())
             .map(|b| b.compiled().clone())
             .map_err(ReadError::Invalid)
     }

@@ -133,11 +133,11 @@ enum Command {
         /// Claims (JSON object) merged over the standard ones; `null` removes a claim.
         #[arg(long)]
         claims: Option<String>,
-        /// Lifetime in seconds.
-        #[arg(long, default_value_t = 3600)]
+        /// Lifetime in seconds (negative: a token that has already expired, for tests).
+        #[arg(long, default_value_t = 3600, allow_negative_numbers = true)]
         ttl: i64,
         /// Issue time (unix seconds; default: now).
-        #[arg(long)]
+        #[arg(long, allow_negative_numbers = true)]
         now: Option<i64>,
     },
     /// Run the TechFin scenario through the decision service (started on a loopback port) and
@@ -514,6 +514,12 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(e) => return usage_error(e),
             };
+            if !bundle.is_dir() {
+                return usage_error(format!(
+                    "`--bundle {}` is not a directory: development tokens are signed with the keys in the pack's `dev-keys/`, so `--bundle` names the pack directory, not a compiled bundle",
+                    bundle.display()
+                ));
+            }
             let compiled = match bundle_dir::compile(&bundle) {
                 Ok(c) => c,
                 Err(e) => return usage_error(e),

@@ -51,14 +51,37 @@ pub struct PolicyTest {
     /// Context.
     #[serde(default)]
     pub context: Map<String, Value>,
-    /// `allow`, `deny` or `unauthenticated`.
-    pub expect: String,
+    /// The outcome expected.
+    pub expect: Expect,
     /// Exact deciding policies, when given.
     #[serde(default)]
     pub reasons: Option<Vec<String>>,
     /// An error code that must appear, when given.
     #[serde(default)]
     pub error: Option<String>,
+}
+
+/// A policy test's expected outcome: `allow`, `deny` or `unauthenticated` (anything else is
+/// refused when the file is read, with its line and column).
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Expect {
+    /// `allow`.
+    Allow,
+    /// `deny`.
+    Deny,
+    /// `unauthenticated`.
+    Unauthenticated,
+}
+
+impl Expect {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Allow => "allow",
+            Self::Deny => "deny",
+            Self::Unauthenticated => "unauthenticated",
+        }
+    }
 }
 
 /// Outcome of a run.
@@ -92,8 +115,15 @@ pub fn run(dir: &Path, verbose: bool) -> Result<Summary, String> {
     };
     for path in files {
         let text = std::fs::read_to_string(&path).map_err(|e| e.to_string())?;
-        let file: TestFile =
-            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let file: TestFile = serde_json::from_str(&text).map_err(|e| {
+            format!(
+                "{}:{}:{}: {}",
+                path.display(),
+                e.line(),
+                e.column(),
+                portcullis_engine::json_message(&e)
+            )
+        })?;
         let file_name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -162,8 +192,8 @@ fn run_one(
     };
     let got = decision.decision.as_str();
     let mut problems = Vec::new();
-    if got != test.expect {
-        problems.push(format!("expected {}, got {got}", test.expect));
+    if got != test.expect.as_str() {
+        problems.push(format!("expected {}, got {got}", test.expect.as_str()));
     }
     if let Some(reasons) = &test.reasons {
         let mut want = reasons.clone();

@@ -152,17 +152,24 @@ impl BundleSources {
             Some((file, text)) => parse_json_file(file, text, &mut problems).unwrap_or_default(),
             None => crate::edge::RoutesFile::default(),
         };
+        // A file that does not parse stops here: what follows would be checked against its
+        // defaults (no tenants, no routes) and report problems that are not there.
+        if !problems.is_empty() {
+            return Err(BundleError { problems });
+        }
         let mut tenants = tenants.tenants;
         let tenants_file = self
             .tenants
             .as_ref()
             .map_or("tenants.json", |(f, _)| f.as_str())
             .to_owned();
+        let mut jwks_files = BTreeMap::new();
         for (name, tenant) in &mut tenants {
-            for issuer in &mut tenant.issuers {
+            for (index, issuer) in tenant.issuers.iter_mut().enumerate() {
                 let Some(path) = issuer.jwks_file.take() else {
                     continue;
                 };
+                jwks_files.insert((name.clone(), index), path.clone());
                 if issuer.jwks.is_some() {
                     problems.push(
                         BundleProblem::new(
@@ -195,7 +202,11 @@ impl BundleSources {
         let compiled = compiled.seal();
         let files = Files {
             schema: "schema.cedarschema",
-            tenants: &tenants_file,
+            tenants: super::issuers::TenantsText {
+                file: &tenants_file,
+                text: self.tenants.as_ref().map(|(_, t)| t.as_str()),
+                jwks_files: &jwks_files,
+            },
             routes: routes::RoutesText {
                 file: self
                     .routes
@@ -225,7 +236,7 @@ fn parse_json_file<T: serde::de::DeserializeOwned>(
         Ok(value) => Some(value),
         Err(err) => {
             problems.push(
-                BundleProblem::new("json", err.to_string()).at(SourceLocation {
+                BundleProblem::new("json", crate::error::json_message(&err)).at(SourceLocation {
                     file: file.to_owned(),
                     line: Some(err.line()),
                     column: Some(err.column()),

@@ -1,6 +1,7 @@
 //! Tenants' issuers, resolved and validated: where each issuer's keys come from, which
 //! algorithms and claims it is held to, and which `iss` spellings name it.
 
+use super::locate::{Step, locate};
 use super::{
     CompiledBundle, MAX_CLOCK_SKEW, MAX_TOKEN_LIFETIME, Preset, PrincipalTypes, SecretRef,
 };
@@ -62,45 +63,86 @@ pub(crate) struct IssuerEntry {
     pub client_id_audience: bool,
 }
 
+/// `tenants.json` as it was written, to place a problem found in it at its line and column,
+/// and the files its issuers' `jwks_file`s named (inlined by compilation), by tenant and
+/// issuer index: a problem with those keys is in that file.
+pub(crate) struct TenantsText<'a> {
+    pub file: &'a str,
+    pub text: Option<&'a str>,
+    pub jwks_files: &'a BTreeMap<(String, usize), String>,
+}
+
+impl TenantsText<'_> {
+    /// Where `field` (`algorithms.1`; empty: the entry itself) of the tenant's issuer `index` is.
+    fn at(&self, tenant: &str, index: usize, field: &str) -> SourceLocation {
+        if field == "jwks"
+            && let Some(path) = self.jwks_files.get(&(tenant.to_owned(), index))
+        {
+            return SourceLocation::file(path);
+        }
+        let Some(text) = self.text else {
+            return SourceLocation::file(self.file);
+        };
+        let mut path = vec![
+            Step::Key("tenants"),
+            Step::Key(tenant),
+            Step::Key("issuers"),
+            Step::Index(index),
+        ];
+        path.extend(
+            field
+                .split('.')
+                .filter(|f| !f.is_empty())
+                .map(|f| f.parse::<usize>().map_or(Step::Key(f), Step::Index)),
+        );
+        match locate(text, &path) {
+            Some(offset) => SourceLocation::at_offset(self.file, text, offset),
+            None => SourceLocation::file(self.file),
+        }
+    }
+}
+
 pub(super) fn resolve_issuers(
     compiled: &CompiledBundle,
     types: &PrincipalTypes,
-    tenants_file: &str,
+    text: &TenantsText<'_>,
     problems: &mut Vec<BundleProblem>,
 ) -> HashMap<String, Vec<IssuerEntry>> {
+    let tenants_file = text.file;
     let mut issuers: HashMap<String, Vec<IssuerEntry>> = HashMap::new();
     let default_skew = compiled.settings.tokens.clock_skew;
     for (tenant, config) in &compiled.tenants {
         for (index, issuer) in config.issuers.iter().enumerate() {
-            let at = || SourceLocation::file(tenants_file);
             let what = format!(
                 "tenant `{tenant}` issuer {index} (`{}`)",
                 sanitize(&issuer.issuer, 120)
             );
-            let mut fail = |message: String, help: Option<&str>| {
-                let mut problem =
-                    BundleProblem::new("tenants", format!("{what}: {message}")).at(at());
+            let mut fail = |field: &str, message: String, help: Option<&str>| {
+                let mut problem = BundleProblem::new("tenants", format!("{what}: {message}"))
+                    .at(text.at(tenant, index, field));
                 if let Some(help) = help {
                     problem = problem.help(help);
                 }
                 problems.push(problem);
             };
             if issuer.issuer.is_empty() {
-                fail("`issuer` is empty".into(), None);
+                fail("issuer", "`issuer` is empty".into(), None);
                 continue;
             }
             if issuer.audiences.is_empty() || issuer.audiences.iter().any(String::is_empty) {
                 fail(
+                    "audiences",
                     "`audiences` must list at least one non-empty audience".into(),
                     Some("tokens without an accepted `aud` are always refused"),
                 );
                 continue;
             }
             let mut algorithms = Vec::new();
-            for name in &issuer.algorithms {
+            for (i, name) in issuer.algorithms.iter().enumerate() {
                 match Algorithm::from_name(name) {
                     Some(alg) => algorithms.push(alg),
                     None => fail(
+                        &format!("algorithms.{i}"),
                         format!("unsupported algorithm `{}`", sanitize(name, 20)),
                         Some(
                             "use RS256/384/512, PS256/384/512, ES256/384, EdDSA or, with a secret, HS256/384/512",
@@ -109,13 +151,21 @@ pub(super) fn resolve_issuers(
                 }
             }
             if algorithms.is_empty() {
-                fail("`algorithms` must list at least one algorithm".into(), None);
+                // An unsupported name was reported: the list was not empty.
+                if issuer.algorithms.is_empty() {
+                    fail(
+                        "algorithms",
+                        "`algorithms` must list at least one algorithm".into(),
+                        None,
+                    );
+                }
                 continue;
             }
             if algorithms.iter().any(|a| a.is_symmetric())
                 && algorithms.iter().any(|a| !a.is_symmetric())
             {
                 fail(
+                    "algorithms",
                     "mixes HMAC and public-key algorithms".into(),
                     Some(
                         "an issuer uses either a shared secret or public keys; mixing them enables key-confusion attacks",
@@ -132,6 +182,7 @@ pub(super) fn resolve_issuers(
             ];
             if sources.iter().filter(|s| **s).count() != 1 {
                 fail(
+                    "",
                     "needs exactly one of `jwks`, `jwks_file`, `jwks_uri`, `discovery` or `secret`"
                         .into(),
                     None,
@@ -143,6 +194,7 @@ pub(super) fn resolve_issuers(
                 && holds_secret(jwks)
             {
                 fail(
+                    "jwks",
                     "the JWK set holds an HMAC secret (an `oct` key): secrets never go in a bundle, which hosts distribute and serve".into(),
                     Some("name the secret with `\"secret\": \"<name>\"` and give it to each verifying host (`--secrets-dir` or `PORTCULLIS_SECRET_<NAME>`)"),
                 );
@@ -151,6 +203,7 @@ pub(super) fn resolve_issuers(
             if let Some(secret) = &issuer.secret {
                 if !symmetric {
                     fail(
+                        "secret",
                         "`secret` is for HMAC (`HS*`) issuers; public-key issuers use `jwks`, `jwks_file`, `jwks_uri` or `discovery`".into(),
                         None,
                     );
@@ -158,6 +211,7 @@ pub(super) fn resolve_issuers(
                 }
                 if !secret.valid_name() {
                     fail(
+                        "secret",
                         format!("invalid secret name `{}`", sanitize(&secret.name, 64)),
                         Some("use 1-64 letters, digits, `.`, `_` or `-`"),
                     );
@@ -165,6 +219,7 @@ pub(super) fn resolve_issuers(
                 }
             } else if symmetric {
                 fail(
+                    "algorithms",
                     "HMAC (`HS*`) issuers name their shared secret with `secret`; the secret itself never goes in a bundle".into(),
                     Some("`\"secret\": \"<name>\"`, given to each verifying host with `--secrets-dir` or `PORTCULLIS_SECRET_<NAME>`"),
                 );
@@ -172,6 +227,7 @@ pub(super) fn resolve_issuers(
             }
             if issuer.jwks_file.is_some() {
                 fail(
+                    "jwks_file",
                     "`jwks_file` must be inlined by compilation".into(),
                     Some("build the bundle with `portcullis bundle`"),
                 );
@@ -181,20 +237,21 @@ pub(super) fn resolve_issuers(
                 match KeySet::from_jwks(jwks, &algorithms) {
                     Ok((keys, _notes)) => (Some(keys), KeySource::Inline),
                     Err(why) => {
-                        fail(format!("invalid keys: {why}"), None);
+                        fail("jwks", format!("invalid keys: {why}"), None);
                         continue;
                     }
                 }
             } else if let Some(secret) = &issuer.secret {
                 (None, KeySource::Secret(secret.clone()))
             } else {
-                let (url, source) = match (&issuer.jwks_uri, &issuer.discovery) {
-                    (Some(url), _) => (url, KeySource::JwksUri(url.clone())),
-                    (_, Some(url)) => (url, KeySource::Discovery(url.clone())),
+                let (url, source, field) = match (&issuer.jwks_uri, &issuer.discovery) {
+                    (Some(url), _) => (url, KeySource::JwksUri(url.clone()), "jwks_uri"),
+                    (_, Some(url)) => (url, KeySource::Discovery(url.clone()), "discovery"),
                     _ => continue,
                 };
                 if !acceptable_key_url(url) {
                     fail(
+                        field,
                         format!("key URL `{}` is not https", sanitize(url, 120)),
                         Some("keys must come over https (plain http only for localhost)"),
                     );
@@ -207,6 +264,7 @@ pub(super) fn resolve_issuers(
                 .unwrap_or(compiled.settings.tokens.max_lifetime);
             if !(60..=MAX_TOKEN_LIFETIME).contains(&lifetime) {
                 fail(
+                    "max_token_lifetime",
                     format!(
                         "`max_token_lifetime` of {lifetime}s is outside 60..={MAX_TOKEN_LIFETIME}"
                     ),
@@ -217,6 +275,7 @@ pub(super) fn resolve_issuers(
             let skew = issuer.clock_skew.unwrap_or(default_skew);
             if skew > MAX_CLOCK_SKEW {
                 fail(
+                    "clock_skew",
                     format!("clock skew of {skew}s is over the maximum of {MAX_CLOCK_SKEW}s"),
                     None,
                 );
@@ -226,6 +285,7 @@ pub(super) fn resolve_issuers(
                 Ok(mapping) => mapping,
                 Err(why) => {
                     fail(
+                        "claims",
                         why,
                         Some(
                             "declare the attribute on the principal entity type in the schema, or remove the mapping",
@@ -236,7 +296,7 @@ pub(super) fn resolve_issuers(
             };
             let typ = match &issuer.typ {
                 Some(t) if t.trim().is_empty() => {
-                    fail("`typ` is empty".into(), None);
+                    fail("typ", "`typ` is empty".into(), None);
                     continue;
                 }
                 Some(t) => Some(normalize_typ(t)),
@@ -271,6 +331,28 @@ pub(super) fn resolve_issuers(
     for (issuer, entries) in shared {
         for (i, a) in entries.iter().enumerate() {
             for b in entries.iter().skip(i + 1) {
+                // Keys a host fetches or reads are held per issuer: entries sharing one must
+                // share where its keys come from, or one tenant's keys (a secret it holds)
+                // would verify the other's tokens.
+                let inline = |e: &IssuerEntry| e.source == KeySource::Inline;
+                if a.tenant != b.tenant
+                    && (inline(a) != inline(b) || (!inline(a) && a.source != b.source))
+                {
+                    problems.push(
+                        BundleProblem::new(
+                            "tenants",
+                            format!(
+                                "issuer `{}` is shared by tenants `{}` and `{}` with different keys (`jwks_uri`, `discovery` or `secret`)",
+                                sanitize(issuer, 120),
+                                a.tenant,
+                                b.tenant
+                            ),
+                        )
+                        .at(SourceLocation::file(tenants_file))
+                        .help("an issuer has one set of keys: give every entry of it the same key source"),
+                    );
+                    continue;
+                }
                 let distinct = a
                     .match_claims
                     .iter()

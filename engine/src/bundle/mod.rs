@@ -85,7 +85,7 @@ pub struct Bundle {
 /// against.
 struct Files<'a> {
     schema: &'a str,
-    tenants: &'a str,
+    tenants: issuers::TenantsText<'a>,
     routes: routes::RoutesText<'a>,
 }
 
@@ -95,10 +95,19 @@ impl Bundle {
     /// # Errors
     /// Malformed JSON, a revision that does not match the content, or any validation problem.
     pub fn from_json(text: &str) -> Result<Self, BundleError> {
+        Self::from_json_named(text, "compiled bundle")
+    }
+
+    /// [`Bundle::from_json`] for a document a host read from `name` (a file or URL), which a
+    /// JSON error is reported against.
+    ///
+    /// # Errors
+    /// As for [`Bundle::from_json`].
+    pub fn from_json_named(text: &str, name: &str) -> Result<Self, BundleError> {
         let compiled: CompiledBundle = serde_json::from_str(text).map_err(|err| {
             BundleError::one(
-                BundleProblem::new("json", err.to_string()).at(SourceLocation {
-                    file: "bundle.json".to_owned(),
+                BundleProblem::new("json", crate::error::json_message(&err)).at(SourceLocation {
+                    file: name.to_owned(),
                     line: Some(err.line()),
                     column: Some(err.column()),
                 }),
@@ -118,9 +127,14 @@ impl Bundle {
                     .help("the document was edited after compilation; rebuild it with `portcullis bundle`"),
             ));
         }
+        let no_files = std::collections::BTreeMap::new();
         let files = Files {
             schema: "schema",
-            tenants: "tenants",
+            tenants: issuers::TenantsText {
+                file: "tenants",
+                text: None,
+                jwks_files: &no_files,
+            },
             routes: routes::RoutesText {
                 file: "routes",
                 text: None,
@@ -130,7 +144,7 @@ impl Bundle {
     }
 
     fn load_with_files(compiled: CompiledBundle, files: &Files<'_>) -> Result<Self, BundleError> {
-        let (schema_file, tenants_file) = (files.schema, files.tenants);
+        let (schema_file, tenants_file) = (files.schema, files.tenants.file);
         let mut problems = Vec::new();
         if compiled.format != BUNDLE_FORMAT {
             return Err(BundleError::one(
@@ -212,7 +226,7 @@ impl Bundle {
         }
 
         // Tenants and issuers.
-        let issuers = resolve_issuers(&compiled, &types, tenants_file, &mut problems);
+        let issuers = resolve_issuers(&compiled, &types, &files.tenants, &mut problems);
         let issuer_aliases = issuer_aliases(&compiled, &issuers);
 
         // Entities.

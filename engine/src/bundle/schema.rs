@@ -49,14 +49,54 @@ pub(super) fn parse_schema(text: &str, file: &str) -> Result<(Schema, SchemaInfo
             .map_err(|e| BundleProblem::new("schema", e.to_string()))?
     };
     let schema = Schema::from_json_value(json.clone()).map_err(|err| {
-        let mut problem =
-            BundleProblem::new("schema", err.to_string()).at(SourceLocation::file(file));
-        if let Some(help) = err.help() {
-            problem = problem.help(help.to_string());
+        // The JSON form has no positions: a schema written in Cedar's syntax is parsed again
+        // from its text, whose errors point into it.
+        let located = (!text.trim_start().starts_with('{'))
+            .then(|| Schema::from_cedarschema_str(text).err())
+            .flatten();
+        let location = located
+            .as_ref()
+            .and_then(|e| diagnostic_offset(e))
+            .map_or_else(
+                || SourceLocation::file(file),
+                |o| SourceLocation::at_offset(file, text, o),
+            );
+        let mut problem = BundleProblem::new("schema", err.to_string()).at(location);
+        match unresolved_suggestion(&err.to_string(), &json) {
+            Some(hint) => problem = problem.help(hint),
+            None => {
+                if let Some(help) = err.help() {
+                    problem = problem.help(help.to_string());
+                }
+            }
         }
         problem
     })?;
     Ok((schema, SchemaInfo::from_json(&json)))
+}
+
+/// Cedar's built-in type names, for "did you mean" on an unresolved type.
+const BUILTIN_TYPES: [&str; 11] = [
+    "String", "Long", "Bool", "Boolean", "Set", "Record", "Entity", "ipaddr", "decimal",
+    "datetime", "duration",
+];
+
+/// "did you mean `String`?" for `failed to resolve type: Strng`: the closest built-in type or
+/// type the schema declares (entity and common types, in any namespace).
+fn unresolved_suggestion(message: &str, json: &serde_json::Value) -> Option<String> {
+    let names = message.strip_prefix("failed to resolve type")?;
+    let name = names.split_once(": ")?.1.split(", ").next()?.trim();
+    let short = name.rsplit("::").next().unwrap_or(name);
+    let mut declared: Vec<&str> = Vec::new();
+    for namespace in json.as_object().into_iter().flat_map(|n| n.values()) {
+        for kind in ["entityTypes", "commonTypes"] {
+            if let Some(types) = namespace.get(kind).and_then(serde_json::Value::as_object) {
+                declared.extend(types.keys().map(String::as_str));
+            }
+        }
+    }
+    let candidates = BUILTIN_TYPES.iter().copied().chain(declared);
+    crate::error::did_you_mean(short, candidates).map(|s| format!("did you mean `{s}`?"))
 }
 
 pub(super) fn resolve_types(

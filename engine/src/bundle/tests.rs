@@ -157,6 +157,59 @@ fn shared_issuer_needs_distinguishing_match() {
 }
 
 #[test]
+fn a_shared_issuer_has_one_key_source() {
+    // Two tenants' entries of one issuer naming different HMAC secrets: the host holds keys per
+    // issuer, so one tenant's secret would verify the other's tokens. Refused.
+    let hmac = |org: &str, secret: &str| {
+        let mut entry = IssuerConfig {
+            issuer: "https://shared".into(),
+            audiences: vec!["api".into()],
+            algorithms: vec!["HS256".into()],
+            secret: Some(SecretRef {
+                name: secret.into(),
+                kid: None,
+            }),
+            ..Default::default()
+        };
+        entry.match_claims.insert("org_id".into(), org.into());
+        entry
+    };
+    let p = problems(bundle(
+        vec![],
+        &[
+            ("a", vec![hmac("x", "a-secret")]),
+            ("b", vec![hmac("y", "b-secret")]),
+        ],
+    ));
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert!(p[0].message.contains("with different keys"), "{}", p[0]);
+    // Remote keys too: one URL per issuer.
+    let remote = |org: &str, url: &str| {
+        let mut entry = IssuerConfig {
+            jwks: None,
+            jwks_uri: Some(url.into()),
+            ..issuer("https://shared")
+        };
+        entry.match_claims.insert("org_id".into(), org.into());
+        entry
+    };
+    let p = problems(bundle(
+        vec![],
+        &[
+            ("a", vec![remote("x", "https://idp/a.json")]),
+            ("b", vec![remote("y", "https://idp/b.json")]),
+        ],
+    ));
+    assert!(p[0].message.contains("with different keys"), "{}", p[0]);
+    // The same source is fine.
+    Bundle::load(bundle(
+        vec![],
+        &[("a", vec![hmac("x", "one")]), ("b", vec![hmac("y", "one")])],
+    ))
+    .unwrap();
+}
+
+#[test]
 fn issuer_listed_twice_for_one_tenant() {
     let p = problems(bundle(
         vec![],
@@ -329,5 +382,94 @@ fn routes_are_checked_against_the_schema_with_locations() {
     assert_eq!(
         problems[0].location.as_ref().unwrap().file,
         "routes: routes[0].action"
+    );
+}
+
+/// Sources with `tenants.json` (and a tenant policy directory for `acme`), compiled as a
+/// directory would be; `files` answers `jwks_file` reads.
+fn compile_tenants(
+    tenants: &str,
+    schema: &str,
+    files: &[(&str, String)],
+) -> Result<CompiledBundle, BundleError> {
+    let mut own = policy(
+        "policies/tenants/acme/p.cedar",
+        "@id(\"acme-view\")\npermit(principal, action == Action::\"view\", resource);\n",
+    );
+    own.tenant = Some("acme".into());
+    BundleSources {
+        schema: Some(("schema.cedarschema".into(), schema.into())),
+        policies: vec![policy("policies/p.cedar", GOOD), own],
+        tenants: Some(("tenants.json".into(), tenants.into())),
+        ..Default::default()
+    }
+    .compile(&mut |path| {
+        files
+            .iter()
+            .find(|(name, _)| *name == path)
+            .map(|(_, text)| text.clone())
+            .ok_or_else(|| "no such file".to_owned())
+    })
+}
+
+fn texts(err: BundleError) -> Vec<String> {
+    err.problems.iter().map(ToString::to_string).collect()
+}
+
+#[test]
+fn problems_in_tenants_json_point_at_their_line_and_only_at_the_problem() {
+    let jwks = rsa_jwks().to_string();
+    // A shape error stops there: no false "policies for unknown tenant" after it, and the
+    // location is said once.
+    let shape = r#"{"tenants": {"acme": {"issuers": [
+  {"issuer": "https://a", "audience": ["api"], "algorithms": ["RS256"], "jwks_file": "k.json"}
+]}}}"#;
+    let got = texts(compile_tenants(shape, SCHEMA, &[]).unwrap_err());
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert!(
+        got[0].starts_with("tenants.json:2:36: unknown field `audience`"),
+        "{got:#?}"
+    );
+    assert!(!got[0].contains(" at line "), "{got:#?}");
+
+    // A problem found after parsing is at its field: one error for one bad algorithm.
+    let algorithm = r#"{"tenants": {"acme": {"issuers": [
+  {"issuer": "https://a", "audiences": ["api"],
+   "algorithms": ["RS265"], "jwks_file": "k.json"}
+]}}}"#;
+    let got = texts(compile_tenants(algorithm, SCHEMA, &[("k.json", jwks.clone())]).unwrap_err());
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert!(
+        got[0].starts_with(
+            "tenants.json:3:19: tenant `acme` issuer 0 (`https://a`): unsupported algorithm `RS265`"
+        ),
+        "{got:#?}"
+    );
+
+    // A private key in a JWK set file is reported against that file.
+    let mut private = rsa_jwks();
+    private["keys"][0]["d"] = json!("AAAA");
+    let good = r#"{"tenants": {"acme": {"issuers": [
+  {"issuer": "https://a", "audiences": ["api"], "algorithms": ["RS256"], "jwks_file": "k.json"}
+]}}}"#;
+    let got = texts(compile_tenants(good, SCHEMA, &[("k.json", private.to_string())]).unwrap_err());
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert!(got[0].starts_with("k.json: tenant `acme`"), "{got:#?}");
+    assert!(got[0].contains("private key material"), "{got:#?}");
+    compile_tenants(good, SCHEMA, &[("k.json", jwks)]).unwrap();
+}
+
+#[test]
+fn an_unresolved_schema_type_has_a_line_and_a_suggestion() {
+    let schema = SCHEMA.replace("tenant: String, department", "tenant: Strng, department");
+    let got = texts(
+        compile_tenants(r#"{"tenants": {"acme": {"issuers": []}}}"#, &schema, &[]).unwrap_err(),
+    );
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert!(
+        got[0].starts_with(
+            "schema.cedarschema:3:33: failed to resolve type: Strng (help: did you mean `String`?)"
+        ),
+        "{got:#?}"
     );
 }

@@ -232,7 +232,11 @@ impl Watcher {
 
     /// Load `json` and check its signature when signatures are required.
     fn validate(&self, json: String) -> Result<Fetched, Refusal> {
-        let bundle = Bundle::from_json(&json)?;
+        let name = match &self.watched {
+            Watched::Path { path, .. } => path.display().to_string(),
+            Watched::Url(poll) => poll.url().to_owned(),
+        };
+        let bundle = Bundle::from_json_named(&json, &name)?;
         if let Some(trust) = &self.trust {
             trust.check(bundle.compiled(), &RingVerifier)?;
         }

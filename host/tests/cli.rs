@@ -1,0 +1,178 @@
+//! The CLI as a policy author meets it: errors that point at the problem (file, line, column)
+//! and only at it, and the development-token tools.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn techfin() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/techfin")
+}
+
+/// A scratch copy of the TechFin pack.
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("portcullis-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    copy_dir(&techfin(), &dir);
+    dir
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// Run `portcullis ARGS`: exit code, stdout, stderr.
+fn run(args: &[&str]) -> (i32, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        output.status.code().unwrap(),
+        String::from_utf8(output.stdout).unwrap(),
+        String::from_utf8(output.stderr).unwrap(),
+    )
+}
+
+fn edit(path: &Path, from: &str, to: &str) {
+    let text = std::fs::read_to_string(path).unwrap();
+    assert!(text.contains(from), "`{from}` not in {}", path.display());
+    std::fs::write(path, text.replacen(from, to, 1)).unwrap();
+}
+
+#[test]
+fn a_bad_tenants_json_is_one_error_at_its_position() {
+    let dir = scratch("tenants");
+    let pack = dir.to_str().unwrap();
+    // A field name typo: one error, located once; no "policies for unknown tenant" after it.
+    edit(&dir.join("tenants.json"), "\"audiences\"", "\"audience\"");
+    let (code, _, stderr) = run(&["validate", pack]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("tenants.json:"), "{stderr}");
+    assert!(stderr.contains("unknown field `audience`"), "{stderr}");
+    assert!(!stderr.contains("unknown tenant"), "{stderr}");
+    assert!(!stderr.contains(" at line "), "{stderr}");
+    assert_eq!(stderr.matches("tenants.json:").count(), 1, "{stderr}");
+    edit(&dir.join("tenants.json"), "\"audience\"", "\"audiences\"");
+
+    // An unsupported algorithm: at its line and column, and nothing else.
+    edit(&dir.join("tenants.json"), "\"RS256\"", "\"RS265\"");
+    let (code, _, stderr) = run(&["validate", pack]);
+    assert_eq!(code, 2, "{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    let text = std::fs::read_to_string(dir.join("tenants.json")).unwrap();
+    let before = &text[..text.find("\"RS265\"").unwrap()];
+    let (line, column) = (
+        before.matches('\n').count() + 1,
+        before.len() - before.rfind('\n').map_or(0, |n| n + 1) + 1,
+    );
+    assert!(
+        stderr.contains(&format!("tenants.json:{line}:{column}: tenant `")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("unsupported algorithm `RS265`"), "{stderr}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn policy_tests_refuse_an_unknown_expectation_when_read() {
+    let dir = scratch("expect");
+    let tests = dir.join("tests");
+    let file = std::fs::read_dir(&tests)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            std::fs::read_to_string(p)
+                .unwrap()
+                .contains("\"expect\": \"allow\"")
+        })
+        .unwrap();
+    edit(&file, "\"expect\": \"allow\"", "\"expect\": \"denied\"");
+    let (code, stdout, stderr) = run(&["test", dir.to_str().unwrap()]);
+    assert_eq!(code, 2, "{stdout}{stderr}");
+    let name = file.file_name().unwrap().to_str().unwrap();
+    assert!(stderr.contains(&format!("{name}:")), "{stderr}");
+    assert!(
+        stderr.contains(
+            "unknown variant `denied`, expected one of `allow`, `deny`, `unauthenticated`"
+        ),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(" at line "), "{stderr}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn development_tokens_say_what_is_wrong() {
+    let pack = techfin();
+    let pack = pack.to_str().unwrap();
+    // A compiled bundle instead of the pack.
+    let compiled = std::env::temp_dir().join(format!("portcullis-cli-{}.json", std::process::id()));
+    let (code, _, stderr) = run(&["bundle", pack, "-o", compiled.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    let (code, _, stderr) = run(&[
+        "token",
+        "--bundle",
+        compiled.to_str().unwrap(),
+        "--tenant",
+        "acme",
+    ]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("is not a directory"), "{stderr}");
+    assert!(!stderr.contains("os error"), "{stderr}");
+    std::fs::remove_file(&compiled).unwrap();
+    // An unknown tenant lists the tenants.
+    let (code, _, stderr) = run(&["token", "--bundle", pack, "--tenant", "acne"]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("unknown tenant `acne`"), "{stderr}");
+    assert!(stderr.contains("acme, globex"), "{stderr}");
+    // A negative lifetime (past the clock skew allowed): a token that has already expired,
+    // which `check` refuses as such.
+    let claims = r#"{"oid": "alice", "roles": ["FinanceAnalyst"], "department": "finance"}"#;
+    let (code, token, stderr) = run(&[
+        "token", "--bundle", pack, "--tenant", "acme", "--claims", claims, "--ttl", "-3600",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let (code, decision, _) = run(&[
+        "check",
+        "--bundle",
+        pack,
+        "--token",
+        token.trim(),
+        "--action",
+        "view",
+        "--resource",
+        "Report::\"q3\"",
+        "--resource-attrs",
+        r#"{"tenant": "acme", "department": "finance"}"#,
+    ]);
+    assert_eq!(code, 1, "{decision}");
+    let decision: serde_json::Value = serde_json::from_str(&decision).unwrap();
+    assert_eq!(decision["decision"], "unauthenticated");
+    assert_eq!(decision["errors"][0]["code"], "token_expired", "{decision}");
+}
+
+#[test]
+fn bundle_keygen_appends_to_a_dotted_prefix() {
+    let dir = std::env::temp_dir().join(format!("portcullis-cli-keygen-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let prefix = dir.join("signing.v2");
+    let (code, _, stderr) = run(&["bundle-keygen", "-o", prefix.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(dir.join("signing.v2.pem").is_file());
+    assert!(dir.join("signing.v2.jwks.json").is_file());
+    assert!(!dir.join("signing.pem").exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
