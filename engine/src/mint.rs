@@ -74,7 +74,7 @@ impl DevIssuer {
                 .and_then(|j| j.get("keys"))
                 .and_then(Value::as_array)
                 .and_then(|keys| keys.iter().find_map(|k| k.get("kid").and_then(Value::as_str)))
-                .ok_or_else(|| format!("tenant `{tenant}`: only issuers with inline keys that have a `kid` have development keys"))?
+                .ok_or_else(|| format!("tenant `{tenant}`: only issuers with inline keys that have a `kid` have development keys (for a `jwks_uri` or `discovery` issuer: `portcullis keygen --tenant {tenant}` adds one to `dev-keys/issuers.json`)"))?
                 .to_owned();
             let pem = read_file(&format!("dev-keys/{kid}.pem")).map_err(|e| {
                 format!("tenant `{tenant}`: no development key `dev-keys/{kid}.pem`: {e}")

@@ -4,6 +4,8 @@
 //! 2 usage or load errors.
 
 mod demo;
+mod dev_keys;
+mod init;
 mod policy_tests;
 
 mod signing;
@@ -139,6 +141,33 @@ enum Command {
         /// Issue time (unix seconds; default: now).
         #[arg(long, allow_negative_numbers = true)]
         now: Option<i64>,
+    },
+    /// Write a new policy pack: one tenant with its development key, a schema, policies and
+    /// their tests, routes. `portcullis validate` and `portcullis test` pass on it as written.
+    Init {
+        /// The pack's directory (created; must not hold anything yet).
+        dir: PathBuf,
+        /// The tenant.
+        #[arg(long, default_value = "example")]
+        tenant: String,
+    },
+    /// Generate a development key for a tenant's issuer, in the layout the pack expects:
+    /// `dev-keys/<kid>.pem` and `dev-keys/<kid>.jwks.json` (an HMAC issuer:
+    /// `dev-keys/<name>.secret`). A `jwks_uri` or `discovery` issuer keeps its production keys
+    /// and is added to `dev-keys/issuers.json`, which `test` and `token` verify it with.
+    Keygen {
+        /// Bundle directory.
+        #[arg(long, default_value = ".")]
+        bundle: PathBuf,
+        /// Tenant (in `tenants.json`).
+        #[arg(long)]
+        tenant: String,
+        /// Which of the tenant's issuers (default the first).
+        #[arg(long, default_value_t = 0)]
+        issuer: usize,
+        /// Algorithm (default: the issuer's first).
+        #[arg(long)]
+        algorithm: Option<String>,
     },
     /// Run the TechFin scenario through the decision service (started on a loopback port) and
     /// print a table.
@@ -520,8 +549,10 @@ fn main() -> ExitCode {
                     bundle.display()
                 ));
             }
-            let compiled = match bundle_dir::compile(&bundle) {
-                Ok(c) => c,
+            let compiled = match bundle_dir::compile(&bundle)
+                .and_then(|compiled| dev_keys::overlay(&bundle, compiled))
+            {
+                Ok((compiled, _)) => compiled,
                 Err(e) => return usage_error(e),
             };
             let now = now.unwrap_or_else(now_unix);
@@ -547,6 +578,36 @@ fn main() -> ExitCode {
                 Err(e) => usage_error(e),
             }
         }
+        Command::Init { dir, tenant } => match init::init(&dir, &tenant) {
+            Ok(files) => {
+                for file in files {
+                    println!("wrote {}", dir.join(file).display());
+                }
+                println!(
+                    "next: portcullis validate {0} && portcullis test {0}",
+                    dir.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => usage_error(e),
+        },
+        Command::Keygen {
+            bundle,
+            tenant,
+            issuer,
+            algorithm,
+        } => match dev_keys::keygen(&bundle, &tenant, issuer, algorithm.as_deref()) {
+            Ok(generated) => {
+                for file in generated.files {
+                    println!("wrote {}", bundle.join(file).display());
+                }
+                for line in generated.next {
+                    println!("{line}");
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => usage_error(e),
+        },
         Command::Demo { bundle } => {
             let mut options = Options::new(
                 BundleSource::Path(bundle.clone()),

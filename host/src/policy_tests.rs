@@ -94,7 +94,9 @@ pub struct Summary {
 
 /// Run every `tests/*.json` of the bundle directory.
 pub fn run(dir: &Path, verbose: bool) -> Result<Summary, String> {
-    let (compiled, bundle) = bundle_dir::load(dir).map_err(|e| e.to_string())?;
+    let (compiled, bundle) = bundle_dir::compile(dir)
+        .and_then(|compiled| crate::dev_keys::overlay(dir, compiled))
+        .map_err(|e| e.to_string())?;
     let secrets = bundle_dir::dev_secrets(dir, &bundle)?;
     let engine = Engine::new(bundle);
     for (name, secret) in secrets {

@@ -176,3 +176,77 @@ fn bundle_keygen_appends_to_a_dotted_prefix() {
     assert!(!dir.join("signing.pem").exists());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn init_writes_a_pack_that_passes_and_keygen_keeps_it_testable_with_production_keys() {
+    let dir = std::env::temp_dir().join(format!("portcullis-cli-init-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let pack = dir.to_str().unwrap();
+    let (code, stdout, stderr) = run(&["init", pack, "--tenant", "acme"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("dev-keys/acme-rs256.pem"), "{stdout}");
+    // A second init refuses to write over it.
+    let (code, _, stderr) = run(&["init", pack]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("is not empty"), "{stderr}");
+    let (code, _, stderr) = run(&["validate", pack]);
+    assert_eq!(code, 0, "{stderr}");
+    let (code, stdout, _) = run(&["test", pack]);
+    assert_eq!(code, 0, "{stdout}");
+    assert!(stdout.contains("6 passed, 0 failed"), "{stdout}");
+
+    // The tenant moves to its IdP's discovery document, as production must: its tests need
+    // the development key, which keygen registers in the overlay.
+    edit(
+        &dir.join("tenants.json"),
+        r#""jwks_file": "dev-keys/acme-rs256.jwks.json""#,
+        r#""discovery": "https://idp.acme.example/.well-known/openid-configuration""#,
+    );
+    let (code, stdout, _) = run(&["test", pack]);
+    assert_eq!(code, 1, "{stdout}");
+    assert!(
+        stdout.contains("portcullis keygen --tenant acme"),
+        "{stdout}"
+    );
+    let (code, stdout, stderr) = run(&["keygen", "--bundle", pack, "--tenant", "acme"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("reusing the development key `acme-rs256`"),
+        "{stdout}"
+    );
+    let (code, stdout, _) = run(&["test", pack]);
+    assert_eq!(code, 0, "{stdout}");
+    // The production bundle keeps the discovery document: the overlay is not in it.
+    let (code, _, _) = run(&["bundle", pack, "-o", dir.join("out.json").to_str().unwrap()]);
+    assert_eq!(code, 0);
+    let out = std::fs::read_to_string(dir.join("out.json")).unwrap();
+    assert!(
+        out.contains("openid-configuration") && !out.contains("\"kty\""),
+        "{out}"
+    );
+
+    // A new key for an algorithm the issuer does not allow is refused; an existing file is
+    // never overwritten.
+    let (code, _, stderr) = run(&[
+        "keygen",
+        "--bundle",
+        pack,
+        "--tenant",
+        "acme",
+        "--algorithm",
+        "ES256",
+    ]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("does not allow `ES256`"), "{stderr}");
+    std::fs::remove_file(dir.join("dev-keys/acme-rs256.jwks.json")).unwrap();
+    let (code, _, stderr) = run(&["keygen", "--bundle", pack, "--tenant", "acme"]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("exists; not overwriting"), "{stderr}");
+
+    // A bad overlay is an error at its position, never silently ignored.
+    std::fs::write(dir.join("dev-keys/issuers.json"), "{\"acme\": [\"x\"],}").unwrap();
+    let (code, stdout, stderr) = run(&["test", pack]);
+    assert_eq!(code, 2, "{stdout}");
+    assert!(stderr.contains("dev-keys/issuers.json:1:"), "{stderr}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
