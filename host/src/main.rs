@@ -224,6 +224,18 @@ enum Command {
         /// Audit log: `-` for stdout, `off`, or a file to append to.
         #[arg(long, default_value = "-")]
         audit_log: String,
+        /// What a decision waits for before it is answered: `best-effort` (nothing; a full
+        /// queue drops records, counted), `no-drop` (room in the queue: a decision is withheld,
+        /// 503, rather than its record lost) or `committed` (its record written and fsynced).
+        #[arg(long, default_value = "best-effort")]
+        audit_mode: portcullis::service::AuditMode,
+        /// Audit queue length (records).
+        #[arg(long, default_value_t = 65_536)]
+        audit_queue: usize,
+        /// `no-drop` and `committed`: the longest a decision waits for the audit log, in
+        /// milliseconds, before it is withheld (503).
+        #[arg(long, default_value_t = 2000)]
+        audit_wait_ms: u64,
         /// Seconds between checks of the bundle source for changes.
         #[arg(long, default_value_t = 2)]
         poll_seconds: u64,
@@ -613,7 +625,7 @@ fn main() -> ExitCode {
                 BundleSource::Path(bundle.clone()),
                 std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
             );
-            options.audit = AuditTarget::Off;
+            options.audit.target = AuditTarget::Off;
             serve_until(options, |base| {
                 let now = now_unix();
                 Box::pin(async move {
@@ -639,6 +651,9 @@ fn main() -> ExitCode {
             decision_threads,
             decision_queue,
             audit_log,
+            audit_mode,
+            audit_queue,
+            audit_wait_ms,
             poll_seconds,
             edge,
         } => {
@@ -689,11 +704,14 @@ fn main() -> ExitCode {
                 Ok(edge) => options.edge = edge.options().clone(),
                 Err(e) => return usage_error(e),
             }
-            options.audit = match audit_log.as_str() {
+            options.audit.target = match audit_log.as_str() {
                 "-" => AuditTarget::Stdout,
                 "off" => AuditTarget::Off,
                 path => AuditTarget::File(PathBuf::from(path)),
             };
+            options.audit.mode = audit_mode;
+            options.audit.queue = audit_queue.max(1);
+            options.audit.wait = std::time::Duration::from_millis(audit_wait_ms.max(1));
             serve_until(options, |_| Box::pin(std::future::pending()))
         }
     }

@@ -36,7 +36,7 @@ fn start(configure: impl FnOnce(&mut Options)) -> (tokio::runtime::Runtime, Serv
         BundleSource::Path(techfin()),
         SocketAddr::from(([127, 0, 0, 1], 0)),
     );
-    options.audit = AuditTarget::Off;
+    options.audit.target = AuditTarget::Off;
     configure(&mut options);
     let server = runtime.block_on(Server::start(options)).unwrap();
     (runtime, server)

@@ -97,7 +97,7 @@ fn options(bundle: &Path) -> Options {
         BundleSource::Path(bundle.to_path_buf()),
         SocketAddr::from(([127, 0, 0, 1], 0)),
     );
-    options.audit = AuditTarget::Off;
+    options.audit.target = AuditTarget::Off;
     options.admin_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
     options
 }
@@ -247,7 +247,7 @@ fn endpoints_decide_and_refuse_bad_requests() {
     ));
     std::fs::remove_file(&audit).ok();
     let mut options = options(&dir);
-    options.audit = AuditTarget::File(audit.clone());
+    options.audit.target = AuditTarget::File(audit.clone());
     let running = Running::start(options);
     let (base, admin, agent) = (&running.base, &running.admin, agent());
     let token = analyst_token(&dir);
@@ -820,7 +820,7 @@ fn inputs_are_bounded_before_they_are_expanded() {
     let audit = std::env::temp_dir().join(format!("portcullis-bounds-{}.log", std::process::id()));
     std::fs::remove_file(&audit).ok();
     let mut options = options(&dir);
-    options.audit = AuditTarget::File(audit.clone());
+    options.audit.target = AuditTarget::File(audit.clone());
     let running = Running::start(options);
     let (base, agent) = (&running.base, agent());
 

@@ -169,7 +169,9 @@ pub(super) async fn evaluation(State(shared): State<Arc<Shared>>, request: Reque
         .await
     {
         Ok(decided) => {
-            shared.record(&decided, start.elapsed());
+            if let Err(withheld) = shared.record(&decided, start.elapsed()).await {
+                return *withheld;
+            }
             json_response(
                 StatusCode::OK,
                 answer(&decided.decision_json, decided.outcome == "allow"),

@@ -64,10 +64,10 @@ async fn decide(State(shared): State<Arc<Shared>>, request: Request) -> Response
         })
         .await
     {
-        Ok(decided) => {
-            shared.record(&decided, start.elapsed());
-            json_response(StatusCode::OK, decided.decision_json)
-        }
+        Ok(decided) => match shared.record(&decided, start.elapsed()).await {
+            Ok(()) => json_response(StatusCode::OK, decided.decision_json),
+            Err(withheld) => *withheld,
+        },
         Err(response) => {
             shared.metrics.decision("error", start.elapsed());
             *response
@@ -266,13 +266,15 @@ pub(super) async fn batch(
         }
     }
     let elapsed = start.elapsed() / u32::try_from(count).unwrap_or(u32::MAX).max(1);
+    // Every record is handed over at once (a committed log syncs them together); one that is
+    // not taken withholds the whole batch.
+    shared
+        .record_all(results.iter().filter_map(|r| r.as_ref().ok()), elapsed)
+        .await?;
     Ok(results
         .into_iter()
         .map(|r| match r {
-            Ok(decided) => {
-                shared.record(&decided, elapsed);
-                Ok(decided)
-            }
+            Ok(decided) => Ok(decided),
             Err(CallError::Engine { code, message }) => {
                 shared.metrics.decision("error", elapsed);
                 Err((code, message))

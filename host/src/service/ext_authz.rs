@@ -58,7 +58,11 @@ pub(super) async fn check(State(shared): State<Arc<Shared>>, request: Request) -
         Err(response) => return *response,
     };
     match &verdict.decided {
-        Some(decided) => shared.record(decided, start.elapsed()),
+        Some(decided) => {
+            if let Err(withheld) = shared.record(decided, start.elapsed()).await {
+                return *withheld;
+            }
+        }
         None => shared.metrics.decision(
             if verdict.outcome == "denied" {
                 "deny"

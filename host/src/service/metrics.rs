@@ -25,6 +25,7 @@ pub struct Metrics {
     key_fetches_failed: AtomicU64,
     audit_written: AtomicU64,
     audit_dropped: AtomicU64,
+    audit_refused: AtomicU64,
     overloaded: AtomicU64,
     too_large: AtomicU64,
     /// The accept loops' counts (main and admin listeners together).
@@ -90,6 +91,16 @@ impl Metrics {
     /// Count a request refused for its size (413).
     pub fn too_large(&self) {
         self.too_large.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Count a decision withheld because the audit log did not take its record in time.
+    pub fn audit_withheld(&self) {
+        self.audit_refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Decisions withheld so far because the audit log did not take their record in time.
+    pub fn audit_withheld_count(&self) -> u64 {
+        self.audit_refused.load(Ordering::Relaxed)
     }
 
     /// Audit records dropped so far.
@@ -176,6 +187,11 @@ impl Metrics {
             out,
             "portcullis_audit_dropped_total {}",
             get(&self.audit_dropped)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP portcullis_audit_withheld_total Decisions answered 503 because the audit log (no-drop, committed) did not take their record in time.\n# TYPE portcullis_audit_withheld_total counter\nportcullis_audit_withheld_total {}",
+            get(&self.audit_refused)
         );
         let c = &self.connections;
         let counters: [(&str, &str, &AtomicU64); 6] = [

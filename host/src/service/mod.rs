@@ -30,7 +30,7 @@ mod source;
 pub mod workers;
 
 pub use admin::{Credential, CredentialError};
-pub use audit::AuditTarget;
+pub use audit::{AuditMode, AuditOptions, AuditTarget};
 pub use keys::KeyOptions;
 pub use listener::ConnectionLimits;
 pub use metrics::Metrics;
@@ -68,10 +68,8 @@ pub struct Options {
     /// The bearer credential an AuthZEN PEP must present, if any. It only authenticates the
     /// PEP: the subject of a decision always comes from the request body.
     pub pep_token: Option<Credential>,
-    /// Where audit lines go.
-    pub audit: AuditTarget,
-    /// Audit queue length; records beyond it are dropped and counted.
-    pub audit_queue: usize,
+    /// Where audit lines go, and what a decision waits for before it is answered.
+    pub audit: AuditOptions,
     /// How often the bundle source is checked for changes.
     pub poll_interval: Duration,
     /// Input bounds.
@@ -211,8 +209,7 @@ impl Options {
             admin_listen: None,
             admin_token: None,
             pep_token: None,
-            audit: AuditTarget::Stdout,
-            audit_queue: 65_536,
+            audit: AuditOptions::default(),
             poll_interval: Duration::from_secs(2),
             input: InputLimits::default(),
             request_timeout: Duration::from_secs(10),
@@ -447,13 +444,42 @@ impl Shared {
         }
     }
 
-    /// Count and log a decision, and react to an unknown key id.
-    fn record(&self, decided: &Decided, elapsed: Duration) {
-        self.metrics.decision(decided.outcome, elapsed);
-        if let Some(issuer) = &decided.keys_wanted {
-            self.keys.wanted(issuer);
+    /// Count and log a decision, and react to an unknown key id; `Err` is the answer when
+    /// the audit log (`no-drop`, `committed`) did not take the record in time: the decision
+    /// is withheld, never answered without its record.
+    async fn record(&self, decided: &Decided, elapsed: Duration) -> Result<(), Early> {
+        self.record_all([decided], elapsed).await
+    }
+
+    /// [`Shared::record`] for a batch: one record not taken withholds them all.
+    async fn record_all<'a>(
+        &self,
+        decided: impl IntoIterator<Item = &'a Decided>,
+        elapsed: Duration,
+    ) -> Result<(), Early> {
+        let mut lines = Vec::new();
+        for decided in decided {
+            self.metrics.decision(decided.outcome, elapsed);
+            if let Some(issuer) = &decided.keys_wanted {
+                self.keys.wanted(issuer);
+            }
+            lines.push(decided.audit_json.clone());
         }
-        self.audit.record(decided.audit_json.clone());
+        self.audit
+            .record_all(lines)
+            .await
+            .map_err(|_| self.audit_withheld())
+    }
+
+    /// The answer to a decision whose record the audit log did not take.
+    fn audit_withheld(&self) -> Early {
+        eprintln!(
+            "portcullis: the audit log did not take a record in time; the decision is withheld"
+        );
+        Box::new(edge_error(
+            ErrorCode::Overloaded,
+            "the audit log is not keeping up; the decision is withheld",
+        ))
     }
 }
 
@@ -522,7 +548,7 @@ impl Server {
         let limits = options.limits.clone();
         let runtime = tokio::task::spawn_blocking(move || Runtime::new(limits)).await??;
         let metrics = Arc::new(Metrics::default());
-        let audit = Audit::start(&options.audit, options.audit_queue, Arc::clone(&metrics))?;
+        let audit = Audit::start(&options.audit, Arc::clone(&metrics))?;
         let shared = Arc::new(Shared {
             pool: Pool::new(runtime),
             workers: Workers::start(options.workers)?,
@@ -646,6 +672,9 @@ impl Server {
         for task in self.tasks {
             task.await?;
         }
+        // The requests in flight are answered: every record they queued is written and synced
+        // before the process exits.
+        self.shared.audit.finish().await;
         Ok(())
     }
 }
@@ -675,6 +704,16 @@ async fn watch_bundle(
         };
         watcher = returned;
         match polled {
+            Polled::Unchanged if force => {
+                let revision = shared
+                    .served
+                    .load()
+                    .as_ref()
+                    .map_or_else(|| "none".to_owned(), |s| s.bundle.revision().to_owned());
+                eprintln!(
+                    "portcullis: reload asked; the bundle is unchanged (revision {revision})"
+                );
+            }
             Polled::Unchanged => {}
             Polled::Installed(revision) => {
                 eprintln!("portcullis: bundle revision {revision} loaded");

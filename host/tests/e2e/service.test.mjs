@@ -174,6 +174,10 @@ describe('bundle reloads', () => {
     assert.ok(first.etag, 'GET /v1/bundle has an ETag');
     const unchanged = await fetch(`${service.admin}/v1/bundle`, { headers: { 'if-none-match': first.etag } });
     assert.equal(unchanged.status, 304);
+    // A SIGHUP that finds nothing new says so.
+    service.child.kill('SIGHUP');
+    assert.ok(await until(async () => /reload asked; the bundle is unchanged \(revision [0-9a-f]+\)/.test(service.output()), 10000, 100),
+      'a log line for a SIGHUP that finds nothing new');
 
     const policy = join(dir, 'policies', 'extra.cedar');
     writeFileSync(policy, '@id("e2e-extra")\nforbid (principal, action, resource) when { false };\n');

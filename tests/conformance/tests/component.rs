@@ -129,7 +129,7 @@ fn http_service_decides_every_case_as_expected() {
                 BundleSource::Path(case.bundle_dir.clone()),
                 ([127, 0, 0, 1], 0).into(),
             );
-            options.audit = AuditTarget::Off;
+            options.audit.target = AuditTarget::Off;
             options.clock = Clock::fixed(case.now);
             runtime.block_on(Server::start(options)).unwrap()
         });
