@@ -102,6 +102,10 @@ pub struct Decided {
     pub audit_json: String,
     /// The issuer whose keys the decision lacked: bring its key fetch forward.
     pub keys_wanted: Option<String>,
+    /// The code of the decision's first error, if any.
+    pub error_code: Option<String>,
+    /// The verified principal's tenant, if any.
+    pub tenant: Option<String>,
 }
 
 /// A remote issuer whose keys the host must fetch.
@@ -126,6 +130,8 @@ fn decided(d: wit_engine::Decided) -> Decided {
         decision_json: d.decision_json,
         audit_json: d.audit_json,
         keys_wanted: d.keys_wanted,
+        error_code: d.error_code,
+        tenant: d.tenant,
     }
 }
 

@@ -5,5 +5,6 @@
 pub mod bundle_dir;
 pub mod component;
 pub mod crypto;
+pub mod log;
 pub mod secrets;
 pub mod service;

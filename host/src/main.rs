@@ -181,12 +181,13 @@ enum Command {
         /// Bundle directory, compiled bundle file, or `https://` URL of a compiled bundle.
         #[arg(long)]
         bundle: String,
-        /// Address of the decision listener.
-        #[arg(long, default_value = "127.0.0.1:8080")]
+        /// Address of the decision listener: `host:port` (`127.0.0.1:8080`, `[::1]:8080`,
+        /// `localhost:8080`) or `:port` (every IPv4 interface).
+        #[arg(long, default_value = "127.0.0.1:8080", value_parser = listen_address)]
         listen: std::net::SocketAddr,
-        /// Address of the admin listener (`/v1/bundle`, tenant bundles, `/metrics`); off
-        /// unless given. Off loopback it needs `--admin-token-file`.
-        #[arg(long)]
+        /// Address of the admin listener (`/v1/bundle`, tenant bundles, `/metrics`), as
+        /// `--listen`; off unless given. Off loopback it needs `--admin-token-file`.
+        #[arg(long, value_parser = listen_address)]
         admin_listen: Option<std::net::SocketAddr>,
         /// File holding the bearer credential the admin listener requires.
         #[arg(long)]
@@ -229,6 +230,14 @@ enum Command {
         /// 503, rather than its record lost) or `committed` (its record written and fsynced).
         #[arg(long, default_value = "best-effort")]
         audit_mode: portcullis::service::AuditMode,
+        /// Log lines on standard error: `text` (time, level, message) or `json` (one object a
+        /// line: `ts`, `level`, `msg`).
+        #[arg(long, default_value = "text")]
+        log_format: portcullis::log::Format,
+        /// Count decisions by tenant in `/metrics` (`portcullis_tenant_decisions_total`): one
+        /// label value per tenant of the bundle, so off by default.
+        #[arg(long)]
+        metrics_tenants: bool,
         /// Audit queue length (records).
         #[arg(long, default_value_t = 65_536)]
         audit_queue: usize,
@@ -261,6 +270,26 @@ fn json_object(what: &str, text: Option<&str>) -> Result<Map<String, Value>, Str
             Err(e) => Err(format!("--{what} is not valid JSON: {e}")),
         },
     }
+}
+
+/// A listen address: an IP and port, `localhost:<port>` (loopback) or `:<port>` (every IPv4
+/// interface). Names other than `localhost` are refused: a listener binds an address, and a
+/// name that resolves elsewhere later would move it.
+fn listen_address(text: &str) -> Result<std::net::SocketAddr, String> {
+    use std::net::{Ipv4Addr, SocketAddr};
+    let port = |p: &str| {
+        p.parse::<u16>()
+            .map_err(|_| format!("`{text}`: the port must be a number from 0 to 65535"))
+    };
+    if let Some(p) = text.strip_prefix(':') {
+        return Ok(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port(p)?)));
+    }
+    if let Some(p) = text.strip_prefix("localhost:") {
+        return Ok(SocketAddr::from((Ipv4Addr::LOCALHOST, port(p)?)));
+    }
+    text.parse().map_err(|_| {
+        format!("`{text}` is not a listen address: use `127.0.0.1:8080`, `[::1]:8080`, `localhost:8080` or `:8080`")
+    })
 }
 
 /// Parse `Type::"id"`, in Cedar's syntax (as decisions and audit records write it).
@@ -310,9 +339,11 @@ fn serve_until(
         // One line, so that a supervisor (or a test) reading it has both addresses.
         match server.admin_addr() {
             Some(admin) => {
-                eprintln!("portcullis: serving decisions at {base} (admin at http://{admin})")
+                portcullis::log::info(&format!(
+                    "serving decisions at {base} (admin at http://{admin})"
+                ));
             }
-            None => eprintln!("portcullis: serving decisions at {base}"),
+            None => portcullis::log::info(&format!("serving decisions at {base}")),
         }
         let mut hangup = signal(SignalKind::hangup())?;
         let mut terminate = signal(SignalKind::terminate())?;
@@ -325,7 +356,7 @@ fn serve_until(
                 _ = hangup.recv() => server.reload(),
             }
         };
-        eprintln!("portcullis: shutting down");
+        portcullis::log::info("shutting down");
         server.shutdown().await?;
         Ok(outcome?)
     });
@@ -652,6 +683,8 @@ fn main() -> ExitCode {
             decision_queue,
             audit_log,
             audit_mode,
+            log_format,
+            metrics_tenants,
             audit_queue,
             audit_wait_ms,
             poll_seconds,
@@ -710,6 +743,8 @@ fn main() -> ExitCode {
                 path => AuditTarget::File(PathBuf::from(path)),
             };
             options.audit.mode = audit_mode;
+            options.tenant_metrics = metrics_tenants;
+            portcullis::log::set_format(log_format);
             options.audit.queue = audit_queue.max(1);
             options.audit.wait = std::time::Duration::from_millis(audit_wait_ms.max(1));
             serve_until(options, |_| Box::pin(std::future::pending()))
@@ -733,5 +768,18 @@ mod tests {
         );
         assert!(parse_resource("Report").is_err());
         assert!(parse_resource(r#"::"x""#).is_err());
+    }
+
+    #[test]
+    fn listen_addresses() {
+        let ok =
+            |text: &str, want: &str| assert_eq!(listen_address(text).unwrap().to_string(), want);
+        ok("127.0.0.1:8080", "127.0.0.1:8080");
+        ok("[::1]:8080", "[::1]:8080");
+        ok("localhost:8080", "127.0.0.1:8080");
+        ok(":8080", "0.0.0.0:8080");
+        for bad in ["8080", "localhost", ":http", "example.com:80", ":70000", ""] {
+            assert!(listen_address(bad).is_err(), "{bad}");
+        }
     }
 }

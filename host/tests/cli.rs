@@ -250,3 +250,51 @@ fn init_writes_a_pack_that_passes_and_keygen_keeps_it_testable_with_production_k
     assert!(stderr.contains("dev-keys/issuers.json:1:"), "{stderr}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn serve_logs_json_lines_with_time_and_level() {
+    use std::io::BufRead as _;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["serve", "--bundle"])
+        .arg(techfin())
+        .args([
+            "--listen",
+            "localhost:0",
+            "--audit-log",
+            "off",
+            "--log-format",
+            "json",
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    for line in lines {
+        let line = line.unwrap();
+        let record: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+        let ts = record["ts"].as_str().unwrap();
+        assert!(
+            ts.len() == 24 && ts.ends_with('Z') && ts.as_bytes()[10] == b'T',
+            "{ts}"
+        );
+        assert!(["info", "warn", "error"].contains(&record["level"].as_str().unwrap()));
+        let msg = record["msg"].as_str().unwrap().to_owned();
+        seen.push(msg.clone());
+        if msg.starts_with("serving decisions at http://127.0.0.1:") {
+            break;
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        seen.iter().any(|m| m.starts_with("compiling the engine")),
+        "{seen:?}"
+    );
+    assert!(
+        seen.last()
+            .is_some_and(|m| m.starts_with("serving decisions at")),
+        "{seen:?}"
+    );
+}

@@ -133,7 +133,9 @@ fn token_of(dir: &Path, tenant: &str, claims: Value) -> String {
 #[test]
 fn the_token_travels_one_way_header_or_body() {
     let dir = techfin();
-    let running = Running::start(options(&dir));
+    let mut options = options(&dir);
+    options.tenant_metrics = true;
+    let running = Running::start(options);
     let (base, agent) = (&running.base, agent());
     let token = analyst_token(&dir);
     let request = r#"{"action": "view", "resource": {"type": "Report", "id": "q3", "attrs": {"tenant": "acme", "department": "finance"}}}"#;
@@ -236,6 +238,12 @@ fn the_token_travels_one_way_header_or_body() {
         assert_eq!(error["code"], "request_invalid", "{error}");
         assert!(!error.to_string().contains(&token[..40]), "{error}");
     }
+    // Asked for, decisions are counted by tenant too.
+    let (_, _, metrics) = get(&agent, &format!("{}/metrics", running.admin), &[]);
+    assert!(
+        metrics.contains("portcullis_tenant_decisions_total{tenant=\"acme\",outcome=\"allow\"} 3"),
+        "{metrics}"
+    );
 }
 
 #[test]
@@ -308,7 +316,26 @@ fn endpoints_decide_and_refuse_bad_requests() {
         assert!(!body.contains(&token[..40]), "{body}");
         assert!(!body.contains("DecisionRequest"), "{body}");
     }
-    assert_eq!(get(&agent, &format!("{base}/nowhere"), &[]).0, 404);
+    let (status, _, body) = get(&agent, &format!("{base}/nowhere"), &[]);
+    assert_eq!(status, 404);
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["code"],
+        "not_found"
+    );
+    // A known endpoint, another method: 405 with `Allow` and the documented body.
+    let (status, headers, body) = send(&agent, "GET", &format!("{base}/v1/decide"), &[], b"");
+    assert_eq!(status, 405, "{body}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["code"],
+        "method_not_allowed",
+        "{body}"
+    );
+    assert!(
+        headers
+            .get("allow")
+            .is_some_and(|v| v.to_str().unwrap().contains("POST")),
+        "{headers:?}"
+    );
 
     // Batch: one result per element, a bad element fails alone (and says so without a Rust
     // type name).
@@ -406,6 +433,26 @@ fn endpoints_decide_and_refuse_bad_requests() {
     );
     assert!(
         metrics.contains("portcullis_audit_dropped_total 0"),
+        "{metrics}"
+    );
+    // The bundle served, when it was loaded, and decisions with an error by its code; no
+    // tenant label unless asked for.
+    assert!(
+        metrics.contains(&format!(
+            "portcullis_bundle_info{{revision=\"{revision}\"}} 1"
+        )),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("portcullis_bundle_loaded_timestamp_seconds 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("portcullis_decision_errors_total{code=\"token_missing\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("portcullis_tenant_decisions_total"),
         "{metrics}"
     );
     assert!(

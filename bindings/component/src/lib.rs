@@ -144,6 +144,8 @@ fn decided(decision: &Decision) -> Decided {
         decision_json: decision.to_json(),
         audit_json: decision.audit_record().to_json(),
         keys_wanted: decision.keys_wanted().map(str::to_owned),
+        error_code: decision.errors.first().map(|e| e.code.to_owned()),
+        tenant: decision.principal.as_ref().map(|p| p.tenant.clone()),
     }
 }
 

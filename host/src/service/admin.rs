@@ -1,7 +1,7 @@
 //! The admin listener (bundle, tenant bundles, metrics), its credential, and the one bundle
 //! endpoint of the decision listener: a signed-in user's own tenant bundle.
 
-use super::decide::not_found;
+use super::decide::{method_not_allowed, not_found};
 use super::ready;
 use super::workers::Priority;
 use super::{ErrorCode, Served, Shared, edge_error};
@@ -126,6 +126,7 @@ pub(super) fn router(shared: Arc<Shared>, timeout: Duration) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready::readyz))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             timeout,

@@ -275,7 +275,7 @@ fn write_lines(
             ok &= file.is_none_or(|f| f.sync_data().is_ok());
         }
         if !ok {
-            eprintln!("portcullis: audit log write failed");
+            crate::log::error("audit log write failed");
         }
         for done in waiting {
             let _ = done.send(ok);

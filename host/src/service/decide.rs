@@ -34,6 +34,7 @@ pub(super) fn router(shared: Arc<Shared>, timeout: Duration) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready::readyz))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         // Bodies are read with explicit limits (`read_body`), answering a stable error code.
         .layer(DefaultBodyLimit::disable())
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
@@ -45,6 +46,15 @@ pub(super) fn router(shared: Arc<Shared>, timeout: Duration) -> Router {
 
 pub(super) async fn not_found() -> Response {
     edge_error(ErrorCode::NotFound, "no such endpoint")
+}
+
+/// A known endpoint asked with another method: axum has set `Allow`; the body is the
+/// documented `{code, message}`.
+pub(super) async fn method_not_allowed() -> Response {
+    edge_error(
+        ErrorCode::MethodNotAllowed,
+        "the endpoint does not take this method (see `Allow`)",
+    )
 }
 
 async fn decide(State(shared): State<Arc<Shared>>, request: Request) -> Response {

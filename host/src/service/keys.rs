@@ -161,7 +161,9 @@ async fn fetch_issuer(shared: &Arc<Shared>, agent: &ureq::Agent, mut fetch: KeyF
 
 fn refused(shared: &Shared, issuer: &str, reason: &str) {
     shared.metrics.key_fetch(false);
-    eprintln!("portcullis: keys of `{issuer}` not refreshed, the last good keys stay: {reason}");
+    crate::log::warn(&format!(
+        "keys of `{issuer}` not refreshed, the last good keys stay: {reason}"
+    ));
 }
 
 /// Load the keys into a native engine of the bundle being served before any instance sees
@@ -196,9 +198,11 @@ async fn install(shared: &Arc<Shared>, issuer: String, jwks: &str, count: usize)
         changed
     };
     if !changed {
-        eprintln!("portcullis: keys of `{issuer}` fetched: {count} keys, unchanged");
+        crate::log::info(&format!(
+            "keys of `{issuer}` fetched: {count} keys, unchanged"
+        ));
     } else {
-        eprintln!("portcullis: keys of `{issuer}` fetched: {count} keys, loaded");
+        crate::log::info(&format!("keys of `{issuer}` fetched: {count} keys, loaded"));
         shared.publish();
         let warm = Arc::clone(shared);
         let _ = tokio::task::spawn_blocking(move || warm.pool.refresh()).await;

@@ -1,7 +1,9 @@
 //! Prometheus metrics, kept in atomics: recording never takes a lock.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 /// Upper bounds of the latency histogram buckets, in seconds.
@@ -30,9 +32,61 @@ pub struct Metrics {
     too_large: AtomicU64,
     /// The accept loops' counts (main and admin listeners together).
     pub connections: std::sync::Arc<super::listener::ConnectionStats>,
+    /// Decisions with an error, by the first error's code (engine codes: a bounded set).
+    errors: Mutex<BTreeMap<String, u64>>,
+    /// Decisions by tenant and outcome, when asked for (`--metrics-tenants`).
+    tenants: Option<Mutex<BTreeMap<(String, &'static str), u64>>>,
+    /// The bundle served: revision, and when it was loaded (unix seconds).
+    bundle: Mutex<Option<(String, i64)>>,
+}
+
+/// Distinct error codes or tenants counted at most; beyond, they are counted as `other` (a
+/// label's values must stay few, whatever requests arrive).
+const MAX_LABELS: usize = 1000;
+
+fn count<K: Ord>(map: &Mutex<BTreeMap<K, u64>>, key: K, other: K) {
+    let mut map = map.lock().unwrap_or_else(PoisonError::into_inner);
+    let key = if map.len() >= MAX_LABELS && !map.contains_key(&key) {
+        other
+    } else {
+        key
+    };
+    *map.entry(key).or_default() += 1;
 }
 
 impl Metrics {
+    /// Metrics that also count decisions by tenant (`portcullis_tenant_decisions_total`): the
+    /// bundle's tenants only, at most a thousand.
+    pub fn with_tenants() -> Self {
+        Self {
+            tenants: Some(Mutex::default()),
+            ..Self::default()
+        }
+    }
+
+    /// Count what a decision says beyond its outcome: its first error's code, its tenant.
+    pub fn decided(&self, outcome: &'static str, error: Option<&str>, tenant: Option<&str>) {
+        if let Some(code) = error
+            && code.len() <= 40
+            && code.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+        {
+            count(&self.errors, code.to_owned(), "other".to_owned());
+        }
+        if let (Some(tenants), Some(tenant)) = (&self.tenants, tenant) {
+            count(
+                tenants,
+                (tenant.to_owned(), outcome),
+                ("other".to_owned(), outcome),
+            );
+        }
+    }
+
+    /// The bundle now served.
+    pub fn bundle_loaded(&self, revision: &str, at: i64) {
+        *self.bundle.lock().unwrap_or_else(PoisonError::into_inner) =
+            Some((revision.to_owned(), at));
+    }
+
     /// Count a decision (`outcome`: `allow`, `deny`, `unauthenticated` or `error`) and how long
     /// it took.
     pub fn decision(&self, outcome: &str, elapsed: Duration) {
@@ -145,6 +199,41 @@ impl Metrics {
         let sum = get(&self.latency_sum_nanos) as f64 / 1e9;
         let _ = writeln!(out, "portcullis_decision_seconds_sum {sum}");
         let _ = writeln!(out, "portcullis_decision_seconds_count {count}");
+        out.push_str("# HELP portcullis_decision_errors_total Decisions with an error, by the first error's code.\n");
+        out.push_str("# TYPE portcullis_decision_errors_total counter\n");
+        for (code, n) in self
+            .errors
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "portcullis_decision_errors_total{{code=\"{code}\"}} {n}"
+            );
+        }
+        if let Some(tenants) = &self.tenants {
+            out.push_str(
+                "# HELP portcullis_tenant_decisions_total Decisions by tenant and outcome.\n",
+            );
+            out.push_str("# TYPE portcullis_tenant_decisions_total counter\n");
+            for ((tenant, outcome), n) in tenants
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .iter()
+            {
+                let _ = writeln!(
+                    out,
+                    "portcullis_tenant_decisions_total{{tenant=\"{tenant}\",outcome=\"{outcome}\"}} {n}"
+                );
+            }
+        }
+        if let Some((revision, at)) = &*self.bundle.lock().unwrap_or_else(PoisonError::into_inner) {
+            out.push_str("# HELP portcullis_bundle_info The bundle served.\n# TYPE portcullis_bundle_info gauge\n");
+            let _ = writeln!(out, "portcullis_bundle_info{{revision=\"{revision}\"}} 1");
+            out.push_str("# HELP portcullis_bundle_loaded_timestamp_seconds When the bundle served was loaded.\n# TYPE portcullis_bundle_loaded_timestamp_seconds gauge\n");
+            let _ = writeln!(out, "portcullis_bundle_loaded_timestamp_seconds {at}");
+        }
         let pairs = [
             (
                 "portcullis_bundle_reloads_total",

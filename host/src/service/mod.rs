@@ -70,6 +70,9 @@ pub struct Options {
     pub pep_token: Option<Credential>,
     /// Where audit lines go, and what a decision waits for before it is answered.
     pub audit: AuditOptions,
+    /// Count decisions by tenant too (`portcullis_tenant_decisions_total`; a label per tenant
+    /// of the bundle).
+    pub tenant_metrics: bool,
     /// How often the bundle source is checked for changes.
     pub poll_interval: Duration,
     /// Input bounds.
@@ -210,6 +213,7 @@ impl Options {
             admin_token: None,
             pep_token: None,
             audit: AuditOptions::default(),
+            tenant_metrics: false,
             poll_interval: Duration::from_secs(2),
             input: InputLimits::default(),
             request_timeout: Duration::from_secs(10),
@@ -242,6 +246,8 @@ pub enum ErrorCode {
     Unauthenticated,
     /// No such endpoint (404).
     NotFound,
+    /// The endpoint exists, not for this method (405, with `Allow`).
+    MethodNotAllowed,
 }
 
 impl ErrorCode {
@@ -255,6 +261,7 @@ impl ErrorCode {
             Self::Overloaded => "overloaded",
             Self::Unauthenticated => "unauthenticated",
             Self::NotFound => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
         }
     }
 
@@ -267,6 +274,7 @@ impl ErrorCode {
             }
             Self::Unauthenticated => StatusCode::UNAUTHORIZED,
             Self::NotFound => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         }
     }
 }
@@ -368,6 +376,7 @@ impl Shared {
             secrets,
             tenants: Mutex::new(HashMap::new()),
         })));
+        self.metrics.bundle_loaded(&revision, now_unix());
         self.publish();
         Ok(true)
     }
@@ -435,7 +444,7 @@ impl Shared {
                 error_response(StatusCode::BAD_REQUEST, code, message)
             }
             CallError::Sandbox(why) => {
-                eprintln!("portcullis: engine sandbox failure, request denied: {why}");
+                crate::log::error(&format!("engine sandbox failure, request denied: {why}"));
                 edge_error(
                     ErrorCode::Unavailable,
                     "the decision engine failed; the request is denied",
@@ -460,6 +469,11 @@ impl Shared {
         let mut lines = Vec::new();
         for decided in decided {
             self.metrics.decision(decided.outcome, elapsed);
+            self.metrics.decided(
+                decided.outcome,
+                decided.error_code.as_deref(),
+                decided.tenant.as_deref(),
+            );
             if let Some(issuer) = &decided.keys_wanted {
                 self.keys.wanted(issuer);
             }
@@ -473,9 +487,7 @@ impl Shared {
 
     /// The answer to a decision whose record the audit log did not take.
     fn audit_withheld(&self) -> Early {
-        eprintln!(
-            "portcullis: the audit log did not take a record in time; the decision is withheld"
-        );
+        crate::log::error("the audit log did not take a record in time; the decision is withheld");
         Box::new(edge_error(
             ErrorCode::Overloaded,
             "the audit log is not keeping up; the decision is withheld",
@@ -546,8 +558,13 @@ impl Server {
         let edge = portcullis_engine::Edge::new(options.edge.clone()).map_err(StartError::Edge)?;
         let edge_json: Arc<str> = Arc::from(serde_json::to_string(edge.options())?);
         let limits = options.limits.clone();
+        crate::log::info("compiling the engine component (once per start; seconds)");
         let runtime = tokio::task::spawn_blocking(move || Runtime::new(limits)).await??;
-        let metrics = Arc::new(Metrics::default());
+        let metrics = Arc::new(if options.tenant_metrics {
+            Metrics::with_tenants()
+        } else {
+            Metrics::default()
+        });
         let audit = Audit::start(&options.audit, Arc::clone(&metrics))?;
         let shared = Arc::new(Shared {
             pool: Pool::new(runtime),
@@ -699,7 +716,7 @@ async fn watch_bundle(
         })
         .await;
         let Ok((returned, polled)) = polled else {
-            eprintln!("portcullis: the bundle watcher failed; reloads stop");
+            crate::log::error("the bundle watcher failed; reloads stop");
             return;
         };
         watcher = returned;
@@ -710,13 +727,13 @@ async fn watch_bundle(
                     .load()
                     .as_ref()
                     .map_or_else(|| "none".to_owned(), |s| s.bundle.revision().to_owned());
-                eprintln!(
-                    "portcullis: reload asked; the bundle is unchanged (revision {revision})"
-                );
+                crate::log::info(&format!(
+                    "reload asked; the bundle is unchanged (revision {revision})"
+                ));
             }
             Polled::Unchanged => {}
             Polled::Installed(revision) => {
-                eprintln!("portcullis: bundle revision {revision} loaded");
+                crate::log::info(&format!("bundle revision {revision} loaded"));
                 shared.metrics.reload(true);
                 let warm = Arc::clone(&shared);
                 // Bring idle instances to the new bundle before requests need them.
@@ -724,7 +741,9 @@ async fn watch_bundle(
             }
             Polled::Refused(e) => {
                 shared.metrics.reload(false);
-                eprintln!("portcullis: new bundle refused, the previous one keeps serving: {e}");
+                crate::log::warn(&format!(
+                    "new bundle refused, the previous one keeps serving: {e}"
+                ));
             }
         }
     }
