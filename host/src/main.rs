@@ -3,6 +3,7 @@
 //! Exit codes: 0 allow (or success), 1 deny / unauthenticated (or failed tests),
 //! 2 usage or load errors.
 
+mod config;
 mod demo;
 mod dev_keys;
 mod init;
@@ -10,7 +11,7 @@ mod policy_tests;
 
 mod signing;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use portcullis::bundle_dir;
 use portcullis::secrets::SecretSource;
 use portcullis::service::{AuditTarget, BundleSource, Credential, Options, Server};
@@ -178,79 +179,85 @@ enum Command {
     },
     /// Serve decisions over HTTP (reloads the bundle on change and on SIGHUP).
     Serve {
+        /// A JSON file of these options, by their long names (`{"listen": ":8080",
+        /// "audit-mode": "committed"}`): a flag given on the command line wins, then an
+        /// environment variable (`PORTCULLIS_<NAME>`, e.g. `PORTCULLIS_AUDIT_MODE`), then the
+        /// file.
+        #[arg(long, env = "PORTCULLIS_CONFIG")]
+        config: Option<PathBuf>,
         /// Bundle directory, compiled bundle file, or `https://` URL of a compiled bundle.
-        #[arg(long)]
+        #[arg(long, env = "PORTCULLIS_BUNDLE")]
         bundle: String,
         /// Address of the decision listener: `host:port` (`127.0.0.1:8080`, `[::1]:8080`,
         /// `localhost:8080`) or `:port` (every IPv4 interface).
-        #[arg(long, default_value = "127.0.0.1:8080", value_parser = listen_address)]
+        #[arg(long, env = "PORTCULLIS_LISTEN", default_value = "127.0.0.1:8080", value_parser = listen_address)]
         listen: std::net::SocketAddr,
         /// Address of the admin listener (`/v1/bundle`, tenant bundles, `/metrics`), as
         /// `--listen`; off unless given. Off loopback it needs `--admin-token-file`.
-        #[arg(long, value_parser = listen_address)]
+        #[arg(long, env = "PORTCULLIS_ADMIN_LISTEN", value_parser = listen_address)]
         admin_listen: Option<std::net::SocketAddr>,
         /// File holding the bearer credential the admin listener requires.
-        #[arg(long)]
+        #[arg(long, env = "PORTCULLIS_ADMIN_TOKEN_FILE")]
         admin_token_file: Option<PathBuf>,
         /// File holding the bearer credential AuthZEN PEPs must present.
-        #[arg(long)]
+        #[arg(long, env = "PORTCULLIS_PEP_TOKEN_FILE")]
         pep_token_file: Option<PathBuf>,
         /// Directory of HMAC secrets, one file per secret name (else
         /// `PORTCULLIS_SECRET_<NAME>`).
-        #[arg(long)]
+        #[arg(long, env = "PORTCULLIS_SECRETS_DIR")]
         secrets_dir: Option<PathBuf>,
         /// JWK set of the public keys bundles must be signed with; unsigned bundles are then
         /// refused from every source.
-        #[arg(long)]
+        #[arg(long, env = "PORTCULLIS_BUNDLE_KEYS")]
         bundle_keys: Option<PathBuf>,
         /// Most items in a batch or AuthZEN `evaluations`.
-        #[arg(long, default_value_t = 1000)]
+        #[arg(long, env = "PORTCULLIS_MAX_BATCH_ITEMS", default_value_t = 1000)]
         max_batch_items: usize,
         /// Most connections open at once, per listener.
-        #[arg(long, default_value_t = 10_000)]
+        #[arg(long, env = "PORTCULLIS_MAX_CONNECTIONS", default_value_t = 10_000)]
         max_connections: usize,
         /// Seconds a request may take from its first byte to its last header.
-        #[arg(long, default_value_t = 10)]
+        #[arg(long, env = "PORTCULLIS_HEADER_TIMEOUT", default_value_t = 10)]
         header_timeout: u64,
         /// Seconds a connection may sit idle between requests.
-        #[arg(long, default_value_t = 60)]
+        #[arg(long, env = "PORTCULLIS_IDLE_TIMEOUT", default_value_t = 60)]
         idle_timeout: u64,
         /// Threads deciding (default: one per core).
-        #[arg(long)]
+        #[arg(long, env = "PORTCULLIS_DECISION_THREADS")]
         decision_threads: Option<usize>,
         /// Decisions (and batch chunks of 16) that may wait for a thread before requests are
         /// answered 503.
-        #[arg(long, default_value_t = 1024)]
+        #[arg(long, env = "PORTCULLIS_DECISION_QUEUE", default_value_t = 1024)]
         decision_queue: usize,
         /// Audit log: `-` for stdout, `off`, or a file to append to.
-        #[arg(long, default_value = "-")]
+        #[arg(long, env = "PORTCULLIS_AUDIT_LOG", default_value = "-")]
         audit_log: String,
         /// What a decision waits for before it is answered: `best-effort` (nothing; a full
         /// queue drops records, counted), `no-drop` (room in the queue: a decision is withheld,
         /// 503, rather than its record lost) or `committed` (its record written and fsynced).
-        #[arg(long, default_value = "best-effort")]
+        #[arg(long, env = "PORTCULLIS_AUDIT_MODE", default_value = "best-effort")]
         audit_mode: portcullis::service::AuditMode,
         /// Log lines on standard error: `text` (time, level, message) or `json` (one object a
         /// line: `ts`, `level`, `msg`).
-        #[arg(long, default_value = "text")]
+        #[arg(long, env = "PORTCULLIS_LOG_FORMAT", default_value = "text")]
         log_format: portcullis::log::Format,
         /// Count decisions by tenant in `/metrics` (`portcullis_tenant_decisions_total`): one
         /// label value per tenant of the bundle, so off by default.
-        #[arg(long)]
+        #[arg(long, env = "PORTCULLIS_METRICS_TENANTS")]
         metrics_tenants: bool,
         /// Audit queue length (records).
-        #[arg(long, default_value_t = 65_536)]
+        #[arg(long, env = "PORTCULLIS_AUDIT_QUEUE", default_value_t = 65_536)]
         audit_queue: usize,
         /// `no-drop` and `committed`: the longest a decision waits for the audit log, in
         /// milliseconds, before it is withheld (503).
-        #[arg(long, default_value_t = 2000)]
+        #[arg(long, env = "PORTCULLIS_AUDIT_WAIT_MS", default_value_t = 2000)]
         audit_wait_ms: u64,
         /// Seconds between checks of the bundle source for changes.
-        #[arg(long, default_value_t = 2)]
+        #[arg(long, env = "PORTCULLIS_POLL_SECONDS", default_value_t = 2)]
         poll_seconds: u64,
         /// Edge options of `/ext_authz` (JSON file: token sources, identity headers,
         /// `unmatched`, …), as the Envoy filter's `edge`.
-        #[arg(long)]
+        #[arg(long, env = "PORTCULLIS_EDGE")]
         edge: Option<PathBuf>,
     },
 }
@@ -367,7 +374,11 @@ fn serve_until(
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let args = match config::expand(std::env::args_os().collect(), &Cli::command()) {
+        Ok(args) => args,
+        Err(e) => return usage_error(e),
+    };
+    let cli = Cli::parse_from(args);
     match cli.command {
         Command::Check {
             bundle,
@@ -668,6 +679,7 @@ fn main() -> ExitCode {
             })
         }
         Command::Serve {
+            config: _,
             bundle,
             listen,
             admin_listen,

@@ -252,19 +252,22 @@ fn init_writes_a_pack_that_passes_and_keygen_keeps_it_testable_with_production_k
 }
 
 #[test]
-fn serve_logs_json_lines_with_time_and_level() {
+fn serve_takes_a_configuration_file_and_logs_json_lines_with_time_and_level() {
     use std::io::BufRead as _;
+    // The options from a configuration file; the command line's `--audit-log` wins over the
+    // file's.
+    let config =
+        std::env::temp_dir().join(format!("portcullis-config-{}.json", std::process::id()));
+    let options = serde_json::json!({
+        "bundle": techfin(), "listen": "localhost:0", "log-format": "json",
+        "audit-log": "/nonexistent/dir/audit.jsonl", "metrics-tenants": true,
+    });
+    std::fs::write(&config, options.to_string()).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args(["serve", "--bundle"])
-        .arg(techfin())
-        .args([
-            "--listen",
-            "localhost:0",
-            "--audit-log",
-            "off",
-            "--log-format",
-            "json",
-        ])
+        .args(["serve", "--config"])
+        .arg(&config)
+        .args(["--audit-log", "off"])
+        .env_remove("PORTCULLIS_LOG_FORMAT")
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -297,4 +300,45 @@ fn serve_logs_json_lines_with_time_and_level() {
             .is_some_and(|m| m.starts_with("serving decisions at")),
         "{seen:?}"
     );
+}
+
+#[test]
+fn a_configuration_file_is_checked_with_positions() {
+    let config =
+        std::env::temp_dir().join(format!("portcullis-badconfig-{}.json", std::process::id()));
+    let run_with = |text: &str| {
+        std::fs::write(&config, text).unwrap();
+        run(&["serve", "--config", config.to_str().unwrap()])
+    };
+    let (code, _, stderr) = run_with("{\n  \"bundle\": \"x\",\n  \"lisen\": \":8080\"\n}");
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains(":3:3: `lisen` is not an option of `portcullis serve`"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("listen"), "{stderr}");
+    let (code, _, stderr) = run_with("{\"bundle\": [\"x\"]}");
+    assert_eq!(code, 2);
+    assert!(stderr.contains(":1:2: `bundle` takes a string"), "{stderr}");
+    let (code, _, stderr) = run_with("{\"bundle\": \"x\",}");
+    assert_eq!(code, 2);
+    assert!(stderr.contains(":1:"), "{stderr}");
+    // A value is checked as the flag is.
+    let (code, _, stderr) = run_with(r#"{"bundle": "x", "listen": "example.com:80"}"#);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("is not a listen address"), "{stderr}");
+    // The environment wins over the file (and the command line over both).
+    std::fs::write(&config, r#"{"bundle": "x", "listen": "localhost:1"}"#).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .env("PORTCULLIS_LISTEN", "example.com:80")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("`example.com:80` is not a listen address"),
+        "{stderr}"
+    );
+    std::fs::remove_file(&config).unwrap();
 }
