@@ -55,15 +55,20 @@ pub fn set_format(format: Format) {
     let _ = FORMAT.set(format);
 }
 
-/// Write one line.
-pub fn line(level: Level, message: &str) {
+/// Now, as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
+pub fn now_rfc3339() -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
-    let ts = rfc3339(
+    rfc3339(
         i64::try_from(now.as_secs()).unwrap_or(i64::MAX),
         now.subsec_millis(),
-    );
+    )
+}
+
+/// Write one line.
+pub fn line(level: Level, message: &str) {
+    let ts = now_rfc3339();
     match FORMAT.get().copied().unwrap_or_default() {
         Format::Text => eprintln!("{ts} {} portcullis: {message}", level.as_str()),
         Format::Json => eprintln!(

@@ -237,6 +237,10 @@ enum Command {
         /// 503, rather than its record lost) or `committed` (its record written and fsynced).
         #[arg(long, env = "PORTCULLIS_AUDIT_MODE", default_value = "best-effort")]
         audit_mode: portcullis::service::AuditMode,
+        /// Access log of the decision listener: `off`, `-` (stdout) or a file; one JSON line
+        /// per request (`ts`, `method`, `path` without its query, `status`, `micros`).
+        #[arg(long, env = "PORTCULLIS_ACCESS_LOG", default_value = "off")]
+        access_log: String,
         /// Log lines on standard error: `text` (time, level, message) or `json` (one object a
         /// line: `ts`, `level`, `msg`).
         #[arg(long, env = "PORTCULLIS_LOG_FORMAT", default_value = "text")]
@@ -695,6 +699,7 @@ fn main() -> ExitCode {
             decision_queue,
             audit_log,
             audit_mode,
+            access_log,
             log_format,
             metrics_tenants,
             audit_queue,
@@ -756,6 +761,11 @@ fn main() -> ExitCode {
             };
             options.audit.mode = audit_mode;
             options.tenant_metrics = metrics_tenants;
+            options.access_log = match access_log.as_str() {
+                "off" => AuditTarget::Off,
+                "-" => AuditTarget::Stdout,
+                path => AuditTarget::File(PathBuf::from(path)),
+            };
             portcullis::log::set_format(log_format);
             options.audit.queue = audit_queue.max(1);
             options.audit.wait = std::time::Duration::from_millis(audit_wait_ms.max(1));

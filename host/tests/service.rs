@@ -247,6 +247,64 @@ fn the_token_travels_one_way_header_or_body() {
 }
 
 #[test]
+fn the_access_log_has_a_line_per_request_and_never_the_query() {
+    let dir = techfin();
+    let log = std::env::temp_dir().join(format!("portcullis-access-{}.jsonl", std::process::id()));
+    std::fs::remove_file(&log).ok();
+    let mut options = options(&dir);
+    options.access_log = AuditTarget::File(log.clone());
+    let running = Running::start(options);
+    let (base, agent) = (&running.base, agent());
+    let token = analyst_token(&dir);
+    let (status, _) = post(
+        &agent,
+        &format!("{base}/v1/decide"),
+        view_request(&token).as_bytes(),
+    );
+    assert_eq!(status, 200);
+    let secret_query = format!("{base}/ext_authz/tenants/acme/reports/q3?access_token={token}");
+    let (status, _, _) = get(&agent, &secret_query, &[]);
+    assert_eq!(status, 401);
+    assert_eq!(get(&agent, &format!("{base}/nowhere"), &[]).0, 404);
+    drop(running); // shuts down: the log is flushed
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(!text.contains(&token[..40]), "{text}");
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let got: Vec<(String, String, u64)> = lines
+        .iter()
+        .map(|l| {
+            (
+                l["method"].as_str().unwrap().to_owned(),
+                l["path"].as_str().unwrap().to_owned(),
+                l["status"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("POST".into(), "/v1/decide".into(), 200),
+            (
+                "GET".into(),
+                "/ext_authz/tenants/acme/reports/q3".into(),
+                401
+            ),
+            ("GET".into(), "/nowhere".into(), 404),
+        ],
+        "{text}"
+    );
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["ts"].as_str().is_some_and(|t| t.ends_with('Z')))
+    );
+    std::fs::remove_file(&log).ok();
+}
+
+#[test]
 fn endpoints_decide_and_refuse_bad_requests() {
     let dir = techfin();
     let audit = std::env::temp_dir().join(format!(

@@ -114,7 +114,8 @@ pub struct Audit {
     sender: Option<mpsc::Sender<Message>>,
     mode: AuditMode,
     wait: Duration,
-    metrics: Arc<Metrics>,
+    /// Counts records written and dropped: the audit log's; `None` for the access log.
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl std::fmt::Debug for Message {
@@ -128,11 +129,14 @@ impl std::fmt::Debug for Message {
 }
 
 impl Audit {
-    /// Start the writer thread.
+    /// Start the writer thread; `metrics` (the audit log's) counts records written and dropped.
     ///
     /// # Errors
-    /// When the audit file cannot be opened or the thread cannot start.
-    pub fn start(options: &AuditOptions, metrics: Arc<Metrics>) -> Result<Self, StartError> {
+    /// When the file cannot be opened or the thread cannot start.
+    pub fn start(
+        options: &AuditOptions,
+        metrics: Option<Arc<Metrics>>,
+    ) -> Result<Self, StartError> {
         let (out, file): (Box<dyn Write + Send>, Option<std::fs::File>) = match &options.target {
             AuditTarget::Off => {
                 return Ok(Self {
@@ -160,10 +164,10 @@ impl Audit {
             }
         };
         let (sender, receiver) = mpsc::channel(options.queue.max(1));
-        let writer_metrics = Arc::clone(&metrics);
+        let writer_metrics = metrics.clone();
         std::thread::Builder::new()
             .name("portcullis-audit".into())
-            .spawn(move || write_lines(receiver, out, file.as_ref(), &writer_metrics))
+            .spawn(move || write_lines(receiver, out, file.as_ref(), writer_metrics.as_deref()))
             .map_err(|source| SetupError::Thread {
                 what: "audit writer",
                 source,
@@ -189,8 +193,10 @@ impl Audit {
         };
         if self.mode == AuditMode::BestEffort {
             for line in lines {
-                if sender.try_send(Message::Line(line)).is_err() {
-                    self.metrics.audit(false);
+                if sender.try_send(Message::Line(line)).is_err()
+                    && let Some(metrics) = &self.metrics
+                {
+                    metrics.audit(false);
                 }
             }
             return Ok(());
@@ -221,8 +227,15 @@ impl Audit {
         }
     }
 
+    /// Whether records go anywhere.
+    pub fn is_on(&self) -> bool {
+        self.sender.is_some()
+    }
+
     fn refused(&self) -> AuditRefused {
-        self.metrics.audit_withheld();
+        if let Some(metrics) = &self.metrics {
+            metrics.audit_withheld();
+        }
         AuditRefused
     }
 
@@ -240,7 +253,7 @@ fn write_lines(
     mut receiver: mpsc::Receiver<Message>,
     out: Box<dyn Write + Send>,
     file: Option<&std::fs::File>,
-    metrics: &Metrics,
+    metrics: Option<&Metrics>,
 ) {
     let mut out = std::io::BufWriter::new(out);
     while let Some(first) = receiver.blocking_recv() {
@@ -265,7 +278,9 @@ fn write_lines(
                 let written = out
                     .write_all(line.as_bytes())
                     .and_then(|()| out.write_all(b"\n"));
-                metrics.audit(written.is_ok());
+                if let Some(metrics) = metrics {
+                    metrics.audit(written.is_ok());
+                }
             }
             next = receiver.try_recv().ok();
         }
@@ -317,7 +332,7 @@ mod tests {
             queue: 4,
             ..AuditOptions::to(AuditTarget::File(path.clone()))
         };
-        let audit = Audit::start(&options, Arc::clone(&metrics)).unwrap();
+        let audit = Audit::start(&options, Some(Arc::clone(&metrics))).unwrap();
         runtime().block_on(async {
             for i in 0..10_000 {
                 audit
@@ -347,7 +362,7 @@ mod tests {
                 mode,
                 ..AuditOptions::to(AuditTarget::File(path.clone()))
             };
-            let audit = Audit::start(&options, Arc::clone(&metrics)).unwrap();
+            let audit = Audit::start(&options, Some(Arc::clone(&metrics))).unwrap();
             runtime().block_on(async {
                 let mut tasks = Vec::new();
                 for i in 0..2_000 {
@@ -379,13 +394,13 @@ mod tests {
         let (sender, receiver) = mpsc::channel(2);
         let writer_metrics = Arc::clone(&metrics);
         std::thread::spawn(move || {
-            write_lines(receiver, Box::new(writer), None, &writer_metrics);
+            write_lines(receiver, Box::new(writer), None, Some(&writer_metrics));
         });
         let audit = Audit {
             sender: Some(sender),
             mode: AuditMode::NoDrop,
             wait: Duration::from_millis(200),
-            metrics: Arc::clone(&metrics),
+            metrics: Some(Arc::clone(&metrics)),
         };
         let big = "x".repeat(1 << 20);
         let started = Instant::now();

@@ -41,7 +41,37 @@ pub(super) fn router(shared: Arc<Shared>, timeout: Duration) -> Router {
             StatusCode::REQUEST_TIMEOUT,
             timeout,
         ))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&shared),
+            access_log,
+        ))
         .with_state(shared)
+}
+
+/// One access-log line per request: time, method, path (never the query, which may hold a
+/// token), status and duration. Nothing else the client sent is written.
+async fn access_log(
+    State(shared): State<Arc<Shared>>,
+    request: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if !shared.access.is_on() {
+        return next.run(request).await;
+    }
+    let method = request.method().as_str().to_owned();
+    // At most 256 characters: a path is the client's to choose.
+    let path: String = request.uri().path().chars().take(256).collect();
+    let start = Instant::now();
+    let response = next.run(request).await;
+    let line = serde_json::json!({
+        "ts": crate::log::now_rfc3339(),
+        "method": method,
+        "path": path,
+        "status": response.status().as_u16(),
+        "micros": u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX),
+    });
+    let _ = shared.access.record_all(vec![line.to_string()]).await;
+    response
 }
 
 pub(super) async fn not_found() -> Response {

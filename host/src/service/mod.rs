@@ -70,6 +70,8 @@ pub struct Options {
     pub pep_token: Option<Credential>,
     /// Where audit lines go, and what a decision waits for before it is answered.
     pub audit: AuditOptions,
+    /// The access log: one JSON line per request of the decision listener (`Off` by default).
+    pub access_log: AuditTarget,
     /// Count decisions by tenant too (`portcullis_tenant_decisions_total`; a label per tenant
     /// of the bundle).
     pub tenant_metrics: bool,
@@ -214,6 +216,7 @@ impl Options {
             pep_token: None,
             audit: AuditOptions::default(),
             tenant_metrics: false,
+            access_log: AuditTarget::Off,
             poll_interval: Duration::from_secs(2),
             input: InputLimits::default(),
             request_timeout: Duration::from_secs(10),
@@ -330,6 +333,8 @@ struct Shared {
     workers: Workers,
     metrics: Arc<Metrics>,
     audit: Audit,
+    /// The access log (best effort: a full queue drops lines).
+    access: Audit,
     served: ArcSwapOption<Served>,
     /// Remote issuers' keys and their schedule.
     keys: keys::Keys,
@@ -565,12 +570,14 @@ impl Server {
         } else {
             Metrics::default()
         });
-        let audit = Audit::start(&options.audit, Arc::clone(&metrics))?;
+        let audit = Audit::start(&options.audit, Some(Arc::clone(&metrics)))?;
+        let access = Audit::start(&AuditOptions::to(options.access_log.clone()), None)?;
         let shared = Arc::new(Shared {
             pool: Pool::new(runtime),
             workers: Workers::start(options.workers)?,
             metrics,
             audit,
+            access,
             served: ArcSwapOption::empty(),
             keys: keys::Keys::new(options.keys),
             generation: AtomicU64::new(0),
@@ -692,6 +699,7 @@ impl Server {
         // The requests in flight are answered: every record they queued is written and synced
         // before the process exits.
         self.shared.audit.finish().await;
+        self.shared.access.finish().await;
         Ok(())
     }
 }
