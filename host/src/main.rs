@@ -34,6 +34,17 @@ struct Cli {
     command: Command,
 }
 
+/// One issuer entry of a tenant (`tenants.json`).
+#[derive(clap::Args)]
+struct TenantIssuer {
+    /// Tenant.
+    #[arg(long)]
+    tenant: String,
+    /// Which of the tenant's issuers (default the first).
+    #[arg(long, default_value_t = 0)]
+    issuer: usize,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Decide one request and print the decision as JSON (exit 0 allow, 1 deny/unauthenticated).
@@ -127,12 +138,8 @@ enum Command {
         /// Bundle directory (with `dev-keys/`).
         #[arg(long)]
         bundle: PathBuf,
-        /// Tenant.
-        #[arg(long)]
-        tenant: String,
-        /// Which of the tenant's issuers (default the first).
-        #[arg(long, default_value_t = 0)]
-        issuer: usize,
+        #[command(flatten)]
+        of: TenantIssuer,
         /// Claims (JSON object) merged over the standard ones; `null` removes a claim.
         #[arg(long)]
         claims: Option<String>,
@@ -160,12 +167,8 @@ enum Command {
         /// Bundle directory.
         #[arg(long, default_value = ".")]
         bundle: PathBuf,
-        /// Tenant (in `tenants.json`).
-        #[arg(long)]
-        tenant: String,
-        /// Which of the tenant's issuers (default the first).
-        #[arg(long, default_value_t = 0)]
-        issuer: usize,
+        #[command(flatten)]
+        of: TenantIssuer,
         /// Algorithm (default: the issuer's first).
         #[arg(long)]
         algorithm: Option<String>,
@@ -591,8 +594,7 @@ fn main() -> ExitCode {
         },
         Command::Token {
             bundle,
-            tenant,
-            issuer,
+            of: TenantIssuer { tenant, issuer },
             claims,
             ttl,
             now,
@@ -651,8 +653,7 @@ fn main() -> ExitCode {
         },
         Command::Keygen {
             bundle,
-            tenant,
-            issuer,
+            of: TenantIssuer { tenant, issuer },
             algorithm,
         } => match dev_keys::keygen(&bundle, &tenant, issuer, algorithm.as_deref()) {
             Ok(generated) => {

@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::{agent, analyst_token, now, techfin, view_request};
+use common::{agent, analyst_token, copy_dir, now, techfin, view_request};
 use portcullis::bundle_dir::{compile, dev_token};
 use portcullis::component::{CallError, Limits, Loaded, Pool, Runtime};
 use portcullis::service::{
@@ -1093,19 +1093,6 @@ fn redirects_are_refused_and_signatures_required() {
     );
     drop(running);
     std::fs::remove_file(&file).ok();
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
 }
 
 #[test]

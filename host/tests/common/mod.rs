@@ -1,5 +1,8 @@
 //! Helpers shared by the service's integration test binaries.
 
+// Each test binary compiles this module and uses a part of it.
+#![allow(dead_code)]
+
 use portcullis::bundle_dir::{compile, dev_token};
 use serde_json::{Map, Value, json};
 use std::path::{Path, PathBuf};
@@ -47,4 +50,18 @@ pub fn view_request(token: &str) -> String {
         "resource": {"type": "Report", "id": "acme-q3", "attrs": {"tenant": "acme", "department": "finance"}},
     })
     .to_string()
+}
+
+/// Copy a directory tree (a scratch copy of a policy pack).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
 }
