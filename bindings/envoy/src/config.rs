@@ -44,6 +44,22 @@ pub struct FilterConfig {
     /// fetched, is used only if one of its signatures verifies with one of these keys.
     #[serde(default)]
     pub bundle_keys: Option<serde_json::Value>,
+    /// Stats beyond the filter's totals.
+    #[serde(default)]
+    pub stats: StatsConfig,
+}
+
+/// Stats beyond the filter's totals (`portcullis.allowed`, ...).
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct StatsConfig {
+    /// Count decisions by route and outcome too: `portcullis.route.<route>.<outcome>`, where
+    /// `<route>` is the route's path template with `/` as `_` and the braces dropped
+    /// (`/tenants/{tenant}/reports/{id}` → `tenants_tenant_reports_id`) and `<outcome>` is
+    /// `allowed`, `denied`, `unauthenticated` or `errors`. One stat per route and outcome (the
+    /// bundle's routes, a bounded set); off by default, as it costs a hostcall per request.
+    #[serde(default)]
+    pub routes: bool,
 }
 
 /// Where RSA (`RS*`) and ECDSA (`ES*`) signatures are checked; the other algorithms are always
@@ -219,6 +235,8 @@ pub struct Plan {
     pub bundle_trust: Option<BundleTrust>,
     /// See [`FilterConfig::wasm_signatures_per_second`]; shared by every engine of the VM.
     pub wasm_budget: Arc<SignatureBudget>,
+    /// See [`StatsConfig::routes`].
+    pub route_stats: bool,
 }
 
 impl Plan {
@@ -243,6 +261,7 @@ impl Plan {
             crypto,
             bundle_keys,
             wasm_signatures_per_second,
+            stats,
         } = config;
         let bundle_trust = bundle_keys
             .map(|jwks| {
@@ -289,6 +308,7 @@ impl Plan {
             crypto,
             bundle_trust,
             wasm_budget: Arc::new(SignatureBudget::new(wasm_signatures_per_second)),
+            route_stats: stats.routes,
         };
         let engine = inline
             .map(|compiled| plan.engine(*compiled, options(&plan)))

@@ -49,6 +49,39 @@ pub struct Verdict {
     /// The issuer whose keys the decision lacked (none yet, or not the token's `kid`: they
     /// may have rotated): the glue looks for newer keys.
     pub keys_wanted: Option<String>,
+    /// The per-route stat to increment (`portcullis.route.<route>.<outcome>`), with
+    /// `stats.routes` on and a route matched.
+    pub route_stat: Option<String>,
+}
+
+impl Counter {
+    /// The outcome part of a stat name (`allowed`, ...), for the outcome counters.
+    fn outcome(self) -> Option<&'static str> {
+        match self {
+            Self::Allowed => Some("allowed"),
+            Self::Denied => Some("denied"),
+            Self::Unauthenticated => Some("unauthenticated"),
+            Self::Errors => Some("errors"),
+            Self::BundleUpdates | Self::BundleRefused => None,
+        }
+    }
+}
+
+/// `portcullis.route.<route>.<outcome>`: the template's letters, digits, `-` and `_`, each
+/// other character a `_` (no `.`, Envoy's separator), braces dropped.
+pub fn route_stat(template: &str, outcome: &str) -> String {
+    let mut route = String::with_capacity(template.len());
+    for c in template.trim_start_matches('/').chars() {
+        match c {
+            '{' | '}' => {}
+            c if c.is_ascii_alphanumeric() || c == '-' || c == '_' => route.push(c),
+            _ => route.push('_'),
+        }
+    }
+    if route.is_empty() {
+        route.push_str("root");
+    }
+    format!("portcullis.route.{route}.{outcome}")
 }
 
 /// Decide what to do with a request, with the VM's current engine. `headers` include the
@@ -66,6 +99,7 @@ pub fn handle(plan: &Plan, engine: &Engine, headers: &dyn Headers, now: i64) -> 
             action: verdict.action,
             counter: Some(Counter::Errors),
             keys_wanted: None,
+            route_stat: None,
         };
     };
     let verdict = plan.edge.decide(
@@ -85,17 +119,39 @@ pub fn handle(plan: &Plan, engine: &Engine, headers: &dyn Headers, now: i64) -> 
         EdgeOutcome::Preflight | EdgeOutcome::NoRoute => None,
     };
     let log = logging.then(|| verdict.log_line(method, path, plan.edge.options().dry_run));
+    let route_stat = match (
+        plan.route_stats,
+        verdict.route,
+        counter.and_then(Counter::outcome),
+    ) {
+        (true, Some(template), Some(outcome)) => Some(route_stat(template, outcome)),
+        _ => None,
+    };
     Verdict {
         keys_wanted: verdict.keys_wanted().map(str::to_owned),
         action: verdict.action,
         counter,
         log,
+        route_stat,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn route_stats_name_the_route_and_the_outcome() {
+        assert_eq!(
+            route_stat("/tenants/{tenant}/reports/{id}", "allowed"),
+            "portcullis.route.tenants_tenant_reports_id.allowed"
+        );
+        assert_eq!(route_stat("/", "denied"), "portcullis.route.root.denied");
+        assert_eq!(
+            route_stat("/v1.2/a b/{x}", "errors"),
+            "portcullis.route.v1_2_a_b_x.errors"
+        );
+    }
     use crate::config::Plan;
     use portcullis_engine::HeaderPairs;
 

@@ -378,6 +378,7 @@ describe('with a real OpenID provider', () => {
         token: [{ header: { name: 'authorization', prefix: 'Bearer ' } }, { cookie: { name: 'access_token' } }, { query: { name: 'access_token' } }],
       },
       keys: { clusters: { [issuer]: 'idp' }, timeout_ms: 1000, refresh: { default_age_seconds: 300, retry_seconds: 1, unknown_kid_cooldown_seconds: 1 } },
+      stats: { routes: true },
     };
     // Mint a token with the IdP's keys, then take the IdP away before Envoy ever reaches it.
     idp = await startIdp({ port: idpPort, keysFile });
@@ -544,7 +545,15 @@ describe('with a real OpenID provider', () => {
     for (const name of ['allowed', 'denied', 'unauthenticated', 'errors']) {
       const value = Number(s[`wasmcustom.portcullis.${name}`]);
       assert.ok(value > 0, `wasmcustom.portcullis.${name} = ${s[`wasmcustom.portcullis.${name}`]}`);
+      // With `stats.routes`, the same decisions by route: every allow has a route; a request
+      // refused before any route matched (a bad path, no route) counts only in the total.
+      const byRoute = Object.entries(s)
+        .filter(([k]) => k.startsWith('wasmcustom.portcullis.route.') && k.endsWith(`.${name}`))
+        .reduce((sum, [, v]) => sum + Number(v), 0);
+      if (name === 'allowed') assert.equal(byRoute, value, 'the routes\' allows add up to the total');
+      else assert.ok(byRoute <= value, `${name}: ${byRoute} by route, ${value} in all`);
     }
+    assert.ok(Number(s['wasmcustom.portcullis.route.tenants_tenant_users_id.allowed']) > 0, JSON.stringify(Object.keys(s).filter((k) => k.includes('.route.'))));
   });
 });
 

@@ -90,17 +90,35 @@ impl Headers for RequestHeaders {
 
 /// Metric ids, by [`Counter`] (none where Envoy refused to define one).
 #[derive(Default)]
-struct Metrics(Vec<Option<u32>>);
+struct Metrics {
+    totals: Vec<Option<u32>>,
+    /// Per-route stats (`stats.routes`), defined on first use, by name.
+    routes: RefCell<std::collections::HashMap<String, Option<u32>>>,
+}
 
 impl Metrics {
     fn define() -> Self {
         let define = |name| hostcalls::define_metric(MetricType::Counter, name).ok();
-        Self(Counter::NAMES.into_iter().map(define).collect())
+        Self {
+            totals: Counter::NAMES.into_iter().map(define).collect(),
+            routes: RefCell::default(),
+        }
     }
 
     fn increment(&self, counter: Counter) {
-        if let Some(Some(id)) = self.0.get(counter as usize) {
+        if let Some(Some(id)) = self.totals.get(counter as usize) {
             let _ = hostcalls::increment_metric(*id, 1);
+        }
+    }
+
+    /// Increment a per-route stat (a bounded set of names: the bundle's routes by outcome).
+    fn increment_named(&self, name: String) {
+        let mut routes = self.routes.borrow_mut();
+        let id = *routes
+            .entry(name)
+            .or_insert_with_key(|name| hostcalls::define_metric(MetricType::Counter, name).ok());
+        if let Some(id) = id {
+            let _ = hostcalls::increment_metric(id, 1);
         }
     }
 }
@@ -394,6 +412,9 @@ impl HttpContext for Filter {
         }
         if let Some(counter) = verdict.counter {
             self.metrics.increment(counter);
+        }
+        if let Some(name) = verdict.route_stat.take() {
+            self.metrics.increment_named(name);
         }
         let level = match plan.log_level {
             LogLevel::Off => None,
