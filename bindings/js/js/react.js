@@ -78,13 +78,40 @@ function requestKey(request) {
   });
 }
 
+/** Verifications under way, per engine and token: hooks asking about one token share one. */
+const verifying = new WeakMap();
+
+/** Verify `token` (and so cache it) once, however many hooks ask at the same time. */
+function verifyOnce(engine, token) {
+  let inflight = verifying.get(engine);
+  if (inflight === undefined) verifying.set(engine, (inflight = new Map()));
+  let done = inflight.get(token);
+  if (done === undefined) {
+    // A token that is refused is decided (unauthenticated) by `decide` below.
+    done = engine.authenticate(token).then(() => {}, () => {});
+    inflight.set(token, done);
+    done.then(() => inflight.delete(token));
+  }
+  return done;
+}
+
+/** Decide what `decideSync` could not: the token verified once for every hook, then decided. */
+async function decideLater(engine, request) {
+  if (typeof request?.token === "string") {
+    await verifyOnce(engine, request.token);
+    const decision = engine.decideSync(request);
+    if (decision !== null) return decision;
+  }
+  return engine.decide(request);
+}
+
 /**
  * Decide `request` (`{action, resource, context?, token?}`; an undefined token is the
  * provider's, `null` is none). Returns `{allowed, decision, loading, error}`: `allowed` only for an `allow`
  * decision (false while loading, and on any error: fail-closed). A token the engine has
  * already verified is decided during the render (`decideSync`), with no loading state; otherwise
- * after it, by `decide`. A request is decided once per engine: another token, resource or
- * context is another request.
+ * after it, once the token is verified (once for all the hooks that ask about it). A request is
+ * decided once per engine: another token, resource or context is another request.
  */
 export function usePermission(request) {
   const { engine, loading: engineLoading, error: engineError, token } = usePortcullis();
@@ -105,7 +132,7 @@ export function usePermission(request) {
   useEffect(() => {
     if (engine === null || now !== null) return undefined;
     let live = true;
-    engine.decide(full).then(
+    decideLater(engine, full).then(
       (decision) => live && setLater({ engine, key, decision, error: null }),
       (error) => live && setLater({ engine, key, decision: null, error: asError(error) }),
     );

@@ -23,6 +23,14 @@ import { createElement as h, StrictMode, useState } from "react";
 import { createRoot } from "react-dom/client";
 import { Can, PortcullisProvider, usePermission } from "portcullis/react";
 
+// Count Chromium's signature checks: the hooks asking about one token share one.
+window.verifies = 0;
+const verify = crypto.subtle.verify.bind(crypto.subtle);
+crypto.subtle.verify = (...args) => {
+  window.verifies += 1;
+  return verify(...args);
+};
+
 const root = document.getElementById("root");
 // Every element id, in the order it appeared (React may keep a span and change its id): a
 // fallback shown before its children (or children before a decision) would be caught here.
@@ -61,7 +69,9 @@ function Show({ id, request }) {
 
 function App({ bundle, broken, tokens }) {
   const [more, setMore] = useState(false);
-  const tampered = tokens.analyst.slice(0, -4) + (tokens.analyst.endsWith("AAAA") ? "BBBB" : "AAAA");
+  // One signature character changed: still well-formed, no longer valid.
+  const at = tokens.analyst.length - 10;
+  const tampered = tokens.analyst.slice(0, at) + (tokens.analyst[at] === "A" ? "B" : "A") + tokens.analyst.slice(at + 1);
   return h("div", null,
     h(PortcullisProvider, { bundle, token: tokens.analyst },
       h(Gate, { id: "view-finance", action: "view", resource: report("q3-finance", "finance") }),
@@ -181,6 +191,9 @@ test("<Can> renders allowed actions' children and denied ones' fallback, in Chro
     for (const id of ["view-sales", "manage-user", "tampered", "signed-out", "broken"]) {
       assert.ok(!seen.includes(`${id}-allowed`), `${id}: ${seen.join()}`);
     }
+
+    // Five hooks ask about the analyst's token, one about the tampered one: one check each.
+    assert.equal(await page.evaluate(() => window.verifies), 2);
 
     // Mounted once the token is verified: decided during the render (decideSync), no loading.
     await page.click("#more");
