@@ -4,10 +4,12 @@
 // on the browser's clock. Checked: allowed actions render their children, denied ones their
 // fallback (never the other way round, not even for a moment), a token already verified is
 // decided during the render (decideSync: no loading state), a bundle that does not load fails
-// closed with its error, and the engine is split off into its own lazily loaded chunk. The
+// closed with its error, and the engine is split off into its own lazily loaded chunk. And a
+// server-side render in Node, where node:crypto lets <Can> decide during the render. The
 // sizes a browser downloads go to test-artifacts/react-app/sizes.json.
 
 import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
 import { mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
@@ -209,4 +211,27 @@ test("<Can> renders allowed actions' children and denied ones' fallback, in Chro
     await page.close();
     server.close();
   }
+});
+
+test("server-side rendering in Node: with node:crypto, <Can> decides during the render", () => {
+  // The app's own Node script, with the installed package: `engine` loaded up front, as a
+  // server renders with one; node:crypto checks signatures on the calling thread.
+  writeFileSync(join(app, "ssr.mjs"), `
+import { readFileSync } from "node:fs";
+import { createElement as h } from "react";
+import { renderToString } from "react-dom/server";
+import { Portcullis } from "portcullis";
+import { Can, PortcullisProvider } from "portcullis/react";
+const { bundle, tokens } = JSON.parse(readFileSync("./public/fixture.json", "utf8"));
+const engine = await Portcullis.load(bundle);
+const report = (department) => ({ type: "Report", id: "acme/q3-" + department, attrs: { tenant: "acme", department } });
+const gate = (id, action, resource) => h(Can, { action, resource, fallback: "[" + id + " denied]", loading: "[" + id + " loading]" }, "[" + id + " allowed]");
+console.log(renderToString(h(PortcullisProvider, { engine, token: tokens.analyst },
+  gate("view", "view", report("finance")), gate("sales", "view", report("sales")), gate("export", "export", report("finance")))));
+console.log(renderToString(h(PortcullisProvider, { bundle, token: tokens.analyst }, gate("unloaded", "view", report("finance")))));
+`);
+  const [engineHtml, bundleHtml] = execFileSync(process.execPath, ["ssr.mjs"], { cwd: app, encoding: "utf8" }).trim().split("\n");
+  assert.equal(engineHtml.replaceAll("<!-- -->", ""), "[view allowed][sales denied][export allowed]");
+  // A provider that loads its bundle does so in an effect, which a server render never runs.
+  assert.equal(bundleHtml, "[unloaded loading]");
 });
