@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the npm package into bindings/js/pkg/ (gitignored):
 #   portcullis.js + portcullis.d.ts   the public API (hand-written, js/)
+#   react.js + react.d.ts             the React binding, `portcullis/react` (hand-written, js/)
 #   portcullis_js.js                  the wasm-bindgen glue (`--target web`: one ES module for
 #                                     browsers, Vite and Node 20+)
 #   portcullis_js_bg.wasm             the browsers' module, built for size (profile `js-web`:
@@ -9,6 +10,7 @@
 #                                     `js-node`: opt-level 3)
 # Both come from the same crate, features and API, so they share one glue file; the build fails
 # if wasm-bindgen's glue for the two differs.
+# bindings/js/pack.sh builds it and packs it into an installable tarball.
 # Usage: bindings/js/build.sh [--dev]   (--dev: unoptimised dev-profile builds, for iterating)
 #        PROFILE=wasm-test bindings/js/build.sh   (release code without fat LTO, one module at
 #                                                 opt-level "s" for both: what test.sh builds)
@@ -71,7 +73,8 @@ done
 mv "$staging/node/portcullis_js_bg.wasm" "$staging/portcullis_js_node_bg.wasm"
 mv "$staging/web/"* "$staging/"
 rm -rf "$staging/web" "$staging/node"
-cp "$here/js/portcullis.js" "$here/js/portcullis.d.ts" "$here/README.md" "$staging/"
+cp "$here/js/portcullis.js" "$here/js/portcullis.d.ts" "$here/js/react.js" "$here/js/react.d.ts" \
+  "$here/README.md" "$staging/"
 crate_version=$(awk -F'"' '/^version = / { print $2; exit }' Cargo.toml)
 sed "s/@VERSION@/$crate_version/" "$here/js/package.json" > "$staging/package.json"
 rm -f "$staging/.gitignore"

@@ -3,9 +3,11 @@
 #   npm ci (committed package-lock.json) · Debian chromium (apt-get, if missing) ·
 #   build.sh (PROFILE, default wasm-test: release code without fat LTO) if the package is missing,
 #   was built with another profile, or is older than its sources ·
+#   pack.sh --no-build (the npm tarball, into test-artifacts/pack) ·
 #   test artifacts (compiled bundles, conformance export, playground samples) ·
-#   node --test: conformance cases, Cedar corpus, SDK behaviour, TypeScript declarations, and the
-#   playground in headless Chromium (screenshots in bindings/js/test-artifacts/).
+#   node --test: conformance cases, Cedar corpus, SDK behaviour, TypeScript declarations, the
+#   tarball installed into a fresh project, the playground and a React app in headless Chromium
+#   (screenshots in bindings/js/test-artifacts/).
 # Prints node's test summary; exits non-zero if anything failed.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -52,6 +54,10 @@ if [[ -n "$stale" ]]; then
 else
   echo "up to date"
 fi
+
+step "tarball (pack.sh into test-artifacts/pack)"
+rm -rf test-artifacts/pack
+./pack.sh --no-build --out test-artifacts/pack
 
 step "test artifacts"
 node test/prepare.mjs

@@ -497,6 +497,14 @@ export class Portcullis {
   refreshKeys(): Promise<void>;
   /** Decide one request. Never rejects for a bad token: that is an `unauthenticated` decision. */
   decide(request: DecisionRequest): Promise<Decision>;
+  /**
+   * Decide one request synchronously (render paths): the decision, or `null` when it needs
+   * asynchronous work first — a WebCrypto signature check of a token not verified yet, or (with
+   * `fetchKeys`) an issuer's keys. `await decide(request)` does that work and caches the token;
+   * `decideSync` then answers for it. With `node:crypto` (Node's default) it always answers.
+   * Throws `RequestError` where `decide` rejects with one.
+   */
+  decideSync(request: DecisionRequest): Decision | null;
   /** Decide several requests for one token, in order. */
   decideMany(batch: BatchRequest): Promise<Decision[]>;
   /** Decide an HTTP request with the bundle's routes and the `edge` options. */

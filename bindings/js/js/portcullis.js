@@ -231,6 +231,7 @@ const unsupported = new Set();
 
 /** WebCrypto (`crypto.subtle`): asynchronous, the browsers' only choice. */
 class WebCryptoChecker {
+  synchronous = false;
   #subtle;
   #keys = new KeyCache();
 
@@ -287,6 +288,8 @@ function nodeCryptoParams(alg, constants) {
  * OpenSSL code on the libuv thread pool, and the round trip costs more than an RS256 check.
  */
 class NodeCryptoChecker {
+  /** `check` answers at once (`decideSync` relies on it). */
+  synchronous = true;
   #crypto;
   #keys = new KeyCache();
 
@@ -315,7 +318,7 @@ class NodeCryptoChecker {
 }
 
 /** No host crypto: every signed token is refused (`token_crypto`). */
-const engineOnly = { check: () => HOST_CANNOT };
+const engineOnly = { synchronous: true, check: () => HOST_CANNOT };
 
 let nodeCryptoModule;
 
@@ -646,13 +649,45 @@ export class Portcullis {
 
   /** Decide one request. A Promise: WebCrypto's signature checks are asynchronous. */
   async decide(request) {
-    // A string token travels apart from the JSON: writing and reading a 1 KB token as JSON is a
-    // tenth of a cached decision. Anything else stays in the JSON, for the engine to refuse.
-    const { token, ...rest } = objectArgument(request, "request");
-    const apart = typeof token === "string";
-    const json = toJson(apart ? rest : request);
-    const run = () => this.#run((raw, now) => raw.decide(utf8(apart ? token : "", 1), utf8(json), now));
+    const start = decideCall(request);
+    const run = () => this.#run(start);
     return this.#withKeys(run, (decision) => [decision.keysWanted]);
+  }
+
+  /**
+   * Decide one request synchronously, for render paths: the decision when nothing asynchronous
+   * is needed to make it, else `null`. Nothing is needed when the token is in the verified-token
+   * cache, when it is refused before any signature work (none, malformed, expired, another
+   * issuer, ...), or when signatures are checked by `node:crypto` (Node's default), which
+   * answers on the calling thread. `null` means WebCrypto must check the token's signature, or
+   * (with `fetchKeys`) the decision wants an issuer's keys: `await decide(request)` does that
+   * work, and caches the token, so that `decideSync` answers for it from then on (until it
+   * expires, its issuer's keys change or the cache lets it go). Never waits and never fetches.
+   */
+  decideSync(request) {
+    const start = decideCall(request);
+    const raw = this.#engine();
+    let out;
+    try {
+      out = start(raw, this.#seconds());
+    } catch (thrown) {
+      rethrow(thrown);
+    }
+    if (typeof out !== "string") {
+      if (!this.#checker.synchronous) {
+        out.free();
+        return null;
+      }
+      try {
+        out = raw.finish(out, this.#checker.check(out));
+      } catch (thrown) {
+        rethrow(thrown);
+      }
+    }
+    const decision = JSON.parse(out);
+    if (this.#keys === null) return decision;
+    this.#keys.refreshStale();
+    return decision.keysWanted === undefined ? decision : null;
   }
 
   /**
@@ -773,6 +808,18 @@ if (typeof Symbol.dispose === "symbol") {
       this.dispose();
     },
   });
+}
+
+/**
+ * The start of a `decide` call for `request`. A string token travels apart from the JSON:
+ * writing and reading a 1 KB token as JSON is a tenth of a cached decision. Anything else stays
+ * in the JSON, for the engine to refuse.
+ */
+function decideCall(request) {
+  const { token, ...rest } = objectArgument(request, "request");
+  const apart = typeof token === "string";
+  const json = toJson(apart ? rest : request);
+  return (raw, now) => raw.decide(utf8(apart ? token : "", 1), utf8(json), now);
 }
 
 /** `[name, value]` pairs from an object of values or value arrays, a `Headers`, or pairs. */

@@ -8,11 +8,9 @@ import { execFileSync } from "node:child_process";
 import { existsSync, mkdirSync, readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
-import { chromium } from "playwright-core";
 import { startServer } from "../../../examples/browser/serve.mjs";
-import { artifacts, compiledBundle, conformanceExport, differences, pkgDir, repoRoot } from "./support.mjs";
+import { artifacts, CHROMIUM, compiledBundle, conformanceExport, differences, launchChromium, pkgDir, repoRoot } from "./support.mjs";
 
-const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
 const playground = join(repoRoot, "examples/browser");
 
 let server;
@@ -36,30 +34,6 @@ before(async () => {
   });
   page.on("requestfailed", (req) => problems.push(`request failed: ${req.url()}`));
 });
-
-// Chromium 156 (Debian) once died of SIGSEGV at start-up on a CI machine, before loading any page,
-// and never on this one: a start that fails is retried, each failure reported in full, the
-// later attempts without the zygote process (a common cause of start-up crashes in containers)
-// and then in one process; three failures fail the suite. Only the launch is retried, never a
-// check.
-const LAUNCH_ATTEMPTS = [[], ['--no-zygote'], ['--no-zygote', '--single-process']];
-
-async function launchChromium() {
-  const failures = [];
-  for (const [i, extra] of LAUNCH_ATTEMPTS.entries()) {
-    try {
-      return await chromium.launch({
-        executablePath: CHROMIUM,
-        args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-          "--disable-component-update", "--disable-quic", "--no-first-run", "--disable-sync", ...extra],
-      });
-    } catch (err) {
-      console.error(`Chromium did not start (attempt ${i + 1} of ${LAUNCH_ATTEMPTS.length}, extra flags: ${extra.join(" ") || "none"}):\n${err.message}`);
-      failures.push(err.message.split("\n")[0]);
-    }
-  }
-  throw new Error(`Chromium did not start in ${LAUNCH_ATTEMPTS.length} attempts: ${failures.join("; ")}`);
-}
 
 after(async () => {
   await browser?.close();

@@ -238,6 +238,84 @@ describe("decideMany", () => {
   });
 });
 
+describe("decideSync", () => {
+  test("with WebCrypto: null until the token is verified, then decisions without waiting", async () => {
+    const subtle = countingSubtle();
+    const engine = await load({ subtle });
+    assert.equal(engine.decideSync({ token: ANALYST, action: "view", resource: REPORT }), null);
+    assert.deepEqual(subtle.counts, { importKey: 0, verify: 0 }, "decideSync starts no signature check");
+    assert.equal(engine.cachedTokens, 0);
+    assert.equal((await engine.decide({ token: ANALYST, action: "view", resource: REPORT })).decision, "allow");
+    const allow = engine.decideSync({ token: ANALYST, action: "view", resource: REPORT });
+    assert.equal(Object.getPrototypeOf(allow), Object.prototype, "a decision, not a Promise");
+    assert.equal(allow.decision, "allow");
+    assert.deepEqual(allow.reasons, ["analyst-view-own-department"]);
+    assert.equal(allow.principal.id, "alice");
+    const deny = engine.decideSync({ token: ANALYST, action: "view", resource: OTHER_DEPT });
+    assert.equal(deny.decision, "deny");
+    assert.notEqual(deny.decisionId, allow.decisionId);
+    assert.equal(subtle.counts.verify, 1, "one signature check, by decide");
+  });
+
+  test("a token refused before any signature work is decided at once, also with WebCrypto", async () => {
+    const engine = await load({ subtle: countingSubtle() });
+    assert.equal(engine.decideSync({ action: "view", resource: REPORT }).errors[0].code, "token_missing");
+    assert.equal(engine.decideSync({ token: "not.a.token", action: "view", resource: REPORT }).errors[0].code, "token_malformed");
+    const foreign = byName("acme: analyst cannot view a report of another department");
+    assert.equal(engine.decideSync({ ...foreign.request, token: UNKNOWN_KID }).errors[0].code, "token_unknown_kid");
+    // A forged token: unknown to decideSync until decide checked it; then its rejection is remembered.
+    const forged = byName("tampered payload: analyst escalates to TenantAdmin");
+    const request = { ...forged.request, token: forged.token };
+    assert.equal(engine.decideSync(request), null);
+    assert.equal((await engine.decide(request)).errors[0].code, "token_signature");
+    const again = engine.decideSync(request);
+    assert.equal(again.decision, "unauthenticated");
+    assert.equal(again.errors[0].code, "token_signature");
+  });
+
+  test("the clock and key changes count: an expired cached token, keys replaced", async () => {
+    let clock = NOW * 1000;
+    const engine = await Portcullis.load(remoteAcmeBundle({ jwks_uri: "https://login.example/keys" }), {
+      now: () => clock, subtle: globalThis.crypto.subtle,
+    });
+    engine.setIssuerKeys(ACME_ISSUER, ACME_JWKS);
+    await engine.decide({ token: ANALYST, action: "view", resource: REPORT });
+    assert.equal(engine.decideSync({ token: ANALYST, action: "view", resource: REPORT }).decision, "allow");
+    engine.setIssuerKeys(ACME_ISSUER, ACME_JWKS);
+    assert.equal(engine.decideSync({ token: ANALYST, action: "view", resource: REPORT }), null, "new keys forget verified tokens");
+    await engine.decide({ token: ANALYST, action: "view", resource: REPORT });
+    assert.equal(engine.decideSync({ token: ANALYST, action: "view", resource: REPORT }).decision, "allow");
+    clock += 2 * 3600 * 1000;
+    assert.equal(engine.decideSync({ token: ANALYST, action: "view", resource: REPORT }).errors[0].code, "token_expired");
+  });
+
+  test("with node:crypto (Node's default) it always answers: the signature is checked on the calling thread", async () => {
+    const engine = await load();
+    const d = engine.decideSync({ token: ANALYST, action: "view", resource: REPORT });
+    assert.equal(d.decision, "allow", JSON.stringify(d.errors));
+    assert.equal(engine.cachedTokens, 1);
+    const forged = byName("tampered payload: analyst escalates to TenantAdmin");
+    assert.equal(engine.decideSync({ ...forged.request, token: forged.token }).errors[0].code, "token_signature");
+    for (const c of [UMBRELLA, GLOBEX, INITECH]) {
+      assert.equal(engine.decideSync({ ...c.request, token: c.token }).decision, "allow", c.name);
+    }
+    // Without host crypto, a signed token is refused at once, never allowed.
+    const none = await load({ subtle: null });
+    const refused = none.decideSync({ token: ANALYST, action: "view", resource: REPORT });
+    assert.equal(refused.decision, "unauthenticated");
+    assert.equal(refused.errors[0].code, "token_crypto");
+  });
+
+  test("misuse throws as decide rejects: a request without the documented shape, a disposed engine", async () => {
+    const engine = await load({ subtle: globalThis.crypto.subtle });
+    assert.throws(() => engine.decideSync({ token: ANALYST, action: "view", resource: REPORT, extra: 1 }),
+      (e) => e instanceof RequestError && e.code === "request_invalid");
+    assert.throws(() => engine.decideSync("view"), (e) => e instanceof RequestError && e.code === "request_invalid");
+    engine.dispose();
+    assert.throws(() => engine.decideSync({ token: ANALYST, action: "view", resource: REPORT }), (e) => e.code === "disposed");
+  });
+});
+
 describe("authenticate", () => {
   test("the mapped principal, camelCase, attributes as mapped", async () => {
     const engine = await load();
@@ -513,6 +591,23 @@ describe("fetchKeys: OIDC discovery and JWKS over fetch", () => {
     assert.equal(u2.errors[0].code, "token_unknown_kid");
     assert.equal(state.hits.jwks, 3);
     assert.deepEqual(errors, []);
+  });
+
+  test("decideSync answers null while a decision wants an issuer's keys; decide fetches them", async () => {
+    Object.assign(state, { jwks: OTHER_RSA_JWKS, issuer: ACME_ISSUER, hits: { discovery: 0, jwks: 0 }, status: 200, cacheControl: undefined });
+    let clock = NOW * 1000;
+    const engine = await Portcullis.load(remoteAcmeBundle({ discovery: `${base}/.well-known/openid-configuration` }), {
+      now: () => clock,
+      fetchKeys: { cooldownMs: 60_000 },
+    });
+    state.jwks = ACME_JWKS;
+    clock += 61_000;
+    // node:crypto: no signature wait, but the token's kid is unknown until the keys are fetched.
+    assert.equal(engine.decideSync({ token: ANALYST, action: "view", resource: REPORT }), null);
+    assert.equal(state.hits.jwks, 1, "decideSync fetches nothing");
+    assert.equal((await engine.decide({ token: ANALYST, action: "view", resource: REPORT })).decision, "allow");
+    assert.equal(state.hits.jwks, 2);
+    assert.equal(engine.decideSync({ token: ANALYST, action: "view", resource: REPORT }).decision, "allow");
   });
 
   test("keys past their age are refreshed in the background; the IdP's max-age counts, within bounds", async () => {

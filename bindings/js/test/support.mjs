@@ -3,7 +3,7 @@
 // up front (test.sh runs it); each test also makes what is missing, so `node --test` works alone.
 
 import { execFileSync } from "node:child_process";
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -11,6 +11,9 @@ export const jsDir = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 export const repoRoot = resolve(jsDir, "../..");
 export const artifacts = join(jsDir, "test-artifacts");
 export const pkgDir = join(jsDir, "pkg");
+
+/** Debian's Chromium (test.sh installs it), or `$CHROMIUM_PATH`. */
+export const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
 
 /** The conformance data folder (Cedar corpus): `$PORTCULLIS_CONFORMANCE_DIR` or `../shared/conformance`. */
 export const conformanceDir = process.env.PORTCULLIS_CONFORMANCE_DIR
@@ -152,4 +155,53 @@ export function differences(expect, decision) {
     problems.push(`errors: ${JSON.stringify(decision.errors.map((e) => `${e.code}: ${e.message}`))}`);
   }
   return problems;
+}
+
+// Headless Chromium for the browser tests.
+//
+// Chromium 156 (Debian) once died of SIGSEGV at start-up on a CI machine, before loading any page,
+// and never on this one: a start that fails is retried, each failure reported in full, the
+// later attempts without the zygote process (a common cause of start-up crashes in containers)
+// and then in one process; three failures fail the suite. Only the launch is retried, never a
+// check.
+const LAUNCH_ATTEMPTS = [[], ['--no-zygote'], ['--no-zygote', '--single-process']];
+
+export async function launchChromium() {
+  const { chromium } = await import("playwright-core");
+  const failures = [];
+  for (const [i, extra] of LAUNCH_ATTEMPTS.entries()) {
+    try {
+      return await chromium.launch({
+        executablePath: CHROMIUM,
+        args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+          "--disable-component-update", "--disable-quic", "--no-first-run", "--disable-sync", ...extra],
+      });
+    } catch (err) {
+      console.error(`Chromium did not start (attempt ${i + 1} of ${LAUNCH_ATTEMPTS.length}, extra flags: ${extra.join(" ") || "none"}):\n${err.message}`);
+      failures.push(err.message.split("\n")[0]);
+    }
+  }
+  throw new Error(`Chromium did not start in ${LAUNCH_ATTEMPTS.length} attempts: ${failures.join("; ")}`);
+}
+
+/**
+ * The package as `npm pack` makes it: `bindings/js/pack.sh --no-build` into
+ * test-artifacts/pack/ (test.sh packs before the tests), packed again when it is older than
+ * bindings/js/pkg. Returns the tarball's path.
+ */
+export function packedTarball() {
+  const dir = artifactPath("pack");
+  const built = Math.max(...readdirSync(pkgDir).map((f) => statSync(join(pkgDir, f)).mtimeMs));
+  const found = existsSync(dir) ? readdirSync(dir).filter((f) => f.endsWith(".tgz")) : [];
+  if (found.length === 1 && statSync(join(dir, found[0])).mtimeMs >= built) return join(dir, found[0]);
+  rmSync(dir, { recursive: true, force: true });
+  const out = execFileSync(join(jsDir, "pack.sh"), ["--no-build", "--out", dir], { encoding: "utf8", stdio: ["ignore", "pipe", "inherit"] });
+  return out.trim().split("\n").at(-1);
+}
+
+/** `npm install` of `tarball` into `dir` (a project with a package.json), offline: the package has no dependencies. */
+export function npmInstall(dir, tarball) {
+  execFileSync("npm", ["install", "--offline", "--no-audit", "--no-fund", "--no-package-lock", tarball], {
+    cwd: dir, encoding: "utf8", stdio: ["ignore", "pipe", "pipe"],
+  });
 }

@@ -69,6 +69,11 @@ export async function example(): Promise<void> {
   await Portcullis.load(bundleJson, { edge: { unmatched: "allow" } });
   pc.dispose();
 
+  const now: Decision | null = pc.decideSync({ token, action: "view", resource: { type: "Report", id: "q3" } });
+  if (now !== null) console.log(now.decision === "allow");
+  // @ts-expect-error: decideSync may answer null (the signature is not checked yet)
+  const sure: Decision = pc.decideSync({ token, action: "view", resource: { type: "Report", id: "q3" } });
+  console.log(sure);
   // @ts-expect-error: decisions are Promises
   const notAwaited: Decision = pc.decide({ token, action: "view", resource: { type: "Report", id: "q3" } });
   // @ts-expect-error: `resource` is required
