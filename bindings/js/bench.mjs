@@ -86,7 +86,8 @@ const globexKey = createPrivateKey(readFileSync(join(root, "policies/techfin/dev
 function acmeToken(extra = {}, issuer = acme.issuer) {
   return new jose.SignJWT({ oid: "alice", roles: ["FinanceAnalyst"], department: "finance", auth_time: NOW, jti: randomUUID(), ...extra })
     .setProtectedHeader({ alg: "RS256", kid: "acme-rs256", typ: "JWT" })
-    .setIssuer(issuer).setAudience(acme.audiences[0]).setSubject("alice")
+    // Entra's `sub` is pairwise, not the `oid` (equal ones, without `scp`, read as an app's token).
+    .setIssuer(issuer).setAudience(acme.audiences[0]).setSubject("pairwise-sub-of-alice")
     .setIssuedAt(NOW).setNotBefore(NOW).setExpirationTime(NOW + 3600)
     .sign(acmeKey);
 }
