@@ -78,17 +78,17 @@ pub fn line(level: Level, message: &str) {
     }
 }
 
-/// [`line`] at [`Level::Info`].
+/// [`line()`] at [`Level::Info`].
 pub fn info(message: &str) {
     line(Level::Info, message);
 }
 
-/// [`line`] at [`Level::Warn`].
+/// [`line()`] at [`Level::Warn`].
 pub fn warn(message: &str) {
     line(Level::Warn, message);
 }
 
-/// [`line`] at [`Level::Error`].
+/// [`line()`] at [`Level::Error`].
 pub fn error(message: &str) {
     line(Level::Error, message);
 }

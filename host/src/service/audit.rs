@@ -31,7 +31,7 @@ pub enum AuditTarget {
     Off,
 }
 
-/// What a decision waits for before it is answered (see the [module docs](self)).
+/// What a decision waits for before it is answered: `best-effort`, `no-drop` or `committed`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum AuditMode {
     /// Never wait; drop (and count) a record the queue has no room for.
