@@ -497,7 +497,7 @@ impl Edge {
         for name in options.forward.names() {
             if !routes::valid_header_name(name) {
                 return Err(EdgeConfigError(format!(
-                    "invalid header name `{name}` in `forward`: use lowercase letters, digits and `-`"
+                    "invalid header name `{name}` in `forward`: use lowercase letters, digits and the marks - _ . ! # $ % & ' * + ^ ` | ~"
                 )));
             }
         }

@@ -244,7 +244,7 @@ impl Route {
                         Err(route_error(
                             field,
                             format!(
-                                "invalid header name `{name}`: use lowercase letters, digits and `-`"
+                                "invalid header name `{name}`: use lowercase letters, digits and the marks - _ . ! # $ % & ' * + ^ ` | ~"
                             ),
                         ))
                     } else if CREDENTIAL_HEADERS.contains(&name.as_str()) {
