@@ -6,6 +6,7 @@
 mod config;
 mod demo;
 mod dev_keys;
+mod envoy_config;
 mod init;
 mod policy_tests;
 
@@ -172,6 +173,35 @@ enum Command {
         /// Algorithm (default: the issuer's first).
         #[arg(long)]
         algorithm: Option<String>,
+    },
+    /// Write a complete `envoy.yaml` for the Portcullis Wasm filter from a pack: the hardened
+    /// listener, the filter (the compiled bundle inline, the edge options), the router to the
+    /// upstream, and a cluster per identity-provider origin the bundle fetches keys from.
+    EnvoyConfig {
+        /// Bundle directory or compiled bundle file.
+        #[arg(long)]
+        bundle: PathBuf,
+        /// Edge options (JSON file), as `check --edge` and `serve --edge` take them.
+        #[arg(long)]
+        edge: Option<PathBuf>,
+        /// The application's address, where allowed requests go.
+        #[arg(long, value_parser = listen_address)]
+        upstream: std::net::SocketAddr,
+        /// Where Envoy listens.
+        #[arg(long, default_value = ":10000", value_parser = listen_address)]
+        listen: std::net::SocketAddr,
+        /// Envoy's admin interface.
+        #[arg(long, default_value = "127.0.0.1:9901", value_parser = listen_address)]
+        admin: std::net::SocketAddr,
+        /// The filter's `.wasm` file, as Envoy will find it.
+        #[arg(long, default_value = "portcullis_envoy.wasm")]
+        wasm: String,
+        /// CA certificates that verify the identity providers' TLS certificates.
+        #[arg(long, default_value = "/etc/ssl/certs/ca-certificates.crt")]
+        ca_file: String,
+        /// Output file (`-`: standard output).
+        #[arg(short, long, default_value = "-")]
+        output: PathBuf,
     },
     /// Run the TechFin scenario through the decision service (started on a loopback port) and
     /// print a table.
@@ -667,6 +697,49 @@ fn main() -> ExitCode {
             }
             Err(e) => usage_error(e),
         },
+        Command::EnvoyConfig {
+            bundle,
+            edge,
+            upstream,
+            listen,
+            admin,
+            wasm,
+            ca_file,
+            output,
+        } => {
+            let (compiled, loaded) = match bundle_dir::load(&bundle) {
+                Ok(both) => both,
+                Err(e) => return usage_error(e),
+            };
+            let edge = match edge_from(edge.as_deref()).and_then(|edge| {
+                edge.check_bundle(&loaded).map_err(|e| e.to_string())?;
+                serde_json::to_value(edge.options()).map_err(|e| e.to_string())
+            }) {
+                Ok(edge) => edge,
+                Err(e) => return usage_error(e),
+            };
+            let remote = loaded.remote_issuers();
+            let target = envoy_config::Target {
+                compiled: &compiled,
+                remote: &remote,
+                edge,
+                listen,
+                admin,
+                upstream,
+                wasm: &wasm,
+                ca_file: &ca_file,
+            };
+            let yaml = match envoy_config::render(&target) {
+                Ok(yaml) => yaml,
+                Err(e) => return usage_error(e),
+            };
+            if output.as_os_str() == "-" {
+                print!("{yaml}");
+            } else if let Err(e) = std::fs::write(&output, yaml) {
+                return usage_error(format!("cannot write `{}`: {e}", output.display()));
+            }
+            ExitCode::SUCCESS
+        }
         Command::Demo { bundle } => {
             let mut options = Options::new(
                 BundleSource::Path(bundle.clone()),

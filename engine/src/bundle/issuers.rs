@@ -253,7 +253,9 @@ pub(super) fn resolve_issuers(
                     fail(
                         field,
                         format!("key URL `{}` is not https", sanitize(url, 120)),
-                        Some("keys must come over https (plain http only to a loopback host: localhost, 127.0.0.1, [::1])"),
+                        Some(
+                            "keys must come over https (plain http only to a loopback host: localhost, 127.0.0.1, [::1])",
+                        ),
                     );
                     continue;
                 }

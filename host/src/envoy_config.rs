@@ -1,0 +1,239 @@
+//! `portcullis envoy-config`: a complete `envoy.yaml` for the Portcullis Wasm filter, written
+//! from a policy pack, so that an operator never edits JSON inside YAML by hand. It has the
+//! hardened listener (Envoy normalizes paths, refuses escaped slashes and header names with
+//! underscores), the filter with the compiled bundle inline and the edge options, the router to
+//! the upstream, and one cluster per identity-provider origin the bundle fetches keys from
+//! (`keys.clusters`). The filter's fields are in `docs/reference/envoy-filter.md`.
+
+use portcullis_engine::{CompiledBundle, KeyUrl};
+use serde_json::{Map, Value, json};
+use std::net::SocketAddr;
+
+/// What the configuration is written for.
+pub struct Target<'a> {
+    /// The compiled bundle (inline in the filter's configuration).
+    pub compiled: &'a CompiledBundle,
+    /// Its remote issuers (`Bundle::remote_issuers`).
+    pub remote: &'a [(String, KeyUrl)],
+    /// The edge options, as JSON.
+    pub edge: Value,
+    /// Where Envoy listens.
+    pub listen: SocketAddr,
+    /// Envoy's admin interface.
+    pub admin: SocketAddr,
+    /// The upstream (the application Portcullis protects).
+    pub upstream: SocketAddr,
+    /// The filter's `.wasm` file, as Envoy will find it.
+    pub wasm: &'a str,
+    /// The CA bundle that verifies the identity providers' TLS certificates.
+    pub ca_file: &'a str,
+}
+
+/// An identity provider's origin: `https://login.example` (port 443 unless given).
+struct Origin {
+    /// As the filter's `keys.clusters` names it (`scheme://host[:port]`).
+    key: String,
+    host: String,
+    port: u16,
+    tls: bool,
+    cluster: String,
+}
+
+fn origin(url: &str) -> Result<Origin, String> {
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| format!("`{url}` is not an absolute URL"))?;
+    let tls = match scheme {
+        "https" => true,
+        "http" => false,
+        _ => return Err(format!("`{url}`: only https (or http to a loopback host)")),
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if authority.contains('@') || authority.is_empty() {
+        return Err(format!("`{url}` has no usable host"));
+    }
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((host, port)) if !host.ends_with(']') || authority.starts_with('[') => {
+            let port = port
+                .parse::<u16>()
+                .map_err(|_| format!("`{url}` has an invalid port"))?;
+            (host.to_owned(), port)
+        }
+        _ => (authority.to_owned(), if tls { 443 } else { 80 }),
+    };
+    let host = host.to_ascii_lowercase();
+    let default = if tls { 443 } else { 80 };
+    let key = if port == default {
+        format!("{scheme}://{host}")
+    } else {
+        format!("{scheme}://{host}:{port}")
+    };
+    let mut cluster = String::from("idp_");
+    for c in host.trim_matches(['[', ']']).chars() {
+        cluster.push(if c.is_ascii_alphanumeric() { c } else { '_' });
+    }
+    if port != default {
+        cluster.push_str(&format!("_{port}"));
+    }
+    Ok(Origin {
+        key,
+        host: host.trim_matches(['[', ']']).to_owned(),
+        port,
+        tls,
+        cluster,
+    })
+}
+
+/// Indent every line of `text` by `n` spaces.
+fn indent(text: &str, n: usize) -> String {
+    let pad = " ".repeat(n);
+    text.lines().map(|line| format!("{pad}{line}\n")).collect()
+}
+
+fn cluster(name: &str, host: &str, port: u16, dns: bool) -> String {
+    let kind = if dns { "LOGICAL_DNS" } else { "STATIC" };
+    let family = if dns {
+        "    dns_lookup_family: V4_PREFERRED\n"
+    } else {
+        ""
+    };
+    format!(
+        "  - name: {name}\n    type: {kind}\n{family}    connect_timeout: 5s\n    load_assignment:\n      cluster_name: {name}\n      endpoints:\n      - lb_endpoints:\n        - endpoint:\n            address:\n              socket_address: {{ address: {host}, port_value: {port} }}\n"
+    )
+}
+
+/// The whole `envoy.yaml`.
+///
+/// # Errors
+/// A remote issuer whose key URL has no usable origin.
+pub fn render(target: &Target<'_>) -> Result<String, String> {
+    let mut origins: Vec<Origin> = Vec::new();
+    for (_, url) in target.remote {
+        let origin = origin(url.url())?;
+        if !origins.iter().any(|o| o.key == origin.key) {
+            origins.push(origin);
+        }
+    }
+    let mut filter = Map::new();
+    filter.insert("bundle".into(), json!({"inline": target.compiled}));
+    filter.insert("edge".into(), target.edge.clone());
+    filter.insert("log".into(), json!({"level": "info"}));
+    if !origins.is_empty() {
+        let clusters: Map<String, Value> = origins
+            .iter()
+            .map(|o| (o.key.clone(), Value::String(o.cluster.clone())))
+            .collect();
+        filter.insert("keys".into(), json!({"clusters": clusters}));
+    }
+    let filter_json = serde_json::to_string_pretty(&Value::Object(filter))
+        .map_err(|e| format!("cannot write the filter's configuration: {e}"))?;
+    let ip = |a: SocketAddr| a.ip().to_string();
+    let mut clusters = cluster(
+        "backend",
+        &ip(target.upstream),
+        target.upstream.port(),
+        false,
+    );
+    for o in &origins {
+        let numeric = o.host.parse::<std::net::IpAddr>().is_ok();
+        clusters.push_str(&cluster(&o.cluster, &o.host, o.port, !numeric));
+        if o.tls {
+            clusters.push_str(&format!(
+                "    transport_socket:\n      name: envoy.transport_sockets.tls\n      typed_config:\n        \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext\n        sni: {host}\n        common_tls_context:\n          validation_context:\n            trusted_ca: {{ filename: {ca} }}\n",
+                host = o.host,
+                ca = target.ca_file,
+            ));
+        }
+    }
+    Ok(format!(
+        r#"# Written by `portcullis envoy-config` (bundle revision {revision}); regenerate it rather than edit
+# the filter's JSON below. The filter's fields: docs/reference/envoy-filter.md.
+# Return free heap pages to the OS: compiling the Wasm filter at start leaves memory free.
+memory_allocator_manager: {{ bytes_to_release: 16777216, memory_release_interval: 1s }}
+admin:
+  address:
+    socket_address: {{ address: {admin_ip}, port_value: {admin_port} }}
+static_resources:
+  listeners:
+  - name: api
+    address:
+      socket_address: {{ address: {listen_ip}, port_value: {listen_port} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: api
+          # Decide on the path the upstream will see: normalized (RFC 3986), slashes merged,
+          # escaped slashes and backslashes refused, and no header with an underscore.
+          normalize_path: true
+          merge_slashes: true
+          path_with_escaped_slashes_action: REJECT_REQUEST
+          common_http_protocol_options:
+            headers_with_underscores_action: REJECT_REQUEST
+          route_config:
+            virtual_hosts:
+            - name: api
+              domains: ["*"]
+              routes:
+              - match: {{ prefix: "/" }}
+                route: {{ cluster: backend }}
+          http_filters:
+          - name: envoy.filters.http.wasm
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+              config:
+                name: portcullis
+                root_id: portcullis
+                fail_open: false
+                vm_config:
+                  vm_id: portcullis
+                  runtime: envoy.wasm.runtime.v8
+                  code:
+                    local:
+                      filename: {wasm}
+                configuration:
+                  "@type": type.googleapis.com/google.protobuf.StringValue
+                  value: |
+{filter}          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+  clusters:
+{clusters}"#,
+        revision = target.compiled.revision,
+        admin_ip = ip(target.admin),
+        admin_port = target.admin.port(),
+        listen_ip = ip(target.listen),
+        listen_port = target.listen.port(),
+        wasm = target.wasm,
+        filter = indent(&filter_json, 20),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins_name_their_cluster_and_the_filter_key() {
+        let o = origin("https://Login.MicrosoftOnline.com/tid/discovery/v2.0/keys").unwrap();
+        assert_eq!(o.key, "https://login.microsoftonline.com");
+        assert_eq!(
+            (o.host.as_str(), o.port, o.tls),
+            ("login.microsoftonline.com", 443, true)
+        );
+        assert_eq!(o.cluster, "idp_login_microsoftonline_com");
+        let o = origin("http://127.0.0.1:8443/.well-known/openid-configuration").unwrap();
+        assert_eq!(o.key, "http://127.0.0.1:8443");
+        assert_eq!(o.cluster, "idp_127_0_0_1_8443");
+        assert!(!o.tls);
+        for bad in [
+            "ftp://x/keys",
+            "https://user@host/keys",
+            "https:///keys",
+            "https://h:99999/",
+        ] {
+            assert!(origin(bad).is_err(), "{bad}");
+        }
+    }
+}
