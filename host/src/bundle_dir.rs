@@ -89,6 +89,20 @@ pub fn read_sources(dir: &Path) -> Result<BundleSources, ReadError> {
     for path in cedar_files(&policy_dir)? {
         add(&path, None)?;
     }
+    // A directory the compiler does not read would silently drop its policies (a `forbid` among
+    // them would never apply): refused, naming it.
+    let mut others: Vec<String> = fs::read_dir(&policy_dir)
+        .map_err(|e| ReadError::Io(e.to_string()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir() && p.file_name().is_some_and(|n| n != "tenants"))
+        .map(|p| p.strip_prefix(dir).unwrap_or(&p).display().to_string())
+        .collect();
+    others.sort();
+    if let Some(other) = others.first() {
+        return Err(ReadError::Io(format!(
+            "`{other}/` is not read: policies go in `policies/*.cedar` (every tenant) or `policies/tenants/<tenant>/*.cedar` (one tenant)"
+        )));
+    }
     let tenants_dir = policy_dir.join("tenants");
     if tenants_dir.is_dir() {
         let mut tenants: Vec<PathBuf> = fs::read_dir(&tenants_dir)

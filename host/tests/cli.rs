@@ -76,6 +76,24 @@ fn a_bad_tenants_json_is_one_error_at_its_position() {
 }
 
 #[test]
+fn a_policy_directory_the_compiler_does_not_read_is_refused() {
+    let dir = scratch("subdir");
+    std::fs::create_dir_all(dir.join("policies/shared")).unwrap();
+    std::fs::write(
+        dir.join("policies/shared/deny.cedar"),
+        "@id(\"x\") forbid(principal, action, resource);\n",
+    )
+    .unwrap();
+    let (code, _, stderr) = run(&["validate", dir.to_str().unwrap()]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("`policies/shared/` is not read"),
+        "{stderr}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn policy_tests_refuse_an_unknown_expectation_when_read() {
     let dir = scratch("expect");
     let tests = dir.join("tests");
