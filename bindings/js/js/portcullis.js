@@ -665,14 +665,7 @@ export class Portcullis {
    * expires, its issuer's keys change or the cache lets it go). Never waits and never fetches.
    */
   decideSync(request) {
-    const start = decideCall(request);
-    const raw = this.#engine();
-    let out;
-    try {
-      out = start(raw, this.#seconds());
-    } catch (thrown) {
-      rethrow(thrown);
-    }
+    let [raw, out] = this.#begin(decideCall(request));
     if (typeof out !== "string") {
       if (!this.#checker.synchronous) {
         out.free();
@@ -779,15 +772,19 @@ export class Portcullis {
     return (await this.#keys.wanted(wanted(answer))) ? JSON.parse(await run()) : answer;
   }
 
-  /** Start a call; when the engine needs a signature checked, check it and finish. */
-  async #run(start) {
+  /** Start a call on the engine now: `[raw, out]`, `out` the answer or a pending signature. */
+  #begin(start) {
     const raw = this.#engine();
-    let out;
     try {
-      out = start(raw, this.#seconds());
+      return [raw, start(raw, this.#seconds())];
     } catch (thrown) {
       rethrow(thrown);
     }
+  }
+
+  /** Start a call; when the engine needs a signature checked, check it and finish. */
+  async #run(start) {
+    const [raw, out] = this.#begin(start);
     if (typeof out === "string") return out;
     let verdict = this.#checker.check(out);
     // node:crypto answers at once; only WebCrypto needs the wait.
