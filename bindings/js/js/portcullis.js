@@ -540,6 +540,9 @@ export class Portcullis {
   #clock;
   #keys = null;
   #checker;
+  /** Asynchronous signature checks under way, by token: a decision on the same new token waits
+   * for that check instead of starting its own. */
+  #checking = new Map();
 
   constructor(token, raw, options, checker) {
     if (token !== constructing) {
@@ -650,7 +653,8 @@ export class Portcullis {
   /** Decide one request. A Promise: WebCrypto's signature checks are asynchronous. */
   async decide(request) {
     const start = decideCall(request);
-    const run = () => this.#run(start);
+    const token = typeof request?.token === "string" ? request.token : undefined;
+    const run = () => this.#run(start, token);
     return this.#withKeys(run, (decision) => [decision.keysWanted]);
   }
 
@@ -783,12 +787,23 @@ export class Portcullis {
   }
 
   /** Start a call; when the engine needs a signature checked, check it and finish. */
-  async #run(start) {
+  async #run(start, token) {
+    // The same new token already being checked (WebCrypto): wait for that check, after which
+    // the engine knows the token (verified, or refused) and this call needs none of its own.
+    const checking = token === undefined ? undefined : this.#checking.get(token);
+    if (checking !== undefined) await checking;
     const [raw, out] = this.#begin(start);
     if (typeof out === "string") return out;
     let verdict = this.#checker.check(out);
     // node:crypto answers at once; only WebCrypto needs the wait.
-    if (typeof verdict !== "number") verdict = await verdict;
+    if (typeof verdict !== "number") {
+      if (token !== undefined && !this.#checking.has(token)) {
+        const done = verdict.then(() => {}, () => {});
+        this.#checking.set(token, done);
+        done.then(() => this.#checking.delete(token));
+      }
+      verdict = await verdict;
+    }
     if (this.#raw === null) out.free();
     try {
       return this.#engine().finish(out, verdict);

@@ -113,6 +113,23 @@ describe("decide", () => {
     engine = await load({ subtle });
   });
 
+  test("decisions on one new token at the same time check its signature once", async () => {
+    const counting = countingSubtle();
+    const fresh = await load({ subtle: counting });
+    const decisions = await Promise.all(
+      Array.from({ length: 5 }, () => fresh.decide({ token: ANALYST, action: "view", resource: REPORT })),
+    );
+    assert.deepEqual(decisions.map((d) => d.decision), ["allow", "allow", "allow", "allow", "allow"]);
+    assert.equal(counting.counts.verify, 1, "one WebCrypto check for five decisions");
+    // A forged token, five times at once: one check, five refusals.
+    const forged = `${ANALYST.slice(0, ANALYST.lastIndexOf(".") + 1)}${"A".repeat(342)}`;
+    const refused = await Promise.all(
+      Array.from({ length: 5 }, () => fresh.decide({ token: forged, action: "view", resource: REPORT })),
+    );
+    assert.ok(refused.every((d) => d.decision === "unauthenticated"), JSON.stringify(refused[0].errors));
+    assert.equal(counting.counts.verify, 2);
+  });
+
   test("allow, as a plain object with camelCase keys", async () => {
     const d = await engine.decide({ token: ANALYST, action: "view", resource: REPORT });
     assert.equal(d.decision, "allow");
