@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { rootCertificates } from 'node:tls';
 import { after, before, describe, test } from 'node:test';
 import {
   PORTCULLIS, ROOT, WASM, echoServer, freePort, startEnvoy, techfinDir, tmp, validateEnvoy,
@@ -22,7 +23,10 @@ test('the configuration of a pack with remote issuers is valid and names their c
   tenants.tenants.globex.issuers[0] = { ...tenants.tenants.globex.issuers[0], jwks_file: undefined, jwks_uri: 'http://127.0.0.1:8443/keys' };
   writeFileSync(tenantsFile, JSON.stringify(tenants, null, 2));
   const file = join(tmp(), 'envoy.yaml');
-  envoyConfig(['--bundle', dir, '--upstream', '127.0.0.1:8080', '--wasm', WASM, '-o', file]);
+  // Node's own CA list: a machine may have no system CA bundle, and Envoy loads the file.
+  const ca = join(tmp(), 'ca.pem');
+  writeFileSync(ca, `${rootCertificates.join('\n')}\n`);
+  envoyConfig(['--bundle', dir, '--upstream', '127.0.0.1:8080', '--wasm', WASM, '--ca-file', ca, '-o', file]);
   const yaml = readFileSync(file, 'utf8');
   const validated = validateEnvoy(file);
   assert.ok(validated.ok, validated.output);
