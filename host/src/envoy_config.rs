@@ -5,7 +5,7 @@
 //! the upstream, and one cluster per identity-provider origin the bundle fetches keys from
 //! (`keys.clusters`). The filter's fields are in `docs/reference/envoy-filter.md`.
 
-use portcullis_engine::{CompiledBundle, KeyUrl};
+use portcullis_engine::{CompiledBundle, HttpTarget, KeyUrl};
 use serde_json::{Map, Value, json};
 use std::net::SocketAddr;
 
@@ -29,9 +29,9 @@ pub struct Target<'a> {
     pub ca_file: &'a str,
 }
 
-/// An identity provider's origin: `https://login.example` (port 443 unless given).
+/// An identity provider's origin, as the filter looks its cluster up.
 struct Origin {
-    /// As the filter's `keys.clusters` names it (`scheme://host[:port]`).
+    /// The filter's `keys.clusters` key: [`HttpTarget::origin`], what the filter compares.
     key: String,
     host: String,
     port: u16,
@@ -40,44 +40,30 @@ struct Origin {
 }
 
 fn origin(url: &str) -> Result<Origin, String> {
-    let (scheme, rest) = url
-        .split_once("://")
-        .ok_or_else(|| format!("`{url}` is not an absolute URL"))?;
-    let tls = match scheme {
-        "https" => true,
-        "http" => false,
-        _ => return Err(format!("`{url}`: only https (or http to a loopback host)")),
-    };
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-    if authority.contains('@') || authority.is_empty() {
-        return Err(format!("`{url}` has no usable host"));
-    }
+    let target = HttpTarget::parse(url)
+        .ok_or_else(|| format!("`{url}` is not an http(s) URL with a host"))?;
+    let tls = target.origin.starts_with("https://");
+    let authority = target.authority.to_ascii_lowercase();
+    // `[::1]:8443`, `[::1]`, `host:8443`, `host`.
     let (host, port) = match authority.rsplit_once(':') {
-        Some((host, port)) if !host.ends_with(']') || authority.starts_with('[') => {
-            let port = port
-                .parse::<u16>()
-                .map_err(|_| format!("`{url}` has an invalid port"))?;
-            (host.to_owned(), port)
-        }
-        _ => (authority.to_owned(), if tls { 443 } else { 80 }),
+        Some((host, port)) if !port.ends_with(']') => (
+            host,
+            port.parse::<u16>()
+                .map_err(|_| format!("`{url}` has an invalid port"))?,
+        ),
+        _ => (authority.as_str(), if tls { 443 } else { 80 }),
     };
-    let host = host.to_ascii_lowercase();
-    let default = if tls { 443 } else { 80 };
-    let key = if port == default {
-        format!("{scheme}://{host}")
-    } else {
-        format!("{scheme}://{host}:{port}")
-    };
+    let host = host.trim_matches(['[', ']']).to_owned();
     let mut cluster = String::from("idp_");
-    for c in host.trim_matches(['[', ']']).chars() {
+    for c in host.chars() {
         cluster.push(if c.is_ascii_alphanumeric() { c } else { '_' });
     }
-    if port != default {
+    if authority.contains(':') && !authority.ends_with(']') {
         cluster.push_str(&format!("_{port}"));
     }
     Ok(Origin {
-        key,
-        host: host.trim_matches(['[', ']']).to_owned(),
+        key: target.origin,
+        host,
         port,
         tls,
         cluster,
@@ -227,6 +213,11 @@ mod tests {
         assert_eq!(o.key, "http://127.0.0.1:8443");
         assert_eq!(o.cluster, "idp_127_0_0_1_8443");
         assert!(!o.tls);
+        // The key is what the filter compares (`HttpTarget::origin`): an explicit port stays.
+        let o = origin("https://idp.example:443/keys").unwrap();
+        assert_eq!((o.key.as_str(), o.port), ("https://idp.example:443", 443));
+        let o = origin("http://[::1]:8080/keys").unwrap();
+        assert_eq!((o.host.as_str(), o.port), ("::1", 8080));
         for bad in [
             "ftp://x/keys",
             "https://user@host/keys",
