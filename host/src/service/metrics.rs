@@ -1,4 +1,6 @@
-//! Prometheus metrics, kept in atomics: recording never takes a lock.
+//! Prometheus metrics. The fixed counters are atomics; the labelled ones (decisions by error
+//! code, and by tenant when asked for) take a short lock, and allocate only for a label value
+//! not seen before.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -34,8 +36,9 @@ pub struct Metrics {
     pub connections: std::sync::Arc<super::listener::ConnectionStats>,
     /// Decisions with an error, by the first error's code (engine codes: a bounded set).
     errors: Mutex<BTreeMap<String, u64>>,
-    /// Decisions by tenant and outcome, when asked for (`--metrics-tenants`).
-    tenants: Option<Mutex<BTreeMap<(String, &'static str), u64>>>,
+    /// Decisions by tenant, by outcome (in the order of [`OUTCOMES`]), when asked for
+    /// (`--metrics-tenants`).
+    tenants: Option<Mutex<BTreeMap<String, [u64; 4]>>>,
     /// The bundle served: revision, and when it was loaded (unix seconds).
     bundle: Mutex<Option<(String, i64)>>,
 }
@@ -44,14 +47,23 @@ pub struct Metrics {
 /// label's values must stay few, whatever requests arrive).
 const MAX_LABELS: usize = 1000;
 
-fn count<K: Ord>(map: &Mutex<BTreeMap<K, u64>>, key: K, other: K) {
+/// The position of `outcome` in [`OUTCOMES`]; anything else counts as `error`.
+fn outcome_index(outcome: &str) -> usize {
+    OUTCOMES.iter().position(|o| *o == outcome).unwrap_or(3)
+}
+
+/// Count under label value `key` (`other` once [`MAX_LABELS`] values are known).
+fn count<V: Default>(map: &Mutex<BTreeMap<String, V>>, key: &str, bump: impl FnOnce(&mut V)) {
     let mut map = map.lock().unwrap_or_else(PoisonError::into_inner);
-    let key = if map.len() >= MAX_LABELS && !map.contains_key(&key) {
-        other
+    if let Some(value) = map.get_mut(key) {
+        return bump(value);
+    }
+    let key = if map.len() >= MAX_LABELS {
+        "other"
     } else {
         key
     };
-    *map.entry(key).or_default() += 1;
+    bump(map.entry(key.to_owned()).or_default());
 }
 
 impl Metrics {
@@ -65,19 +77,20 @@ impl Metrics {
     }
 
     /// Count what a decision says beyond its outcome: its first error's code, its tenant.
-    pub fn decided(&self, outcome: &'static str, error: Option<&str>, tenant: Option<&str>) {
+    pub fn decided(&self, outcome: &str, error: Option<&str>, tenant: Option<&str>) {
         if let Some(code) = error
             && code.len() <= 40
             && code.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
         {
-            count(&self.errors, code.to_owned(), "other".to_owned());
+            count(&self.errors, code, |n| *n += 1);
         }
         if let (Some(tenants), Some(tenant)) = (&self.tenants, tenant) {
-            count(
-                tenants,
-                (tenant.to_owned(), outcome),
-                ("other".to_owned(), outcome),
-            );
+            let index = outcome_index(outcome);
+            count(tenants, tenant, |counts| {
+                if let Some(n) = counts.get_mut(index) {
+                    *n += 1;
+                }
+            });
         }
     }
 
@@ -90,7 +103,7 @@ impl Metrics {
     /// Count a decision (`outcome`: `allow`, `deny`, `unauthenticated` or `error`) and how long
     /// it took.
     pub fn decision(&self, outcome: &str, elapsed: Duration) {
-        let index = OUTCOMES.iter().position(|o| *o == outcome).unwrap_or(3);
+        let index = outcome_index(outcome);
         if let Some(counter) = self.decisions.get(index) {
             counter.fetch_add(1, Ordering::Relaxed);
         }
@@ -217,15 +230,17 @@ impl Metrics {
                 "# HELP portcullis_tenant_decisions_total Decisions by tenant and outcome.\n",
             );
             out.push_str("# TYPE portcullis_tenant_decisions_total counter\n");
-            for ((tenant, outcome), n) in tenants
+            for (tenant, counts) in tenants
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .iter()
             {
-                let _ = writeln!(
-                    out,
-                    "portcullis_tenant_decisions_total{{tenant=\"{tenant}\",outcome=\"{outcome}\"}} {n}"
-                );
+                for (outcome, n) in OUTCOMES.iter().zip(counts).filter(|(_, n)| **n > 0) {
+                    let _ = writeln!(
+                        out,
+                        "portcullis_tenant_decisions_total{{tenant=\"{tenant}\",outcome=\"{outcome}\"}} {n}"
+                    );
+                }
             }
         }
         if let Some((revision, at)) = &*self.bundle.lock().unwrap_or_else(PoisonError::into_inner) {
