@@ -106,6 +106,6 @@ pub use lifecycle::{
 pub use mint::{DevIssuer, sign_bundle, sign_bytes, sign_with_pem};
 pub use token::verify_jws;
 pub use wire::{
-    KeyCase, apply_bearer, bearer_token, describe_json_error, entity_uid_text,
+    KeyCase, apply_bearer, bearer_token, describe_json_error, entity_uid_text, one_token,
     parse_entity_uid_text, parse_request,
 };

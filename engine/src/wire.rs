@@ -82,9 +82,30 @@ pub fn bearer_token(values: &[&[u8]]) -> Result<Option<String>, ErrorInfo> {
     }
 }
 
+/// The one token of a request that can carry it in two places (the transport's `Authorization`
+/// header and the body's `token`; a batch's header and its `token`): RFC 6750 §2 allows one
+/// way, so that no one ever has to guess which of two tokens was decided.
+///
+/// # Errors
+/// `request_invalid` when both carry a token.
+pub fn one_token(
+    transport: Option<String>,
+    body: Option<String>,
+) -> Result<Option<String>, ErrorInfo> {
+    match (transport, body) {
+        (Some(_), Some(_)) => Err(ErrorInfo {
+            code: "request_invalid",
+            message: "the token is sent in more than one way (RFC 6750 §2): send it once, in \
+                      the `Authorization` header, a batch's `token` or a request's `token`"
+                .to_owned(),
+            help: None,
+        }),
+        (transport, body) => Ok(transport.or(body)),
+    }
+}
+
 /// Give `request` the transport's bearer token ([`bearer_token`]; for a batch, the batch's one
-/// token), unless it has its own: a token sent in two ways is refused (RFC 6750 §2), so that
-/// no one ever has to guess which of two tokens was decided.
+/// token), unless it has its own: then [`one_token`] refuses the request, left as it was.
 ///
 /// # Errors
 /// `request_invalid` when both the transport and the request carry a token.
@@ -92,20 +113,10 @@ pub fn apply_bearer(
     request: &mut crate::DecisionRequest,
     bearer: Option<&str>,
 ) -> Result<(), ErrorInfo> {
-    match (bearer, &request.token) {
-        (None, _) => Ok(()),
-        (Some(bearer), None) => {
-            request.token = Some(bearer.to_owned());
-            Ok(())
-        }
-        (Some(_), Some(_)) => Err(ErrorInfo {
-            code: "request_invalid",
-            message: "the token is sent in more than one way (RFC 6750 §2): a request may not \
-                      have a `token` when the `Authorization` header or the batch has one"
-                .to_owned(),
-            help: None,
-        }),
+    if bearer.is_some() {
+        request.token = one_token(bearer.map(str::to_owned), request.token.clone())?;
     }
+    Ok(())
 }
 
 /// How the engine's own keys are written in JSON it hands out: `snake_case` (the HTTP APIs,

@@ -160,16 +160,12 @@ async fn decide_batch(State(shared): State<Arc<Shared>>, request: Request) -> Re
     };
     let (array, bearer) = if body.trim_start().starts_with('{') {
         match portcullis_engine::parse_request::<BatchBody>("batch", &body) {
-            Ok(BatchBody { token, requests }) => match (header, token) {
-                (Some(_), Some(_)) => {
-                    return edge_error(
-                        ErrorCode::RequestInvalid,
-                        "the token is sent in more than one way (RFC 6750 §2): the \
-                         `Authorization` header and the batch's `token`",
-                    );
+            Ok(BatchBody { token, requests }) => {
+                match portcullis_engine::one_token(header, token) {
+                    Ok(token) => (requests.get(), token),
+                    Err(info) => return edge_error(ErrorCode::RequestInvalid, &info.message),
                 }
-                (header, token) => (requests.get(), header.or(token)),
-            },
+            }
             Err(info) => return edge_error(ErrorCode::RequestInvalid, &info.message),
         }
     } else {
