@@ -103,7 +103,7 @@ pub use lifecycle::{
     UpkeepFetch,
 };
 #[cfg(feature = "mint")]
-pub use mint::{DevIssuer, sign_bundle, sign_bytes, sign_with_pem};
+pub use mint::{DevIssuer, sign_bundle, sign_bytes, sign_with_pem, tenant_issuer, unknown_tenant};
 pub use token::verify_jws;
 pub use wire::{
     KeyCase, apply_bearer, bearer_token, describe_json_error, entity_uid_text, one_token,

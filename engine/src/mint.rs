@@ -4,9 +4,43 @@
 //! convention of `policies/techfin/dev-keys/`: the private key of the JWK with id `kid` is
 //! `dev-keys/<kid>.pem` in the bundle directory. Production issuers have no such file.
 
-use crate::bundle::CompiledBundle;
+use crate::bundle::{CompiledBundle, IssuerConfig, TenantConfig};
 use crate::keys::Algorithm;
 use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+
+/// "unknown tenant `x` (the bundle's tenants: a, b)": the message for a tenant name that is not
+/// one of `tenants`, listing them.
+pub fn unknown_tenant<'a>(tenant: &str, tenants: impl Iterator<Item = &'a str>) -> String {
+    let names: Vec<&str> = tenants.collect();
+    format!(
+        "unknown tenant `{}` (the bundle's tenants: {})",
+        crate::error::sanitize(tenant, 64),
+        if names.is_empty() {
+            "none".to_owned()
+        } else {
+            names.join(", ")
+        }
+    )
+}
+
+/// `tenant`'s `index`-th issuer entry among `tenants` (a `tenants.json`, or a compiled
+/// bundle's).
+///
+/// # Errors
+/// An unknown tenant ([`unknown_tenant`]) or issuer index.
+pub fn tenant_issuer<'a>(
+    tenants: &'a BTreeMap<String, TenantConfig>,
+    tenant: &str,
+    index: usize,
+) -> Result<&'a IssuerConfig, String> {
+    tenants
+        .get(tenant)
+        .ok_or_else(|| unknown_tenant(tenant, tenants.keys().map(String::as_str)))?
+        .issuers
+        .get(index)
+        .ok_or_else(|| format!("tenant `{tenant}` has no issuer {index}"))
+}
 
 /// Everything needed to sign as one issuer entry of a tenant.
 #[derive(Clone, Debug)]
@@ -39,22 +73,7 @@ impl DevIssuer {
         index: usize,
         read_file: &mut dyn FnMut(&str) -> Result<String, String>,
     ) -> Result<Self, String> {
-        let config = bundle.tenants.get(tenant).ok_or_else(|| {
-            let names: Vec<&str> = bundle.tenants.keys().map(String::as_str).collect();
-            format!(
-                "unknown tenant `{}` (the bundle's tenants: {})",
-                crate::error::sanitize(tenant, 64),
-                if names.is_empty() {
-                    "none".to_owned()
-                } else {
-                    names.join(", ")
-                }
-            )
-        })?;
-        let entry = config
-            .issuers
-            .get(index)
-            .ok_or_else(|| format!("tenant `{tenant}` has no issuer {index}"))?;
+        let entry = tenant_issuer(&bundle.tenants, tenant, index)?;
         let algorithm = entry
             .algorithms
             .first()

@@ -130,17 +130,8 @@ pub fn keygen(
             json_message(&e)
         )
     })?;
-    let config = tenants.tenants.get(tenant).ok_or_else(|| {
-        let names: Vec<&str> = tenants.tenants.keys().map(String::as_str).collect();
-        format!(
-            "tenants.json has no tenant `{tenant}` (it has: {}); add it first",
-            names.join(", ")
-        )
-    })?;
-    let issuer = config
-        .issuers
-        .get(index)
-        .ok_or_else(|| format!("tenant `{tenant}` has no issuer {index}"))?;
+    let issuer = portcullis_engine::tenant_issuer(&tenants.tenants, tenant, index)
+        .map_err(|e| format!("tenants.json: {e}"))?;
     let algorithm = match algorithm {
         Some(a) if issuer.algorithms.iter().any(|b| b == a) => a.to_owned(),
         Some(a) => {

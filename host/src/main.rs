@@ -558,11 +558,9 @@ fn main() -> ExitCode {
                 Some(tenant) => match compiled.for_tenant(&tenant) {
                     Some(slice) => slice,
                     None => {
-                        let known: Vec<&str> =
-                            compiled.tenants.keys().map(String::as_str).collect();
-                        return usage_error(format!(
-                            "unknown tenant `{tenant}` (the bundle has {})",
-                            known.join(", ")
+                        return usage_error(portcullis_engine::unknown_tenant(
+                            &tenant,
+                            compiled.tenants.keys().map(String::as_str),
                         ));
                     }
                 },
