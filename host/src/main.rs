@@ -264,7 +264,7 @@ enum Command {
         decision_queue: usize,
         /// Audit log: `-` for stdout, `off`, or a file to append to.
         #[arg(long, env = "PORTCULLIS_AUDIT_LOG", default_value = "-")]
-        audit_log: String,
+        audit_log: AuditTarget,
         /// What a decision waits for before it is answered: `best-effort` (nothing; a full
         /// queue drops records, counted), `no-drop` (room in the queue: a decision is withheld,
         /// 503, rather than its record lost) or `committed` (its record written and fsynced).
@@ -273,7 +273,7 @@ enum Command {
         /// Access log of the decision listener: `off`, `-` (stdout) or a file; one JSON line
         /// per request (`ts`, `method`, `path` without its query, `status`, `micros`).
         #[arg(long, env = "PORTCULLIS_ACCESS_LOG", default_value = "off")]
-        access_log: String,
+        access_log: AuditTarget,
         /// Log lines on standard error: `text` (time, level, message) or `json` (one object a
         /// line: `ts`, `level`, `msg`).
         #[arg(long, env = "PORTCULLIS_LOG_FORMAT", default_value = "text")]
@@ -826,18 +826,10 @@ fn main() -> ExitCode {
                 Ok(edge) => options.edge = edge.options().clone(),
                 Err(e) => return usage_error(e),
             }
-            options.audit.target = match audit_log.as_str() {
-                "-" => AuditTarget::Stdout,
-                "off" => AuditTarget::Off,
-                path => AuditTarget::File(PathBuf::from(path)),
-            };
+            options.audit.target = audit_log;
             options.audit.mode = audit_mode;
             options.tenant_metrics = metrics_tenants;
-            options.access_log = match access_log.as_str() {
-                "off" => AuditTarget::Off,
-                "-" => AuditTarget::Stdout,
-                path => AuditTarget::File(PathBuf::from(path)),
-            };
+            options.access_log = access_log;
             portcullis::log::set_format(log_format);
             options.audit.queue = audit_queue.max(1);
             options.audit.wait = std::time::Duration::from_millis(audit_wait_ms.max(1));

@@ -31,6 +31,18 @@ pub enum AuditTarget {
     Off,
 }
 
+impl std::str::FromStr for AuditTarget {
+    type Err = std::convert::Infallible;
+    /// `-`: standard output; `off`: nowhere; anything else: a file to append to.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Ok(match text {
+            "-" => Self::Stdout,
+            "off" => Self::Off,
+            path => Self::File(path.into()),
+        })
+    }
+}
+
 /// What a decision waits for before it is answered: `best-effort`, `no-drop` or `committed`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum AuditMode {
