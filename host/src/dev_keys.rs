@@ -14,7 +14,7 @@ use portcullis_engine::{
 };
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// The overlay file, relative to the pack.
 pub const OVERLAY: &str = "dev-keys/issuers.json";
@@ -32,6 +32,29 @@ fn problem(message: String, at: SourceLocation) -> ReadError {
     })
 }
 
+/// The overlay of the pack at `dir`, if it has one.
+///
+/// # Errors
+/// It cannot be read, or does not parse (at its line and column).
+fn read_overlay(dir: &Path) -> Result<Option<Overlay>, ReadError> {
+    let path = dir.join(OVERLAY);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| ReadError::Io(format!("cannot read `{}`: {e}", path.display())))?;
+    serde_json::from_str(&text).map(Some).map_err(|e| {
+        problem(
+            json_message(&e),
+            SourceLocation {
+                file: OVERLAY.to_owned(),
+                line: Some(e.line()),
+                column: Some(e.column()),
+            },
+        )
+    })
+}
+
 /// `compiled` with the overlay of the pack at `dir` applied (unchanged without one), and
 /// loaded.
 ///
@@ -42,20 +65,7 @@ pub fn overlay(
     dir: &Path,
     mut compiled: CompiledBundle,
 ) -> Result<(CompiledBundle, Bundle), ReadError> {
-    let path = dir.join(OVERLAY);
-    if path.exists() {
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| ReadError::Io(format!("cannot read `{}`: {e}", path.display())))?;
-        let overlay: Overlay = serde_json::from_str(&text).map_err(|e| {
-            problem(
-                json_message(&e),
-                SourceLocation {
-                    file: OVERLAY.to_owned(),
-                    line: Some(e.line()),
-                    column: Some(e.column()),
-                },
-            )
-        })?;
+    if let Some(overlay) = read_overlay(dir)? {
         let at = || SourceLocation::file(OVERLAY);
         for (tenant, files) in overlay {
             let Some(config) = compiled.tenants.get_mut(&tenant) else {
@@ -182,6 +192,17 @@ pub fn keygen(
         format!("dev-keys/{kid}.jwks.json"),
     );
     let remote = issuer.jwks_uri.is_some() || issuer.discovery.is_some();
+    // Read before any key is written: an overlay that cannot be read or parsed is reported,
+    // never replaced, and then nothing is written.
+    let overlay = if remote {
+        Some(
+            read_overlay(dir)
+                .map_err(|e| e.to_string())?
+                .unwrap_or_default(),
+        )
+    } else {
+        None
+    };
     let exists = [&private, &public].map(|file| dir.join(file).exists());
     if remote && exists == [true, true] {
         // A tenant moved to its IdP's keys keeps testing with the development key it had.
@@ -206,8 +227,8 @@ pub fn keygen(
         generated.files.push(private);
         generated.files.push(public.clone());
     }
-    if remote {
-        add_to_overlay(dir, tenant, index, &public)?;
+    if let Some(overlay) = overlay {
+        add_to_overlay(dir, overlay, tenant, index, &public)?;
         generated.files.push(OVERLAY.to_owned());
         generated.next.push(format!(
             "`{tenant}` keeps its production keys (`jwks_uri`/`discovery`); `portcullis test` and `portcullis token` verify its tokens with `{public}` ({OVERLAY})"
@@ -224,20 +245,14 @@ pub fn keygen(
     Ok(generated)
 }
 
-/// Add `tenant`'s issuer `index` → `jwks` to the overlay (created if absent).
-fn add_to_overlay(dir: &Path, tenant: &str, index: usize, jwks: &str) -> Result<(), String> {
-    let path: PathBuf = dir.join(OVERLAY);
-    let mut overlay: Overlay = match std::fs::read_to_string(&path) {
-        Ok(text) => serde_json::from_str(&text).map_err(|e| {
-            format!(
-                "{OVERLAY}:{}:{}: {}",
-                e.line(),
-                e.column(),
-                json_message(&e)
-            )
-        })?,
-        Err(_) => Overlay::new(),
-    };
+/// Write `overlay` with `tenant`'s issuer `index` → `jwks` added.
+fn add_to_overlay(
+    dir: &Path,
+    mut overlay: Overlay,
+    tenant: &str,
+    index: usize,
+    jwks: &str,
+) -> Result<(), String> {
     let files = overlay.entry(tenant.to_owned()).or_default();
     if files.len() <= index {
         files.resize(index + 1, None);
@@ -246,5 +261,5 @@ fn add_to_overlay(dir: &Path, tenant: &str, index: usize, jwks: &str) -> Result<
         *slot = Some(jwks.to_owned());
     }
     let text = serde_json::to_string_pretty(&overlay).unwrap_or_default() + "\n";
-    std::fs::write(&path, text).map_err(|e| format!("cannot write `{OVERLAY}`: {e}"))
+    std::fs::write(dir.join(OVERLAY), text).map_err(|e| format!("cannot write `{OVERLAY}`: {e}"))
 }

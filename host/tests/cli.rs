@@ -256,6 +256,19 @@ fn init_writes_a_pack_that_passes_and_keygen_keeps_it_testable_with_production_k
     let (code, stdout, stderr) = run(&["test", pack]);
     assert_eq!(code, 2, "{stdout}");
     assert!(stderr.contains("dev-keys/issuers.json:1:"), "{stderr}");
+    // keygen reports it too, and leaves the file as it is.
+    std::fs::remove_file(dir.join("dev-keys/acme-rs256.pem")).unwrap();
+    let (code, _, stderr) = run(&["keygen", "--bundle", pack, "--tenant", "acme"]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("dev-keys/issuers.json:1:"), "{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("dev-keys/issuers.json")).unwrap(),
+        "{\"acme\": [\"x\"],}"
+    );
+    assert!(
+        !dir.join("dev-keys/acme-rs256.pem").exists(),
+        "no key written either"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
