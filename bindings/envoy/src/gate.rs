@@ -55,14 +55,14 @@ pub struct Verdict {
 }
 
 impl Counter {
-    /// The outcome part of a stat name (`allowed`, ...), for the outcome counters.
+    /// The outcome part of a stat name (`allowed`, ...: its total's name without
+    /// `portcullis.`), for the outcome counters.
     fn outcome(self) -> Option<&'static str> {
         match self {
-            Self::Allowed => Some("allowed"),
-            Self::Denied => Some("denied"),
-            Self::Unauthenticated => Some("unauthenticated"),
-            Self::Errors => Some("errors"),
             Self::BundleUpdates | Self::BundleRefused => None,
+            Self::Allowed | Self::Denied | Self::Unauthenticated | Self::Errors => {
+                Self::NAMES.get(self as usize)?.strip_prefix("portcullis.")
+            }
         }
     }
 }
@@ -147,6 +147,24 @@ mod tests {
             "portcullis.route.tenants_tenant_reports_id.allowed"
         );
         assert_eq!(route_stat("/", "denied"), "portcullis.route.root.denied");
+        let outcomes = [
+            Counter::Allowed,
+            Counter::Denied,
+            Counter::Unauthenticated,
+            Counter::Errors,
+            Counter::BundleUpdates,
+        ]
+        .map(Counter::outcome);
+        assert_eq!(
+            outcomes,
+            [
+                Some("allowed"),
+                Some("denied"),
+                Some("unauthenticated"),
+                Some("errors"),
+                None
+            ]
+        );
         assert_eq!(
             route_stat("/v1.2/a b/{x}", "errors"),
             "portcullis.route.v1_2_a_b_x.errors"
