@@ -155,6 +155,9 @@ pub struct Decision {
     pub principal: Option<PrincipalSummary>,
     /// Bundle revision.
     pub revision: String,
+    /// Revision of the tenant data the decision joined (bundles that store data only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_revision: Option<u64>,
     /// Unique id of this decision (also in the audit record).
     pub decision_id: String,
     /// The request.
@@ -192,6 +195,16 @@ impl Decision {
             .flatten()
     }
 
+    /// The tenant whose stored data this decision lacked (the host has not handed it over, or
+    /// evicted it), so the host should fetch it; `None` otherwise.
+    pub fn data_wanted(&self) -> Option<&str> {
+        self.errors
+            .iter()
+            .any(|e| e.code == "data_unavailable")
+            .then_some(self.principal.as_ref().map(|p| p.tenant.as_str()))
+            .flatten()
+    }
+
     /// The audit record for this decision: JSON-serialisable, with a token fingerprint and
     /// `jti` instead of the token.
     pub fn audit_record(&self) -> AuditRecord<'_> {
@@ -206,6 +219,7 @@ impl Decision {
             reasons: &self.reasons,
             errors: self.errors.iter().map(|e| e.code).collect(),
             revision: &self.revision,
+            data_revision: self.data_revision,
             issuer: self.token.issuer.as_deref(),
             token_fingerprint: self.token.fingerprint.as_deref(),
             jti: self.token.jti.as_deref(),
@@ -271,6 +285,13 @@ impl Decision {
         }
         out.push_str(",\"revision\":");
         push_string(&mut out, &self.revision);
+        if let Some(revision) = self.data_revision {
+            out.push_str(match case {
+                KeyCase::Snake => ",\"data_revision\":",
+                KeyCase::Camel => ",\"dataRevision\":",
+            });
+            out.push_str(&revision.to_string());
+        }
         out.push_str(match case {
             KeyCase::Snake => ",\"decision_id\":",
             KeyCase::Camel => ",\"decisionId\":",
@@ -314,6 +335,9 @@ pub struct AuditRecord<'a> {
     pub errors: Vec<&'static str>,
     /// Bundle revision.
     pub revision: &'a str,
+    /// Tenant data revision.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_revision: Option<u64>,
     /// Token issuer.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub issuer: Option<&'a str>,
@@ -349,6 +373,10 @@ impl AuditRecord<'_> {
         push_strings(&mut out, self.errors.iter().copied());
         out.push_str(",\"revision\":");
         push_string(&mut out, self.revision);
+        if let Some(revision) = self.data_revision {
+            out.push_str(",\"data_revision\":");
+            out.push_str(&revision.to_string());
+        }
         for (key, value) in [
             (",\"issuer\":", self.issuer),
             (",\"token_fingerprint\":", self.token_fingerprint),
@@ -421,6 +449,7 @@ mod tests {
                     errors,
                     principal,
                     revision: s.clone(),
+                    data_revision: (j == 1).then_some(u64::MAX - i as u64),
                     decision_id: format!("{i}-{j}"),
                     request: RequestSummary {
                         action: s.clone(),
@@ -443,6 +472,9 @@ mod tests {
             let map = snake.as_object_mut().unwrap();
             let id = map.remove("decision_id").unwrap();
             map.insert("decisionId".into(), id);
+            if let Some(revision) = map.remove("data_revision") {
+                map.insert("dataRevision".into(), revision);
+            }
             if let Some(issuer) = d.keys_wanted() {
                 map.insert("keysWanted".into(), issuer.into());
             }

@@ -316,6 +316,22 @@ pub enum RequestError {
     /// The named tenant does not exist in the bundle.
     #[error("unknown tenant `{0}`")]
     UnknownTenant(String),
+    /// The bundle stores entities and the host has not handed the engine this tenant's data
+    /// (deciding without it could miss a fact a policy forbids on).
+    #[error("the data of tenant `{0}` is not loaded")]
+    DataUnavailable(String),
+    /// The request gives attributes (or an entity) of a stored type: its facts come from the
+    /// tenant's data, never from a request.
+    #[error(
+        "`{0}` is a stored entity type: its attributes come from the tenant's data, never from a request"
+    )]
+    StoredAttributes(String),
+    /// The bundle stores data and a trusted request names no tenant to take it from.
+    #[error("the bundle stores entities: a request for a trusted principal names its tenant")]
+    TenantRequired,
+    /// A chain of stored parents deeper than the bundle's `data.max_depth`.
+    #[error("stored entities have a chain of parents deeper than {0} levels")]
+    DataDepth(usize),
 }
 
 impl RequestError {
@@ -327,6 +343,10 @@ impl RequestError {
             Self::Context(_) => "request_context",
             Self::Schema(_) => "request_schema",
             Self::UnknownTenant(_) => "request_tenant",
+            Self::DataUnavailable(_) => "data_unavailable",
+            Self::TenantRequired => "request_tenant",
+            Self::StoredAttributes(_) => "request_stored_attrs",
+            Self::DataDepth(_) => "data_depth",
         }
     }
 

@@ -52,6 +52,7 @@ mod cache;
 mod cedar_glue;
 mod claims;
 mod crypto;
+mod data;
 mod decision;
 mod der;
 mod edge;
@@ -69,15 +70,19 @@ mod wire;
 // The public interface is:
 pub use bundle::{
     BUNDLE_FORMAT, BUNDLE_SIGNATURE_TYPE, Bundle, BundleSources, BundleTrust, ClaimPath,
-    ClaimsConfig, CompiledBundle, EntityTypes, IssuerConfig, KeyUrl, MAX_CLOCK_SKEW,
-    MAX_TOKEN_LIFETIME, PolicySource, Preset, SecretRef, Settings, TenantConfig, TenantsFile,
-    TokenSettings, acceptable_key_url,
+    ClaimsConfig, CompiledBundle, DataSettings, EntityTypes, IssuerConfig, KeyUrl, MAX_CLOCK_SKEW,
+    MAX_DATA_DEPTH, MAX_TOKEN_LIFETIME, PolicySource, Preset, SecretRef, Settings, TenantConfig,
+    TenantsFile, TokenSettings, acceptable_key_url,
 };
 pub use claims::{Principal, PrincipalKind};
 #[cfg(feature = "rust-crypto")]
 pub use crypto::RustCryptoVerifier;
 pub use crypto::sha256;
 pub use crypto::{SignatureBudget, SignatureVerifier};
+pub use data::{
+    CheckedWrite, DataChange, DataDocument, DataError, DataLoaded, EntityWrite, MAX_DATA_DOCUMENT,
+    MAX_ENTITY_BYTES, TenantData,
+};
 pub use decision::{
     AuditRecord, Decision, DecisionError, MAX_ECHOED_ACTION, MAX_ECHOED_RESOURCE, Outcome,
     PrincipalSummary, RequestSummary,

@@ -4,8 +4,9 @@
 //! Evaluating a token request is a pure function of the bundle, the verified token, the
 //! request's action, resource (type, id, attributes) and context, and of `now` only through
 //! the `session_age` the engine puts in the context. A memo belongs to one verified token of
-//! one engine (one bundle), so its key is the rest: `session_age`, action, resource and
-//! context, compared in full. It lives as long as the token's cache entry (until `exp`, or
+//! one engine (one bundle), so its key is the rest: `session_age`, the revision of the
+//! tenant's stored data (a change of the data is a new key), action, resource and context,
+//! compared in full. It lives as long as the token's cache entry (until `exp`, or
 //! until the issuer's keys change) and is bounded: [`PER_TOKEN`] requests per token, first in
 //! first out, and only requests whose key is small ([`MAX_KEY_BYTES`]), so that a client
 //! cannot make the engine hold large request bodies. Each decision still gets its own id, time
@@ -37,6 +38,7 @@ pub(crate) struct Memo {
 #[derive(Debug)]
 struct Slot {
     session_age: Option<i64>,
+    data_revision: Option<u64>,
     action: Box<str>,
     resource_type: Box<str>,
     resource_id: Box<str>,
@@ -46,8 +48,14 @@ struct Slot {
 }
 
 impl Slot {
-    fn matches(&self, session_age: Option<i64>, request: &DecisionRequest) -> bool {
+    fn matches(
+        &self,
+        session_age: Option<i64>,
+        data_revision: Option<u64>,
+        request: &DecisionRequest,
+    ) -> bool {
         self.session_age == session_age
+            && self.data_revision == data_revision
             && *self.action == *request.action
             && *self.resource_id == *request.resource.id
             && *self.resource_type == *request.resource.entity_type
@@ -75,22 +83,31 @@ impl Memo {
     pub fn get_or_evaluate(
         &self,
         session_age: Option<i64>,
+        data_revision: Option<u64>,
         request: &DecisionRequest,
         evaluate: impl FnOnce() -> Evaluated,
     ) -> Evaluated {
-        if let Some(slot) = self.lock().iter().find(|s| s.matches(session_age, request)) {
+        if let Some(slot) = self
+            .lock()
+            .iter()
+            .find(|s| s.matches(session_age, data_revision, request))
+        {
             return slot.result.clone();
         }
         let result = evaluate();
         if key_bytes(request).is_some() {
             let mut slots = self.lock();
             // Another thread may have evaluated the same request meanwhile.
-            if !slots.iter().any(|s| s.matches(session_age, request)) {
+            if !slots
+                .iter()
+                .any(|s| s.matches(session_age, data_revision, request))
+            {
                 if slots.len() >= PER_TOKEN {
                     slots.pop_front();
                 }
                 slots.push_back(Slot {
                     session_age,
+                    data_revision,
                     action: request.action.as_str().into(),
                     resource_type: request.resource.entity_type.as_str().into(),
                     resource_id: request.resource.id.as_str().into(),
@@ -179,7 +196,7 @@ mod tests {
         let base = request("q3", json!({"department": "finance"}), json!({}));
         let mut runs = 0;
         let mut ask = |age, req: &DecisionRequest, allowed| {
-            memo.get_or_evaluate(age, req, || {
+            memo.get_or_evaluate(age, None, req, || {
                 runs += 1;
                 evaluation(allowed)
             })
@@ -226,7 +243,7 @@ mod tests {
         let memo = Memo::default();
         let evaluated = |attrs: Value, context: Value| {
             let mut ran = false;
-            let _ = memo.get_or_evaluate(Some(1), &request("q3", attrs, context), || {
+            let _ = memo.get_or_evaluate(Some(1), None, &request("q3", attrs, context), || {
                 ran = true;
                 evaluation(true)
             });
@@ -259,9 +276,10 @@ mod tests {
         let memo = Memo::default();
         let ids: Vec<String> = (0..=PER_TOKEN).map(|i| format!("r{i}")).collect();
         for id in &ids {
-            let answer = memo.get_or_evaluate(None, &request(id, json!({}), json!({})), || {
-                evaluation(true)
-            });
+            let answer =
+                memo.get_or_evaluate(None, None, &request(id, json!({}), json!({})), || {
+                    evaluation(true)
+                });
             assert!(answer.is_ok_and(|e| e.allowed));
         }
         assert_eq!(memo.len(), PER_TOKEN);
@@ -269,11 +287,11 @@ mod tests {
         let first = request(&ids[0], json!({}), json!({}));
         let last = request(&ids[PER_TOKEN], json!({}), json!({}));
         assert!(
-            memo.get_or_evaluate(None, &first, || evaluation(false))
+            memo.get_or_evaluate(None, None, &first, || evaluation(false))
                 .is_ok_and(|e| !e.allowed)
         );
         assert!(
-            memo.get_or_evaluate(None, &last, || evaluation(false))
+            memo.get_or_evaluate(None, None, &last, || evaluation(false))
                 .is_ok_and(|e| e.allowed)
         );
     }
@@ -284,7 +302,7 @@ mod tests {
         let big = request("q3", json!({"note": "x".repeat(MAX_KEY_BYTES)}), json!({}));
         assert_eq!(key_bytes(&big), None);
         assert!(
-            memo.get_or_evaluate(None, &big, || evaluation(true))
+            memo.get_or_evaluate(None, None, &big, || evaluation(true))
                 .is_ok()
         );
         assert_eq!(memo.len(), 0, "a large request is not remembered");
@@ -301,9 +319,9 @@ mod tests {
         // A request error is as much a function of the request as an evaluation.
         let error = || Err(RequestError::Action("view".into()));
         let small = request("q3", json!({}), json!({}));
-        assert!(memo.get_or_evaluate(None, &small, error).is_err());
+        assert!(memo.get_or_evaluate(None, None, &small, error).is_err());
         assert!(
-            memo.get_or_evaluate(None, &small, || evaluation(true))
+            memo.get_or_evaluate(None, None, &small, || evaluation(true))
                 .is_err()
         );
     }

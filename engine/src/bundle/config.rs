@@ -260,6 +260,10 @@ pub struct Settings {
     pub entity_types: EntityTypes,
     /// Token limits.
     pub tokens: TokenSettings,
+    /// Authorization data: which entity types tenants store. Left out of the compiled form when
+    /// nothing is stored, so that bundles compiled before it existed keep their revision.
+    #[serde(skip_serializing_if = "DataSettings::is_default")]
+    pub data: DataSettings,
 }
 
 impl Default for Settings {
@@ -269,6 +273,38 @@ impl Default for Settings {
             require_policy_ids: true,
             entity_types: EntityTypes::default(),
             tokens: TokenSettings::default(),
+            data: DataSettings::default(),
+        }
+    }
+}
+
+/// Authorization data (`"data"` in `bundle.json`): the entity types whose facts live in the
+/// tenants' stores, never in requests.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataSettings {
+    /// Entity types tenants store (`["Report", "Department"]`). Their attributes and parents
+    /// come from the store only: a request that gives attributes for one is refused.
+    pub stored: Vec<String>,
+    /// The most levels of parents a decision follows from the principal and from the resource
+    /// (and the most a write may create), 1 to [`MAX_DATA_DEPTH`].
+    pub max_depth: usize,
+}
+
+/// The most parent levels a bundle may let stored entities have.
+pub const MAX_DATA_DEPTH: usize = 32;
+
+impl DataSettings {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+impl Default for DataSettings {
+    fn default() -> Self {
+        Self {
+            stored: Vec::new(),
+            max_depth: 8,
         }
     }
 }

@@ -20,8 +20,9 @@ mod slice;
 
 pub use compile::{BUNDLE_FORMAT, BundleSources, CompiledBundle};
 pub use config::{
-    ClaimPath, ClaimsConfig, EntityTypes, IssuerConfig, MAX_CLOCK_SKEW, MAX_TOKEN_LIFETIME, Preset,
-    SecretRef, Settings, TenantConfig, TenantsFile, TokenSettings,
+    ClaimPath, ClaimsConfig, DataSettings, EntityTypes, IssuerConfig, MAX_CLOCK_SKEW,
+    MAX_DATA_DEPTH, MAX_TOKEN_LIFETIME, Preset, SecretRef, Settings, TenantConfig, TenantsFile,
+    TokenSettings,
 };
 pub(crate) use issuers::{IssuerEntry, KeySource, normalize_typ};
 pub use issuers::{KeyUrl, acceptable_key_url};
@@ -79,6 +80,8 @@ pub struct Bundle {
     pub(crate) types: PrincipalTypes,
     policy_count: usize,
     routes: Vec<Route>,
+    /// The entity types tenants store (`settings.data.stored`).
+    pub(crate) stored: HashSet<EntityTypeName>,
 }
 
 /// The names (and, when compiling a directory, the texts) of the files problems are reported
@@ -306,9 +309,12 @@ impl Bundle {
             .map(|uid| (uid.id().unescaped().to_owned(), uid.clone()))
             .collect();
 
+        let stored = crate::data::stored_types(&settings.data, schema_info.as_ref(), &mut problems);
+        let stored_names: BTreeSet<String> = stored.iter().map(ToString::to_string).collect();
         let routes = routes::compile(
             &compiled.routes,
             schema_info.as_ref(),
+            &stored_names,
             &files.routes,
             &mut problems,
         );
@@ -318,6 +324,7 @@ impl Bundle {
         }
         Ok(Self {
             routes,
+            stored,
             issuer_aliases,
             policy_count: policies.count,
             compiled,

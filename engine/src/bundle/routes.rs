@@ -10,6 +10,7 @@ use crate::cedar_glue::RESERVED_CONTEXT_KEYS;
 use crate::edge::RouteSpec;
 use crate::edge::routes::{MAX_ROUTES, Route};
 use crate::error::{BundleProblem, SourceLocation, did_you_mean, sanitize};
+use std::collections::BTreeSet;
 
 /// Where the routes were written: the authoring file's name and text, when the bundle is being
 /// compiled from a directory.
@@ -37,6 +38,7 @@ impl RoutesText<'_> {
 pub(crate) fn compile(
     specs: &[RouteSpec],
     info: Option<&SchemaInfo>,
+    stored: &BTreeSet<String>,
     text: &RoutesText<'_>,
     problems: &mut Vec<BundleProblem>,
 ) -> Vec<Route> {
@@ -64,7 +66,7 @@ pub(crate) fn compile(
         };
         match Route::compile(spec) {
             Ok(route) => {
-                check(&route, info, &mut fail);
+                check(&route, info, stored, &mut fail);
                 if found.is_empty() {
                     routes.push(route);
                 }
@@ -80,6 +82,7 @@ pub(crate) fn compile(
 fn check(
     route: &Route,
     info: Option<&SchemaInfo>,
+    stored: &BTreeSet<String>,
     fail: &mut dyn FnMut(&str, String, Option<String>),
 ) {
     for key in route.context_keys() {
@@ -139,6 +142,20 @@ fn check(
         );
     }
     let given: Vec<&str> = route.attr_keys().collect();
+    if stored.contains(ty) {
+        // A stored type's facts come from the tenant's data; the request is never asked.
+        if let Some(key) = given.first() {
+            fail(
+                &format!("resource.attrs.{key}"),
+                format!(
+                    "`{ty}` is a stored type: its attributes come from the tenant's data, \
+                     never from a request"
+                ),
+                Some("remove `resource.attrs` from this route".into()),
+            );
+        }
+        return check_context(route, shape, fail);
+    }
     for key in &given {
         match entity.attrs.get(*key) {
             None => fail(
@@ -178,6 +195,16 @@ fn check(
             ),
         );
     }
+    check_context(route, shape, fail);
+}
+
+/// The route's context keys against the action's context type.
+fn check_context(
+    route: &Route,
+    shape: &super::ActionShape,
+    fail: &mut dyn FnMut(&str, String, Option<String>),
+) {
+    let action = route.action();
     if let Some(context) = &shape.context {
         for key in route.context_keys() {
             if RESERVED_CONTEXT_KEYS.contains(&key) {

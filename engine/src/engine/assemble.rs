@@ -16,6 +16,8 @@ pub(super) struct Asked {
     pub(super) principal: Option<PrincipalSummary>,
     pub(super) token: TokenIdentity,
     pub(super) now: i64,
+    /// The revision of the tenant data the decision joined, when the bundle stores data.
+    pub(super) data_revision: Option<u64>,
 }
 
 impl Engine {
@@ -52,6 +54,7 @@ impl Engine {
             errors,
             principal: asked.principal,
             revision: self.bundle.revision().to_owned(),
+            data_revision: asked.data_revision,
             decision_id: self.next_decision_id(),
             request: asked.request,
             token: asked.token,

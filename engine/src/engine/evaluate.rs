@@ -5,10 +5,27 @@ use super::assemble::Asked;
 use super::authenticate::VerifiedToken;
 use super::{DecisionRequest, Engine, TrustedRequest};
 use crate::cedar_glue::{self, RESERVED_CONTEXT_KEYS};
+use crate::data::{Stored, TenantData};
 use crate::decision::{Decision, Outcome, PrincipalSummary, RequestSummary, TokenIdentity};
 use crate::error::{RequestError, sanitize};
-use cedar_policy::{Entities, Entity, RestrictedExpression};
+use cedar_policy::{Entities, Entity, EntityUid, RestrictedExpression};
 use serde_json::Value;
+use std::collections::HashSet;
+use std::sync::Arc;
+
+/// The token's principal entity with its stored entity's attributes (which win, but for
+/// `tenant`, which is the token's and the same by construction) and parents (added to the
+/// token's roles and groups).
+fn merge_principal(token: &Entity, stored: &Stored) -> Result<Entity, RequestError> {
+    let (uid, mut attrs, mut parents) = token.clone().into_inner();
+    for (name, value) in stored.attrs.iter().flatten() {
+        if name != "tenant" {
+            attrs.insert(name.clone(), value.clone());
+        }
+    }
+    parents.extend(stored.parents.iter().cloned());
+    Entity::new(uid, attrs, parents).map_err(|e| RequestError::Schema(e.to_string()))
+}
 
 impl Engine {
     /// Decide a request that carries a token, at unix time `now`.
@@ -26,6 +43,7 @@ impl Engine {
                         ..TokenIdentity::default()
                     },
                     now,
+                    data_revision: None,
                 };
                 return self.decision(
                     asked,
@@ -36,21 +54,46 @@ impl Engine {
             }
         };
         let principal = Some(PrincipalSummary::from_principal(&verified.principal));
-        let evaluate = || self.evaluate_token_request(&verified, request, now);
-        // Without a token cache the token, and its memo, is gone after this request.
-        let result = if self.bundle.compiled().settings.tokens.cache_entries > 0 {
-            let age = cedar_glue::session_age(&verified.principal, now);
-            verified.memo.get_or_evaluate(age, request, evaluate)
-        } else {
-            evaluate()
+        let data = self.decision_data(Some(&verified.principal.tenant));
+        let data_revision = data
+            .as_ref()
+            .ok()
+            .and_then(|d| d.as_ref().map(|d| d.revision()));
+        let result = match &data {
+            Err(err) => Err(err.clone()),
+            Ok(data) => {
+                let evaluate =
+                    || self.evaluate_token_request(&verified, request, now, data.as_deref());
+                // Without a token cache the token, and its memo, is gone after this request.
+                if self.bundle.compiled().settings.tokens.cache_entries > 0 {
+                    let age = cedar_glue::session_age(&verified.principal, now);
+                    verified
+                        .memo
+                        .get_or_evaluate(age, data_revision, request, evaluate)
+                } else {
+                    evaluate()
+                }
+            }
         };
         let asked = Asked {
             request: summary,
             principal,
             token: verified.identity.clone(),
             now,
+            data_revision,
         };
         self.conclude(result, asked)
+    }
+
+    /// The data a decision in `tenant` joins: `None` when the bundle stores nothing.
+    fn decision_data(&self, tenant: Option<&str>) -> Result<Option<Arc<TenantData>>, RequestError> {
+        if self.bundle.stored.is_empty() {
+            return Ok(None);
+        }
+        let tenant = tenant.ok_or(RequestError::TenantRequired)?;
+        self.tenant_data(tenant)
+            .map(Some)
+            .ok_or_else(|| RequestError::DataUnavailable(sanitize(tenant, 64)))
     }
 
     fn evaluate_token_request(
@@ -58,12 +101,20 @@ impl Engine {
         verified: &VerifiedToken,
         request: &DecisionRequest,
         now: i64,
+        data: Option<&TenantData>,
     ) -> Result<cedar_glue::Evaluation, RequestError> {
         let action = cedar_glue::action_uid(&self.bundle, &request.action)?;
         let resource_uid = cedar_glue::uid(
             cedar_glue::entity_type(&self.bundle, &request.resource.entity_type)?,
             &request.resource.id,
         );
+        let resource_stored = self.bundle.stored.contains(resource_uid.type_name());
+        if resource_stored && !request.resource.attrs.is_empty() {
+            return Err(RequestError::StoredAttributes(sanitize(
+                &request.resource.entity_type,
+                80,
+            )));
+        }
         let mut context = cedar_glue::token_context(&verified.principal, now);
         for (key, value) in &request.context {
             if RESERVED_CONTEXT_KEYS.contains(&key.as_str()) {
@@ -78,11 +129,17 @@ impl Engine {
             return Err(RequestError::Schema(why.clone()));
         }
         let mut entities: Vec<Entity> = Vec::with_capacity(3 + self.bundle.static_entities.len());
-        entities.push(verified.entity.clone());
-        // The principal's own entity and the bundle's static entities are authoritative: a
-        // request cannot redefine them through resource attributes.
+        match data {
+            Some(data) => self.join_data(data, verified, &resource_uid, &mut entities)?,
+            None => entities.push(verified.entity.clone()),
+        }
+        // The principal's own entity, the bundle's static entities and stored entities are
+        // authoritative: a request cannot redefine them through resource attributes.
         let mut checked = true;
-        if resource_uid != verified.uid && !self.bundle.static_uids.contains(&resource_uid) {
+        if resource_uid != verified.uid
+            && !resource_stored
+            && !self.bundle.static_uids.contains(&resource_uid)
+        {
             checked = cedar_glue::resource_attrs_conform(
                 &self.bundle,
                 &request.resource.entity_type,
@@ -132,6 +189,29 @@ impl Engine {
         )
     }
 
+    /// The principal's entity (merged with its stored one, if any) and the stored entities the
+    /// decision rests on: the principal's stored ancestors, the resource and its ancestors.
+    fn join_data(
+        &self,
+        data: &TenantData,
+        verified: &VerifiedToken,
+        resource: &EntityUid,
+        entities: &mut Vec<Entity>,
+    ) -> Result<(), RequestError> {
+        let mut seen = HashSet::from([verified.uid.clone()]);
+        let mut starts: Vec<EntityUid> = Vec::new();
+        match data.stored(&verified.uid) {
+            Some(stored) => {
+                entities.push(merge_principal(&verified.entity, stored)?);
+                starts.extend(stored.parents.iter().cloned());
+            }
+            None => entities.push(verified.entity.clone()),
+        }
+        starts.push(resource.clone());
+        let depth = self.bundle.compiled().settings.data.max_depth;
+        data.ancestors_into(starts, depth, &mut seen, entities)
+    }
+
     /// Decide for an explicit, already-authenticated principal (no token).
     pub fn decide_trusted(&self, request: &TrustedRequest, now: i64) -> Decision {
         let summary = RequestSummary::of(&request.action, &request.resource);
@@ -143,12 +223,18 @@ impl Engine {
             roles: Vec::new(),
             mfa: None,
         });
-        let result = self.evaluate_trusted(request);
+        let data = self.decision_data(request.tenant.as_deref());
+        let data_revision = data
+            .as_ref()
+            .ok()
+            .and_then(|d| d.as_ref().map(|d| d.revision()));
+        let result = data.and_then(|data| self.evaluate_trusted(request, data.as_deref()));
         let asked = Asked {
             request: summary,
             principal,
             token: TokenIdentity::default(),
             now,
+            data_revision,
         };
         self.conclude(result, asked)
     }
@@ -156,6 +242,7 @@ impl Engine {
     fn evaluate_trusted(
         &self,
         request: &TrustedRequest,
+        data: Option<&TenantData>,
     ) -> Result<cedar_glue::Evaluation, RequestError> {
         if let Some(tenant) = &request.tenant
             && !self.bundle.compiled().tenants.contains_key(tenant)
@@ -194,11 +281,39 @@ impl Engine {
                     reference: "entities".into(),
                     reason: e.to_string(),
                 })?;
-            entities.extend(
-                parsed
-                    .into_iter()
-                    .filter(|e| !self.bundle.is_schema_action(&e.uid())),
-            );
+            for entity in parsed {
+                let uid = entity.uid();
+                if self.bundle.stored.contains(uid.type_name()) {
+                    return Err(RequestError::StoredAttributes(sanitize(
+                        &uid.type_name().to_string(),
+                        80,
+                    )));
+                }
+                if !self.bundle.is_schema_action(&uid) {
+                    entities.push(entity);
+                }
+            }
+        }
+        if let Some(data) = data {
+            for (reference, uid) in [
+                (&request.principal, &principal),
+                (&request.resource, &resource),
+            ] {
+                if !reference.attrs.is_empty() && self.bundle.stored.contains(uid.type_name()) {
+                    return Err(RequestError::StoredAttributes(sanitize(
+                        &reference.entity_type,
+                        80,
+                    )));
+                }
+            }
+            let mut seen: HashSet<EntityUid> = entities.iter().map(Entity::uid).collect();
+            let depth = self.bundle.compiled().settings.data.max_depth;
+            data.ancestors_into(
+                [principal.clone(), resource.clone()],
+                depth,
+                &mut seen,
+                &mut entities,
+            )?;
         }
         // The principal's and the resource's `attrs`, as in token mode (no parents: give an
         // entity with parents in `entities` instead); an entity given twice is ambiguous.

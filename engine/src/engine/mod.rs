@@ -2,6 +2,7 @@
 
 mod assemble;
 mod authenticate;
+mod data;
 mod evaluate;
 mod request;
 
@@ -104,6 +105,8 @@ pub struct Engine {
     /// Bumped whenever an issuer's keys change: a signature checked against an older
     /// generation's key is not trusted (the key may have just been removed).
     key_generation: AtomicU64,
+    /// The tenants' stored data, by tenant.
+    data: RwLock<HashMap<String, Arc<crate::data::TenantData>>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -133,6 +136,7 @@ impl Engine {
             counter: AtomicU64::new(0),
             seed: options.decision_ids.seed(),
             key_generation: AtomicU64::new(0),
+            data: RwLock::new(HashMap::new()),
         }
     }
 

@@ -10,6 +10,9 @@
 // Signs tokens with the development keys.
 #[cfg(feature = "mint")]
 mod key_rotation;
+// Signs tokens with the development keys.
+#[cfg(feature = "mint")]
+mod data;
 mod trusted;
 // Checks the built-in pure-Rust crypto.
 #[cfg(feature = "rust-crypto")]

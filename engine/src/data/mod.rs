@@ -1,0 +1,698 @@
+//! Authorization data: the Cedar entities tenants store (reports with their departments,
+//! departments in divisions, teams, folders, shares), as the engine holds them between
+//! decisions.
+//!
+//! The bundle declares which entity types are stored (`settings.data.stored`). A stored entity
+//! belongs to exactly one tenant: its id starts with the tenant's name and a `/`
+//! (`Report::"acme/q3"`), and a declared `tenant` attribute, filled in when left out, names the
+//! same tenant. Its parents are the same tenant's stored entities or bundle-wide ones (entities
+//! of types that are not stored, such as the token roles' `Role::"FinanceAnalyst"`). Every
+//! entity is validated against the schema whenever it enters the engine — on a write, and again
+//! when a host hands over a snapshot or changes it fetched: a stored entity is as hostile as a
+//! request until it has been checked.
+//!
+//! Hosts hand the engine data as documents ([`DataDocument`]): a tenant's snapshot at a
+//! revision, or its changes since one. The engine does no I/O.
+
+mod graph;
+
+use crate::bundle::{Bundle, DataSettings, MAX_DATA_DEPTH, SchemaInfo};
+use crate::error::{BundleProblem, SourceLocation, sanitize};
+use cedar_policy::{Entity, EntityTypeName, EntityUid, RestrictedExpression};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::collections::{HashMap, HashSet};
+use std::str::FromStr;
+use std::sync::Arc;
+
+/// The largest data document (a snapshot or a set of changes) the engine reads.
+pub const MAX_DATA_DOCUMENT: usize = 64 * 1024 * 1024;
+
+/// The largest stored entity, as JSON text.
+pub const MAX_ENTITY_BYTES: usize = 64 * 1024;
+
+/// The stored entity types of a bundle's settings, each checked against the schema.
+pub(crate) fn stored_types(
+    settings: &DataSettings,
+    info: Option<&SchemaInfo>,
+    problems: &mut Vec<BundleProblem>,
+) -> HashSet<EntityTypeName> {
+    let mut stored = HashSet::new();
+    let mut fail = |message: String| {
+        problems
+            .push(BundleProblem::new("settings", message).at(SourceLocation::file("bundle.json")));
+    };
+    if !(1..=MAX_DATA_DEPTH).contains(&settings.max_depth) {
+        fail(format!(
+            "`data.max_depth` must be between 1 and {MAX_DATA_DEPTH}"
+        ));
+    }
+    if settings.stored.is_empty() {
+        return stored;
+    }
+    let Some(info) = info else {
+        fail("stored entity types (`data.stored`) need a schema to be validated against".into());
+        return stored;
+    };
+    for name in &settings.stored {
+        let shown = sanitize(name, 80);
+        if info.shape(name).is_none() {
+            let known = info.entity_types.keys().map(String::as_str);
+            let hint = crate::error::did_you_mean(name, known)
+                .map(|s| format!(" (did you mean `{s}`?)"))
+                .unwrap_or_default();
+            fail(format!(
+                "`data.stored`: the schema declares no entity type `{shown}`{hint}"
+            ));
+            continue;
+        }
+        let Ok(ty) = EntityTypeName::from_str(name) else {
+            fail(format!(
+                "`data.stored`: `{shown}` is not an entity type name"
+            ));
+            continue;
+        };
+        if !stored.insert(ty) {
+            fail(format!("`data.stored` names `{shown}` twice"));
+        }
+    }
+    stored
+}
+
+/// A tenant's data document: its snapshot at `revision` (`entities`), or its changes from
+/// `since` to `revision` (`changes`). What `GET /v1/data/{tenant}` serves and every host hands
+/// to [`crate::Engine::load_tenant_data`].
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataDocument {
+    /// The tenant.
+    pub tenant: String,
+    /// The revision the document brings the tenant's data to.
+    pub revision: u64,
+    /// For changes: the revision they start from (the revision the host holds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<u64>,
+    /// For a snapshot: every entity (Cedar entity JSON).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub entities: Vec<Value>,
+    /// For changes: each change, in revision order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<DataChange>,
+}
+
+impl DataDocument {
+    /// A tenant's snapshot with no entities, at revision 0: what a tenant that never stored
+    /// anything has.
+    pub fn empty(tenant: &str) -> Self {
+        Self {
+            tenant: tenant.to_owned(),
+            ..Self::default()
+        }
+    }
+}
+
+/// One change of a tenant's data: the entity as it is after `revision`, or `None` when that
+/// revision deleted it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataChange {
+    /// The revision that made the change.
+    pub revision: u64,
+    /// The entity's type.
+    #[serde(rename = "type")]
+    pub entity_type: String,
+    /// The entity's id.
+    pub id: String,
+    /// The entity after the change (Cedar entity JSON), `null` when deleted.
+    #[serde(default)]
+    pub entity: Option<Value>,
+}
+
+/// One write asked of a tenant's data.
+#[derive(Clone, Debug, PartialEq)]
+pub enum EntityWrite {
+    /// Store this entity (Cedar entity JSON), replacing the one with its uid.
+    Put(Value),
+    /// Delete the entity with this type and id.
+    Delete {
+        /// Its type.
+        entity_type: String,
+        /// Its id.
+        id: String,
+    },
+}
+
+/// A write checked against the schema and the tenant's data: the entity before and after, as
+/// canonical Cedar entity JSON.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CheckedWrite {
+    /// The entity's type.
+    pub entity_type: String,
+    /// The entity's id.
+    pub id: String,
+    /// The entity as stored before the write.
+    pub before: Option<Value>,
+    /// The entity after the write; `None` for a delete.
+    pub after: Option<Value>,
+}
+
+/// Tenant data that cannot be used: refused writes, and documents a host handed over that do
+/// not hold together. Nothing of a refused write or document is kept.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DataError {
+    /// Not JSON, or not the shape of a data document or an entity.
+    #[error("malformed data: {0}")]
+    Malformed(String),
+    /// Over a size bound.
+    #[error("{what} is {size} bytes, over the limit of {max}")]
+    TooLarge {
+        /// What is too large.
+        what: &'static str,
+        /// Its size.
+        size: usize,
+        /// The bound.
+        max: usize,
+    },
+    /// The bundle has no such tenant.
+    #[error("unknown tenant `{0}`")]
+    UnknownTenant(String),
+    /// The entity's type is not one the bundle stores.
+    #[error("`{entity}`: `{entity_type}` is not a stored entity type (the bundle stores {stored})")]
+    NotStored {
+        /// The entity.
+        entity: String,
+        /// Its type.
+        entity_type: String,
+        /// The stored types.
+        stored: String,
+    },
+    /// The entity is not this tenant's: its id lacks the `<tenant>/` prefix, or its `tenant`
+    /// attribute names another tenant.
+    #[error("`{entity}` is not tenant `{tenant}`'s: {reason}")]
+    OtherTenant {
+        /// The entity.
+        entity: String,
+        /// The tenant written to.
+        tenant: String,
+        /// Why.
+        reason: String,
+    },
+    /// The entity does not conform to the schema.
+    #[error("`{entity}` does not match the schema: {reason}")]
+    Schema {
+        /// The entity.
+        entity: String,
+        /// Cedar's reason.
+        reason: String,
+    },
+    /// A parent of a stored type in another tenant.
+    #[error("`{entity}`: parent `{parent}` is in another tenant")]
+    ParentTenant {
+        /// The entity.
+        entity: String,
+        /// The parent.
+        parent: String,
+    },
+    /// The entity would be its own ancestor.
+    #[error("`{entity}` would be its own ancestor (a parent cycle)")]
+    Cycle {
+        /// The entity.
+        entity: String,
+    },
+    /// The entity would be in a chain of parents longer than the bundle allows.
+    #[error("`{entity}` would be in a chain of more than {max} parent levels")]
+    Depth {
+        /// The entity.
+        entity: String,
+        /// `settings.data.max_depth`.
+        max: usize,
+    },
+    /// The entity is one of the bundle's own (static) entities.
+    #[error("`{entity}` is an entity of the bundle, not of a tenant")]
+    Static {
+        /// The entity.
+        entity: String,
+    },
+    /// The same entity twice in one write or document.
+    #[error("`{entity}` is given twice")]
+    Duplicate {
+        /// The entity.
+        entity: String,
+    },
+    /// Changes that do not start at the revision the engine holds (fetch a snapshot), or
+    /// revisions out of order.
+    #[error("changes from revision {since} cannot apply to revision {held}: {reason}")]
+    Revision {
+        /// The revision the engine holds for the tenant.
+        held: u64,
+        /// The revision the changes start from.
+        since: u64,
+        /// Why.
+        reason: &'static str,
+    },
+}
+
+impl DataError {
+    /// The stable code of this error.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Malformed(_) => "data_malformed",
+            Self::TooLarge { .. } => "data_too_large",
+            Self::UnknownTenant(_) => "data_tenant",
+            Self::NotStored { .. } => "data_type",
+            Self::OtherTenant { .. } => "data_other_tenant",
+            Self::Schema { .. } => "data_schema",
+            Self::ParentTenant { .. } => "data_parent_tenant",
+            Self::Cycle { .. } => "data_cycle",
+            Self::Depth { .. } => "data_depth",
+            Self::Static { .. } => "data_static",
+            Self::Duplicate { .. } => "data_duplicate",
+            Self::Revision { .. } => "data_revision",
+        }
+    }
+}
+
+/// What [`crate::Engine::load_tenant_data`] loaded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DataLoaded {
+    /// The tenant.
+    pub tenant: String,
+    /// Its revision now.
+    pub revision: u64,
+    /// Its entities now.
+    pub entities: usize,
+}
+
+/// One stored entity: Cedar's entity, its parents, and (for principal types, which decisions
+/// merge with the token's entity) its attributes.
+#[derive(Debug)]
+pub(crate) struct Stored {
+    pub entity: Entity,
+    pub parents: Vec<EntityUid>,
+    pub attrs: Option<HashMap<String, RestrictedExpression>>,
+}
+
+/// A tenant's stored entities at one revision, indexed by uid and by parent.
+#[derive(Clone, Debug)]
+pub struct TenantData {
+    tenant: String,
+    revision: u64,
+    entities: HashMap<EntityUid, Arc<Stored>>,
+    /// Parent → the stored entities that name it as a parent.
+    children: HashMap<EntityUid, HashSet<EntityUid>>,
+}
+
+impl TenantData {
+    /// A tenant with no data, at revision 0.
+    pub fn new(tenant: &str) -> Self {
+        Self {
+            tenant: tenant.to_owned(),
+            revision: 0,
+            entities: HashMap::new(),
+            children: HashMap::new(),
+        }
+    }
+
+    /// The tenant.
+    pub fn tenant(&self) -> &str {
+        &self.tenant
+    }
+
+    /// The revision.
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
+
+    /// The number of entities.
+    pub fn len(&self) -> usize {
+        self.entities.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.entities.is_empty()
+    }
+
+    /// The entity with this type and id, as canonical Cedar entity JSON.
+    pub fn get(&self, entity_type: &str, id: &str) -> Option<Value> {
+        let uid = parse_uid(entity_type, id).ok()?;
+        self.entities.get(&uid).map(|s| entity_json(&s.entity))
+    }
+
+    /// The snapshot document of this data.
+    pub fn document(&self) -> DataDocument {
+        let mut entities: Vec<(String, Value)> = self
+            .entities
+            .iter()
+            .map(|(uid, s)| (uid.to_string(), entity_json(&s.entity)))
+            .collect();
+        entities.sort_by(|a, b| a.0.cmp(&b.0));
+        DataDocument {
+            tenant: self.tenant.clone(),
+            revision: self.revision,
+            entities: entities.into_iter().map(|(_, e)| e).collect(),
+            ..DataDocument::default()
+        }
+    }
+
+    /// Check `writes` against the schema and this data, as one change: every entity is this
+    /// tenant's, of a stored type, conforms to the schema, has parents in this tenant (or
+    /// bundle-wide), and no parent cycle or chain deeper than the bundle's `max_depth` results.
+    ///
+    /// # Errors
+    /// The first write that is refused, and why.
+    pub fn check_writes(
+        &self,
+        bundle: &Bundle,
+        writes: Vec<EntityWrite>,
+    ) -> Result<Vec<CheckedWrite>, DataError> {
+        let staged = self.stage(bundle, writes)?;
+        Ok(staged
+            .writes()
+            .map(|(uid, after)| CheckedWrite {
+                entity_type: uid.type_name().to_string(),
+                id: uid.id().unescaped().to_owned(),
+                before: self.entities.get(uid).map(|s| entity_json(&s.entity)),
+                after: after.map(|s| entity_json(&s.entity)),
+            })
+            .collect())
+    }
+
+    /// Apply a data document: a snapshot replaces everything; changes must start at this
+    /// data's revision.
+    ///
+    /// # Errors
+    /// A document for another tenant, changes that do not start here, or an entity that is
+    /// refused; nothing is applied then.
+    pub fn apply(&mut self, bundle: &Bundle, document: DataDocument) -> Result<(), DataError> {
+        if document.tenant != self.tenant {
+            return Err(DataError::Malformed(format!(
+                "a document for tenant `{}` handed to tenant `{}`'s data",
+                sanitize(&document.tenant, 64),
+                self.tenant
+            )));
+        }
+        let Some(since) = document.since else {
+            if !document.changes.is_empty() {
+                return Err(DataError::Malformed(
+                    "a snapshot (no `since`) has `changes`".into(),
+                ));
+            }
+            let mut fresh = Self::new(&self.tenant);
+            let writes = document.entities.into_iter().map(EntityWrite::Put);
+            fresh.commit(bundle, document.revision, writes.collect())?;
+            *self = fresh;
+            return Ok(());
+        };
+        if !document.entities.is_empty() {
+            return Err(DataError::Malformed(
+                "changes (with `since`) have `entities`".into(),
+            ));
+        }
+        let refused = |reason| DataError::Revision {
+            held: self.revision,
+            since,
+            reason,
+        };
+        if since != self.revision {
+            return Err(refused("the data is at another revision; fetch a snapshot"));
+        }
+        if document.revision < since {
+            return Err(refused("the document's revision is before `since`"));
+        }
+        // The last change of each entity is its state at `revision`.
+        let mut last: HashMap<EntityUid, usize> = HashMap::new();
+        let mut previous = since;
+        for (i, change) in document.changes.iter().enumerate() {
+            if change.revision <= since
+                || change.revision > document.revision
+                || change.revision < previous
+            {
+                return Err(refused("a change's revision is out of order or range"));
+            }
+            previous = change.revision;
+            last.insert(parse_uid(&change.entity_type, &change.id)?, i);
+        }
+        let mut writes = Vec::with_capacity(last.len());
+        for (i, change) in document.changes.into_iter().enumerate() {
+            let uid = parse_uid(&change.entity_type, &change.id)?;
+            if last.get(&uid) != Some(&i) {
+                continue;
+            }
+            writes.push(match change.entity {
+                Some(entity) => {
+                    let named = entity_uid_of(&entity);
+                    if named.as_ref() != Some(&uid) {
+                        return Err(DataError::Malformed(format!(
+                            "the change of `{}` holds another entity",
+                            sanitize(&uid.to_string(), 120)
+                        )));
+                    }
+                    EntityWrite::Put(entity)
+                }
+                None => EntityWrite::Delete {
+                    entity_type: change.entity_type,
+                    id: change.id,
+                },
+            });
+        }
+        self.commit(bundle, document.revision, writes)
+    }
+
+    /// Check `writes` and apply them as `revision`.
+    ///
+    /// # Errors
+    /// As [`TenantData::check_writes`]; nothing is applied then.
+    pub fn commit(
+        &mut self,
+        bundle: &Bundle,
+        revision: u64,
+        writes: Vec<EntityWrite>,
+    ) -> Result<(), DataError> {
+        let changes = self.stage(bundle, writes)?.into_writes();
+        for (uid, after) in changes {
+            if let Some(old) = self.entities.remove(&uid) {
+                for parent in &old.parents {
+                    if let Some(set) = self.children.get_mut(parent) {
+                        set.remove(&uid);
+                        if set.is_empty() {
+                            self.children.remove(parent);
+                        }
+                    }
+                }
+            }
+            if let Some(new) = after {
+                for parent in &new.parents {
+                    self.children
+                        .entry(parent.clone())
+                        .or_default()
+                        .insert(uid.clone());
+                }
+                self.entities.insert(uid, new);
+            }
+        }
+        self.revision = revision;
+        Ok(())
+    }
+
+    /// `writes` parsed, checked one by one and staged over this data, with the graph checked.
+    fn stage(
+        &self,
+        bundle: &Bundle,
+        writes: Vec<EntityWrite>,
+    ) -> Result<graph::Staged<'_>, DataError> {
+        let mut staged = Vec::with_capacity(writes.len());
+        for write in writes {
+            staged.push(match write {
+                EntityWrite::Put(value) => {
+                    let stored = parse_entity(bundle, &self.tenant, value)?;
+                    (stored.entity.uid(), Some(Arc::new(stored)))
+                }
+                EntityWrite::Delete { entity_type, id } => {
+                    let uid = parse_uid(&entity_type, &id)?;
+                    owned_uid(bundle, &self.tenant, &uid)?;
+                    (uid, None)
+                }
+            });
+        }
+        let staged = graph::Staged::new(self, staged)?;
+        staged.check(bundle.compiled().settings.data.max_depth)?;
+        Ok(staged)
+    }
+
+    pub(crate) fn stored(&self, uid: &EntityUid) -> Option<&Stored> {
+        self.entities.get(uid).map(AsRef::as_ref)
+    }
+
+    /// The stored entities among `starts` and all their stored ancestors, at most `max_depth`
+    /// levels up, added to `out` (skipping uids in `seen`, which gains them).
+    ///
+    /// # Errors
+    /// A chain deeper than `max_depth` (writes refuse those; data loaded before a bundle
+    /// lowered its `max_depth` can have them).
+    pub(crate) fn ancestors_into(
+        &self,
+        starts: impl IntoIterator<Item = EntityUid>,
+        max_depth: usize,
+        seen: &mut HashSet<EntityUid>,
+        out: &mut Vec<Entity>,
+    ) -> Result<(), crate::error::RequestError> {
+        let mut level: Vec<EntityUid> = starts.into_iter().collect();
+        for _ in 0..=max_depth {
+            let mut next = Vec::new();
+            for uid in level {
+                if !seen.insert(uid.clone()) {
+                    continue;
+                }
+                if let Some(stored) = self.entities.get(&uid) {
+                    out.push(stored.entity.clone());
+                    next.extend(stored.parents.iter().cloned());
+                }
+            }
+            if next.is_empty() {
+                return Ok(());
+            }
+            level = next;
+        }
+        if level.iter().all(|uid| seen.contains(uid)) {
+            return Ok(());
+        }
+        Err(crate::error::RequestError::DataDepth(max_depth))
+    }
+}
+
+/// Parse and check one entity for `tenant`.
+pub(crate) fn parse_entity(
+    bundle: &Bundle,
+    tenant: &str,
+    mut value: Value,
+) -> Result<Stored, DataError> {
+    let size = serde_json::to_string(&value).map_or(usize::MAX, |t| t.len());
+    if size > MAX_ENTITY_BYTES {
+        return Err(DataError::TooLarge {
+            what: "an entity",
+            size,
+            max: MAX_ENTITY_BYTES,
+        });
+    }
+    let uid = entity_uid_of(&value).ok_or_else(|| {
+        DataError::Malformed("an entity needs `uid` with a `type` and an `id`".into())
+    })?;
+    owned_uid(bundle, tenant, &uid)?;
+    let shown = || sanitize(&uid.to_string(), 120);
+    // A declared `tenant` attribute is the owning tenant's name, filled in when left out.
+    let type_name = uid.type_name().to_string();
+    let declares_tenant = bundle
+        .entity_shape(&type_name)
+        .is_some_and(|shape| shape.attrs.contains_key("tenant"));
+    if let Some(object) = value.as_object_mut() {
+        let attrs = object
+            .entry("attrs")
+            .or_insert_with(|| Value::Object(Map::new()));
+        if declares_tenant && let Some(attrs) = attrs.as_object_mut() {
+            match attrs.get("tenant") {
+                None => {
+                    attrs.insert("tenant".into(), Value::String(tenant.to_owned()));
+                }
+                Some(Value::String(named)) if named == tenant => {}
+                Some(_) => {
+                    return Err(DataError::OtherTenant {
+                        entity: shown(),
+                        tenant: tenant.to_owned(),
+                        reason: "its `tenant` attribute names another tenant".into(),
+                    });
+                }
+            }
+        }
+        object
+            .entry("parents")
+            .or_insert_with(|| Value::Array(Vec::new()));
+    }
+    let entity =
+        Entity::from_json_value(value, bundle.schema.as_ref()).map_err(|e| DataError::Schema {
+            entity: shown(),
+            reason: sanitize(&e.to_string(), 400),
+        })?;
+    let (_, attrs, parents) = entity.clone().into_inner();
+    let mut parents: Vec<EntityUid> = parents.into_iter().collect();
+    parents.sort_by_key(ToString::to_string);
+    for parent in &parents {
+        if bundle.stored.contains(parent.type_name()) && !in_tenant(tenant, parent) {
+            return Err(DataError::ParentTenant {
+                entity: shown(),
+                parent: sanitize(&parent.to_string(), 120),
+            });
+        }
+    }
+    let types = &bundle.types;
+    let principal_type = *uid.type_name() == types.user || *uid.type_name() == types.client;
+    Ok(Stored {
+        entity,
+        parents,
+        attrs: principal_type.then_some(attrs),
+    })
+}
+
+/// `uid` may be stored by `tenant`: a stored type, the tenant's id prefix, not a bundle entity.
+fn owned_uid(bundle: &Bundle, tenant: &str, uid: &EntityUid) -> Result<(), DataError> {
+    let shown = || sanitize(&uid.to_string(), 120);
+    if !bundle.stored.contains(uid.type_name()) {
+        let mut stored: Vec<String> = bundle.stored.iter().map(|t| format!("`{t}`")).collect();
+        stored.sort();
+        return Err(DataError::NotStored {
+            entity: shown(),
+            entity_type: sanitize(&uid.type_name().to_string(), 80),
+            stored: if stored.is_empty() {
+                "none".into()
+            } else {
+                stored.join(", ")
+            },
+        });
+    }
+    if !in_tenant(tenant, uid) {
+        return Err(DataError::OtherTenant {
+            entity: shown(),
+            tenant: tenant.to_owned(),
+            reason: format!("a stored entity's id starts with `{tenant}/`"),
+        });
+    }
+    if bundle.static_uids.contains(uid) {
+        return Err(DataError::Static { entity: shown() });
+    }
+    Ok(())
+}
+
+/// Whether the uid's id is `<tenant>/<something>`.
+pub(crate) fn in_tenant(tenant: &str, uid: &EntityUid) -> bool {
+    uid.id()
+        .unescaped()
+        .strip_prefix(tenant)
+        .and_then(|rest| rest.strip_prefix('/'))
+        .is_some_and(|rest| !rest.is_empty())
+}
+
+fn parse_uid(entity_type: &str, id: &str) -> Result<EntityUid, DataError> {
+    let ty = EntityTypeName::from_str(entity_type).map_err(|_| {
+        DataError::Malformed(format!(
+            "`{}` is not an entity type name",
+            sanitize(entity_type, 80)
+        ))
+    })?;
+    Ok(EntityUid::from_type_name_and_id(
+        ty,
+        cedar_policy::EntityId::new(id),
+    ))
+}
+
+/// The uid an entity JSON names (`{"type", "id"}`, or Cedar's `{"__entity": …}` form).
+fn entity_uid_of(value: &Value) -> Option<EntityUid> {
+    let uid = value.get("uid")?;
+    let uid = uid.get("__entity").unwrap_or(uid);
+    parse_uid(uid.get("type")?.as_str()?, uid.get("id")?.as_str()?).ok()
+}
+
+fn entity_json(entity: &Entity) -> Value {
+    // An entity parsed from JSON always writes back as JSON.
+    entity.to_json_value().unwrap_or(Value::Null)
+}
