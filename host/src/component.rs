@@ -10,6 +10,7 @@
 
 use crate::crypto;
 use portcullis_engine::{Algorithm, Curve, KeyMaterial, KeyUrl};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
@@ -437,10 +438,36 @@ impl Runtime {
             store,
             bindings,
             generation: None,
+            data_generation: None,
+            data: HashMap::new(),
             decide_ticks: ticks(self.limits.decide_deadline),
             load_ticks: ticks(self.limits.load_deadline),
         })
     }
+}
+
+/// The tenants' stored data every instance decides with. Each [`Pool::publish_data`] makes a
+/// new generation; an instance brings itself to the current one before every call, so a
+/// decision made after a write was published sees it, whichever instance makes it.
+#[derive(Debug, Default)]
+pub struct DataState {
+    /// Bumped on every change.
+    pub generation: u64,
+    /// Each tenant's documents.
+    pub tenants: HashMap<String, TenantDocs>,
+}
+
+/// One tenant's data, as instances load it.
+#[derive(Clone, Debug)]
+pub struct TenantDocs {
+    /// Its revision.
+    pub revision: u64,
+    /// Its snapshot at `revision` (a `DataDocument`, JSON).
+    pub snapshot: Arc<str>,
+    /// The changes that led to `revision` from the revision before it, when that was one
+    /// step: `(since, document)`. An instance at `since` applies these instead of the
+    /// snapshot.
+    pub step: Option<(u64, Arc<str>)>,
 }
 
 /// One component instance: one engine, used by one caller at a time.
@@ -448,6 +475,9 @@ pub struct Instance {
     store: Store<HostState>,
     bindings: wit::Portcullis,
     generation: Option<u64>,
+    /// The data generation it holds, and each tenant's revision.
+    data_generation: Option<u64>,
+    data: HashMap<String, u64>,
     decide_ticks: u64,
     load_ticks: u64,
 }
@@ -467,6 +497,9 @@ impl Instance {
     /// The engine's load or key error, or a sandbox failure.
     pub fn load(&mut self, loaded: &Loaded) -> Result<(), CallError> {
         self.generation = None;
+        // A new engine holds no data.
+        self.data_generation = None;
+        self.data.clear();
         let mut seed = [0u8; 8];
         getrandom::fill(&mut seed).map_err(|e| sandbox(format!("no random seed: {e}")))?;
         self.store.set_epoch_deadline(self.load_ticks);
@@ -488,6 +521,57 @@ impl Instance {
         api.call_set_edge(&mut self.store, &loaded.edge_json)
             .map_err(trap)??;
         self.generation = Some(loaded.generation);
+        Ok(())
+    }
+
+    /// Bring the instance's tenant data to `state`: each tenant whose revision differs gets its
+    /// one-step changes when the instance is at their start, its snapshot otherwise; tenants
+    /// gone from `state` are forgotten.
+    ///
+    /// # Errors
+    /// The engine refused a document (the instance then holds no data generation and syncs
+    /// again next time), or a sandbox failure.
+    pub fn sync_data(&mut self, state: &DataState) -> Result<(), CallError> {
+        if self.data_generation == Some(state.generation) {
+            return Ok(());
+        }
+        self.data_generation = None;
+        self.store.set_epoch_deadline(self.load_ticks);
+        let api = self.bindings.portcullis_engine_engine();
+        for (tenant, docs) in &state.tenants {
+            let held = self.data.get(tenant).copied();
+            if held == Some(docs.revision) {
+                continue;
+            }
+            let step = docs.step.as_ref().filter(|(since, _)| held == Some(*since));
+            // Changes that do not apply (the instance missed a step) fall back to the snapshot.
+            let stepped = match step {
+                Some((_, changes)) => api
+                    .call_load_tenant_data(&mut self.store, changes)
+                    .map_err(trap)?
+                    .ok(),
+                None => None,
+            };
+            let revision = match stepped {
+                Some(revision) => revision,
+                None => api
+                    .call_load_tenant_data(&mut self.store, &docs.snapshot)
+                    .map_err(trap)??,
+            };
+            self.data.insert(tenant.clone(), revision);
+        }
+        let gone: Vec<String> = self
+            .data
+            .keys()
+            .filter(|t| !state.tenants.contains_key(*t))
+            .cloned()
+            .collect();
+        for tenant in gone {
+            api.call_forget_tenant_data(&mut self.store, &tenant)
+                .map_err(trap)?;
+            self.data.remove(&tenant);
+        }
+        self.data_generation = Some(state.generation);
         Ok(())
     }
 
@@ -636,6 +720,9 @@ pub struct Pool {
     runtime: Runtime,
     idle: Mutex<Vec<Instance>>,
     current: arc_swap::ArcSwapOption<Loaded>,
+    data: arc_swap::ArcSwap<DataState>,
+    /// Serializes [`Pool::publish_data`]'s read-modify-write of `data`.
+    publishing: Mutex<()>,
 }
 
 impl std::fmt::Debug for Pool {
@@ -653,7 +740,37 @@ impl Pool {
             runtime,
             idle: Mutex::new(Vec::new()),
             current: arc_swap::ArcSwapOption::empty(),
+            data: arc_swap::ArcSwap::from_pointee(DataState::default()),
+            publishing: Mutex::new(()),
         }
+    }
+
+    /// Make these tenants' documents what every instance decides with from now on (`None`
+    /// forgets a tenant). Returns the new data generation.
+    pub fn publish_data(&self, changes: Vec<(String, Option<TenantDocs>)>) -> u64 {
+        let _one = self
+            .publishing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let now = self.data.load_full();
+        let mut tenants = now.tenants.clone();
+        for (tenant, docs) in changes {
+            match docs {
+                Some(docs) => tenants.insert(tenant, docs),
+                None => tenants.remove(&tenant),
+            };
+        }
+        let generation = now.generation + 1;
+        self.data.store(Arc::new(DataState {
+            generation,
+            tenants,
+        }));
+        generation
+    }
+
+    /// The data every instance decides with.
+    pub fn data(&self) -> Arc<DataState> {
+        self.data.load_full()
     }
 
     /// Make `loaded` what every instance serves from now on (instances reload lazily; call
@@ -683,7 +800,12 @@ impl Pool {
         };
         for mut instance in stale {
             // A stale instance that cannot load is dropped; the next call makes a new one.
-            if instance.load(&loaded).is_ok() {
+            let data = self.data.load_full();
+            if instance
+                .load(&loaded)
+                .and_then(|()| instance.sync_data(&data))
+                .is_ok()
+            {
                 self.lock_idle().push(instance);
             }
         }
@@ -713,11 +835,14 @@ impl Pool {
             Some(instance) => instance,
             None => self.runtime.instantiate()?,
         };
+        let data = self.data.load_full();
         let result = if instance.generation == Some(loaded.generation) {
-            f(&mut instance)
+            Ok(())
         } else {
-            instance.load(&loaded).and_then(|()| f(&mut instance))
-        };
+            instance.load(&loaded)
+        }
+        .and_then(|()| instance.sync_data(&data))
+        .and_then(|()| f(&mut instance));
         if !matches!(result, Err(CallError::Sandbox(_))) {
             self.lock_idle().push(instance);
         }

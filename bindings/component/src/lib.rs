@@ -204,6 +204,23 @@ impl Guest for Component {
         })
     }
 
+    fn load_tenant_data(document_json: String) -> Result<u64, Error> {
+        with_engine(|engine| {
+            engine
+                .load_tenant_data(&document_json)
+                .map(|loaded| loaded.revision)
+                .map_err(|e| error(&e.info()))
+        })
+    }
+
+    fn forget_tenant_data(tenant: String) -> bool {
+        ENGINE.with_borrow(|engine| {
+            engine
+                .as_ref()
+                .is_some_and(|e| e.forget_tenant_data(&tenant))
+        })
+    }
+
     fn set_edge(options_json: String) -> Result<(), Error> {
         let options: EdgeOptions = parse("edge options", &options_json)?;
         let edge = Edge::new(options).map_err(edge_invalid)?;

@@ -219,6 +219,8 @@ export interface Decision {
   principal: PrincipalSummary | null;
   /** Bundle revision. */
   revision: string;
+  /** Revision of the tenant's stored data the decision joined (bundles that store data). */
+  dataRevision?: number;
   /** Unique id of this decision. */
   decisionId: string;
   /** What was asked. */
@@ -481,6 +483,15 @@ export type EdgeVerdict = ForwardVerdict | RespondVerdict;
 export function initialize(options?: InitializeOptions): Promise<void>;
 
 /** A loaded bundle. */
+/** A tenant's stored data: a snapshot (`entities`) or changes since a revision (`since`, `changes`). */
+export interface DataDocument {
+  tenant: string;
+  revision: number;
+  since?: number;
+  entities?: unknown[];
+  changes?: { revision: number; type: string; id: string; entity?: unknown | null }[];
+}
+
 export class Portcullis {
   private constructor();
   /** Load a compiled bundle (object or JSON text). Rejects with `BundleError`. */
@@ -495,6 +506,11 @@ export class Portcullis {
   setIssuerKeys(issuer: string, jwks: JwkSet | string): number;
   /** Fetch every remote issuer's keys now (needs `fetchKeys`). */
   refreshKeys(): Promise<void>;
+  /**
+   * Hand over a tenant's stored data (a snapshot, a user's slice, or changes since the revision
+   * held); returns the revision now held. Throws `RequestError` with a `data_*` code.
+   */
+  loadTenantData(document: DataDocument | string): number;
   /** Decide one request. Never rejects for a bad token: that is an `unauthenticated` decision. */
   decide(request: DecisionRequest): Promise<Decision>;
   /**

@@ -641,6 +641,20 @@ export class Portcullis {
     }
   }
 
+  /**
+   * Hand the engine a tenant's stored data (a data document: an object or JSON text), as the
+   * decision service's `GET /v1/data/{tenant}` or `/v1/data/{tenant}/slice` serves it. Returns
+   * the revision now held. Throws `RequestError` (`data_*` codes); the data held stays.
+   */
+  loadTenantData(document) {
+    const text = typeof document === "string" ? document : toJson(document);
+    try {
+      return this.#engine().loadTenantData(text);
+    } catch (thrown) {
+      rethrow(thrown);
+    }
+  }
+
   /** Fetch every remote issuer's keys now (with `fetchKeys`); rejects with the first failure. */
   async refreshKeys() {
     if (this.#keys === null) {

@@ -265,6 +265,23 @@ impl RawEngine {
         Ok(u32::try_from(count).unwrap_or(u32::MAX))
     }
 
+    /// Hand over a tenant's stored data (a `DataDocument`, JSON text): a snapshot (in a
+    /// browser, the signed-in user's slice) or the changes since the revision held. Returns the
+    /// revision now held.
+    ///
+    /// # Errors
+    /// `data_*` codes; the data held stays as it was.
+    #[wasm_bindgen(js_name = loadTenantData)]
+    pub fn load_tenant_data(&self, document_json: &str) -> Result<f64, JsValue> {
+        let loaded = self
+            .engine
+            .load_tenant_data(document_json)
+            .map_err(|e| convert::error(&e.info()))?;
+        // Revisions count commits: far below 2^53.
+        #[allow(clippy::cast_precision_loss)]
+        Ok(loaded.revision as f64)
+    }
+
     /// Decide one request (`{token?, action, resource, context}`, JSON as UTF-8) at unix time
     /// `now`. A string token comes apart, as UTF-8 (empty: none), so that neither side writes or
     /// reads it as JSON. Returns the decision as JSON text, or a [`Pending`] signature for the
