@@ -80,8 +80,8 @@ pub use crypto::RustCryptoVerifier;
 pub use crypto::sha256;
 pub use crypto::{SignatureBudget, SignatureVerifier};
 pub use data::{
-    CheckedWrite, DataChange, DataDocument, DataError, DataLoaded, EntityWrite, MAX_DATA_DOCUMENT,
-    MAX_ENTITY_BYTES, TenantData,
+    CheckedWrite, DataChange, DataDocument, DataError, DataLoaded, DataSet, EntityWrite,
+    MAX_DATA_DOCUMENT, MAX_ENTITY_BYTES, TenantData,
 };
 pub use decision::{
     AuditRecord, Decision, DecisionError, MAX_ECHOED_ACTION, MAX_ECHOED_RESOURCE, Outcome,

@@ -5,6 +5,7 @@
 pub mod bundle_dir;
 pub mod component;
 pub mod crypto;
+pub mod data_file;
 pub mod log;
 pub mod secrets;
 pub mod service;

@@ -89,6 +89,10 @@ enum Command {
         /// Extra context as a JSON object.
         #[arg(long)]
         context: Option<String>,
+        /// Stored entities to decide with, for bundles that store data: a JSON file
+        /// `{"tenants": {"acme": [entity, …]}}` (default: no stored entities).
+        #[arg(long)]
+        data: Option<PathBuf>,
         /// Evaluation time (unix seconds; default: now).
         #[arg(long)]
         now: Option<i64>,
@@ -429,6 +433,7 @@ fn main() -> ExitCode {
             secrets_dir,
             resource_attrs,
             context,
+            data,
             now,
         } => {
             let (_, loaded) = match bundle_dir::load(&bundle) {
@@ -437,6 +442,9 @@ fn main() -> ExitCode {
             };
             let secrets = SecretSource { dir: secrets_dir }.resolve(&loaded);
             let engine = Engine::new(loaded);
+            if let Err(e) = portcullis::data_file::load(&engine, data.as_deref()) {
+                return usage_error(e);
+            }
             match secrets {
                 Ok(secrets) => {
                     for (name, secret) in secrets {

@@ -19,6 +19,10 @@ pub struct TestFile {
     pub _description: Option<String>,
     /// Evaluation time for every test in the file.
     pub now: i64,
+    /// The stored entities the file's tests decide with, for bundles that store data (default:
+    /// none).
+    #[serde(default)]
+    pub data: Option<portcullis_engine::DataSet>,
     /// The tests.
     pub tests: Vec<PolicyTest>,
 }
@@ -130,6 +134,11 @@ pub fn run(dir: &Path, verbose: bool) -> Result<Summary, String> {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
+        if file.data.is_some() || engine.stores_data() {
+            engine
+                .load_data_set(&file.data.clone().unwrap_or_default())
+                .map_err(|e| format!("{}: `data`: {e} ({})", path.display(), e.code()))?;
+        }
         for test in &file.tests {
             let result = run_one(&engine, &compiled, dir, test, file.now);
             let label = format!("{file_name}: {}", test.name);

@@ -363,3 +363,107 @@ fn a_configuration_file_is_checked_with_positions() {
     );
     std::fs::remove_file(&config).unwrap();
 }
+
+#[test]
+fn check_and_test_decide_with_stored_entities_never_with_a_callers() {
+    let dir = scratch("data");
+    let pack = dir.to_str().unwrap();
+    // The pack stores reports: their department is a stored fact, and the routes stop giving
+    // the report's attributes from the path.
+    std::fs::write(
+        dir.join("bundle.json"),
+        r#"{"data": {"stored": ["Report"]}}"#,
+    )
+    .unwrap();
+    let routes = std::fs::read_to_string(dir.join("routes.json")).unwrap();
+    std::fs::write(
+        dir.join("routes.json"),
+        routes.replace(
+            r#""resource": { "type": "Report", "id": "{tenant}/{id}", "attrs": { "tenant": "{tenant}" } }"#,
+            r#""resource": { "type": "Report", "id": "{tenant}/{id}" }"#,
+        ),
+    )
+    .unwrap();
+    std::fs::remove_dir_all(dir.join("tests")).unwrap();
+    std::fs::create_dir(dir.join("tests")).unwrap();
+    let data = dir.join("data.json");
+    let report = |department: &str| {
+        format!(
+            r#"{{"tenants": {{"acme": [{{"uid": {{"type": "Report", "id": "acme/q3"}}, "attrs": {{"department": "{department}"}}}}]}}}}"#
+        )
+    };
+    std::fs::write(&data, report("risk")).unwrap();
+    let claims = r#"{"oid": "alice", "roles": ["FinanceAnalyst"], "department": "finance"}"#;
+    let (code, token, stderr) = run(&[
+        "token", "--bundle", pack, "--tenant", "acme", "--claims", claims,
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let token = token.trim();
+    let check = |extra: &[&str]| {
+        let mut args = vec![
+            "check",
+            "--bundle",
+            pack,
+            "--token",
+            token,
+            "--action",
+            "view",
+            "--resource",
+            r#"Report::"acme/q3""#,
+        ];
+        args.extend_from_slice(extra);
+        run(&args)
+    };
+    let data_arg = data.to_str().unwrap();
+    // Stored in risk: denied, with the data revision in the decision.
+    let (code, stdout, stderr) = check(&["--data", data_arg]);
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(stdout.contains(r#""data_revision":1"#), "{stdout}");
+    // Moved to finance: allowed.
+    std::fs::write(&data, report("finance")).unwrap();
+    let (code, stdout, _) = check(&["--data", data_arg]);
+    assert_eq!(code, 0, "{stdout}");
+    assert!(stdout.contains("analyst-view-own-department"), "{stdout}");
+    // No data: no facts, denied (not an error about missing data).
+    let (code, stdout, _) = check(&[]);
+    assert_eq!(code, 1, "{stdout}");
+    assert!(!stdout.contains("data_unavailable"), "{stdout}");
+    // The caller cannot supply the department instead.
+    let (code, stdout, _) = check(&[
+        "--resource-attrs",
+        r#"{"tenant": "acme", "department": "finance"}"#,
+    ]);
+    assert_eq!(code, 1, "{stdout}");
+    assert!(stdout.contains("request_stored_attrs"), "{stdout}");
+    // A data file with another tenant's report in acme is refused, with its code.
+    std::fs::write(
+        &data,
+        r#"{"tenants": {"acme": [{"uid": {"type": "Report", "id": "globex/q3"}, "attrs": {}}]}}"#,
+    )
+    .unwrap();
+    let (code, _, stderr) = check(&["--data", data_arg]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("data_other_tenant"), "{stderr}");
+    std::fs::write(&data, "{\"tenants\": {\"acme\": [}").unwrap();
+    let (code, _, stderr) = check(&["--data", data_arg]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("data.json:1:"), "{stderr}");
+
+    // Policy tests carry their data.
+    let test = format!(
+        r#"{{"now": 1767225600, "data": {}, "tests": [
+            {{"name": "stored finance report", "tenant": "acme", "claims": {claims},
+              "action": "view", "resource": {{"type": "Report", "id": "acme/q3"}},
+              "expect": "allow", "reasons": ["analyst-view-own-department"]}},
+            {{"name": "a report not stored", "tenant": "acme", "claims": {claims},
+              "action": "view", "resource": {{"type": "Report", "id": "acme/q4"}},
+              "expect": "deny"}}
+        ]}}"#,
+        report("finance")
+    );
+    std::fs::write(dir.join("tests/stored.json"), test).unwrap();
+    let (code, stdout, stderr) = run(&["test", pack]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("2 passed, 0 failed"), "{stdout}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -111,6 +111,16 @@ impl DataDocument {
     }
 }
 
+/// Several tenants' entities as one document: `{"tenants": {"acme": [entity, …]}}`. The form
+/// of `portcullis check --data`, of policy tests' and conformance cases' `data`: facts for a
+/// test, where there is no store.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataSet {
+    /// Each tenant's entities (Cedar entity JSON).
+    pub tenants: std::collections::BTreeMap<String, Vec<Value>>,
+}
+
 /// One change of a tenant's data: the entity as it is after `revision`, or `None` when that
 /// revision deleted it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -269,6 +279,15 @@ impl DataError {
             Self::Static { .. } => "data_static",
             Self::Duplicate { .. } => "data_duplicate",
             Self::Revision { .. } => "data_revision",
+        }
+    }
+
+    /// The edge shape of this error.
+    pub fn info(&self) -> crate::ErrorInfo {
+        crate::ErrorInfo {
+            code: self.code(),
+            message: self.to_string(),
+            help: None,
         }
     }
 }

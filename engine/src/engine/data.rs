@@ -1,7 +1,7 @@
 //! The tenants' stored data an engine decides with, handed over by the host as documents.
 
 use super::Engine;
-use crate::data::{DataDocument, DataError, DataLoaded, MAX_DATA_DOCUMENT, TenantData};
+use crate::data::{DataDocument, DataError, DataLoaded, DataSet, MAX_DATA_DOCUMENT, TenantData};
 use crate::error::sanitize;
 use std::sync::{Arc, PoisonError};
 
@@ -66,6 +66,36 @@ impl Engine {
         }
         all.insert(tenant, Arc::new(data));
         Ok(loaded)
+    }
+
+    /// Hand over a [`DataSet`]: each of its tenants' entities as their snapshot at revision
+    /// 1, and every other tenant of the bundle with no data (revision 0). For hosts without a
+    /// store (the CLI, tests).
+    ///
+    /// # Errors
+    /// A tenant the bundle does not have, or a refused entity (named with its tenant). Tenants
+    /// loaded before the failing one stay loaded.
+    pub fn load_data_set(&self, set: &DataSet) -> Result<(), DataError> {
+        if let Some(unknown) = set
+            .tenants
+            .keys()
+            .find(|t| !self.bundle.compiled().tenants.contains_key(*t))
+        {
+            return Err(DataError::UnknownTenant(sanitize(unknown, 64)));
+        }
+        for tenant in self.bundle.compiled().tenants.keys() {
+            let document = match set.tenants.get(tenant) {
+                Some(entities) => DataDocument {
+                    tenant: tenant.clone(),
+                    revision: 1,
+                    entities: entities.clone(),
+                    ..DataDocument::default()
+                },
+                None => DataDocument::empty(tenant),
+            };
+            self.apply_tenant_data(document)?;
+        }
+        Ok(())
     }
 
     /// The data held for `tenant`.
