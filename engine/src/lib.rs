@@ -70,9 +70,9 @@ mod wire;
 // The public interface is:
 pub use bundle::{
     BUNDLE_FORMAT, BUNDLE_SIGNATURE_TYPE, Bundle, BundleSources, BundleTrust, ClaimPath,
-    ClaimsConfig, CompiledBundle, DataSettings, EntityTypes, IssuerConfig, KeyUrl, MAX_CLOCK_SKEW,
-    MAX_DATA_DEPTH, MAX_TOKEN_LIFETIME, PolicySource, Preset, SecretRef, Settings, TenantConfig,
-    TenantsFile, TokenSettings, acceptable_key_url,
+    ClaimsConfig, CompiledBundle, DataAccess, DataSettings, EntityTypes, IssuerConfig, KeyUrl,
+    MAX_CLOCK_SKEW, MAX_DATA_DEPTH, MAX_TOKEN_LIFETIME, PolicySource, Preset, SecretRef, Settings,
+    TenantConfig, TenantsFile, TokenSettings, acceptable_key_url,
 };
 pub use claims::{Principal, PrincipalKind};
 #[cfg(feature = "rust-crypto")]

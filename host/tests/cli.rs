@@ -375,6 +375,14 @@ fn check_and_test_decide_with_stored_entities_never_with_a_callers() {
         r#"{"data": {"stored": ["Report"]}}"#,
     )
     .unwrap();
+    // Data calls are authorized as `data.read`/`data.write` on the tenant.
+    let mut schema = std::fs::read_to_string(dir.join("schema.cedarschema")).unwrap();
+    schema.push_str(concat!(
+        "entity Tenant { tenant: String };\n",
+        "action \"data.read\", \"data.write\" appliesTo ",
+        "{ principal: [User, Client], resource: Tenant, context: Session };\n",
+    ));
+    std::fs::write(dir.join("schema.cedarschema"), schema).unwrap();
     let routes = std::fs::read_to_string(dir.join("routes.json")).unwrap();
     std::fs::write(
         dir.join("routes.json"),

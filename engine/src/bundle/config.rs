@@ -289,6 +289,32 @@ pub struct DataSettings {
     /// The most levels of parents a decision follows from the principal and from the resource
     /// (and the most a write may create), 1 to [`MAX_DATA_DEPTH`].
     pub max_depth: usize,
+    /// How the decision service authorizes calls to a tenant's data: action `read` (get,
+    /// list, export, sync) or `write` (put, patch, delete, import) on `resource::"<tenant>"`,
+    /// decided by the bundle's policies from the caller's token.
+    pub access: DataAccess,
+}
+
+/// The actions and resource type data calls are authorized as (`"data": {"access": …}`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataAccess {
+    /// The resource type: a call on tenant `acme`'s data is on `<resource>::"acme"`.
+    pub resource: String,
+    /// The action of reads.
+    pub read: String,
+    /// The action of writes.
+    pub write: String,
+}
+
+impl Default for DataAccess {
+    fn default() -> Self {
+        Self {
+            resource: "Tenant".into(),
+            read: "data.read".into(),
+            write: "data.write".into(),
+        }
+    }
 }
 
 /// The most parent levels a bundle may let stored entities have.
@@ -305,6 +331,7 @@ impl Default for DataSettings {
         Self {
             stored: Vec::new(),
             max_depth: 8,
+            access: DataAccess::default(),
         }
     }
 }

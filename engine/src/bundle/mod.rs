@@ -20,7 +20,7 @@ mod slice;
 
 pub use compile::{BUNDLE_FORMAT, BundleSources, CompiledBundle};
 pub use config::{
-    ClaimPath, ClaimsConfig, DataSettings, EntityTypes, IssuerConfig, MAX_CLOCK_SKEW,
+    ClaimPath, ClaimsConfig, DataAccess, DataSettings, EntityTypes, IssuerConfig, MAX_CLOCK_SKEW,
     MAX_DATA_DEPTH, MAX_TOKEN_LIFETIME, Preset, SecretRef, Settings, TenantConfig, TenantsFile,
     TokenSettings,
 };

@@ -54,6 +54,40 @@ pub(crate) fn stored_types(
         fail("stored entity types (`data.stored`) need a schema to be validated against".into());
         return stored;
     };
+    // Data calls are decided as these actions on this type: a bundle that cannot express
+    // them would refuse every call, so say so now.
+    let access = &settings.access;
+    match info.shape(&access.resource) {
+        None => fail(format!(
+            "`data.access.resource`: the schema declares no entity type `{}` (data calls are \
+             authorized as `{}`/`{}` on it)",
+            sanitize(&access.resource, 80),
+            sanitize(&access.read, 40),
+            sanitize(&access.write, 40)
+        )),
+        Some(_) => {
+            for action in [&access.read, &access.write] {
+                let applies = info.actions.iter().any(|((ty, id), shape)| {
+                    (ty == "Action" || ty.ends_with("::Action"))
+                        && id == action
+                        && shape.resources.contains(&access.resource)
+                });
+                if !applies {
+                    fail(format!(
+                        "`data.access`: the schema has no action `{}` that applies to `{}`",
+                        sanitize(action, 40),
+                        sanitize(&access.resource, 80)
+                    ));
+                }
+            }
+        }
+    }
+    if settings.stored.iter().any(|t| *t == access.resource) {
+        fail(format!(
+            "`data.access.resource` `{}` cannot be a stored type",
+            sanitize(&access.resource, 80)
+        ));
+    }
     for name in &settings.stored {
         let shown = sanitize(name, 80);
         if info.shape(name).is_none() {
@@ -365,6 +399,34 @@ impl TenantData {
             .entities
             .iter()
             .map(|(uid, s)| (uid.to_string(), entity_json(&s.entity)))
+            .collect();
+        entities.sort_by(|a, b| a.0.cmp(&b.0));
+        DataDocument {
+            tenant: self.tenant.clone(),
+            revision: self.revision,
+            entities: entities.into_iter().map(|(_, e)| e).collect(),
+            ..DataDocument::default()
+        }
+    }
+
+    /// The snapshot document of only the entities `starts` names (type, id) and their stored
+    /// ancestors: what a decision about them can join, and nothing else of the tenant (a
+    /// signed-in user's slice, for a browser). Unknown uids are left out.
+    pub fn slice(&self, bundle: &Bundle, starts: &[(String, String)]) -> DataDocument {
+        let uids = starts.iter().filter_map(|(ty, id)| parse_uid(ty, id).ok());
+        let mut seen = HashSet::new();
+        let mut found = Vec::new();
+        // A chain deeper than `max_depth` (loaded under an older bundle) is cut there: the
+        // browser's decision then lacks what the server's would refuse on anyway.
+        let _ = self.ancestors_into(
+            uids,
+            bundle.compiled().settings.data.max_depth,
+            &mut seen,
+            &mut found,
+        );
+        let mut entities: Vec<(String, Value)> = found
+            .iter()
+            .map(|e| (e.uid().to_string(), entity_json(e)))
             .collect();
         entities.sort_by(|a, b| a.0.cmp(&b.0));
         DataDocument {

@@ -11,7 +11,7 @@ use std::path::Path;
 
 const NOW: i64 = 1_767_225_600;
 
-const SCHEMA: &str = r"
+const SCHEMA: &str = r#"
 entity Role;
 entity Division { tenant: String };
 entity Department in [Division] { tenant: String };
@@ -25,8 +25,10 @@ entity Report in [Department, Folder] {
   shared_with?: Set<User>,
 };
 type Session = { mfa: Bool, session_age?: Long, scopes: Set<String>, token_type: String, client_id?: String };
+entity Tenant;
 action view appliesTo { principal: [User], resource: Report, context: Session };
-";
+action "data.read", "data.write" appliesTo { principal: [User], resource: Tenant, context: Session };
+"#;
 
 const POLICIES: &str = r#"
 @id("analyst-own-department")
@@ -522,6 +524,50 @@ fn writes_are_checked_against_the_schema_and_the_graph() {
 }
 
 #[test]
+fn a_slice_holds_the_entities_asked_for_and_their_ancestors_only() {
+    let engine = engine();
+    engine
+        .load_tenant_data(&snapshot("acme", 4, acme_data()))
+        .unwrap();
+    let data = engine.tenant_data("acme").unwrap();
+    let slice = data.slice(
+        engine.bundle(),
+        &[
+            ("User".into(), "acme/bob".into()),
+            ("Report".into(), "acme/q3".into()),
+            ("Report".into(), "acme/nothing".into()),
+        ],
+    );
+    let mut ids: Vec<&str> = slice
+        .entities
+        .iter()
+        .map(|e| e["uid"]["id"].as_str().unwrap())
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(
+        ids,
+        [
+            "acme/audit-team",
+            "acme/bob",
+            "acme/markets",
+            "acme/q3",
+            "acme/risk"
+        ]
+    );
+    assert_eq!(slice.revision, 4);
+    // A browser engine given only the slice decides the slice's requests as the server does.
+    let browser = self::engine();
+    browser
+        .load_tenant_data(&serde_json::to_string(&slice).unwrap())
+        .unwrap();
+    let risk = token("acme", "rita", &["RiskOfficer"], None);
+    assert_eq!(
+        browser.decide(&view(&risk, "acme/q3"), NOW).reasons,
+        engine.decide(&view(&risk, "acme/q3"), NOW).reasons
+    );
+}
+
+#[test]
 fn changes_must_start_at_the_revision_held() {
     let engine = engine();
     engine
@@ -579,6 +625,16 @@ fn stored_types_are_checked_at_load() {
     assert!(depth.contains("max_depth"), "{depth}");
     let twice = bundle_with(&json!({"data": {"stored": ["Report", "Report"]}})).unwrap_err();
     assert!(twice.contains("twice"), "{twice}");
+    let access = bundle_with(&json!({"data": {"stored": ["Report"], "access": {"resource": "Tenant", "read": "view", "write": "data.write"}}}))
+        .unwrap_err();
+    assert!(
+        access.contains("no action `view` that applies to `Tenant`"),
+        "{access}"
+    );
+    let access =
+        bundle_with(&json!({"data": {"stored": ["Report"], "access": {"resource": "Org"}}}))
+            .unwrap_err();
+    assert!(access.contains("no entity type `Org`"), "{access}");
     // A route cannot give a stored type's attributes: the edge would be taking facts from the
     // client.
     let routes = json!({"routes": [{"path": "/r/{tenant}/{id}", "action": "view",
