@@ -82,7 +82,7 @@ pub(crate) fn stored_types(
             }
         }
     }
-    if settings.stored.iter().any(|t| *t == access.resource) {
+    if settings.stored.contains(&access.resource) {
         fail(format!(
             "`data.access.resource` `{}` cannot be a stored type",
             sanitize(&access.resource, 80)
