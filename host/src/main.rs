@@ -15,7 +15,7 @@ mod signing;
 use clap::{CommandFactory, Parser, Subcommand};
 use portcullis::bundle_dir;
 use portcullis::secrets::SecretSource;
-use portcullis::service::{AuditTarget, BundleSource, Credential, Options, Server};
+use portcullis::service::{AuditTarget, BundleSource, Credential, Options, Server, TlsFiles};
 use portcullis_engine::{
     BundleTrust, DecisionRequest, DevIssuer, Edge, EdgeAction, EdgeOptions, Engine, HeaderPairs,
     HttpRequest, KeyCase, ResourceRef,
@@ -214,93 +214,120 @@ enum Command {
         #[arg(long, default_value = "policies/techfin")]
         bundle: PathBuf,
     },
-    /// Serve decisions over HTTP (reloads the bundle on change and on SIGHUP).
-    Serve {
-        /// A JSON file of these options, by their long names (`{"listen": ":8080",
-        /// "audit-mode": "committed"}`): a flag given on the command line wins, then an
-        /// environment variable (`PORTCULLIS_<NAME>`, e.g. `PORTCULLIS_AUDIT_MODE`), then the
-        /// file.
-        #[arg(long, env = "PORTCULLIS_CONFIG")]
-        config: Option<PathBuf>,
-        /// Bundle directory, compiled bundle file, or `https://` URL of a compiled bundle.
-        #[arg(long, env = "PORTCULLIS_BUNDLE")]
-        bundle: String,
-        /// Address of the decision listener: `host:port` (`127.0.0.1:8080`, `[::1]:8080`,
-        /// `localhost:8080`) or `:port` (every IPv4 interface).
-        #[arg(long, env = "PORTCULLIS_LISTEN", default_value = "127.0.0.1:8080", value_parser = listen_address)]
-        listen: std::net::SocketAddr,
-        /// Address of the admin listener (`/v1/bundle`, tenant bundles, `/metrics`), as
-        /// `--listen`; off unless given. Off loopback it needs `--admin-token-file`.
-        #[arg(long, env = "PORTCULLIS_ADMIN_LISTEN", value_parser = listen_address)]
-        admin_listen: Option<std::net::SocketAddr>,
-        /// File holding the bearer credential the admin listener requires.
-        #[arg(long, env = "PORTCULLIS_ADMIN_TOKEN_FILE")]
-        admin_token_file: Option<PathBuf>,
-        /// File holding the bearer credential AuthZEN PEPs must present.
-        #[arg(long, env = "PORTCULLIS_PEP_TOKEN_FILE")]
-        pep_token_file: Option<PathBuf>,
-        /// Directory of HMAC secrets, one file per secret name (else
-        /// `PORTCULLIS_SECRET_<NAME>`).
-        #[arg(long, env = "PORTCULLIS_SECRETS_DIR")]
-        secrets_dir: Option<PathBuf>,
-        /// JWK set of the public keys bundles must be signed with; unsigned bundles are then
-        /// refused from every source.
-        #[arg(long, env = "PORTCULLIS_BUNDLE_KEYS")]
-        bundle_keys: Option<PathBuf>,
-        /// Most items in a batch or AuthZEN `evaluations`.
-        #[arg(long, env = "PORTCULLIS_MAX_BATCH_ITEMS", default_value_t = 1000)]
-        max_batch_items: usize,
-        /// Most connections open at once, per listener.
-        #[arg(long, env = "PORTCULLIS_MAX_CONNECTIONS", default_value_t = 10_000)]
-        max_connections: usize,
-        /// Seconds a request may take from its first byte to its last header.
-        #[arg(long, env = "PORTCULLIS_HEADER_TIMEOUT", default_value_t = 10)]
-        header_timeout: u64,
-        /// Seconds a connection may sit idle between requests.
-        #[arg(long, env = "PORTCULLIS_IDLE_TIMEOUT", default_value_t = 60)]
-        idle_timeout: u64,
-        /// Threads deciding (default: one per core).
-        #[arg(long, env = "PORTCULLIS_DECISION_THREADS")]
-        decision_threads: Option<usize>,
-        /// Decisions (and batch chunks of 16) that may wait for a thread before requests are
-        /// answered 503.
-        #[arg(long, env = "PORTCULLIS_DECISION_QUEUE", default_value_t = 1024)]
-        decision_queue: usize,
-        /// Audit log: `-` for stdout, `off`, or a file to append to.
-        #[arg(long, env = "PORTCULLIS_AUDIT_LOG", default_value = "-")]
-        audit_log: AuditTarget,
-        /// What a decision waits for before it is answered: `best-effort` (nothing; a full
-        /// queue drops records, counted), `no-drop` (room in the queue: a decision is withheld,
-        /// 503, rather than its record lost) or `committed` (its record written and fsynced).
-        #[arg(long, env = "PORTCULLIS_AUDIT_MODE", default_value = "best-effort")]
-        audit_mode: portcullis::service::AuditMode,
-        /// Access log of the decision listener: `off`, `-` (stdout) or a file; one JSON line
-        /// per request (`ts`, `method`, `path` without its query, `status`, `micros`).
-        #[arg(long, env = "PORTCULLIS_ACCESS_LOG", default_value = "off")]
-        access_log: AuditTarget,
-        /// Log lines on standard error: `text` (time, level, message) or `json` (one object a
-        /// line: `ts`, `level`, `msg`).
-        #[arg(long, env = "PORTCULLIS_LOG_FORMAT", default_value = "text")]
-        log_format: portcullis::log::Format,
-        /// Count decisions by tenant in `/metrics` (`portcullis_tenant_decisions_total`): one
-        /// label value per tenant of the bundle, so off by default.
-        #[arg(long, env = "PORTCULLIS_METRICS_TENANTS")]
-        metrics_tenants: bool,
-        /// Audit queue length (records).
-        #[arg(long, env = "PORTCULLIS_AUDIT_QUEUE", default_value_t = 65_536)]
-        audit_queue: usize,
-        /// `no-drop` and `committed`: the longest a decision waits for the audit log, in
-        /// milliseconds, before it is withheld (503).
-        #[arg(long, env = "PORTCULLIS_AUDIT_WAIT_MS", default_value_t = 2000)]
-        audit_wait_ms: u64,
-        /// Seconds between checks of the bundle source for changes.
-        #[arg(long, env = "PORTCULLIS_POLL_SECONDS", default_value_t = 2)]
-        poll_seconds: u64,
-        /// Edge options of `/ext_authz` (JSON file: token sources, identity headers,
-        /// `unmatched`, …), as the Envoy filter's `edge`.
-        #[arg(long, env = "PORTCULLIS_EDGE")]
-        edge: Option<PathBuf>,
-    },
+    /// Serve decisions over HTTP or HTTPS (reloads the bundle on change and on SIGHUP, and the
+    /// certificates on SIGHUP).
+    Serve(Box<ServeArgs>),
+}
+
+/// The options of `portcullis serve`.
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// A JSON file of these options, by their long names (`{"listen": ":8080",
+    /// "audit-mode": "committed"}`): a flag given on the command line wins, then an
+    /// environment variable (`PORTCULLIS_<NAME>`, e.g. `PORTCULLIS_AUDIT_MODE`), then the
+    /// file.
+    #[arg(long, env = "PORTCULLIS_CONFIG")]
+    config: Option<PathBuf>,
+    /// Bundle directory, compiled bundle file, or `https://` URL of a compiled bundle.
+    #[arg(long, env = "PORTCULLIS_BUNDLE")]
+    bundle: String,
+    /// Address of the decision listener: `host:port` (`127.0.0.1:8080`, `[::1]:8080`,
+    /// `localhost:8080`) or `:port` (every IPv4 interface).
+    #[arg(long, env = "PORTCULLIS_LISTEN", default_value = "127.0.0.1:8080", value_parser = listen_address)]
+    listen: std::net::SocketAddr,
+    /// Address of the admin listener (`/v1/bundle`, tenant bundles, `/metrics`), as
+    /// `--listen`; off unless given. Off loopback it needs `--admin-token-file` or mutual
+    /// TLS (`--admin-client-ca`).
+    #[arg(long, env = "PORTCULLIS_ADMIN_LISTEN", value_parser = listen_address)]
+    admin_listen: Option<std::net::SocketAddr>,
+    /// Certificate chain (PEM, the listener's certificate first) of the decision listener,
+    /// which then speaks only TLS (1.2 and 1.3, ALPN `http/1.1`); with `--tls-key`. Read
+    /// again on SIGHUP.
+    #[arg(long, env = "PORTCULLIS_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// Private key of `--tls-cert` (PEM: PKCS #8, RSA or EC; unencrypted). Read again on
+    /// SIGHUP.
+    #[arg(long, env = "PORTCULLIS_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// Certificate chain (PEM) of the admin listener, which then speaks only TLS; with
+    /// `--admin-tls-key`.
+    #[arg(long, env = "PORTCULLIS_ADMIN_TLS_CERT", requires = "admin_listen")]
+    admin_tls_cert: Option<PathBuf>,
+    /// Private key of `--admin-tls-cert` (PEM).
+    #[arg(long, env = "PORTCULLIS_ADMIN_TLS_KEY", requires = "admin_listen")]
+    admin_tls_key: Option<PathBuf>,
+    /// CA certificates (PEM) that the admin listener's clients must present a certificate
+    /// from (mutual TLS; with `--admin-tls-cert`). It authenticates them off loopback as
+    /// `--admin-token-file` does; with both, both are required.
+    #[arg(long, env = "PORTCULLIS_ADMIN_CLIENT_CA", requires = "admin_listen")]
+    admin_client_ca: Option<PathBuf>,
+    /// File holding the bearer credential the admin listener requires.
+    #[arg(long, env = "PORTCULLIS_ADMIN_TOKEN_FILE")]
+    admin_token_file: Option<PathBuf>,
+    /// File holding the bearer credential AuthZEN PEPs must present.
+    #[arg(long, env = "PORTCULLIS_PEP_TOKEN_FILE")]
+    pep_token_file: Option<PathBuf>,
+    /// Directory of HMAC secrets, one file per secret name (else
+    /// `PORTCULLIS_SECRET_<NAME>`).
+    #[arg(long, env = "PORTCULLIS_SECRETS_DIR")]
+    secrets_dir: Option<PathBuf>,
+    /// JWK set of the public keys bundles must be signed with; unsigned bundles are then
+    /// refused from every source.
+    #[arg(long, env = "PORTCULLIS_BUNDLE_KEYS")]
+    bundle_keys: Option<PathBuf>,
+    /// Most items in a batch or AuthZEN `evaluations`.
+    #[arg(long, env = "PORTCULLIS_MAX_BATCH_ITEMS", default_value_t = 1000)]
+    max_batch_items: usize,
+    /// Most connections open at once, per listener.
+    #[arg(long, env = "PORTCULLIS_MAX_CONNECTIONS", default_value_t = 10_000)]
+    max_connections: usize,
+    /// Seconds a request may take from its first byte to its last header.
+    #[arg(long, env = "PORTCULLIS_HEADER_TIMEOUT", default_value_t = 10)]
+    header_timeout: u64,
+    /// Seconds a connection may sit idle between requests.
+    #[arg(long, env = "PORTCULLIS_IDLE_TIMEOUT", default_value_t = 60)]
+    idle_timeout: u64,
+    /// Threads deciding (default: one per core).
+    #[arg(long, env = "PORTCULLIS_DECISION_THREADS")]
+    decision_threads: Option<usize>,
+    /// Decisions (and batch chunks of 16) that may wait for a thread before requests are
+    /// answered 503.
+    #[arg(long, env = "PORTCULLIS_DECISION_QUEUE", default_value_t = 1024)]
+    decision_queue: usize,
+    /// Audit log: `-` for stdout, `off`, or a file to append to.
+    #[arg(long, env = "PORTCULLIS_AUDIT_LOG", default_value = "-")]
+    audit_log: AuditTarget,
+    /// What a decision waits for before it is answered: `best-effort` (nothing; a full
+    /// queue drops records, counted), `no-drop` (room in the queue: a decision is withheld,
+    /// 503, rather than its record lost) or `committed` (its record written and fsynced).
+    #[arg(long, env = "PORTCULLIS_AUDIT_MODE", default_value = "best-effort")]
+    audit_mode: portcullis::service::AuditMode,
+    /// Access log of the decision listener: `off`, `-` (stdout) or a file; one JSON line
+    /// per request (`ts`, `method`, `path` without its query, `status`, `micros`).
+    #[arg(long, env = "PORTCULLIS_ACCESS_LOG", default_value = "off")]
+    access_log: AuditTarget,
+    /// Log lines on standard error: `text` (time, level, message) or `json` (one object a
+    /// line: `ts`, `level`, `msg`).
+    #[arg(long, env = "PORTCULLIS_LOG_FORMAT", default_value = "text")]
+    log_format: portcullis::log::Format,
+    /// Count decisions by tenant in `/metrics` (`portcullis_tenant_decisions_total`): one
+    /// label value per tenant of the bundle, so off by default.
+    #[arg(long, env = "PORTCULLIS_METRICS_TENANTS")]
+    metrics_tenants: bool,
+    /// Audit queue length (records).
+    #[arg(long, env = "PORTCULLIS_AUDIT_QUEUE", default_value_t = 65_536)]
+    audit_queue: usize,
+    /// `no-drop` and `committed`: the longest a decision waits for the audit log, in
+    /// milliseconds, before it is withheld (503).
+    #[arg(long, env = "PORTCULLIS_AUDIT_WAIT_MS", default_value_t = 2000)]
+    audit_wait_ms: u64,
+    /// Seconds between checks of the bundle source for changes.
+    #[arg(long, env = "PORTCULLIS_POLL_SECONDS", default_value_t = 2)]
+    poll_seconds: u64,
+    /// Edge options of `/ext_authz` (JSON file: token sources, identity headers,
+    /// `unmatched`, …), as the Envoy filter's `edge`.
+    #[arg(long, env = "PORTCULLIS_EDGE")]
+    edge: Option<PathBuf>,
 }
 
 fn now_unix() -> i64 {
@@ -362,13 +389,71 @@ fn edge_from(file: Option<&std::path::Path>) -> Result<Edge, String> {
     Edge::new(options).map_err(|e| format!("`{}`: {e}", file.display()))
 }
 
+/// A listener's TLS files from its flags (`--<prefix>tls-cert`, `--<prefix>tls-key`,
+/// `--<prefix>client-ca`): a certificate and its key together, a client CA only with them.
+fn tls_files(
+    prefix: &str,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    client_ca: Option<PathBuf>,
+) -> Result<Option<TlsFiles>, String> {
+    match (cert, key, client_ca) {
+        (Some(cert), Some(key), client_ca) => Ok(Some(TlsFiles {
+            cert,
+            key,
+            client_ca,
+        })),
+        (None, None, None) => Ok(None),
+        (Some(cert), None, _) => Err(format!(
+            "`--{prefix}tls-cert {}` needs `--{prefix}tls-key`, the certificate's private key",
+            cert.display()
+        )),
+        (None, Some(key), _) => Err(format!(
+            "`--{prefix}tls-key {}` needs `--{prefix}tls-cert`, the certificate it is the key of",
+            key.display()
+        )),
+        (None, None, Some(ca)) => Err(format!(
+            "`--{prefix}client-ca {}` needs `--{prefix}tls-cert` and `--{prefix}tls-key`: mutual TLS asks clients for a certificate in a TLS handshake",
+            ca.display()
+        )),
+    }
+}
+
+/// How a listener is reached, for the startup line.
+fn security(tls: Option<&portcullis::service::Tls>) -> &'static str {
+    match tls {
+        None => "",
+        Some(tls) if tls.mutual() => " over mutual TLS",
+        Some(_) => " over TLS",
+    }
+}
+
+/// Log the TLS files of a listener: their names only.
+fn log_tls(listener: &str, tls: Option<&portcullis::service::Tls>) {
+    let Some(tls) = tls else { return };
+    let files = tls.files();
+    let clients = match &files.client_ca {
+        Some(ca) => format!(
+            "; clients must present a certificate from a CA of `{}`",
+            ca.display()
+        ),
+        None => String::new(),
+    };
+    portcullis::log::info(&format!(
+        "the {listener} listener speaks TLS 1.2 and 1.3 only, certificate `{}`, key `{}`{clients}",
+        files.cert.display(),
+        files.key.display()
+    ));
+}
+
 fn usage_error(message: impl std::fmt::Display) -> ExitCode {
     eprintln!("error: {message}");
     ExitCode::from(2)
 }
 
 /// Start the decision service, run `work` against it until it finishes or Ctrl-C / SIGTERM
-/// arrives (SIGHUP reloads the bundle), then shut down gracefully.
+/// arrives (SIGHUP reloads the bundle and the listeners' certificates), then shut down
+/// gracefully.
 fn serve_until(
     options: Options,
     work: impl FnOnce(String) -> std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send>>,
@@ -383,15 +468,17 @@ fn serve_until(
     let result: Result<(), Box<dyn std::error::Error>> = runtime.block_on(async move {
         use tokio::signal::unix::{SignalKind, signal};
         let server = Server::start(options).await?;
-        let base = format!("http://{}", server.addr());
+        let base = server.url();
+        log_tls("decision", server.tls());
+        log_tls("admin", server.admin_tls());
         // One line, so that a supervisor (or a test) reading it has both addresses.
-        match server.admin_addr() {
-            Some(admin) => {
-                portcullis::log::info(&format!(
-                    "serving decisions at {base} (admin at http://{admin})"
-                ));
-            }
-            None => portcullis::log::info(&format!("serving decisions at {base}")),
+        let decisions = format!("serving decisions at {base}{}", security(server.tls()));
+        match server.admin_url() {
+            Some(admin) => portcullis::log::info(&format!(
+                "{decisions} (admin at {admin}{})",
+                security(server.admin_tls())
+            )),
+            None => portcullis::log::info(&decisions),
         }
         let mut hangup = signal(SignalKind::hangup())?;
         let mut terminate = signal(SignalKind::terminate())?;
@@ -762,37 +849,53 @@ fn main() -> ExitCode {
                 })
             })
         }
-        Command::Serve {
-            config: _,
-            bundle,
-            listen,
-            admin_listen,
-            admin_token_file,
-            pep_token_file,
-            secrets_dir,
-            bundle_keys,
-            max_batch_items,
-            max_connections,
-            header_timeout,
-            idle_timeout,
-            decision_threads,
-            decision_queue,
-            audit_log,
-            audit_mode,
-            access_log,
-            log_format,
-            metrics_tenants,
-            audit_queue,
-            audit_wait_ms,
-            poll_seconds,
-            edge,
-        } => {
+        Command::Serve(args) => {
+            let ServeArgs {
+                config: _,
+                bundle,
+                listen,
+                admin_listen,
+                tls_cert,
+                tls_key,
+                admin_tls_cert,
+                admin_tls_key,
+                admin_client_ca,
+                admin_token_file,
+                pep_token_file,
+                secrets_dir,
+                bundle_keys,
+                max_batch_items,
+                max_connections,
+                header_timeout,
+                idle_timeout,
+                decision_threads,
+                decision_queue,
+                audit_log,
+                audit_mode,
+                access_log,
+                log_format,
+                metrics_tenants,
+                audit_queue,
+                audit_wait_ms,
+                poll_seconds,
+                edge,
+            } = *args;
             let source = match BundleSource::parse(&bundle) {
                 Ok(source) => source,
                 Err(e) => return usage_error(e),
             };
             let mut options = Options::new(source, listen);
             options.admin_listen = admin_listen;
+            match (
+                tls_files("", tls_cert, tls_key, None),
+                tls_files("admin-", admin_tls_cert, admin_tls_key, admin_client_ca),
+            ) {
+                (Ok(tls), Ok(admin)) => {
+                    options.tls = tls;
+                    options.admin_tls = admin;
+                }
+                (Err(e), _) | (_, Err(e)) => return usage_error(e),
+            }
             let credential =
                 |file: Option<PathBuf>| file.map(|f| Credential::from_file(&f)).transpose();
             match (credential(admin_token_file), credential(pep_token_file)) {

@@ -4,8 +4,11 @@
 //! crowd of idle or half-open connections cannot keep a health probe or a real request out; only
 //! when every connection is busy is a new one refused.
 //!
-//! HTTP/1.1 only, with keep-alive, through hyper; every request goes to an axum router.
+//! HTTP/1.1 only, with keep-alive, through hyper; every request goes to an axum router. Over
+//! TLS, the handshake counts against the cap like any open connection, and must end within the
+//! header deadline of the connection's acceptance.
 
+use super::tls::Tls;
 use axum::Router;
 use axum::body::Body;
 use hyper::body::Incoming;
@@ -17,7 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
 use tower::ServiceExt as _;
@@ -50,10 +53,14 @@ pub struct ConnectionStats {
     pub open: AtomicU64,
     /// Connections closed to make room at the cap, or for being idle or slow.
     pub closed_idle: AtomicU64,
-    /// Connections closed because their headers did not arrive in time.
+    /// Connections closed because their headers, or their TLS handshake, did not arrive in
+    /// time.
     pub closed_slow: AtomicU64,
     /// Connections refused at the cap (every open connection was busy).
     pub refused: AtomicU64,
+    /// TLS handshakes that failed: plain HTTP, no client certificate or one from another CA,
+    /// no protocol version or cipher suite in common (not those that timed out: `closed_slow`).
+    pub tls_failed: AtomicU64,
 }
 
 /// One connection's state, as the accept loop and the sweeper see it.
@@ -192,13 +199,14 @@ pub fn connection_budget(wanted: usize) -> usize {
     wanted.min(usable.max(16))
 }
 
-/// Serve `router` on `listener` until `stop` turns true; then stop accepting, let requests in
-/// flight finish, and close idle connections.
+/// Serve `router` on `listener` (over TLS when `tls` is given: then only TLS) until `stop`
+/// turns true; then stop accepting, let requests in flight finish, and close idle connections.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: ConnectionLimits,
     stats: Arc<ConnectionStats>,
+    tls: Option<Arc<Tls>>,
     stop: watch::Receiver<bool>,
 ) {
     let max = connection_budget(limits.max_connections);
@@ -254,54 +262,26 @@ pub async fn serve(
         });
         registry.lock().insert(id, Arc::clone(&conn));
         registry.stats.open.fetch_add(1, Ordering::Relaxed);
-        let io = TokioIo::new(Tracked {
+        let tracked = Tracked {
             stream,
             conn: Arc::clone(&conn),
             registry: Arc::clone(&registry),
-        });
-        let (router, registry, mut stop) = (router.clone(), Arc::clone(&registry), stop.clone());
-        let _ = &mut stop;
+        };
+        let (router, registry, tls, stop) = (
+            router.clone(),
+            Arc::clone(&registry),
+            tls.clone(),
+            stop.clone(),
+        );
         tasks.spawn(async move {
-            let service = {
-                let (conn, registry) = (Arc::clone(&conn), Arc::clone(&registry));
-                hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
-                    let _ = conn
-                        .busy
-                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |b| {
-                            (b != u32::MAX).then(|| b + 1)
-                        });
-                    conn.reading.store(false, Ordering::SeqCst);
-                    let (conn, registry) = (Arc::clone(&conn), Arc::clone(&registry));
-                    let response = router.clone().oneshot(request.map(Body::new));
-                    async move {
-                        let response = response.await;
-                        // A connection marked for closing keeps its mark.
-                        let _ = conn
-                            .busy
-                            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |b| {
-                                (b != u32::MAX).then(|| b.saturating_sub(1))
-                            });
-                        conn.since.store(registry.now(), Ordering::SeqCst);
-                        response
+            match tls {
+                None => drive(tracked, router, &conn, &registry, limits, stop).await,
+                Some(tls) => {
+                    if let Some(stream) =
+                        handshake(tracked, &tls, &conn, &registry, limits, &stop).await
+                    {
+                        drive(stream, router, &conn, &registry, limits, stop).await;
                     }
-                })
-            };
-            let http = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                // The sweeper enforces both deadlines; this is hyper's own backstop.
-                .header_read_timeout(limits.header_timeout + limits.idle_timeout)
-                .keep_alive(true)
-                .serve_connection(io, service);
-            tokio::pin!(http);
-            let stopped = async move {
-                let _ = stop.wait_for(|s| *s).await;
-            };
-            tokio::select! {
-                _ = &mut http => {}
-                () = conn.close.notified() => {}
-                () = stopped => {
-                    http.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(Duration::from_secs(10), &mut http).await;
                 }
             }
             registry.lock().remove(&id);
@@ -312,4 +292,142 @@ pub async fn serve(
     // Requests in flight finish (each connection shuts down gracefully on `stop`).
     while tasks.join_next().await.is_some() {}
     sweeper.abort();
+}
+
+/// Answer a client that speaks plain HTTP to a TLS listener (it sent no TLS handshake) with a
+/// 400 that says so, and close. Its bytes are read before and after the answer (at most 64 KiB,
+/// within the handshake's deadline): a socket closed with unread bytes is reset, and a reset
+/// can destroy the answer before the client reads it.
+async fn refuse_plain_http(stream: &mut TcpStream) {
+    let body = r#"{"code":"request_invalid","message":"this listener speaks TLS: use https://"}"#;
+    let answer = format!(
+        "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let mut sink = [0u8; 4096];
+    let _ = stream.read(&mut sink).await;
+    if stream.write_all(answer.as_bytes()).await.is_err() || stream.shutdown().await.is_err() {
+        return;
+    }
+    let mut drained = 0;
+    while drained < 64 << 10 {
+        match stream.read(&mut sink).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => drained += n,
+        }
+    }
+}
+
+/// The TLS handshake of a new connection, within the header deadline from the moment it was
+/// accepted (a client that connects and sends nothing does not keep its place until the idle
+/// deadline), and cut short when the connection is closed to make room or the listener stops.
+/// `None` when it failed or was cut short; a client that sent plain HTTP is answered 400.
+async fn handshake(
+    tracked: Tracked,
+    tls: &Tls,
+    conn: &Conn,
+    registry: &Registry,
+    limits: ConnectionLimits,
+    stop: &watch::Receiver<bool>,
+) -> Option<tokio_rustls::server::TlsStream<Tracked>> {
+    let acceptor = tls.acceptor();
+    let shake = async move {
+        // A TLS connection opens with a handshake record (content type 22).
+        let mut first = [0u8; 1];
+        if tracked.stream.peek(&mut first).await.ok()? == 0 {
+            return None;
+        }
+        if first != [22] {
+            registry.stats.tls_failed.fetch_add(1, Ordering::Relaxed);
+            let mut tracked = tracked;
+            refuse_plain_http(&mut tracked.stream).await;
+            return None;
+        }
+        match acceptor.accept(tracked).await {
+            Ok(stream) => Some(stream),
+            Err(_) => {
+                registry.stats.tls_failed.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+        }
+    };
+    let mut stop = stop.clone();
+    let stream = tokio::select! {
+        done = tokio::time::timeout(limits.header_timeout, shake) => match done {
+            Ok(stream) => stream,
+            Err(_) => {
+                // Counted once, here or by the sweeper (a handshake that began but did not end).
+                if conn.busy.swap(u32::MAX, Ordering::SeqCst) != u32::MAX {
+                    registry.stats.closed_slow.fetch_add(1, Ordering::Relaxed);
+                }
+                None
+            }
+        },
+        () = conn.close.notified() => None,
+        _ = stop.wait_for(|s| *s) => None,
+    }?;
+    // Handshaken, the connection is idle until a request's first byte, as a plain one is when
+    // it opens.
+    if conn.busy.load(Ordering::SeqCst) == u32::MAX {
+        return None;
+    }
+    conn.reading.store(false, Ordering::SeqCst);
+    conn.since.store(registry.now(), Ordering::SeqCst);
+    Some(stream)
+}
+
+/// HTTP/1.1 on one connection until it ends, is closed (idle, slow, or to make room), or the
+/// listener stops (then requests in flight finish first, for at most 10 seconds).
+async fn drive<S>(
+    io: S,
+    router: Router,
+    conn: &Arc<Conn>,
+    registry: &Arc<Registry>,
+    limits: ConnectionLimits,
+    mut stop: watch::Receiver<bool>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = {
+        let (conn, registry) = (Arc::clone(conn), Arc::clone(registry));
+        hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+            let _ = conn
+                .busy
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |b| {
+                    (b != u32::MAX).then(|| b + 1)
+                });
+            conn.reading.store(false, Ordering::SeqCst);
+            let (conn, registry) = (Arc::clone(&conn), Arc::clone(&registry));
+            let response = router.clone().oneshot(request.map(Body::new));
+            async move {
+                let response = response.await;
+                // A connection marked for closing keeps its mark.
+                let _ = conn
+                    .busy
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |b| {
+                        (b != u32::MAX).then(|| b.saturating_sub(1))
+                    });
+                conn.since.store(registry.now(), Ordering::SeqCst);
+                response
+            }
+        })
+    };
+    let http = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        // The sweeper enforces both deadlines; this is hyper's own backstop.
+        .header_read_timeout(limits.header_timeout + limits.idle_timeout)
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(io), service);
+    tokio::pin!(http);
+    let stopped = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    tokio::select! {
+        _ = &mut http => {}
+        () = conn.close.notified() => {}
+        () = stopped => {
+            http.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(Duration::from_secs(10), &mut http).await;
+        }
+    }
 }

@@ -25,6 +25,8 @@ pub struct Metrics {
     latency_sum_nanos: AtomicU64,
     reloads_ok: AtomicU64,
     reloads_failed: AtomicU64,
+    tls_reloads_ok: AtomicU64,
+    tls_reloads_failed: AtomicU64,
     key_fetches_ok: AtomicU64,
     key_fetches_failed: AtomicU64,
     audit_written: AtomicU64,
@@ -126,6 +128,16 @@ impl Metrics {
             &self.reloads_ok
         } else {
             &self.reloads_failed
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Count a reload of a listener's TLS files.
+    pub fn tls_reload(&self, ok: bool) {
+        let counter = if ok {
+            &self.tls_reloads_ok
+        } else {
+            &self.tls_reloads_failed
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }
@@ -260,6 +272,15 @@ impl Metrics {
                 "refused",
             ),
             (
+                "portcullis_tls_reloads_total",
+                "Reloads of a listener's TLS files (SIGHUP) by result.",
+                &self.tls_reloads_ok,
+                &self.tls_reloads_failed,
+                "result",
+                "ok",
+                "refused",
+            ),
+            (
                 "portcullis_key_fetches_total",
                 "JWK set fetches by result.",
                 &self.key_fetches_ok,
@@ -298,7 +319,7 @@ impl Metrics {
             get(&self.audit_refused)
         );
         let c = &self.connections;
-        let counters: [(&str, &str, &AtomicU64); 6] = [
+        let counters: [(&str, &str, &AtomicU64); 7] = [
             (
                 "portcullis_requests_overloaded_total",
                 "Requests answered 503 because the decision queues were full.",
@@ -316,13 +337,18 @@ impl Metrics {
             ),
             (
                 "portcullis_connections_closed_slow_total",
-                "Connections closed because their headers did not arrive in time.",
+                "Connections closed because their headers, or their TLS handshake, did not arrive in time.",
                 &c.closed_slow,
             ),
             (
                 "portcullis_connections_refused_total",
                 "Connections refused at the cap, every open one being busy.",
                 &c.refused,
+            ),
+            (
+                "portcullis_tls_handshake_failures_total",
+                "TLS handshakes that failed: plain HTTP, a client certificate missing or refused, nothing in common.",
+                &c.tls_failed,
             ),
             (
                 "portcullis_connections_open",

@@ -5,9 +5,10 @@
 //! ext_authz (`/ext_authz/*`) — a signed-in user's own tenant bundle (`GET /v1/bundle/tenant`,
 //! authenticated by the user's token) and the health probes. The **admin listener**
 //! (`--admin-listen`, off by default; bound to loopback, or authenticated with
-//! `--admin-token-file`) serves what only operators may see: the whole compiled bundle, any
-//! tenant's bundle, metrics. Every error answers `{"code", "message"}` with a stable code
-//! ([`ErrorCode`]).
+//! `--admin-token-file` or mutual TLS) serves what only operators may see: the whole compiled
+//! bundle, any tenant's bundle, metrics. Either listener can speak TLS instead of plain HTTP
+//! ([`TlsFiles`]; certificates are re-read on [`Server::reload`]). Every error answers
+//! `{"code", "message"}` with a stable code ([`ErrorCode`]).
 //!
 //! Decisions never run on the async workers: they go to a few decision threads through
 //! bounded queues ([`workers`]), a full queue is a 503 with `Retry-After`, and probes never
@@ -27,6 +28,7 @@ pub mod listener;
 mod metrics;
 mod ready;
 mod source;
+mod tls;
 pub mod workers;
 
 pub use admin::{Credential, CredentialError};
@@ -35,6 +37,7 @@ pub use keys::KeyOptions;
 pub use listener::ConnectionLimits;
 pub use metrics::Metrics;
 pub use source::{BundleSource, InsecureUrl, Refusal};
+pub use tls::{Tls, TlsError, TlsFiles};
 pub use workers::WorkerLimits;
 
 use crate::component::{CallError, Decided, Instance, Limits, Loaded, Pool, Runtime, SetupError};
@@ -63,8 +66,14 @@ pub struct Options {
     pub listen: SocketAddr,
     /// The admin listener (bundle, metrics), if any.
     pub admin_listen: Option<SocketAddr>,
-    /// The bearer credential the admin listener requires (required off loopback).
+    /// The bearer credential the admin listener requires (off loopback, this or mutual TLS is
+    /// required).
     pub admin_token: Option<Credential>,
+    /// TLS of the decision listener (then it speaks only TLS).
+    pub tls: Option<TlsFiles>,
+    /// TLS of the admin listener; with `client_ca`, mutual TLS, which authenticates the admin
+    /// listener's clients off loopback as a credential does (both: both are required).
+    pub admin_tls: Option<TlsFiles>,
     /// The bearer credential an AuthZEN PEP must present, if any. It only authenticates the
     /// PEP: the subject of a decision always comes from the request body.
     pub pep_token: Option<Credential>,
@@ -105,9 +114,18 @@ pub struct Options {
 pub enum StartError {
     /// An admin listener off loopback needs a credential.
     #[error(
-        "the admin listener `{0}` is not on loopback: give it a credential with `--admin-token-file`"
+        "the admin listener `{0}` is not on loopback: give it a credential with `--admin-token-file`, or mutual TLS with `--admin-client-ca`"
     )]
     AdminOffLoopback(SocketAddr),
+    /// A listener's TLS files cannot be used (it does not start, in TLS or otherwise).
+    #[error("TLS of the {listener} listener: {source}")]
+    Tls {
+        /// `decision` or `admin`.
+        listener: &'static str,
+        /// Why not.
+        #[source]
+        source: TlsError,
+    },
     /// The edge options do not hold together.
     #[error("edge options: {0}")]
     Edge(#[source] EdgeConfigError),
@@ -213,6 +231,8 @@ impl Options {
             listen,
             admin_listen: None,
             admin_token: None,
+            tls: None,
+            admin_tls: None,
             pep_token: None,
             audit: AuditOptions::default(),
             tenant_metrics: false,
@@ -531,8 +551,11 @@ async fn read_body(shared: &Shared, body: Body, limit: usize) -> Result<String, 
 pub struct Server {
     addr: SocketAddr,
     admin_addr: Option<SocketAddr>,
+    /// The listeners' TLS, decision then admin.
+    tls: [Option<Arc<Tls>>; 2],
     shared: Arc<Shared>,
     reload: Arc<Notify>,
+    reload_tls: Arc<Notify>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -552,14 +575,35 @@ impl Server {
     /// # Errors
     /// The component cannot be set up, the bundle cannot be loaded (a bad bundle at startup is
     /// fatal; later ones are refused), a secret it names cannot be read, an address cannot be
-    /// bound, or the admin listener would be reachable off loopback without a credential.
+    /// bound, a listener's TLS files cannot be used, or the admin listener would be reachable
+    /// off loopback without a credential or mutual TLS.
     pub async fn start(options: Options) -> Result<Self, StartError> {
+        let mutual = options
+            .admin_tls
+            .as_ref()
+            .is_some_and(|tls| tls.client_ca.is_some());
         if let Some(admin) = options.admin_listen
             && !admin.ip().is_loopback()
             && options.admin_token.is_none()
+            && !mutual
         {
             return Err(StartError::AdminOffLoopback(admin));
         }
+        // Before anything slow: a TLS mistake is reported at once, and never served around.
+        let tls = |listener: &'static str, files: &Option<TlsFiles>| {
+            files
+                .clone()
+                .map(|files| Tls::load(files).map(Arc::new))
+                .transpose()
+                .map_err(|source| StartError::Tls { listener, source })
+        };
+        let tls = [
+            tls("decision", &options.tls)?,
+            match options.admin_listen {
+                Some(_) => tls("admin", &options.admin_tls)?,
+                None => None,
+            },
+        ];
         let edge = portcullis_engine::Edge::new(options.edge.clone()).map_err(StartError::Edge)?;
         let edge_json: Arc<str> = Arc::from(serde_json::to_string(edge.options())?);
         let limits = options.limits.clone();
@@ -611,7 +655,7 @@ impl Server {
         let (shutdown, _) = watch::channel(false);
         let mut tasks = Vec::new();
         // Bind a listener and serve `router` on it until shutdown.
-        let listen = async |addr: SocketAddr, router: axum::Router| {
+        let listen = async |addr: SocketAddr, router: axum::Router, tls: &Option<Arc<Tls>>| {
             let bound = |source| StartError::Listen { addr, source };
             let listener = tokio::net::TcpListener::bind(addr).await.map_err(bound)?;
             let bound = listener.local_addr().map_err(bound)?;
@@ -620,6 +664,7 @@ impl Server {
                 router,
                 options.connections,
                 Arc::clone(&shared.metrics.connections),
+                tls.clone(),
                 shutdown.subscribe(),
             ));
             Ok::<_, StartError>((bound, task))
@@ -627,13 +672,14 @@ impl Server {
         let (addr, task) = listen(
             options.listen,
             decide::router(Arc::clone(&shared), options.request_timeout),
+            &tls[0],
         )
         .await?;
         tasks.push(task);
         let admin_addr = match options.admin_listen {
             Some(admin) => {
                 let router = admin::router(Arc::clone(&shared), options.request_timeout);
-                let (bound, task) = listen(admin, router).await?;
+                let (bound, task) = listen(admin, router, &tls[1]).await?;
                 tasks.push(task);
                 Some(bound)
             }
@@ -650,11 +696,20 @@ impl Server {
             Arc::clone(&reload),
             shutdown.subscribe(),
         )));
+        let reload_tls = Arc::new(Notify::new());
+        tasks.push(tokio::spawn(watch_certificates(
+            tls.clone(),
+            Arc::clone(&shared.metrics),
+            Arc::clone(&reload_tls),
+            shutdown.subscribe(),
+        )));
         Ok(Self {
             addr,
             admin_addr,
+            tls,
             shared,
             reload,
+            reload_tls,
             shutdown,
             tasks,
         })
@@ -670,9 +725,33 @@ impl Server {
         self.admin_addr
     }
 
-    /// Check the bundle source now and reload if it changed (what SIGHUP does).
+    /// The decision listener's base URL: `https://<addr>` when it speaks TLS, else `http://`.
+    pub fn url(&self) -> String {
+        url(self.addr, self.tls[0].as_deref())
+    }
+
+    /// The admin listener's base URL, if it has one.
+    pub fn admin_url(&self) -> Option<String> {
+        self.admin_addr
+            .map(|addr| url(addr, self.tls[1].as_deref()))
+    }
+
+    /// The decision listener's TLS, if it speaks TLS.
+    pub fn tls(&self) -> Option<&Tls> {
+        self.tls[0].as_deref()
+    }
+
+    /// The admin listener's TLS, if it has one and it speaks TLS.
+    pub fn admin_tls(&self) -> Option<&Tls> {
+        self.tls[1].as_deref()
+    }
+
+    /// Check the bundle source now and reload if it changed, and read the listeners'
+    /// certificate files again (what SIGHUP does). Both happen in the background: a bad bundle
+    /// or bad certificate files are refused with a log line, and what was served goes on.
     pub fn reload(&self) {
         self.reload.notify_one();
+        self.reload_tls.notify_one();
     }
 
     /// Whether the service is ready (`GET /readyz`): it serves a bundle, and every remote
@@ -701,6 +780,48 @@ impl Server {
         self.shared.audit.finish().await;
         self.shared.access.finish().await;
         Ok(())
+    }
+}
+
+fn url(addr: SocketAddr, tls: Option<&Tls>) -> String {
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    format!("{scheme}://{addr}")
+}
+
+/// On each reload, read the TLS listeners' files again: new ones serve the connections
+/// accepted from then on; files that do not load are refused (logged, counted) and the
+/// previous ones go on.
+async fn watch_certificates(
+    listeners: [Option<Arc<Tls>>; 2],
+    metrics: Arc<Metrics>,
+    reload: Arc<Notify>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            () = reload.notified() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        for (name, tls) in ["decision", "admin"].into_iter().zip(&listeners) {
+            let Some(tls) = tls else { continue };
+            let reloading = Arc::clone(tls);
+            match tokio::task::spawn_blocking(move || reloading.reload()).await {
+                Ok(Ok(())) => {
+                    metrics.tls_reload(true);
+                    crate::log::info(&format!(
+                        "the {name} listener's certificate was read again from `{}`",
+                        tls.files().cert.display()
+                    ));
+                }
+                Ok(Err(e)) => {
+                    metrics.tls_reload(false);
+                    crate::log::error(&format!(
+                        "new TLS files of the {name} listener refused, the previous certificate keeps serving: {e}"
+                    ));
+                }
+                Err(_) => crate::log::error("the certificate reload failed"),
+            }
+        }
     }
 }
 
