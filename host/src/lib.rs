@@ -8,3 +8,4 @@ pub mod crypto;
 pub mod log;
 pub mod secrets;
 pub mod service;
+pub mod store;
