@@ -13,11 +13,17 @@ scripts/setup.sh
 # in the background, so they overlap the compilation below instead of adding to it.
 logs=$(mktemp -d)
 # A failing step ends the script: the installers must not outlive it, writing into `$logs`.
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$logs"' EXIT
+# The throwaway PostgreSQL cluster of the store's tests is stopped (and removed) at exit too.
+pg_dir=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; scripts/postgres.sh stop "$pg_dir" || true; rm -rf "$logs"' EXIT
 scripts/install-wasm-bindgen.sh >"$logs/wasm-bindgen" 2>&1 &
 wasm_bindgen_pid=$!
 scripts/install-envoy.sh >"$logs/envoy" 2>&1 &
 envoy_pid=$!
+# Installs Debian's postgresql if need be; the URL (with the cluster's password) goes to
+# `$pg_dir/url`, not to the log.
+scripts/postgres.sh start "$pg_dir" >/dev/null 2>"$logs/postgres" &
+postgres_pid=$!
 background() { # name pid: waits for a background installer, shows its output, fails with it
   local status=0
   wait "$2" || status=$?
@@ -45,7 +51,10 @@ cargo clippy -p portcullis-js --locked --target wasm32-unknown-unknown -- -D war
 step "docs"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
 
-step "tests (unit, integration, Cedar corpus, Wycheproof, conformance native/component/HTTP, service, doc tests)"
+step "tests (unit, integration, Cedar corpus, Wycheproof, conformance native/component/HTTP, service, store on SQLite and PostgreSQL, doc tests)"
+background postgres "$postgres_pid"
+PORTCULLIS_TEST_POSTGRES=$(cat "$pg_dir/url")
+export PORTCULLIS_TEST_POSTGRES
 cargo test --workspace --locked
 
 step "engine without its built-in crypto (as the component and the JS SDK build it)"

@@ -9,3 +9,4 @@ pub mod data_file;
 pub mod log;
 pub mod secrets;
 pub mod service;
+pub mod store;
