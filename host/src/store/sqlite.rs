@@ -100,6 +100,15 @@ pub struct SqliteStore {
     readers: Mutex<Vec<Connection>>,
 }
 
+/// The file's path.
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A failure inside a call: SQLite's, or the store's own (a conflict, corrupt data).
 enum Fail {
     Db(rusqlite::Error),
