@@ -176,6 +176,18 @@ pub struct PostgresStore {
     idle: Mutex<Vec<Conn>>,
 }
 
+/// Where it connects, never the password.
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("hosts", &self.config.get_hosts())
+            .field("ports", &self.config.get_ports())
+            .field("user", &self.config.get_user())
+            .field("dbname", &self.config.get_dbname())
+            .finish_non_exhaustive()
+    }
+}
+
 /// A failure inside a call: PostgreSQL's, or the store's own (a conflict, corrupt data).
 enum Fail {
     Db(postgres::Error),
@@ -640,6 +652,15 @@ mod tests {
 
     #[test]
     fn bad_urls_do_not_echo_passwords() {
+        let store = PostgresStore {
+            config: "postgres://u:hunter2@localhost:5/db".parse().unwrap(),
+            idle: Mutex::new(Vec::new()),
+        };
+        let debug = format!("{store:?}");
+        assert!(
+            debug.contains("localhost") && !debug.contains("hunter2"),
+            "{debug}"
+        );
         let err = PostgresStore::connect("postgres://u:hunter2@localhost/db?sslmode=bogus")
             .err()
             .unwrap();

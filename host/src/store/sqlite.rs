@@ -100,6 +100,15 @@ pub struct SqliteStore {
     readers: Mutex<Vec<Connection>>,
 }
 
+/// The file's path.
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A failure inside a call: SQLite's, or the store's own (a conflict, corrupt data).
 enum Fail {
     Db(rusqlite::Error),
@@ -556,7 +565,16 @@ fn create_private(path: &Path) -> io::Result<()> {
 mod tests {
     use super::*;
 
-    fn temp_store(name: &str) -> (SqliteStore, PathBuf) {
+    /// A temporary directory, removed when dropped (also when the test fails).
+    struct TempDir(PathBuf);
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn temp_store(name: &str) -> (SqliteStore, TempDir) {
         let dir = std::env::temp_dir().join(format!(
             "portcullis-sqlite-unit-{name}-{}",
             std::process::id()
@@ -564,13 +582,13 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let store = SqliteStore::open(dir.join("data.db")).unwrap();
-        (store, dir)
+        (store, TempDir(dir))
     }
 
     /// Every query of a tenant's data searches a primary key; none scans a table or sorts.
     #[test]
     fn queries_search_an_index() {
-        let (store, dir) = temp_store("plans");
+        let (store, _dir) = temp_store("plans");
         let conn = store.writer.lock().unwrap();
         let queries = [
             REVISION,
@@ -606,15 +624,12 @@ mod tests {
                 "{sql}: {plan:?}"
             );
         }
-        drop(conn);
-        drop(store);
-        std::fs::remove_dir_all(dir).unwrap();
     }
 
     /// Commits are durable: WAL with `synchronous=FULL`; foreign keys are enforced.
     #[test]
     fn connections_are_durable_and_checked() {
-        let (store, dir) = temp_store("pragmas");
+        let (store, _dir) = temp_store("pragmas");
         let conn = store.writer.lock().unwrap();
         let mode: String = conn
             .pragma_query_value(None, "journal_mode", |r| r.get(0))
@@ -626,9 +641,6 @@ mod tests {
             .pragma_query_value(None, "foreign_keys", |r| r.get(0))
             .unwrap();
         assert_eq!((mode.as_str(), sync, fk), ("wal", 2, 1));
-        drop(conn);
-        drop(store);
-        std::fs::remove_dir_all(dir).unwrap();
     }
 
     /// A file from a newer build is refused, not downgraded.
@@ -645,11 +657,10 @@ mod tests {
             )
             .unwrap();
         drop(store);
-        let err = SqliteStore::open(dir.join("data.db")).err().unwrap();
+        let err = SqliteStore::open(dir.0.join("data.db")).err().unwrap();
         assert!(
             matches!(err, StoreError::Incompatible { found, .. } if found == SCHEMA_VERSION + 1),
             "{err}"
         );
-        std::fs::remove_dir_all(dir).unwrap();
     }
 }
