@@ -454,20 +454,43 @@ pub struct DataState {
     /// Bumped on every change.
     pub generation: u64,
     /// Each tenant's documents.
-    pub tenants: HashMap<String, TenantDocs>,
+    pub tenants: HashMap<String, Arc<TenantDocs>>,
 }
 
 /// One tenant's data, as instances load it.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct TenantDocs {
-    /// Its revision.
-    pub revision: u64,
-    /// Its snapshot at `revision` (a `DataDocument`, JSON).
-    pub snapshot: Arc<str>,
-    /// The changes that led to `revision` from the revision before it, when that was one
+    /// The data, natively.
+    pub data: Arc<portcullis_engine::TenantData>,
+    /// The changes that led to its revision from the revision before it, when that was one
     /// step: `(since, document)`. An instance at `since` applies these instead of the
     /// snapshot.
     pub step: Option<(u64, Arc<str>)>,
+    /// Its snapshot document, written the first time it is asked for.
+    snapshot: std::sync::OnceLock<Arc<str>>,
+}
+
+impl TenantDocs {
+    /// `data`, reached from the revision before through `step` if given.
+    pub fn new(data: Arc<portcullis_engine::TenantData>, step: Option<(u64, Arc<str>)>) -> Self {
+        Self {
+            data,
+            step,
+            snapshot: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The revision.
+    pub fn revision(&self) -> u64 {
+        self.data.revision()
+    }
+
+    /// The snapshot document (a `DataDocument`, JSON).
+    pub fn snapshot(&self) -> Arc<str> {
+        Arc::clone(self.snapshot.get_or_init(|| {
+            Arc::from(serde_json::to_string(&self.data.document()).unwrap_or_default())
+        }))
+    }
 }
 
 /// One component instance: one engine, used by one caller at a time.
@@ -540,7 +563,7 @@ impl Instance {
         let api = self.bindings.portcullis_engine_engine();
         for (tenant, docs) in &state.tenants {
             let held = self.data.get(tenant).copied();
-            if held == Some(docs.revision) {
+            if held == Some(docs.revision()) {
                 continue;
             }
             let step = docs.step.as_ref().filter(|(since, _)| held == Some(*since));
@@ -555,7 +578,7 @@ impl Instance {
             let revision = match stepped {
                 Some(revision) => revision,
                 None => api
-                    .call_load_tenant_data(&mut self.store, &docs.snapshot)
+                    .call_load_tenant_data(&mut self.store, &docs.snapshot())
                     .map_err(trap)??,
             };
             self.data.insert(tenant.clone(), revision);
@@ -747,7 +770,7 @@ impl Pool {
 
     /// Make these tenants' documents what every instance decides with from now on (`None`
     /// forgets a tenant). Returns the new data generation.
-    pub fn publish_data(&self, changes: Vec<(String, Option<TenantDocs>)>) -> u64 {
+    pub fn publish_data(&self, changes: Vec<(String, Option<Arc<TenantDocs>>)>) -> u64 {
         let _one = self
             .publishing
             .lock()

@@ -15,7 +15,9 @@ mod signing;
 use clap::{CommandFactory, Parser, Subcommand};
 use portcullis::bundle_dir;
 use portcullis::secrets::SecretSource;
-use portcullis::service::{AuditTarget, BundleSource, Credential, Options, Server, TlsFiles};
+use portcullis::service::{
+    AuditTarget, BundleSource, Credential, DataOptions, Options, Server, TlsFiles,
+};
 use portcullis_engine::{
     BundleTrust, DecisionRequest, DevIssuer, Edge, EdgeAction, EdgeOptions, Engine, HeaderPairs,
     HttpRequest, KeyCase, ResourceRef,
@@ -324,6 +326,18 @@ struct ServeArgs {
     /// Seconds between checks of the bundle source for changes.
     #[arg(long, env = "PORTCULLIS_POLL_SECONDS", default_value_t = 2)]
     poll_seconds: u64,
+    /// Where the tenants' stored data is kept, for bundles that store entities: an SQLite file
+    /// (`sqlite:PATH` or a path; created if absent, one process at a time) or a PostgreSQL
+    /// database shared by replicas (`postgres://user@host/db`).
+    #[arg(
+        long,
+        env = "PORTCULLIS_STORE",
+        default_value = "sqlite:portcullis-data.db"
+    )]
+    store: String,
+    /// Milliseconds between checks of the data store for other replicas' writes.
+    #[arg(long, env = "PORTCULLIS_DATA_POLL_MS", default_value_t = 500)]
+    data_poll_ms: u64,
     /// Edge options of `/ext_authz` (JSON file: token sources, identity headers,
     /// `unmatched`, …), as the Envoy filter's `edge`.
     #[arg(long, env = "PORTCULLIS_EDGE")]
@@ -878,6 +892,8 @@ fn main() -> ExitCode {
                 audit_queue,
                 audit_wait_ms,
                 poll_seconds,
+                store,
+                data_poll_ms,
                 edge,
             } = *args;
             let source = match BundleSource::parse(&bundle) {
@@ -933,6 +949,11 @@ fn main() -> ExitCode {
             options.workers.interactive_queue = decision_queue.max(1);
             options.workers.bulk_queue = decision_queue.max(1);
             options.poll_interval = std::time::Duration::from_secs(poll_seconds.max(1));
+            options.data = Some(DataOptions {
+                store,
+                poll_interval: std::time::Duration::from_millis(data_poll_ms.max(10)),
+                ..DataOptions::default()
+            });
             match edge_from(edge.as_deref()) {
                 Ok(edge) => options.edge = edge.options().clone(),
                 Err(e) => return usage_error(e),

@@ -366,34 +366,8 @@ fn a_configuration_file_is_checked_with_positions() {
 
 #[test]
 fn check_and_test_decide_with_stored_entities_never_with_a_callers() {
-    let dir = scratch("data");
+    let dir = common::techfin_storing_reports("cli-data");
     let pack = dir.to_str().unwrap();
-    // The pack stores reports: their department is a stored fact, and the routes stop giving
-    // the report's attributes from the path.
-    std::fs::write(
-        dir.join("bundle.json"),
-        r#"{"data": {"stored": ["Report"]}}"#,
-    )
-    .unwrap();
-    // Data calls are authorized as `data.read`/`data.write` on the tenant.
-    let mut schema = std::fs::read_to_string(dir.join("schema.cedarschema")).unwrap();
-    schema.push_str(concat!(
-        "entity Tenant { tenant: String };\n",
-        "action \"data.read\", \"data.write\" appliesTo ",
-        "{ principal: [User, Client], resource: Tenant, context: Session };\n",
-    ));
-    std::fs::write(dir.join("schema.cedarschema"), schema).unwrap();
-    let routes = std::fs::read_to_string(dir.join("routes.json")).unwrap();
-    std::fs::write(
-        dir.join("routes.json"),
-        routes.replace(
-            r#""resource": { "type": "Report", "id": "{tenant}/{id}", "attrs": { "tenant": "{tenant}" } }"#,
-            r#""resource": { "type": "Report", "id": "{tenant}/{id}" }"#,
-        ),
-    )
-    .unwrap();
-    std::fs::remove_dir_all(dir.join("tests")).unwrap();
-    std::fs::create_dir(dir.join("tests")).unwrap();
     let data = dir.join("data.json");
     let report = |department: &str| {
         format!(

@@ -11,13 +11,13 @@
 
 mod common;
 
-use common::{agent, analyst_token, copy_dir, now, techfin, view_request};
-use portcullis::bundle_dir::{compile, dev_token};
+use common::{Running, agent, analyst_token, copy_dir, now, send, techfin, token_of, view_request};
+use portcullis::bundle_dir::compile;
 use portcullis::component::{CallError, Limits, Loaded, Pool, Runtime};
 use portcullis::service::{
     AuditTarget, BundleSource, InstallError, Options, Refusal, Server, StartError,
 };
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -49,49 +49,6 @@ fn get(agent: &ureq::Agent, url: &str, headers: &[(&str, &str)]) -> (u16, Option
     (status, etag, response.body_mut().read_to_string().unwrap())
 }
 
-/// A service on an ephemeral loopback port, with its own tokio runtime.
-struct Running {
-    runtime: tokio::runtime::Runtime,
-    server: Option<Server>,
-    base: String,
-    /// The admin listener (bundle, metrics), when the options have one.
-    admin: String,
-}
-
-impl Running {
-    fn start(options: Options) -> Self {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let server = runtime.block_on(Server::start(options)).unwrap();
-        let base = format!("http://{}", server.addr());
-        let admin = server
-            .admin_addr()
-            .map(|a| format!("http://{a}"))
-            .unwrap_or_default();
-        Self {
-            runtime,
-            server: Some(server),
-            base,
-            admin,
-        }
-    }
-
-    fn server(&self) -> &Server {
-        self.server.as_ref().unwrap()
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(server) = self.server.take() {
-            self.runtime.block_on(server.shutdown()).unwrap();
-        }
-    }
-}
-
 fn options(bundle: &Path) -> Options {
     let mut options = Options::new(
         BundleSource::Path(bundle.to_path_buf()),
@@ -100,34 +57,6 @@ fn options(bundle: &Path) -> Options {
     options.audit.target = AuditTarget::Off;
     options.admin_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
     options
-}
-
-/// A request with any method and headers: status, headers and body.
-fn send(
-    agent: &ureq::Agent,
-    method: &str,
-    url: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> (u16, ureq::http::HeaderMap, String) {
-    let mut builder = ureq::http::Request::builder().method(method).uri(url);
-    for (name, value) in headers {
-        builder = builder.header(*name, *value);
-    }
-    let mut response = agent.run(builder.body(body.to_vec()).unwrap()).unwrap();
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    (
-        status,
-        headers,
-        response.body_mut().read_to_string().unwrap(),
-    )
-}
-
-fn token_of(dir: &Path, tenant: &str, claims: Value) -> String {
-    let compiled = compile(dir).unwrap();
-    let claims: Map<String, Value> = serde_json::from_value(claims).unwrap();
-    dev_token(&compiled, dir, tenant, 0, &claims, now()).unwrap()
 }
 
 #[test]

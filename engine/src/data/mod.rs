@@ -643,6 +643,28 @@ impl TenantData {
     }
 }
 
+impl Bundle {
+    /// The action and resource a call on `tenant`'s data is authorized as
+    /// (`settings.data.access`): `read` or `write` on `<resource>::"<tenant>"`, with a `tenant`
+    /// attribute naming it when the type declares one (for guardrails such as "nothing crosses
+    /// tenants").
+    pub fn data_access(&self, tenant: &str, write: bool) -> (String, crate::ResourceRef) {
+        let access = &self.compiled().settings.data.access;
+        let action = if write { &access.write } else { &access.read };
+        let mut resource = crate::ResourceRef::new(&access.resource, tenant);
+        if self
+            .entity_shape(&access.resource)
+            .is_some_and(|shape| shape.attrs.contains_key("tenant"))
+        {
+            resource.attrs.insert(
+                "tenant".into(),
+                serde_json::Value::String(tenant.to_owned()),
+            );
+        }
+        (action.clone(), resource)
+    }
+}
+
 /// Parse and check one entity for `tenant`.
 pub(crate) fn parse_entity(
     bundle: &Bundle,

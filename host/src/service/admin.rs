@@ -117,6 +117,7 @@ pub(super) fn router(shared: Arc<Shared>, timeout: Duration) -> Router {
         .route("/v1/bundle/tenants/{tenant}", get(tenant_bundle))
         .route("/metrics", get(metrics))
         .route("/v1/keys", get(ready::keys))
+        .route("/v1/data/{tenant}", get(super::data::admin_sync))
         .route_layer(middleware::from_fn_with_state(
             Arc::clone(&shared),
             require_credential,

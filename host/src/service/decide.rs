@@ -4,8 +4,8 @@
 
 use super::workers::Priority;
 use super::{
-    Early, ErrorCode, Shared, admin, authzen, edge_error, ext_authz, json_response, read_body,
-    ready,
+    Early, ErrorCode, Shared, admin, authzen, data, edge_error, ext_authz, json_response,
+    read_body, ready,
 };
 use crate::component::{CallError, Decided};
 use axum::Router;
@@ -31,6 +31,17 @@ pub(super) fn router(shared: Arc<Shared>, timeout: Duration) -> Router {
         .route("/ext_authz", any(ext_authz::check))
         .route("/ext_authz/{*path}", any(ext_authz::check))
         .route("/v1/bundle/tenant", get(admin::own_tenant_bundle))
+        .route("/v1/data/{tenant}", get(data::sync))
+        .route("/v1/data/{tenant}/entities", get(data::list))
+        .route(
+            "/v1/data/{tenant}/entities/{entity_type}/{*id}",
+            get(data::get_entity)
+                .put(data::put)
+                .patch(data::patch)
+                .delete(data::delete),
+        )
+        .route("/v1/data/{tenant}/import", post(data::import))
+        .route("/v1/data/{tenant}/export", get(data::export))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready::readyz))
         .fallback(not_found)

@@ -20,6 +20,7 @@
 mod admin;
 mod audit;
 mod authzen;
+mod data;
 mod decide;
 mod ext_authz;
 mod http;
@@ -33,6 +34,7 @@ pub mod workers;
 
 pub use admin::{Credential, CredentialError};
 pub use audit::{AuditMode, AuditOptions, AuditTarget};
+pub use data::DataOptions;
 pub use keys::KeyOptions;
 pub use listener::ConnectionLimits;
 pub use metrics::Metrics;
@@ -107,6 +109,9 @@ pub struct Options {
     pub bundle_trust: Option<BundleTrust>,
     /// How ext_authz decides HTTP requests (token sources, identity headers, ...).
     pub edge: EdgeOptions,
+    /// Where the tenants' stored data is kept, for bundles that store entities (`None`: such
+    /// bundles are refused).
+    pub data: Option<DataOptions>,
 }
 
 /// Why the service cannot start, or did not stop cleanly.
@@ -173,6 +178,12 @@ pub enum InstallError {
     /// A secret it names cannot be read.
     #[error(transparent)]
     Secret(#[from] SecretError),
+    /// It stores data and the data store cannot be opened.
+    #[error("the data store cannot be opened: {0}")]
+    Store(#[source] crate::store::StoreError),
+    /// It stores data and the service was started without a store.
+    #[error("the bundle stores entities and this service has no data store (`--store`)")]
+    NoStore,
 }
 
 /// Input bounds, checked before anything is expanded.
@@ -248,6 +259,7 @@ impl Options {
             secrets: SecretSource::default(),
             bundle_trust: None,
             edge: EdgeOptions::default(),
+            data: None,
         }
     }
 }
@@ -369,6 +381,9 @@ struct Shared {
     identity_headers: Vec<String>,
     pep_token: Option<Credential>,
     admin_token: Option<Credential>,
+    /// The data store, opened with the first bundle that stores entities.
+    data: std::sync::OnceLock<Arc<data::Data>>,
+    data_options: Option<DataOptions>,
 }
 
 impl Shared {
@@ -390,6 +405,15 @@ impl Shared {
             .check_bundle(&fetched.bundle)
             .map_err(InstallError::Edge)?;
         let secrets = self.secrets.resolve(&fetched.bundle)?;
+        if !fetched.bundle.compiled().settings.data.stored.is_empty() {
+            // The tenants' data, checked against the new bundle, before any instance serves it.
+            if self.data.get().is_none() {
+                let options = self.data_options.clone().ok_or(InstallError::NoStore)?;
+                let opened = data::Data::open(options).map_err(InstallError::Store)?;
+                let _ = self.data.set(Arc::new(opened));
+            }
+            self.load_all_data(&fetched.bundle);
+        }
         self.keys.follow(&fetched.bundle.remote_issuers());
         let revision = fetched.bundle.revision().to_owned();
         let etag = HeaderValue::from_str(&format!("\"{revision}\""))
@@ -633,6 +657,8 @@ impl Server {
             identity_headers: options.edge.forward.names().map(str::to_owned).collect(),
             pep_token: options.pep_token.clone(),
             admin_token: options.admin_token.clone(),
+            data: std::sync::OnceLock::new(),
+            data_options: options.data.clone(),
         });
         let mut watcher = Watcher::new(
             options.bundle.clone(),
@@ -696,6 +722,13 @@ impl Server {
             Arc::clone(&reload),
             shutdown.subscribe(),
         )));
+        if let Some(data) = &options.data {
+            tasks.push(tokio::spawn(watch_data(
+                Arc::clone(&shared),
+                data.poll_interval,
+                shutdown.subscribe(),
+            )));
+        }
         let reload_tls = Arc::new(Notify::new());
         tasks.push(tokio::spawn(watch_certificates(
             tls.clone(),
@@ -826,6 +859,24 @@ async fn watch_certificates(
 }
 
 /// Poll the bundle source; install each valid new bundle, refuse and report invalid ones.
+/// Poll the data store for other replicas' commits, for as long as the service runs.
+async fn watch_data(shared: Arc<Shared>, every: Duration, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let Some(served) = shared.served.load_full() else {
+            continue;
+        };
+        let polling = Arc::clone(&shared);
+        let polled = tokio::task::spawn_blocking(move || polling.poll_data(&served.bundle)).await;
+        if let Ok(Err(e)) = polled {
+            crate::log::error(&format!("data store: {e}"));
+        }
+    }
+}
+
 async fn watch_bundle(
     mut watcher: Watcher,
     shared: Arc<Shared>,

@@ -176,6 +176,24 @@ pub struct PostgresStore {
     idle: Mutex<Vec<Conn>>,
 }
 
+/// Its connections are closed on a thread of their own: the blocking client runs a runtime of
+/// its own to close one, which panics on a thread that drives async tasks — and the service
+/// drops its store there, at shutdown.
+impl Drop for PostgresStore {
+    fn drop(&mut self) {
+        let idle = std::mem::take(self.idle.get_mut().unwrap_or_else(PoisonError::into_inner));
+        if idle.is_empty() {
+            return;
+        }
+        let closing = std::thread::Builder::new()
+            .name("portcullis-pg-close".into())
+            .spawn(move || drop(idle));
+        if let Ok(thread) = closing {
+            let _ = thread.join();
+        }
+    }
+}
+
 /// Where it connects, never the password.
 impl std::fmt::Debug for PostgresStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

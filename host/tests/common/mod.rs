@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 use portcullis::bundle_dir::{compile, dev_token};
+use portcullis::service::{Options, Server};
 use serde_json::{Map, Value, json};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -64,4 +65,123 @@ pub fn copy_dir(from: &Path, to: &Path) {
             std::fs::copy(entry.path(), &target).unwrap();
         }
     }
+}
+
+/// A service on an ephemeral loopback port, with its own tokio runtime.
+pub struct Running {
+    pub runtime: tokio::runtime::Runtime,
+    pub server: Option<Server>,
+    pub base: String,
+    /// The admin listener (bundle, metrics), when the options have one.
+    pub admin: String,
+}
+
+impl Running {
+    pub fn start(options: Options) -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let server = runtime.block_on(Server::start(options)).unwrap();
+        let base = format!("http://{}", server.addr());
+        let admin = server
+            .admin_addr()
+            .map(|a| format!("http://{a}"))
+            .unwrap_or_default();
+        Self {
+            runtime,
+            server: Some(server),
+            base,
+            admin,
+        }
+    }
+
+    pub fn server(&self) -> &Server {
+        self.server.as_ref().unwrap()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(server) = self.server.take() {
+            self.runtime.block_on(server.shutdown()).unwrap();
+        }
+    }
+}
+
+/// A request with any method and headers: status, headers and body.
+pub fn send(
+    agent: &ureq::Agent,
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, ureq::http::HeaderMap, String) {
+    let mut builder = ureq::http::Request::builder().method(method).uri(url);
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    let mut response = agent.run(builder.body(body.to_vec()).unwrap()).unwrap();
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    (
+        status,
+        headers,
+        response.body_mut().read_to_string().unwrap(),
+    )
+}
+
+pub fn token_of(dir: &Path, tenant: &str, claims: Value) -> String {
+    let compiled = compile(dir).unwrap();
+    let claims: Map<String, Value> = serde_json::from_value(claims).unwrap();
+    dev_token(&compiled, dir, tenant, 0, &claims, now()).unwrap()
+}
+
+/// A scratch copy of the TechFin pack that stores reports: their attributes are stored facts,
+/// the routes stop giving them from the path, data calls are `data.read`/`data.write` on
+/// `Tenant::"<tenant>"`, which back-office clients (`Client in Role::"DataWriter"`) may make
+/// and tenant admins may read. Its policy tests are left out (they give reports' attributes).
+pub fn techfin_storing_reports(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("portcullis-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    copy_dir(&techfin(), &dir);
+    std::fs::write(
+        dir.join("bundle.json"),
+        r#"{"data": {"stored": ["Report"]}}"#,
+    )
+    .unwrap();
+    let mut schema = std::fs::read_to_string(dir.join("schema.cedarschema")).unwrap();
+    schema.push_str(concat!(
+        "entity Tenant { tenant: String };\n",
+        "action \"data.read\", \"data.write\" appliesTo ",
+        "{ principal: [User, Client], resource: Tenant, context: Session };\n",
+    ));
+    std::fs::write(dir.join("schema.cedarschema"), schema).unwrap();
+    std::fs::write(
+        dir.join("policies/data.cedar"),
+        concat!(
+            "@id(\"back-office-data\")\n",
+            "permit (principal is Client in Role::\"DataWriter\", ",
+            "action in [Action::\"data.read\", Action::\"data.write\"], resource is Tenant);\n",
+            "@id(\"admins-read-data\")\n",
+            "permit (principal is User in Role::\"TenantAdmin\", ",
+            "action == Action::\"data.read\", resource is Tenant);\n",
+        ),
+    )
+    .unwrap();
+    let routes = std::fs::read_to_string(dir.join("routes.json")).unwrap();
+    let from = r#""resource": { "type": "Report", "id": "{tenant}/{id}", "attrs": { "tenant": "{tenant}" } }"#;
+    assert!(routes.contains(from), "the TechFin routes changed");
+    std::fs::write(
+        dir.join("routes.json"),
+        routes.replace(
+            from,
+            r#""resource": { "type": "Report", "id": "{tenant}/{id}" }"#,
+        ),
+    )
+    .unwrap();
+    std::fs::remove_dir_all(dir.join("tests")).unwrap();
+    std::fs::create_dir(dir.join("tests")).unwrap();
+    dir
 }
