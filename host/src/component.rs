@@ -858,7 +858,7 @@ impl Pool {
             Some(instance) => instance,
             None => self.runtime.instantiate()?,
         };
-        let data = self.data.load_full();
+        let data = self.data.load();
         let result = if instance.generation == Some(loaded.generation) {
             Ok(())
         } else {

@@ -395,10 +395,13 @@ impl TenantData {
 
     /// The snapshot document of this data.
     pub fn document(&self) -> DataDocument {
-        let mut entities: Vec<(String, Value)> = self
-            .entities
-            .iter()
-            .map(|(uid, s)| (uid.to_string(), entity_json(&s.entity)))
+        self.snapshot_of(self.entities.values().map(|s| &s.entity))
+    }
+
+    /// A snapshot document at this revision holding `entities`, ordered by uid.
+    fn snapshot_of<'a>(&self, entities: impl Iterator<Item = &'a Entity>) -> DataDocument {
+        let mut entities: Vec<(String, Value)> = entities
+            .map(|e| (e.uid().to_string(), entity_json(e)))
             .collect();
         entities.sort_by(|a, b| a.0.cmp(&b.0));
         DataDocument {
@@ -424,17 +427,7 @@ impl TenantData {
             &mut seen,
             &mut found,
         );
-        let mut entities: Vec<(String, Value)> = found
-            .iter()
-            .map(|e| (e.uid().to_string(), entity_json(e)))
-            .collect();
-        entities.sort_by(|a, b| a.0.cmp(&b.0));
-        DataDocument {
-            tenant: self.tenant.clone(),
-            revision: self.revision,
-            entities: entities.into_iter().map(|(_, e)| e).collect(),
-            ..DataDocument::default()
-        }
+        self.snapshot_of(found.iter())
     }
 
     /// Check `writes` against the schema and this data, as one change: every entity is this
@@ -504,6 +497,7 @@ impl TenantData {
         }
         // The last change of each entity is its state at `revision`.
         let mut last: HashMap<EntityUid, usize> = HashMap::new();
+        let mut uids = Vec::with_capacity(document.changes.len());
         let mut previous = since;
         for (i, change) in document.changes.iter().enumerate() {
             if change.revision <= since
@@ -513,11 +507,12 @@ impl TenantData {
                 return Err(refused("a change's revision is out of order or range"));
             }
             previous = change.revision;
-            last.insert(parse_uid(&change.entity_type, &change.id)?, i);
+            let uid = parse_uid(&change.entity_type, &change.id)?;
+            last.insert(uid.clone(), i);
+            uids.push(uid);
         }
         let mut writes = Vec::with_capacity(last.len());
-        for (i, change) in document.changes.into_iter().enumerate() {
-            let uid = parse_uid(&change.entity_type, &change.id)?;
+        for (i, (change, uid)) in document.changes.into_iter().zip(uids).enumerate() {
             if last.get(&uid) != Some(&i) {
                 continue;
             }

@@ -159,15 +159,19 @@ pub(super) fn challenge(message: &str, challenge: &'static str) -> Response {
     response
 }
 
-/// A JSON document with a strong ETag, or 304 when `If-None-Match` names it.
-fn tagged(headers: &HeaderMap, etag: &HeaderValue, json: &str) -> Response {
-    let matches = headers
+/// Whether `If-None-Match` names `etag` (or is `*`).
+pub(super) fn names_etag(headers: &HeaderMap, etag: &HeaderValue) -> bool {
+    headers
         .get_all(header::IF_NONE_MATCH)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .any(|tag| tag.trim() == etag.to_str().unwrap_or("") || tag.trim() == "*");
-    if matches {
+        .any(|tag| tag.trim() == etag.to_str().unwrap_or("") || tag.trim() == "*")
+}
+
+/// A JSON document with a strong ETag, or 304 when `If-None-Match` names it.
+fn tagged(headers: &HeaderMap, etag: &HeaderValue, json: &str) -> Response {
+    if names_etag(headers, etag) {
         return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag.clone())]).into_response();
     }
     (
@@ -228,6 +232,17 @@ async fn tenant_bundle(
 /// `GET /v1/bundle/tenant` (decision listener): the distributable bundle of the tenant whose
 /// issuer verified the caller's bearer token — what a browser loads. Nobody gets another
 /// tenant's configuration, and nobody without a valid token gets any.
+/// The caller's one bearer token, by the engine's rule (RFC 6750: one `Authorization: Bearer`
+/// header); `None` when there is none or it is not one.
+pub(super) fn bearer(headers: &HeaderMap) -> Option<String> {
+    let values: Vec<&[u8]> = headers
+        .get_all(header::AUTHORIZATION)
+        .iter()
+        .map(HeaderValue::as_bytes)
+        .collect();
+    portcullis_engine::bearer_token(&values).ok().flatten()
+}
+
 pub(super) async fn own_tenant_bundle(
     State(shared): State<Arc<Shared>>,
     headers: HeaderMap,
@@ -238,20 +253,7 @@ pub(super) async fn own_tenant_bundle(
             "Bearer realm=\"portcullis\"",
         )
     };
-    let mut values = headers.get_all(header::AUTHORIZATION).iter();
-    let token = match (values.next(), values.next()) {
-        (Some(value), None) => value
-            .to_str()
-            .ok()
-            .and_then(|v| {
-                v.get(..7)
-                    .filter(|p| p.eq_ignore_ascii_case("bearer "))
-                    .and(v.get(7..))
-            })
-            .map(|t| t.trim().to_owned()),
-        _ => None,
-    };
-    let Some(token) = token.filter(|t| !t.is_empty()) else {
+    let Some(token) = bearer(&headers) else {
         return unauthenticated();
     };
     let now = shared.clock.now();

@@ -278,6 +278,32 @@ fn store_error(error: &StoreError) -> Early {
     Box::new(error_response(status, code, &error.to_string()))
 }
 
+/// `f` on tokio's blocking pool (the store blocks); a task that died is a 503.
+async fn blocking<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> Result<R, Early> {
+    tokio::task::spawn_blocking(f).await.map_err(|_| {
+        refused(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the store failed",
+        )
+    })
+}
+
+/// A request body as JSON, or `400 data_malformed` saying where it is not.
+fn parse_json<T: serde::de::DeserializeOwned>(what: &str, text: &str) -> Result<T, Early> {
+    serde_json::from_str(text).map_err(|e| {
+        refused(
+            StatusCode::BAD_REQUEST,
+            "data_malformed",
+            &portcullis_engine::describe_json_error(what, &e),
+        )
+    })
+}
+
+fn not_found() -> Early {
+    refused(StatusCode::NOT_FOUND, "data_not_found", "no such entity")
+}
+
 fn refused(status: StatusCode, code: &str, message: &str) -> Early {
     Box::new(error_response(status, code, message))
 }
@@ -286,21 +312,6 @@ fn refused(status: StatusCode, code: &str, message: &str) -> Early {
 struct Actor {
     principal: String,
     decision_id: String,
-}
-
-/// The caller's one bearer token (RFC 6750 §2.1), or `None`.
-fn bearer(headers: &HeaderMap) -> Option<String> {
-    let mut values = headers.get_all(header::AUTHORIZATION).iter();
-    let (Some(value), None) = (values.next(), values.next()) else {
-        return None;
-    };
-    let value = value.to_str().ok()?;
-    let token = value
-        .get(..7)
-        .filter(|p| p.eq_ignore_ascii_case("bearer "))
-        .and(value.get(7..))?
-        .trim();
-    (!token.is_empty()).then(|| token.to_owned())
 }
 
 /// The bundle, the data layer, and the tenant named in the path, which must be the bundle's.
@@ -355,7 +366,7 @@ async fn authorize(
             "Bearer realm=\"portcullis\"",
         ))
     };
-    let token = bearer(headers).ok_or_else(unauthenticated)?;
+    let token = admin::bearer(headers).ok_or_else(unauthenticated)?;
     let (action, resource) = bundle.data_access(tenant, write);
     let request = json!({
         "action": action,
@@ -445,7 +456,8 @@ fn etag(revision: u64) -> HeaderValue {
     HeaderValue::from_str(&format!("\"{revision}\"")).unwrap_or(HeaderValue::from_static("\"\""))
 }
 
-/// Check, commit, publish and audit `writes` to `tenant`; the new revision and the writes.
+/// Check, commit, publish and audit `writes` to `tenant`; the answer: the new revision, the
+/// number of writes and, for one write, the entity as stored.
 async fn commit(
     shared: &Arc<Shared>,
     bundle: &Arc<Bundle>,
@@ -454,7 +466,7 @@ async fn commit(
     writes: Vec<EntityWrite>,
     actor: &Actor,
     expected: Option<u64>,
-) -> Result<(u64, Vec<CheckedWrite>), Early> {
+) -> Result<Response, Early> {
     let lock = data.lock_for(tenant);
     let _one_writer = lock.lock().await;
     // Another replica's commit between the check and the swap: catch up and check again.
@@ -482,30 +494,15 @@ async fn commit(
         let now = shared.clock.now();
         let store = Arc::clone(&data.store);
         let (tenant_owned, principal) = (tenant.to_owned(), actor.principal.clone());
-        let committed = tokio::task::spawn_blocking(move || {
-            store.commit(&tenant_owned, base, &store_writes, &principal, now)
-        })
-        .await
-        .map_err(|_| {
-            refused(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "the store failed",
-            )
-        })?;
+        let committed =
+            blocking(move || store.commit(&tenant_owned, base, &store_writes, &principal, now))
+                .await?;
         let revision = match committed {
             Ok(revision) => revision,
             Err(StoreError::Conflict { .. }) => {
                 let (shared, bundle) = (Arc::clone(shared), Arc::clone(bundle));
-                tokio::task::spawn_blocking(move || shared.poll_data(&bundle))
-                    .await
-                    .map_err(|_| {
-                        refused(
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            "unavailable",
-                            "the store failed",
-                        )
-                    })?
+                blocking(move || shared.poll_data(&bundle))
+                    .await?
                     .map_err(|e| store_error(&e))?;
                 continue;
             }
@@ -541,7 +538,7 @@ async fn commit(
             // Checked a moment ago against the same data, so not expected: read the tenants
             // again from the store rather than serve a revision the instances do not have.
             let (shared, bundle) = (Arc::clone(shared), Arc::clone(bundle));
-            let _ = tokio::task::spawn_blocking(move || shared.load_all_data(&bundle)).await;
+            let _ = blocking(move || shared.load_all_data(&bundle)).await;
         }
         let lines = checked
             .iter()
@@ -565,7 +562,7 @@ async fn commit(
                 "the audit records of tenant `{tenant}`'s revision {revision} were not written"
             ));
         }
-        return Ok((revision, checked));
+        return Ok(written(revision, &checked));
     }
     Err(refused(
         StatusCode::CONFLICT,
@@ -612,13 +609,7 @@ pub(super) async fn put(
             let (bundle, data) = context(&shared, &tenant)?;
             let actor = authorize(&shared, &headers, &bundle, &tenant, true).await?;
             let text = read_body(&shared, body, MAX_ENTITY_BODY).await?;
-            let mut entity: Value = serde_json::from_str(&text).map_err(|e| {
-                refused(
-                    StatusCode::BAD_REQUEST,
-                    "data_malformed",
-                    &portcullis_engine::describe_json_error("entity", &e),
-                )
-            })?;
+            let mut entity: Value = parse_json("entity", &text)?;
             let Some(object) = entity.as_object_mut() else {
                 return Err(refused(
                     StatusCode::BAD_REQUEST,
@@ -640,7 +631,7 @@ pub(super) async fn put(
                     ));
                 }
             }
-            let (revision, checked) = commit(
+            commit(
                 &shared,
                 &bundle,
                 &data,
@@ -649,8 +640,7 @@ pub(super) async fn put(
                 &actor,
                 if_match(&headers)?,
             )
-            .await?;
-            Ok(written(revision, &checked))
+            .await
         }
         .await,
     )
@@ -678,20 +668,10 @@ pub(super) async fn patch(
                 #[serde(default)]
                 parents: Option<Vec<Value>>,
             }
-            let patch: Patch = serde_json::from_str(&text).map_err(|e| {
-                refused(
-                    StatusCode::BAD_REQUEST,
-                    "data_malformed",
-                    &portcullis_engine::describe_json_error("patch", &e),
-                )
-            })?;
+            let patch: Patch = parse_json("patch", &text)?;
             let docs = held(&shared, &tenant)?;
             let Some(mut entity) = docs.data.get(&entity_type, &id) else {
-                return Err(refused(
-                    StatusCode::NOT_FOUND,
-                    "data_not_found",
-                    "no such entity",
-                ));
+                return Err(not_found());
             };
             if let Some(attrs) = entity.get_mut("attrs").and_then(Value::as_object_mut) {
                 for (name, value) in patch.attrs {
@@ -709,7 +689,7 @@ pub(super) async fn patch(
             }
             // Based on the revision it was read at: a concurrent change is a conflict, not lost.
             let expected = if_match(&headers)?.or(Some(docs.revision()));
-            let (revision, checked) = commit(
+            commit(
                 &shared,
                 &bundle,
                 &data,
@@ -718,8 +698,7 @@ pub(super) async fn patch(
                 &actor,
                 expected,
             )
-            .await?;
-            Ok(written(revision, &checked))
+            .await
         }
         .await,
     )
@@ -741,13 +720,9 @@ pub(super) async fn delete(
                 .get(&entity_type, &id)
                 .is_none()
             {
-                return Err(refused(
-                    StatusCode::NOT_FOUND,
-                    "data_not_found",
-                    "no such entity",
-                ));
+                return Err(not_found());
             }
-            let (revision, checked) = commit(
+            commit(
                 &shared,
                 &bundle,
                 &data,
@@ -756,8 +731,7 @@ pub(super) async fn delete(
                 &actor,
                 if_match(&headers)?,
             )
-            .await?;
-            Ok(written(revision, &checked))
+            .await
         }
         .await,
     )
@@ -775,9 +749,7 @@ pub(super) async fn get_entity(
             let (bundle, _) = context(&shared, &tenant)?;
             authorize(&shared, &headers, &bundle, &tenant, false).await?;
             let docs = held(&shared, &tenant)?;
-            let entity = docs.data.get(&entity_type, &id).ok_or_else(|| {
-                refused(StatusCode::NOT_FOUND, "data_not_found", "no such entity")
-            })?;
+            let entity = docs.data.get(&entity_type, &id).ok_or_else(not_found)?;
             let mut response = super::json_response(StatusCode::OK, json_text(&entity));
             response
                 .headers_mut()
@@ -834,17 +806,10 @@ pub(super) async fn list(
                 None => None,
             };
             let store = Arc::clone(&data.store);
-            let page = tokio::task::spawn_blocking(move || {
+            let page = blocking(move || {
                 store.list(&tenant, query.entity_type.as_deref(), after.as_ref(), limit)
             })
-            .await
-            .map_err(|_| {
-                refused(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "unavailable",
-                    "the store failed",
-                )
-            })?
+            .await?
             .map_err(|e| store_error(&e))?;
             let next = (page.len() == limit)
                 .then(|| page.last().map(|(key, _)| key.to_string()))
@@ -906,7 +871,7 @@ pub(super) async fn import(
                     "the import holds no entity",
                 ));
             }
-            let (revision, checked) = commit(
+            commit(
                 &shared,
                 &bundle,
                 &data,
@@ -915,8 +880,7 @@ pub(super) async fn import(
                 &actor,
                 if_match(&headers)?,
             )
-            .await?;
-            Ok(written(revision, &checked))
+            .await
         }
         .await,
     )
@@ -960,6 +924,7 @@ pub(super) async fn export(
 /// (a snapshot when they are no longer kept); 304 when `If-None-Match` names the revision.
 async fn document(
     shared: &Arc<Shared>,
+    data: &Data,
     tenant: &str,
     query: Option<&str>,
     headers: &HeaderMap,
@@ -967,13 +932,7 @@ async fn document(
     let docs = held(shared, tenant)?;
     let revision = docs.revision();
     let tag = etag(revision);
-    let fresh = headers
-        .get_all(header::IF_NONE_MATCH)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim() == tag.to_str().unwrap_or(""));
-    if fresh {
+    if admin::names_etag(headers, &tag) {
         return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, tag)]).into_response());
     }
     let since = match query {
@@ -997,31 +956,11 @@ async fn document(
             ..DataDocument::default()
         })),
         Some(since) if since < revision => {
-            let store = Arc::clone(
-                &shared
-                    .data
-                    .get()
-                    .ok_or_else(|| {
-                        refused(
-                            StatusCode::NOT_FOUND,
-                            "data_off",
-                            "this service keeps no data",
-                        )
-                    })?
-                    .store,
-            );
+            let store = Arc::clone(&data.store);
             let owned = tenant.to_owned();
-            let changes =
-                tokio::task::spawn_blocking(move || read_changes(store.as_ref(), &owned, since))
-                    .await
-                    .map_err(|_| {
-                        refused(
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            "unavailable",
-                            "the store failed",
-                        )
-                    })?
-                    .map_err(|e| store_error(&e))?;
+            let changes = blocking(move || read_changes(store.as_ref(), &owned, since))
+                .await?
+                .map_err(|e| store_error(&e))?;
             match changes {
                 Some(changes) => Arc::from(json_text(&changes)),
                 None => docs.snapshot(),
@@ -1049,9 +988,9 @@ pub(super) async fn sync(
 ) -> Response {
     either(
         async {
-            let (bundle, _) = context(&shared, &tenant)?;
+            let (bundle, data) = context(&shared, &tenant)?;
             authorize(&shared, &headers, &bundle, &tenant, false).await?;
-            document(&shared, &tenant, query.as_deref(), &headers).await
+            document(&shared, &data, &tenant, query.as_deref(), &headers).await
         }
         .await,
     )
@@ -1067,8 +1006,8 @@ pub(super) async fn admin_sync(
 ) -> Response {
     either(
         async {
-            context(&shared, &tenant)?;
-            document(&shared, &tenant, query.as_deref(), &headers).await
+            let (_, data) = context(&shared, &tenant)?;
+            document(&shared, &data, &tenant, query.as_deref(), &headers).await
         }
         .await,
     )
