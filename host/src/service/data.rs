@@ -374,16 +374,15 @@ async fn authorize(
     })
     .to_string();
     let now = shared.clock.now();
+    let start = std::time::Instant::now();
     let decided: Decided = shared
         .run(Priority::Interactive, move |i| {
             i.decide_with_bearer(&request, Some(&token), now)
         })
         .await?;
-    // The decision is part of the trail: who was let at the data, or turned away.
-    let _ = shared
-        .audit
-        .record_all(vec![decided.audit_json.clone()])
-        .await;
+    // Recorded as every decision is (metrics, key refetch, audit): who was let at the data, or
+    // turned away. A record the audit log does not take withholds the call.
+    shared.record(&decided, start.elapsed()).await?;
     if decided.outcome == "unauthenticated" {
         return Err(unauthenticated());
     }
