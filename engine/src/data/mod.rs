@@ -134,17 +134,6 @@ pub struct DataDocument {
     pub changes: Vec<DataChange>,
 }
 
-impl DataDocument {
-    /// A tenant's snapshot with no entities, at revision 0: what a tenant that never stored
-    /// anything has.
-    pub fn empty(tenant: &str) -> Self {
-        Self {
-            tenant: tenant.to_owned(),
-            ..Self::default()
-        }
-    }
-}
-
 /// Several tenants' entities as one document: `{"tenants": {"acme": [entity, …]}}`. The form
 /// of `portcullis check --data`, of policy tests' and conformance cases' `data`: facts for a
 /// test, where there is no store.
@@ -639,6 +628,37 @@ impl TenantData {
 }
 
 impl Bundle {
+    /// What a decision knows about a resource of a stored type that its tenant does not store:
+    /// only the tenant its id names (`Report::"globex/q3"` is globex's), as a `tenant`
+    /// attribute, when the type declares one and requires no other attribute. A guardrail such
+    /// as "nothing crosses tenants" then holds for resources nobody stored: an acme principal
+    /// asking about `Report::"globex/q3"` is refused by it, not merely found nothing. The fact
+    /// comes from the uid alone, which every stored entity of that tenant would share.
+    pub(crate) fn unstored_entity(&self, uid: &EntityUid) -> Option<Entity> {
+        let type_name = uid.type_name().to_string();
+        if !self.stored.contains(uid.type_name()) {
+            return None;
+        }
+        let shape = self.entity_shape(&type_name)?;
+        let only_tenant_required = shape
+            .attrs
+            .iter()
+            .all(|(name, (_, required))| name == "tenant" || !required);
+        if !shape.attrs.contains_key("tenant") || !only_tenant_required {
+            return None;
+        }
+        let id = uid.id().unescaped();
+        let (tenant, rest) = id.split_once('/')?;
+        if tenant.is_empty() || rest.is_empty() {
+            return None;
+        }
+        let attrs = HashMap::from([(
+            "tenant".to_owned(),
+            RestrictedExpression::new_string(tenant.to_owned()),
+        )]);
+        Entity::new(uid.clone(), attrs, HashSet::new()).ok()
+    }
+
     /// The action and resource a call on `tenant`'s data is authorized as
     /// (`settings.data.access`): `read` or `write` on `<resource>::"<tenant>"`, with a `tenant`
     /// attribute naming it when the type declares one (for guardrails such as "nothing crosses

@@ -68,9 +68,9 @@ impl Engine {
         Ok(loaded)
     }
 
-    /// Hand over a [`DataSet`]: each of its tenants' entities as their snapshot at revision
-    /// 1, and every other tenant of the bundle with no data (revision 0). For hosts without a
-    /// store (the CLI, tests).
+    /// Hand over a [`DataSet`], replacing what the engine holds: a snapshot of every tenant of
+    /// the bundle (with no entities for a tenant the set does not name), at a revision one past
+    /// any held (1 the first time). For hosts without a store (the CLI, tests).
     ///
     /// # Errors
     /// A tenant the bundle does not have, or a refused entity (named with its tenant). Tenants
@@ -84,16 +84,15 @@ impl Engine {
             return Err(DataError::UnknownTenant(sanitize(unknown, 64)));
         }
         for tenant in self.bundle.compiled().tenants.keys() {
-            let document = match set.tenants.get(tenant) {
-                Some(entities) => DataDocument {
-                    tenant: tenant.clone(),
-                    revision: 1,
-                    entities: entities.clone(),
-                    ..DataDocument::default()
-                },
-                None => DataDocument::empty(tenant),
-            };
-            self.apply_tenant_data(document)?;
+            // A revision past any held, so that nothing decided on earlier data (the memo is
+            // keyed by the revision) is taken for a decision on this.
+            let revision = self.tenant_data_revision(tenant).map_or(1, |held| held + 1);
+            self.apply_tenant_data(DataDocument {
+                tenant: tenant.clone(),
+                revision,
+                entities: set.tenants.get(tenant).cloned().unwrap_or_default(),
+                ..DataDocument::default()
+            })?;
         }
         Ok(())
     }

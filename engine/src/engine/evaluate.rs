@@ -209,7 +209,19 @@ impl Engine {
         }
         starts.push(resource.clone());
         let depth = self.bundle.compiled().settings.data.max_depth;
-        data.ancestors_into(starts, depth, &mut seen, entities)
+        data.ancestors_into(starts, depth, &mut seen, entities)?;
+        self.add_unstored(data, resource, entities);
+        Ok(())
+    }
+
+    /// The entity of `uid` when it is of a stored type its tenant does not store (see
+    /// `Bundle::unstored_entity`).
+    fn add_unstored(&self, data: &TenantData, uid: &EntityUid, entities: &mut Vec<Entity>) {
+        if data.stored(uid).is_none()
+            && let Some(entity) = self.bundle.unstored_entity(uid)
+        {
+            entities.push(entity);
+        }
     }
 
     /// Decide for an explicit, already-authenticated principal (no token).
@@ -314,6 +326,8 @@ impl Engine {
                 &mut seen,
                 &mut entities,
             )?;
+            self.add_unstored(data, &principal, &mut entities);
+            self.add_unstored(data, &resource, &mut entities);
         }
         // The principal's and the resource's `attrs`, as in token mode (no parents: give an
         // entity with parents in `entities` instead); an entity given twice is ambiguous.

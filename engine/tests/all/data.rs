@@ -25,7 +25,7 @@ entity Report in [Department, Folder] {
   shared_with?: Set<User>,
 };
 type Session = { mfa: Bool, session_age?: Long, scopes: Set<String>, token_type: String, client_id?: String };
-entity Tenant;
+entity Tenant { tenant: String };
 action view appliesTo { principal: [User], resource: Report, context: Session };
 action "data.read", "data.write" appliesTo { principal: [User], resource: Tenant, context: Session };
 "#;
@@ -42,6 +42,9 @@ permit (principal is User in Role::"RiskOfficer", action == Action::"view", reso
 @id("shared-with-me")
 permit (principal is User, action == Action::"view", resource is Report)
 when { resource has shared_with && resource.shared_with.contains(principal) };
+
+@id("no-cross-tenant")
+forbid (principal, action, resource) when { resource.tenant != principal.tenant };
 
 @id("team-folder")
 permit (principal is User, action == Action::"view", resource is Report)
@@ -320,9 +323,28 @@ fn nothing_of_one_tenant_reaches_another() {
             .decide(&view(&eve_fin, "globex/q3"), NOW)
             .is_allowed()
     );
-    // acme's alice in finance: globex's finance report is not hers.
+    // acme's alice in finance: globex's finance report is not hers. acme's data has no such
+    // report; the decision knows only the tenant its id names, so the guardrail refuses it.
     let alice = token("acme", "alice", &["FinanceAnalyst"], Some("finance"));
-    assert!(!engine.decide(&view(&alice, "globex/q3"), NOW).is_allowed());
+    let decision = engine.decide(&view(&alice, "globex/q3"), NOW);
+    assert!(!decision.is_allowed());
+    assert_eq!(decision.reasons, ["no-cross-tenant"], "{decision:?}");
+    // A report acme does not store is its own tenant's, with no other fact: no rule allows it.
+    let decision = engine.decide(&view(&alice, "acme/nothing"), NOW);
+    assert!(!decision.is_allowed());
+    assert!(decision.reasons.is_empty(), "{decision:?}");
+    // The same in trusted mode, for the principal too (alice is not stored).
+    let trusted = TrustedRequest {
+        tenant: Some("acme".into()),
+        principal: ResourceRef::new("User", "acme/alice"),
+        action: "view".into(),
+        resource: ResourceRef::new("Report", "globex/q3"),
+        entities: None,
+        context: serde_json::from_value(json!({"mfa": false, "scopes": [], "token_type": "user"}))
+            .unwrap(),
+    };
+    let decision = engine.decide_trusted(&trusted, NOW);
+    assert_eq!(decision.reasons, ["no-cross-tenant"], "{decision:?}");
 
     // Documents cannot carry another tenant's entities.
     let smuggled = snapshot(

@@ -26,6 +26,11 @@ pub struct CaseFile {
     /// The HTTP-request cases, decided by the edge with the bundle's routes.
     #[serde(default)]
     pub http: Vec<HttpCase>,
+    /// The tenants' stored entities the cases decide with (`{"tenants": {"acme": [entity,
+    /// …]}}`), for a bundle that stores data. Files of one bundle share one store: an entity
+    /// given by two files must be given alike.
+    #[serde(default)]
+    pub data: Option<portcullis_engine::DataSet>,
 }
 
 /// One HTTP-request case: a request as a client sends it, and what the edge must do with it.
@@ -329,5 +334,8 @@ pub const KNOWN_ERROR_CODES: &[&str] = &[
     "request_context",
     "request_schema",
     "request_tenant",
+    "request_stored_attrs",
+    "data_unavailable",
+    "data_depth",
     "policy_evaluation",
 ];

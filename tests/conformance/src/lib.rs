@@ -44,7 +44,10 @@ pub use format::{
 };
 pub use http::{AnsweredDecision, HttpAnswer, ResolvedHttpCase, TOKEN_PLACEHOLDER};
 
-use portcullis_engine::{CompiledBundle, Decision, DecisionRequest, Edge, ResourceRef};
+use portcullis_engine::{
+    Bundle, CompiledBundle, DataDocument, DataSet, Decision, DecisionRequest, Edge, Engine,
+    ResourceRef,
+};
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -329,6 +332,20 @@ pub struct Cases {
     pub decisions: Vec<ResolvedCase>,
     /// The HTTP-request cases.
     pub http: Vec<ResolvedHttpCase>,
+    /// The stored data of each bundle (by its relative path) that stores any: every file's
+    /// `data`, merged. Hosts load it before deciding ([`Cases::data_documents`]).
+    pub data: BTreeMap<String, DataSet>,
+    /// `data` as the documents hosts load, by bundle.
+    documents: BTreeMap<String, Vec<DataDocument>>,
+}
+
+impl Cases {
+    /// The data documents a host loads for `bundle` (its relative path) before deciding: one
+    /// snapshot for every tenant of the bundle (empty for a tenant with no entities), or none
+    /// for a bundle that stores nothing.
+    pub fn data_documents(&self, bundle: &str) -> Vec<DataDocument> {
+        self.documents.get(bundle).cloned().unwrap_or_default()
+    }
 }
 
 /// Load every case file and materialise every decision case's token.
@@ -417,6 +434,10 @@ pub fn load_all(repo_root: &Path, now: Option<i64>) -> Result<Cases, Error> {
                 known_issue: case.known_issue,
             });
         }
+        if let Some(data) = file.data.take() {
+            merge_data(out.data.entry(file.bundle.clone()).or_default(), data)
+                .map_err(|why| Error::new(format!("{file_name}: `data`: {why}")))?;
+        }
         for case in file.http {
             http::validate(&case.request, case.token.is_some(), &case.expect).map_err(|why| {
                 Error::new(format!("{file_name}: HTTP case `{}`: {why}", case.name))
@@ -436,13 +457,61 @@ pub fn load_all(repo_root: &Path, now: Option<i64>) -> Result<Cases, Error> {
             });
         }
     }
+    for (relative, (_, compiled)) in &bundles.compiled {
+        let set = out.data.get(relative).cloned().unwrap_or_default();
+        let documents = data_documents(compiled, &set)
+            .map_err(|why| Error::new(format!("the data of bundle `{relative}`: {why}")))?;
+        if !documents.is_empty() {
+            out.documents.insert(relative.clone(), documents);
+        }
+    }
     Ok(out)
+}
+
+/// Add `more` to `into`: an entity given twice must be given alike.
+fn merge_data(into: &mut DataSet, more: DataSet) -> Result<(), String> {
+    for (tenant, entities) in more.tenants {
+        let held = into.tenants.entry(tenant.clone()).or_default();
+        for entity in entities {
+            let uid = &entity["uid"];
+            match held.iter().find(|e| e["uid"] == *uid) {
+                Some(same) if *same == entity => {}
+                Some(_) => {
+                    return Err(format!(
+                        "tenant `{tenant}`: entity {uid} is given differently by another file"
+                    ));
+                }
+                None => held.push(entity),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The snapshot of every tenant of the bundle (none if it stores nothing), checked by loading
+/// them into an engine: a case file whose data the engine refuses is a load error, named, not a
+/// host's failure.
+fn data_documents(compiled: &CompiledBundle, set: &DataSet) -> Result<Vec<DataDocument>, String> {
+    let engine = Engine::new(Bundle::load(compiled.clone()).map_err(|e| e.to_string())?);
+    if !engine.stores_data() {
+        return match set.tenants.is_empty() {
+            true => Ok(Vec::new()),
+            false => Err("the bundle stores no entity type".into()),
+        };
+    }
+    engine.load_data_set(set).map_err(|e| e.to_string())?;
+    Ok(compiled
+        .tenants
+        .keys()
+        .filter_map(|tenant| engine.tenant_data(tenant).map(|data| data.document()))
+        .collect())
 }
 
 /// Every resolved case as one JSON document, for hosts that run the suite elsewhere:
 /// `{"format": "portcullis-conformance/1", "cases": [{file, name, bundle, now, token, request,
 /// expect, known_issue?}, ...], "http_cases": [{file, name, bundle, now, edge, token, request:
-/// {method, path, headers}, expect, known_issue?}, ...]}`. `now` overrides the files' times as
+/// {method, path, headers}, expect, known_issue?}, ...], "data": {"<bundle>": [data document,
+/// ...]}}` (see [`Cases::data_documents`]). `now` overrides the files' times as
 /// in [`load_cases_at`].
 ///
 /// # Errors
@@ -456,6 +525,7 @@ pub fn export(repo_root: &Path, now: Option<i64>) -> Result<Value, Error> {
         "format": EXPORT_FORMAT,
         "cases": serialise(serde_json::to_value(&cases.decisions))?,
         "http_cases": serialise(serde_json::to_value(&cases.http))?,
+        "data": serialise(serde_json::to_value(&cases.documents))?,
     }))
 }
 

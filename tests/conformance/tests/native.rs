@@ -5,24 +5,34 @@
 //! ([`run_cases`]).
 
 use portcullis_conformance::{
-    HttpAnswer, default_repo_root, export, load_all, load_bundle, load_cases, parse_case_file,
+    Cases, HttpAnswer, default_repo_root, export, load_all, load_bundle, load_cases, parse_case_file,
     run_cases, run_http_cases,
 };
 use portcullis_engine::{Edge, Engine, HeaderPairs, HttpRequest};
 use std::collections::BTreeMap;
 
+/// An engine with the bundle at `dir` and the cases' stored data for it (`bundle`).
+fn engine_with_data(all: &Cases, bundle: &str, dir: &std::path::Path) -> Engine {
+    let (_, loaded) = load_bundle(dir).unwrap_or_else(|e| panic!("{e}"));
+    let engine = Engine::new(loaded);
+    for document in all.data_documents(bundle) {
+        engine.apply_tenant_data(document).unwrap();
+    }
+    engine
+}
+
 #[test]
 fn native_host_decides_every_case_as_expected() {
     let root = default_repo_root();
-    let cases =
-        load_cases(&root).unwrap_or_else(|e| panic!("cannot load the conformance cases: {e}"));
+    let all =
+        load_all(&root, None).unwrap_or_else(|e| panic!("cannot load the conformance cases: {e}"));
+    let cases = &all.decisions;
     assert!(!cases.is_empty(), "no conformance cases found");
     let mut engines: BTreeMap<String, Engine> = BTreeMap::new();
-    let result = run_cases(&cases, |case| {
-        let engine = engines.entry(case.file.clone()).or_insert_with(|| {
-            let (_, bundle) = load_bundle(&case.bundle_dir).unwrap_or_else(|e| panic!("{e}"));
-            Engine::new(bundle)
-        });
+    let result = run_cases(cases, |case| {
+        let engine = engines
+            .entry(case.file.clone())
+            .or_insert_with(|| engine_with_data(&all, &case.bundle, &case.bundle_dir));
         serde_json::to_value(engine.decide(&case.decision_request(), case.now))
             .map_err(|e| e.to_string())
     });
@@ -33,16 +43,15 @@ fn native_host_decides_every_case_as_expected() {
 
 #[test]
 fn native_edge_answers_every_http_case_as_expected() {
-    let cases = load_all(&default_repo_root(), None)
-        .unwrap_or_else(|e| panic!("cannot load the conformance cases: {e}"))
-        .http;
+    let all = load_all(&default_repo_root(), None)
+        .unwrap_or_else(|e| panic!("cannot load the conformance cases: {e}"));
+    let cases = &all.http;
     assert!(cases.len() > 30, "only {} HTTP cases", cases.len());
     let mut engines: BTreeMap<String, (Engine, Edge)> = BTreeMap::new();
-    let result = run_http_cases(&cases, |case| {
+    let result = run_http_cases(cases, |case| {
         let (engine, edge) = engines.entry(case.file.clone()).or_insert_with(|| {
-            let (_, bundle) = load_bundle(&case.bundle_dir).unwrap_or_else(|e| panic!("{e}"));
             let edge = Edge::new(case.edge_options().unwrap()).unwrap();
-            (Engine::new(bundle), edge)
+            (engine_with_data(&all, &case.bundle, &case.bundle_dir), edge)
         });
         let headers = case.header_pairs();
         let request = HttpRequest {
