@@ -18,7 +18,7 @@
 use super::workers::Priority;
 use super::{Early, ErrorCode, Shared, admin, edge_error, error_response, read_body};
 use crate::component::{Decided, TenantDocs};
-use crate::store::{self, EntityKey, Store, StoreError, Write};
+use crate::store::{self, EntityKey, Store, StoreError};
 use axum::body::Body;
 use axum::extract::{Path, Query, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -95,30 +95,6 @@ impl Data {
     }
 }
 
-/// A tenant's data read from the store and checked against `bundle` (blocking).
-fn read_tenant(store: &dyn Store, bundle: &Bundle, tenant: &str) -> Result<TenantData, String> {
-    let snapshot = store.snapshot(tenant).map_err(|e| e.to_string())?;
-    let mut entities = Vec::with_capacity(snapshot.entities.len());
-    for (key, text) in snapshot.entities {
-        entities.push(
-            serde_json::from_str(&text)
-                .map_err(|e| format!("stored entity `{key}` is not JSON: {e}"))?,
-        );
-    }
-    let mut data = TenantData::new(tenant);
-    data.apply(
-        bundle,
-        DataDocument {
-            tenant: tenant.to_owned(),
-            revision: snapshot.revision,
-            entities,
-            ..DataDocument::default()
-        },
-    )
-    .map_err(|e| format!("{e} ({})", e.code()))?;
-    Ok(data)
-}
-
 /// The changes of the store after `since`, as a data document (blocking). `None` when the
 /// store no longer keeps them.
 fn read_changes(
@@ -168,7 +144,7 @@ impl Shared {
         }
         let mut published = Vec::new();
         for tenant in bundle.tenants() {
-            match read_tenant(data.store.as_ref(), bundle, tenant) {
+            match store::checked::read_tenant(data.store.as_ref(), bundle, tenant) {
                 Ok(held) => {
                     published.push((
                         tenant.to_owned(),
@@ -221,7 +197,7 @@ impl Shared {
             };
             let docs = match docs {
                 Some(docs) => docs,
-                None => match read_tenant(data.store.as_ref(), bundle, &tenant) {
+                None => match store::checked::read_tenant(data.store.as_ref(), bundle, &tenant) {
                     Ok(fresh) => TenantDocs::new(Arc::new(fresh), None),
                     Err(why) => {
                         crate::log::error(&format!(
@@ -483,13 +459,7 @@ async fn commit(
             .data
             .check_writes(bundle, writes.clone())
             .map_err(|e| data_error(&e))?;
-        let store_writes: Vec<Write> = checked
-            .iter()
-            .map(|w| Write {
-                key: EntityKey::new(&w.entity_type, &w.id),
-                after: w.after.as_ref().map(json_text),
-            })
-            .collect();
+        let store_writes = store::checked::store_writes(&checked);
         let now = shared.clock.now();
         let store = Arc::clone(&data.store);
         let (tenant_owned, principal) = (tenant.to_owned(), actor.principal.clone());

@@ -58,6 +58,7 @@
 //! [`StoreError::TooOld`] and the caller takes a [`Store::snapshot`] instead. Nothing
 //! compacts on its own.
 
+pub mod checked;
 mod postgres;
 mod sqlite;
 

@@ -5,8 +5,8 @@
 //! ([`run_cases`]).
 
 use portcullis_conformance::{
-    Cases, HttpAnswer, default_repo_root, export, load_all, load_bundle, load_cases, parse_case_file,
-    run_cases, run_http_cases,
+    Cases, HttpAnswer, default_repo_root, export, load_all, load_bundle, load_cases,
+    parse_case_file, run_cases, run_http_cases,
 };
 use portcullis_engine::{Edge, Engine, HeaderPairs, HttpRequest};
 use std::collections::BTreeMap;
