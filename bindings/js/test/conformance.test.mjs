@@ -14,6 +14,13 @@ const document = conformanceExport();
 assert.equal(document.format, "portcullis-conformance/1", "export format");
 assert.ok(document.cases.length > 0, "the export has cases");
 
+/** An engine for `bundle` holding the cases' stored data for it (one snapshot per tenant). */
+async function load(bundle, options) {
+  const engine = await Portcullis.load(compiledBundle(bundle), options);
+  for (const data of document.data?.[bundle] ?? []) engine.loadTenantData(data);
+  return engine;
+}
+
 /**
  * WebCrypto with a record of what it did, to show that signatures really went through it (where
  * the host's crypto throws, the token is refused with `token_crypto`, and the case fails).
@@ -86,7 +93,7 @@ for (const mode of MODES) for (const [file, cases] of files) {
       for (const c of cases) {
         const key = `${c.bundle}@${c.now}`;
         if (!engines.has(key)) {
-          engines.set(key, await Portcullis.load(compiledBundle(c.bundle), { now: fixedClock(c.now), ...options }));
+          engines.set(key, await load(c.bundle, { now: fixedClock(c.now), ...options }));
         }
       }
     });
@@ -130,7 +137,7 @@ for (const mode of MODES) {
     for (const c of document.http_cases) {
       const key = `${c.file}@${c.now}`;
       if (!engines.has(key)) {
-        engines.set(key, await Portcullis.load(compiledBundle(c.bundle), { now: fixedClock(c.now), edge: c.edge, ...options }));
+        engines.set(key, await load(c.bundle, { now: fixedClock(c.now), edge: c.edge, ...options }));
       }
       for (const answers of rounds) {
         const verdict = await engines.get(key).decideHttp(c.request);
@@ -162,7 +169,7 @@ describe("conformance in batches", () => {
     for (const group of groups.values()) {
       const { bundle, now, token, file } = group[0];
       if (!engines.has(file)) {
-        engines.set(file, await Portcullis.load(compiledBundle(bundle), { now: fixedClock(now) }));
+        engines.set(file, await load(bundle, { now: fixedClock(now) }));
       }
       const decisions = await engines.get(file).decideMany({ token, requests: group.map((c) => c.request) });
       assert.equal(decisions.length, group.length);

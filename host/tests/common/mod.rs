@@ -138,50 +138,12 @@ pub fn token_of(dir: &Path, tenant: &str, claims: Value) -> String {
     dev_token(&compiled, dir, tenant, 0, &claims, now()).unwrap()
 }
 
-/// A scratch copy of the TechFin pack that stores reports: their attributes are stored facts,
-/// the routes stop giving them from the path, data calls are `data.read`/`data.write` on
-/// `Tenant::"<tenant>"`, which back-office clients (`Client in Role::"DataWriter"`) may make
-/// and tenant admins may read. Its policy tests are left out (they give reports' attributes).
+/// A scratch copy of the TechFin pack, which stores its reports, departments, divisions and
+/// folders: data calls are `data.read`/`data.write` on `Tenant::"<tenant>"`, which back-office
+/// clients (`Client in Role::"DataWriter"`) may make and tenant admins (with MFA) may read.
 pub fn techfin_storing_reports(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("portcullis-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     copy_dir(&techfin(), &dir);
-    std::fs::write(
-        dir.join("bundle.json"),
-        r#"{"data": {"stored": ["Report"]}}"#,
-    )
-    .unwrap();
-    let mut schema = std::fs::read_to_string(dir.join("schema.cedarschema")).unwrap();
-    schema.push_str(concat!(
-        "entity Tenant { tenant: String };\n",
-        "action \"data.read\", \"data.write\" appliesTo ",
-        "{ principal: [User, Client], resource: Tenant, context: Session };\n",
-    ));
-    std::fs::write(dir.join("schema.cedarschema"), schema).unwrap();
-    std::fs::write(
-        dir.join("policies/data.cedar"),
-        concat!(
-            "@id(\"back-office-data\")\n",
-            "permit (principal is Client in Role::\"DataWriter\", ",
-            "action in [Action::\"data.read\", Action::\"data.write\"], resource is Tenant);\n",
-            "@id(\"admins-read-data\")\n",
-            "permit (principal is User in Role::\"TenantAdmin\", ",
-            "action == Action::\"data.read\", resource is Tenant);\n",
-        ),
-    )
-    .unwrap();
-    let routes = std::fs::read_to_string(dir.join("routes.json")).unwrap();
-    let from = r#""resource": { "type": "Report", "id": "{tenant}/{id}", "attrs": { "tenant": "{tenant}" } }"#;
-    assert!(routes.contains(from), "the TechFin routes changed");
-    std::fs::write(
-        dir.join("routes.json"),
-        routes.replace(
-            from,
-            r#""resource": { "type": "Report", "id": "{tenant}/{id}" }"#,
-        ),
-    )
-    .unwrap();
-    std::fs::remove_dir_all(dir.join("tests")).unwrap();
-    std::fs::create_dir(dir.join("tests")).unwrap();
     dir
 }
