@@ -46,6 +46,9 @@ try {
   ]);
   samples = generated.samples;
   engine = await Portcullis.load(bundle);
+  // The tenants' stored facts (here from the generated file; an app fetches them from the
+  // decision service).
+  for (const data of generated.data) engine.loadTenantData(data);
 } catch (err) {
   $("status").textContent = `failed: ${err.message}`;
   throw err;
@@ -66,19 +69,19 @@ function useSample(id) {
   $("action").value = sample.try.action;
   $("resource-type").value = sample.try.resource.type;
   $("resource-id").value = sample.try.resource.id;
-  $("resource-attrs").value = JSON.stringify(sample.try.resource.attrs);
+  $("resource-attrs").value = JSON.stringify(sample.try.resource.attrs ?? {});
 }
 $("sample").addEventListener("change", (event) => useSample(event.target.value));
 
 /** The UI-gating case: which of these would the token be allowed? */
 function gateRequests(tenant) {
-  const report = (id, department, t = tenant) => ({ type: "Report", id: `${t}/${id}`, attrs: { tenant: t, department } });
+  const report = (id, t = tenant) => ({ type: "Report", id: `${t}/${id}` });
   const other = tenant === "globex" ? "acme" : "globex";
   return [
-    ["view finance report", { action: "view", resource: report("q3-finance", "finance") }],
-    ["export finance report", { action: "export", resource: report("q3-finance", "finance") }],
-    ["view sales report", { action: "view", resource: report("q3-sales", "sales") }],
-    [`view ${other}'s finance report`, { action: "view", resource: report("q3-finance", "finance", other) }],
+    ["view finance report", { action: "view", resource: report("q3-finance") }],
+    ["export finance report", { action: "export", resource: report("q3-finance") }],
+    ["view sales report", { action: "view", resource: report("q3-sales") }],
+    [`view ${other}'s finance report`, { action: "view", resource: report("q3-finance", other) }],
     ["manage a user", { action: "manage_user", resource: { type: "User", id: `${tenant}/bob`, attrs: { tenant } } }],
   ];
 }

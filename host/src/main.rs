@@ -853,7 +853,22 @@ fn main() -> ExitCode {
                 std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
             );
             options.audit.target = AuditTarget::Off;
-            serve_until(options, |base| {
+            // An embedded store of its own, seeded with the pack's facts, gone afterwards.
+            let store_dir =
+                std::env::temp_dir().join(format!("portcullis-demo-{}", std::process::id()));
+            let spec = format!("sqlite:{}", store_dir.join("data.db").display());
+            let seeded = std::fs::create_dir_all(&store_dir)
+                .map_err(|e| e.to_string())
+                .and_then(|()| demo::seed_store(&spec, &bundle, now_unix()));
+            if let Err(e) = seeded {
+                eprintln!("error: cannot prepare the demo's store: {e}");
+                return ExitCode::from(2);
+            }
+            options.data = Some(DataOptions {
+                store: spec,
+                ..DataOptions::default()
+            });
+            let code = serve_until(options, |base| {
                 let now = now_unix();
                 Box::pin(async move {
                     tokio::task::spawn_blocking(move || demo::run(&base, &bundle, now))
@@ -861,7 +876,9 @@ fn main() -> ExitCode {
                         .map_err(|e| e.to_string())?
                         .map(|_| ())
                 })
-            })
+            });
+            let _ = std::fs::remove_dir_all(&store_dir);
+            code
         }
         Command::Serve(args) => {
             let ServeArgs {

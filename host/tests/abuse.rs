@@ -37,6 +37,7 @@ fn start(configure: impl FnOnce(&mut Options)) -> (tokio::runtime::Runtime, Serv
         SocketAddr::from(([127, 0, 0, 1], 0)),
     );
     options.audit.target = AuditTarget::Off;
+    options.data = Some(common::seeded_store("abuse", &techfin()));
     configure(&mut options);
     let server = runtime.block_on(Server::start(options)).unwrap();
     (runtime, server)

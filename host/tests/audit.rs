@@ -31,6 +31,7 @@ fn serve(extra: &[&str]) -> (Child, String, std::thread::JoinHandle<HashSet<Stri
         .args(["serve", "--bundle"])
         .arg(techfin())
         .args(["--listen", "127.0.0.1:0", "--audit-log", "-"])
+        .args(["--store", &common::seeded_store("audit", &techfin()).store])
         .args(extra)
         .stderr(Stdio::piped())
         .stdout(Stdio::piped())

@@ -279,9 +279,11 @@ fn serve_takes_a_configuration_file_and_logs_json_lines_with_time_and_level() {
     // file's.
     let config =
         std::env::temp_dir().join(format!("portcullis-config-{}.json", std::process::id()));
+    let store = std::env::temp_dir().join(format!("portcullis-config-{}.db", std::process::id()));
     let options = serde_json::json!({
         "bundle": techfin(), "listen": "localhost:0", "log-format": "json",
         "audit-log": "/nonexistent/dir/audit.jsonl", "metrics-tenants": true,
+        "store": format!("sqlite:{}", store.display()),
     });
     std::fs::write(&config, options.to_string()).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))

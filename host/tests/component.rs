@@ -12,10 +12,10 @@
 )]
 
 use portcullis::bundle_dir::{compile, dev_token};
-use portcullis::component::{Limits, Loaded, Runtime};
+use portcullis::component::{DataState, Limits, Loaded, Runtime, TenantDocs};
 use portcullis::crypto::RingVerifier;
 use portcullis_engine::{
-    Bundle, DecisionIds, DecisionRequest, Engine, EngineOptions, TrustedRequest,
+    Bundle, DataSet, DecisionIds, DecisionRequest, Engine, EngineOptions, TrustedRequest,
 };
 use serde_json::{Map, Value, json};
 use std::path::Path;
@@ -63,7 +63,30 @@ fn component_decisions_and_audit_lines_are_the_engines() {
         })
         .unwrap();
 
-    let report = |tenant: &str, department: &str| json!({"type": "Report", "id": "q3", "attrs": {"tenant": tenant, "department": department}});
+    // The reports' facts are stored: both the engine and the instance hold the same data.
+    let report_entity = |tenant: &str, department: &str| {
+        json!({"uid": {"type": "Report", "id": format!("{tenant}/q3-{department}")},
+               "attrs": {"department": department}})
+    };
+    let set: DataSet = serde_json::from_value(json!({"tenants": {
+        "acme": [report_entity("acme", "finance"), report_entity("acme", "sales")],
+        "umbrella": [report_entity("umbrella", "finance")],
+    }}))
+    .unwrap();
+    engine.load_data_set(&set).unwrap();
+    let state = DataState {
+        generation: 1,
+        tenants: compiled
+            .tenants
+            .keys()
+            .map(|t| {
+                let data = engine.tenant_data(t).unwrap();
+                (t.clone(), Arc::new(TenantDocs::new(data, None)))
+            })
+            .collect(),
+    };
+    instance.sync_data(&state).unwrap();
+    let report = |tenant: &str, department: &str| json!({"type": "Report", "id": format!("{tenant}/q3-{department}")});
     let analyst = token(
         &compiled,
         &dir,
@@ -95,7 +118,7 @@ fn component_decisions_and_audit_lines_are_the_engines() {
         // request errors: an unknown action, a reserved context key, quotes in the resource id
         json!({"token": analyst, "action": "launch", "resource": report("acme", "finance")}),
         json!({"token": analyst, "action": "view", "resource": report("acme", "finance"), "context": {"mfa": true}}),
-        json!({"token": analyst, "action": "view", "resource": {"type": "Report", "id": "q\"3\\\n", "attrs": {"tenant": "acme", "department": "finance"}}}),
+        json!({"token": analyst, "action": "view", "resource": {"type": "Report", "id": "acme/q\"3\\\n"}}),
     ];
     let mut seen = Vec::new();
     for (i, request) in token_requests.iter().enumerate() {

@@ -13,7 +13,7 @@ mod common;
 
 use common::{Running, agent, analyst_token, copy_dir, now, send, techfin, token_of, view_request};
 use portcullis::bundle_dir::compile;
-use portcullis::component::{CallError, Limits, Loaded, Pool, Runtime};
+use portcullis::component::{CallError, Limits, Loaded, Pool, Runtime, TenantDocs};
 use portcullis::service::{
     AuditTarget, BundleSource, InstallError, Options, Refusal, Server, StartError,
 };
@@ -56,6 +56,10 @@ fn options(bundle: &Path) -> Options {
     );
     options.audit.target = AuditTarget::Off;
     options.admin_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+    let name = bundle
+        .file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    options.data = Some(common::seeded_store(&name, bundle));
     options
 }
 
@@ -67,7 +71,7 @@ fn the_token_travels_one_way_header_or_body() {
     let running = Running::start(options);
     let (base, agent) = (&running.base, agent());
     let token = analyst_token(&dir);
-    let request = r#"{"action": "view", "resource": {"type": "Report", "id": "q3", "attrs": {"tenant": "acme", "department": "finance"}}}"#;
+    let request = r#"{"action": "view", "resource": {"type": "Report", "id": "acme/q3"}}"#;
     let bearer = format!("Bearer {token}");
     let decide = |headers: &[(&str, &str)], body: &str| {
         let (status, headers, body) = send(
@@ -125,7 +129,7 @@ fn the_token_travels_one_way_header_or_body() {
 
     // A batch with one token for all (`{token, requests}`, as the JS SDK's `decideMany`), or
     // the header; an element with its own token then fails alone.
-    let other_department = r#"{"action": "view", "resource": {"type": "Report", "id": "q4", "attrs": {"tenant": "acme", "department": "sales"}}}"#;
+    let other_department = r#"{"action": "view", "resource": {"type": "Report", "id": "acme/q4"}}"#;
     let batch = |headers: &[(&str, &str)], body: String| {
         let (status, _, body) = send(
             &agent,
@@ -347,7 +351,7 @@ fn endpoints_decide_and_refuse_bad_requests() {
     let evaluation = json!({
         "subject": {"type": "user", "id": "alice", "properties": {"token": token}},
         "action": {"name": "view"},
-        "resource": {"type": "Report", "id": "acme-q3", "properties": {"tenant": "acme", "department": "finance"}},
+        "resource": {"type": "Report", "id": "acme/q3"},
     });
     let (status, body) = post(
         &agent,
@@ -363,7 +367,7 @@ fn endpoints_decide_and_refuse_bad_requests() {
     let mut evaluations = evaluation.clone();
     evaluations["evaluations"] = json!([
         {},
-        {"resource": {"type": "Report", "id": "globex-q3", "properties": {"tenant": "globex", "department": "finance"}}},
+        {"resource": {"type": "Report", "id": "globex/q3"}},
     ]);
     let (status, body) = post(
         &agent,
@@ -510,7 +514,7 @@ fn bundles_are_served_without_secrets_and_only_to_whom_they_belong() {
         json!({"sub": "ann", "roles": ["Auditor"], "amr": ["mfa"]}),
     );
     let request = json!({"token": hs, "action": "view",
-        "resource": {"type": "Report", "id": "hooli-hs/r1", "attrs": {"tenant": "hooli-hs"}}});
+        "resource": {"type": "Report", "id": "hooli-hs/r1"}});
     let (_, body) = post(
         &agent,
         &format!("{base}/v1/decide"),
@@ -677,16 +681,22 @@ fn ext_authz_decides_on_method_and_path_never_on_client_headers() {
     assert_eq!(headers["x-portcullis-tenant"], "acme");
     assert_eq!(headers["x-portcullis-subject"], "aud");
     assert_eq!(headers["x-portcullis-roles"], "Auditor");
-    // The edge cannot know a report's department, so an analyst is never allowed by it.
-    assert_eq!(
+    // The edge knows a report's department from the stored facts alone: the analyst of
+    // finance views acme's finance report q3, not its sales report q4, and a department the
+    // client claims changes nothing.
+    let analyst_on = |path: &str| {
         ext(
             "GET",
-            "/tenants/acme/reports/q3",
-            &[("authorization", &bearer(&analyst))]
+            path,
+            &[
+                ("authorization", &bearer(&analyst)),
+                ("x-portcullis-resource-attrs", r#"{"department":"sales"}"#),
+            ],
         )
-        .0,
-        403
-    );
+        .0
+    };
+    assert_eq!(analyst_on("/tenants/acme/reports/q3"), 200);
+    assert_eq!(analyst_on("/tenants/acme/reports/q4"), 403);
     // Another tenant, no token, a bad token, a refused path, two tokens.
     assert_eq!(
         ext(
@@ -1167,6 +1177,14 @@ fn sandbox_deadline_and_memory_limit_fail_closed() {
     let pool = Pool::new(Runtime::new(limits).unwrap());
     pool.install(techfin_loaded(1));
     let dir = techfin();
+    let (_, bundle) = portcullis::bundle_dir::load(&dir).unwrap();
+    let store = common::seeded_store("sandbox", &dir);
+    let store = portcullis::store::open(&store.store).unwrap();
+    let acme = portcullis::store::checked::read_tenant(store.as_ref(), &bundle, "acme").unwrap();
+    pool.publish_data(vec![(
+        "acme".into(),
+        Some(Arc::new(TenantDocs::new(Arc::new(acme), None))),
+    )]);
     let token = analyst_token(&dir);
     let one = view_request(&token);
     let decided = pool.with(|i| i.decide(&one, now())).unwrap();

@@ -116,7 +116,13 @@ fn tls_options() -> Options {
         SocketAddr::from(([127, 0, 0, 1], 0)),
     );
     options.audit.target = AuditTarget::Off;
+    options.data = Some(common::seeded_store("tls", &techfin()));
     options
+}
+
+/// A store of the calling test's own for a `portcullis serve` process.
+fn store_arg(name: &str) -> String {
+    common::seeded_store(name, &techfin()).store
 }
 
 /// A service with its own runtime, shut down when dropped.
@@ -652,6 +658,7 @@ fn serve_fails(args: &[&str]) -> (Option<i32>, String) {
         .args(["serve", "--bundle"])
         .arg(techfin())
         .args(["--listen", "127.0.0.1:0", "--audit-log", "off"])
+        .args(["--store", &store_arg("tls-fails")])
         .args(args)
         .env_remove("PORTCULLIS_CONFIG")
         .output()
@@ -760,6 +767,7 @@ impl Serving {
             .args(["serve", "--bundle"])
             .arg(techfin())
             .args(["--listen", "127.0.0.1:0", "--audit-log", "off"])
+            .args(["--store", &store_arg("tls-serving")])
             .args(args)
             .env_remove("PORTCULLIS_CONFIG")
             .env_remove("PORTCULLIS_LOG_FORMAT")

@@ -124,10 +124,10 @@ test("a pasted, tampered token is unauthenticated", async () => {
 });
 
 test("the conformance cases decide in Chromium as natively (signatures through WebCrypto)", async () => {
-  const { cases } = conformanceExport();
+  const { cases, data } = conformanceExport();
   const bundles = {};
   for (const c of cases) bundles[c.bundle] ??= compiledBundle(c.bundle);
-  const { results, verifies } = await page.evaluate(async ({ moduleUrl, cases, bundles }) => {
+  const { results, verifies } = await page.evaluate(async ({ moduleUrl, cases, bundles, data }) => {
     const subtle = globalThis.crypto.subtle;
     let verifies = 0;
     const counting = {
@@ -143,14 +143,18 @@ test("the conformance cases decide in Chromium as natively (signatures through W
     const results = [];
     for (const c of cases) {
       const key = `${c.file}\u0000${c.bundle}\u0000${c.now}`;
-      if (!engines.has(key)) engines.set(key, await Portcullis.load(bundles[c.bundle], { now: () => c.now * 1000, subtle: counting }));
+      if (!engines.has(key)) {
+        const engine = await Portcullis.load(bundles[c.bundle], { now: () => c.now * 1000, subtle: counting });
+        for (const document of data?.[c.bundle] ?? []) engine.loadTenantData(document);
+        engines.set(key, engine);
+      }
       const request = { ...c.request, token: c.token };
       const engine = engines.get(key);
       results.push([await engine.decide(request), await engine.decide(request)]);
     }
     engines.forEach((e) => e.dispose());
     return { results, verifies };
-  }, { moduleUrl: new URL("/bindings/js/pkg/portcullis.js", url).href, cases, bundles });
+  }, { moduleUrl: new URL("/bindings/js/pkg/portcullis.js", url).href, cases, bundles, data });
   assert.equal(results.length, cases.length);
   assert.ok(verifies > 0, "WebCrypto verified signatures");
   const failures = [];
@@ -194,10 +198,12 @@ test("an app built with Vite imports the package and decides in Chromium", async
     await appPage.goto(new URL("/", appUrl).href);
     await appPage.waitForFunction(() => window.Portcullis !== undefined, null, { timeout: 30_000 });
     const analyst = conformanceExport().cases.find((c) => c.name === "acme (RS256, Entra): analyst views a report of her department");
-    const decision = await appPage.evaluate(async ({ bundle, c }) => {
+    const documents = conformanceExport().data[analyst.bundle];
+    const decision = await appPage.evaluate(async ({ bundle, c, documents }) => {
       const pc = await window.Portcullis.load(bundle, { now: () => c.now * 1000 });
+      for (const document of documents) pc.loadTenantData(document);
       return pc.decide({ ...c.request, token: c.token });
-    }, { bundle: compiledBundle(analyst.bundle), c: analyst });
+    }, { bundle: compiledBundle(analyst.bundle), c: analyst, documents });
     assert.equal(decision.decision, "allow", JSON.stringify(decision.errors));
     assert.deepEqual(appProblems, []);
   } finally {

@@ -11,7 +11,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { after, before, test } from "node:test";
-import { compiledBundle, devTokens, jsDir, npmInstall, packedTarball } from "./support.mjs";
+import { requestFactsBundle, devTokens, jsDir, npmInstall, packedTarball } from "./support.mjs";
 
 const tsc = join(jsDir, "node_modules/typescript/bin/tsc");
 
@@ -58,7 +58,7 @@ test("imported by name from the project, it decides with development tokens (Nod
     analyst: { tenant: "acme", claims: { oid: "alice", roles: ["FinanceAnalyst"], department: "finance", amr: ["pwd", "mfa"] } },
     auditor: { tenant: "acme", claims: { oid: "aurora", roles: ["Auditor"] } },
   });
-  writeFileSync(join(project, "fixture.json"), JSON.stringify({ bundle: JSON.parse(compiledBundle("policies/techfin")), tokens }));
+  writeFileSync(join(project, "fixture.json"), JSON.stringify({ bundle: JSON.parse(requestFactsBundle()), tokens }));
   const out = runInProject("main.mjs", `
 import { readFileSync } from "node:fs";
 import { Portcullis, TokenError } from "portcullis";
@@ -80,7 +80,7 @@ const out = {
 console.log(JSON.stringify(out));
 `);
   assert.equal(out.resolved, pathToFileURL(join(installed, "portcullis.js")).href, "the installed copy, not the repository's");
-  assert.equal(out.revision, JSON.parse(compiledBundle("policies/techfin")).revision);
+  assert.equal(out.revision, JSON.parse(requestFactsBundle()).revision);
   assert.equal(out.view.decision, "allow", JSON.stringify(out.view.errors));
   assert.deepEqual(out.view.reasons, ["analyst-view-own-department"]);
   assert.equal(out.otherDepartment.decision, "deny");

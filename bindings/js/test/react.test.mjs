@@ -15,7 +15,7 @@ import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { gzipSync } from "node:zlib";
 import { startServer } from "../../../examples/browser/serve.mjs";
-import { artifacts, compiledBundle, devTokens, launchChromium, npmInstall, packedTarball } from "./support.mjs";
+import { artifacts, requestFactsBundle, devTokens, launchChromium, npmInstall, packedTarball } from "./support.mjs";
 
 const app = join(artifacts, "react-app");
 const dist = join(app, "dist");
@@ -116,7 +116,7 @@ before(async () => {
   const tokens = devTokens("react-app", now, {
     analyst: { tenant: "acme", claims: { oid: "alice", roles: ["FinanceAnalyst"], department: "finance", amr: ["pwd", "mfa"] } },
   });
-  writeFileSync(join(app, "public/fixture.json"), JSON.stringify({ bundle: JSON.parse(compiledBundle("policies/techfin")), tokens }));
+  writeFileSync(join(app, "public/fixture.json"), JSON.stringify({ bundle: JSON.parse(requestFactsBundle()), tokens }));
   const { build } = await import("vite");
   await build({ root: app, logLevel: "warn", build: { outDir: dist, emptyOutDir: true } });
   browser = await launchChromium();

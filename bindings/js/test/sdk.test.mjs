@@ -9,7 +9,7 @@ import { createServer } from "node:http";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import { compiledBundle, conformanceExport, fixedClock, repoRoot, sdk } from "./support.mjs";
+import { compiledBundle, requestFactsBundle, conformanceExport, fixedClock, repoRoot, sdk } from "./support.mjs";
 
 const { Portcullis, PortcullisError, BundleError, TokenError, KeyError, RequestError, initialize } = await sdk();
 
@@ -20,7 +20,7 @@ const byName = (name) => {
   return found;
 };
 const NOW = byName("acme (RS256, Entra): analyst views a report of her department").now;
-const bundleText = compiledBundle("policies/techfin");
+const bundleText = requestFactsBundle();
 const bundle = () => JSON.parse(bundleText);
 
 const analyst = byName("acme (RS256, Entra): analyst views a report of her department");

@@ -205,3 +205,19 @@ export function npmInstall(dir, tarball) {
     cwd: dir, encoding: "utf8", stdio: ["ignore", "pipe", "pipe"],
   });
 }
+
+/**
+ * The TechFin pack with its reports' facts given by the request rather than stored: the pack
+ * without `bundle.json`, which declares the stored types. For the tests of the SDK's own
+ * mechanics (signatures, keys, clocks, caches, batches), which give a report's department with
+ * each request; the stored-data path is the conformance cases' and the data tests'.
+ */
+export function requestFactsBundle({ fresh = false } = {}) {
+  const dir = artifactPath("techfin-request-facts");
+  if (fresh || !existsSync(dir)) {
+    rmSync(dir, { recursive: true, force: true });
+    execFileSync("cp", ["-r", join(repoRoot, "policies/techfin"), dir]);
+    rmSync(join(dir, "bundle.json"));
+  }
+  return compiledBundle(dir, { fresh });
+}

@@ -48,7 +48,7 @@ pub fn view_request(token: &str) -> String {
     json!({
         "token": token,
         "action": "view",
-        "resource": {"type": "Report", "id": "acme-q3", "attrs": {"tenant": "acme", "department": "finance"}},
+        "resource": {"type": "Report", "id": "acme/q3"},
     })
     .to_string()
 }
@@ -146,4 +146,38 @@ pub fn techfin_storing_reports(name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     copy_dir(&techfin(), &dir);
     dir
+}
+
+/// A scratch SQLite store holding the TechFin facts these tests decide on: acme's
+/// `Report::"acme/q3"` (finance) and `Report::"acme/q4"` (sales), globex's `Report::"globex/q3"`
+/// (finance), each in its department. Put through the engine's checks against `bundle`.
+pub fn seeded_store(name: &str, bundle: &Path) -> portcullis::service::DataOptions {
+    use portcullis::store;
+    let dir = std::env::temp_dir().join(format!("portcullis-store-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let spec = format!("sqlite:{}", dir.join("data.db").display());
+    let (_, loaded) = portcullis::bundle_dir::load(bundle).unwrap();
+    let opened = store::open(&spec).unwrap();
+    let report = |tenant: &str, id: &str, department: &str| {
+        vec![
+            json!({"uid": {"type": "Department", "id": format!("{tenant}/{department}")}}),
+            json!({"uid": {"type": "Report", "id": format!("{tenant}/{id}")},
+                   "attrs": {"department": department},
+                   "parents": [{"type": "Department", "id": format!("{tenant}/{department}")}]}),
+        ]
+    };
+    let mut acme = report("acme", "q3", "finance");
+    acme.extend(report("acme", "q4", "sales"));
+    for (tenant, entities) in [
+        ("acme", acme),
+        ("globex", report("globex", "q3", "finance")),
+    ] {
+        store::checked::put_entities(opened.as_ref(), &loaded, tenant, entities, "test", 0)
+            .unwrap();
+    }
+    portcullis::service::DataOptions {
+        store: spec,
+        ..portcullis::service::DataOptions::default()
+    }
 }
