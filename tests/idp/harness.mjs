@@ -142,7 +142,9 @@ export async function serve(bundle, extra = []) {
   const auditLog = join(tmp(), 'audit.jsonl');
   const listen = extra.includes('--listen') ? [] : ['--listen', '127.0.0.1:0'];
   const admin = extra.includes('--admin-listen') ? [] : ['--admin-listen', '127.0.0.1:0'];
-  const p = await start(PORTCULLIS, ['serve', '--bundle', bundle, ...listen, ...admin, '--audit-log', auditLog, ...extra], {
+  // The tenants' stored facts: an embedded store of this run's own.
+  const store = extra.includes('--store') ? [] : ['--store', `sqlite:${join(tmp(), `data-${process.pid}-${storeCount++}.db`)}`];
+  const p = await start(PORTCULLIS, ['serve', '--bundle', bundle, ...listen, ...admin, '--audit-log', auditLog, ...store, ...extra], {
     ready: /serving decisions at http:\/\//,
     name: 'portcullis serve',
     // A debug build compiles the engine component at start-up: seconds, more on a busy machine.
@@ -151,6 +153,33 @@ export async function serve(bundle, extra = []) {
   const base = p.readyLine.match(/serving decisions at (http:\/\/[0-9.:]+)/)[1];
   const adminBase = p.readyLine.match(/admin at (http:\/\/[0-9.:]+)/)?.[1];
   return { ...p, base, admin: adminBase, auditLog };
+}
+
+let storeCount = 0;
+
+/**
+ * Store one entity of `tenant` through the service's data API at `base` with a back-office
+ * `token` (a DataWriter client of that tenant): `id` is tenant-relative (`q3` is `acme/q3`).
+ * Returns the new revision; throws with the service's answer when it refuses.
+ */
+export async function putEntity(base, token, tenant, type, id, entity) {
+  const res = await fetch(`${base}/v1/data/${tenant}/entities/${type}/${id}`, {
+    method: 'PUT',
+    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+    body: JSON.stringify(entity),
+  });
+  const body = await res.json();
+  if (res.status !== 200) throw new Error(`PUT ${type}/${id} of ${tenant}: ${res.status} ${JSON.stringify(body)}`);
+  return body.revision;
+}
+
+/** A report of `tenant` in `department` (and that department), through the data API. */
+export async function storeReport(base, token, tenant, id, department) {
+  await putEntity(base, token, tenant, 'Department', department, {});
+  return putEntity(base, token, tenant, 'Report', id, {
+    attrs: { department },
+    parents: [{ type: 'Department', id: `${tenant}/${department}` }],
+  });
 }
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));

@@ -56,6 +56,8 @@ const defaultClients = [
   { client_id: 'analyst-sales', client_secret: 'secret-analyst', claims: { oid: 'carol', roles: ['FinanceAnalyst'], department: 'sales', amr: ['mfa'] } },
   { client_id: 'admin', client_secret: 'secret-admin', claims: { oid: 'dave', roles: ['TenantAdmin'], amr: ['mfa'] } },
   { client_id: 'nobody', client_secret: 'secret-nobody', claims: { oid: 'erin', roles: [] } },
+  // A tenant's back-office application (an Entra app-only token): writes the tenant's stored facts.
+  { client_id: 'back-office', client_secret: 'secret-back-office', claims: { idtyp: 'app', azp: 'back-office', roles: ['DataWriter'] } },
   // A role name with a comma: forwarded percent-encoded, so it stays one role.
   { client_id: 'admin-comma', client_secret: 'secret-admin', claims: { oid: 'frank', roles: ['Ops,Team', 'TenantAdmin'], amr: ['mfa'] } },
 ];

@@ -208,7 +208,8 @@ export function npmInstall(dir, tarball) {
 
 /**
  * The TechFin pack with its reports' facts given by the request rather than stored: the pack
- * without `bundle.json`, which declares the stored types. For the tests of the SDK's own
+ * without `bundle.json`, which declares the stored types (and with routes that give a report's
+ * tenant from the path). For the tests of the SDK's own
  * mechanics (signatures, keys, clocks, caches, batches), which give a report's department with
  * each request; the stored-data path is the conformance cases' and the data tests'.
  */
@@ -218,6 +219,13 @@ export function requestFactsBundle({ fresh = false } = {}) {
     rmSync(dir, { recursive: true, force: true });
     execFileSync("cp", ["-r", join(repoRoot, "policies/techfin"), dir]);
     rmSync(join(dir, "bundle.json"));
+    // With nothing stored, the routes give a report its tenant from the path, as they did.
+    const routesFile = join(dir, "routes.json");
+    const routes = JSON.parse(readFileSync(routesFile, "utf8"));
+    for (const route of routes.routes) {
+      if (route.resource.type === "Report") route.resource.attrs = { tenant: "{tenant}" };
+    }
+    writeFileSync(routesFile, JSON.stringify(routes));
   }
   return compiledBundle(dir, { fresh });
 }

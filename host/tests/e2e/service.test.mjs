@@ -16,7 +16,7 @@ import { createServer } from 'node:http';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import {
-  PORTCULLIS, ROOT, compileBundle, freePort, idpToken, serve, sleep, startIdp, techfinWithIdp, tmp, until,
+  PORTCULLIS, ROOT, compileBundle, freePort, idpToken, serve, sleep, startIdp, storeReport, techfinWithIdp, tmp, until,
 } from '../../../tests/idp/harness.mjs';
 
 const post = async (base, path, body) => {
@@ -35,11 +35,11 @@ async function metrics(base) {
 
 const kidOf = (token) => JSON.parse(Buffer.from(token.split('.')[0], 'base64url')).kid;
 
-/** The Contoso analyst (department finance) viewing a finance report of her tenant. */
+/** The Contoso analyst (department finance) viewing a finance report of her tenant (stored). */
 const viewReport = (token) => ({
   token,
   action: 'view',
-  resource: { type: 'Report', id: 'q3', attrs: { tenant: 'contoso', department: 'finance' } },
+  resource: { type: 'Report', id: 'contoso/q3' },
 });
 
 describe('keys from a real OpenID provider', () => {
@@ -81,10 +81,12 @@ describe('keys from a real OpenID provider', () => {
     assert.equal(contoso.keys, 'missing');
     assert.match(contoso.last_error, /127\.0\.0\.1/);
     // Another tenant (inline keys) is decided as usual.
-    const acme = execFileSync(PORTCULLIS, ['token', '--bundle', join(ROOT, 'policies/techfin'), '--tenant', 'acme',
-      '--claims', JSON.stringify({ oid: 'alice', roles: ['FinanceAnalyst'], department: 'finance', amr: ['mfa'] })], { encoding: 'utf8' }).trim();
+    const mint = (claims) => execFileSync(PORTCULLIS, ['token', '--bundle', join(ROOT, 'policies/techfin'), '--tenant', 'acme',
+      '--claims', JSON.stringify(claims)], { encoding: 'utf8' }).trim();
+    const acme = mint({ oid: 'alice', roles: ['FinanceAnalyst'], department: 'finance', amr: ['mfa'] });
+    await storeReport(service.base, mint({ sub: 'b0ff1ce0-0000-4000-8000-000000000001', azp: 'backoffice-app', idtyp: 'app', roles: ['DataWriter'] }), 'acme', 'q3', 'finance');
     const served = await post(service.base, '/v1/decide', {
-      token: acme, action: 'view', resource: { type: 'Report', id: 'q3', attrs: { tenant: 'acme', department: 'finance' } },
+      token: acme, action: 'view', resource: { type: 'Report', id: 'acme/q3' },
     });
     assert.equal(served.body.decision, 'allow', JSON.stringify(served.body));
 
@@ -106,6 +108,8 @@ describe('keys from a real OpenID provider', () => {
     }, 30000, 500);
     assert.ok(loaded, 'the keys are loaded once the IdP is reachable');
     assert.match(service.output(), /keys of `http:\/\/127\.0\.0\.1:\d+` fetched: \d+ keys, loaded/, 'the fetch is logged');
+    // Contoso's back office (a client of its IdP) stores the report her decision rests on.
+    await storeReport(service.base, await idpToken(issuer, 'back-office', 'secret-back-office'), 'contoso', 'q3', 'finance');
     const allowed = await post(service.base, '/v1/decide', viewReport(token));
     assert.equal(allowed.status, 200, JSON.stringify(allowed.body));
     assert.equal(allowed.body.decision, 'allow');
