@@ -13,7 +13,21 @@ import { compiledBundle, requestFactsBundle, conformanceExport, fixedClock, repo
 
 const { Portcullis, PortcullisError, BundleError, TokenError, KeyError, RequestError, initialize } = await sdk();
 
-const cases = conformanceExport().cases;
+// These tests exercise the SDK's own mechanics on the pack with request-given facts
+// (`requestFactsBundle`): each case's report gets, in the request, the facts the conformance
+// data stores for it.
+const exported = conformanceExport();
+const facts = new Map(
+  (exported.data?.["policies/techfin"] ?? []).flatMap((doc) =>
+    doc.entities.filter((e) => e.uid.type === "Report").map((e) => [e.uid.id, { tenant: doc.tenant, ...e.attrs }]),
+  ),
+);
+const withFacts = (c) => {
+  const resource = c.request.resource;
+  if (resource.type !== "Report" || Object.keys(resource.attrs ?? {}).length > 0 || !facts.has(resource.id)) return c;
+  return { ...c, request: { ...c.request, resource: { ...resource, attrs: facts.get(resource.id) } } };
+};
+const cases = exported.cases.map(withFacts);
 const byName = (name) => {
   const found = cases.find((c) => c.name === name);
   assert.ok(found, `conformance case \`${name}\``);
