@@ -356,9 +356,8 @@ impl Client {
                             file.sync_all()
                         })
                         .map(|()| Some(path))
-                        .map_err(|e| {
+                        .inspect_err(|_| {
                             let _ = std::fs::remove_file(path);
-                            e
                         }),
                 };
                 match copied {
