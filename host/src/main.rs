@@ -1,9 +1,10 @@
 //! `portcullis`: the command-line tool of the Portcullis authorization engine.
 //!
-//! Exit codes: 0 allow (or success), 1 deny / unauthenticated (or failed tests),
-//! 2 usage or load errors.
+//! Exit codes: 0 allow (or success), 1 deny / unauthenticated (or failed tests, or a data
+//! call the service refused), 2 usage or load errors (and, for `data`, network errors).
 
 mod config;
+mod data_client;
 mod demo;
 mod dev_keys;
 mod envoy_config;
@@ -216,6 +217,11 @@ enum Command {
         #[arg(long, default_value = "policies/techfin")]
         bundle: PathBuf,
     },
+    /// Read and write a tenant's stored data through a decision service's data API, with a
+    /// bearer token from `--token-file` or `PORTCULLIS_TOKEN` (exit 1 when the service refuses
+    /// a call, printed as `error: <message> (<code>)`; 2 usage, configuration or network
+    /// errors).
+    Data(Box<data_client::DataArgs>),
     /// Serve decisions over HTTP or HTTPS (reloads the bundle on change and on SIGHUP, and the
     /// certificates on SIGHUP).
     Serve(Box<ServeArgs>),
@@ -880,6 +886,7 @@ fn main() -> ExitCode {
             let _ = std::fs::remove_dir_all(&store_dir);
             code
         }
+        Command::Data(args) => data_client::run(*args),
         Command::Serve(args) => {
             let ServeArgs {
                 config: _,

@@ -454,3 +454,263 @@ fn check_and_test_decide_with_stored_entities_never_with_a_callers() {
     assert!(stdout.contains("2 passed, 0 failed"), "{stdout}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `portcullis data ARGS --service BASE` with `stdin`: exit code, stdout, stderr. The token,
+/// given in `PORTCULLIS_TOKEN` when `env_token` is, or in a `--token-file` within `ARGS`,
+/// must appear in neither output.
+fn data(
+    base: &str,
+    args: &[&str],
+    env_token: Option<&str>,
+    stdin: &str,
+    token: &str,
+) -> (i32, String, String) {
+    use std::io::Write as _;
+    let mut command = Command::new(env!("CARGO_BIN_EXE_portcullis"));
+    command
+        .arg("data")
+        .args(args)
+        .args(["--service", base])
+        .env_remove("PORTCULLIS_TOKEN")
+        .env_remove("PORTCULLIS_SERVICE")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    if let Some(token) = env_token {
+        command.env("PORTCULLIS_TOKEN", token);
+    }
+    let mut child = command.spawn().unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8(output.stdout).unwrap(),
+        String::from_utf8(output.stderr).unwrap(),
+    );
+    assert!(
+        !stdout.contains(token) && !stderr.contains(token),
+        "the token was written out by `data {args:?}`"
+    );
+    (output.status.code().unwrap(), stdout, stderr)
+}
+
+fn ndjson(text: &str) -> Vec<serde_json::Value> {
+    text.lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}
+
+#[test]
+fn data_commands_read_and_write_a_tenants_entities_through_the_service() {
+    use common::{Running, techfin_storing_reports, token_of};
+    use portcullis::service::{AuditTarget, BundleSource, DataOptions, Options};
+    use serde_json::json;
+
+    let dir = techfin_storing_reports("cli-data");
+    let mut options = Options::new(
+        BundleSource::Path(dir.clone()),
+        std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+    );
+    options.audit.target = AuditTarget::Off;
+    options.data = Some(DataOptions {
+        store: format!("sqlite:{}", dir.join("data.db").display()),
+        ..DataOptions::default()
+    });
+    let running = Running::start(options);
+    let base = running.base.as_str();
+    // acme's back office: an Entra app-only token with the `DataWriter` role.
+    let token = token_of(
+        &dir,
+        "acme",
+        json!({
+            "oid": "b0ff1ce0-0000-4000-8000-000000000001",
+            "sub": "b0ff1ce0-0000-4000-8000-000000000001",
+            "azp": "backoffice-app", "idtyp": "app", "roles": ["DataWriter"]
+        }),
+    );
+    let token_file = dir.join("token");
+    std::fs::write(&token_file, format!("{token}\n")).unwrap();
+    let tf = token_file.to_str().unwrap();
+    let env = Some(token.as_str());
+    let run = |args: &[&str], stdin: &str| data(base, args, env, stdin, &token);
+
+    // put (from standard input) then get: the entity as stored, the tenant filled in.
+    let (code, stdout, stderr) = run(
+        &["put", "acme", "Report", "q3"],
+        r#"{"attrs": {"department": "finance"}}"#,
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let written: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(
+        (written["revision"].clone(), written["written"].clone()),
+        (json!(1), json!(1))
+    );
+    let (code, stdout, stderr) = data(
+        base,
+        &["get", "acme", "Report", "q3", "--token-file", tf],
+        None,
+        "",
+        &token,
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let got: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(got, written["entity"]);
+    assert_eq!(got["uid"], json!({"type": "Report", "id": "acme/q3"}));
+    assert_eq!(got["attrs"]["tenant"], "acme");
+
+    // A conditional write on a revision the tenant has moved past is refused, exit 1.
+    let entity = dir.join("q3.json");
+    std::fs::write(&entity, r#"{"attrs": {"department": "risk"}}"#).unwrap();
+    let (code, _, stderr) = run(
+        &[
+            "put",
+            "acme",
+            "Report",
+            "q3",
+            "--file",
+            entity.to_str().unwrap(),
+            "--if-match",
+            "0",
+        ],
+        "",
+    );
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.starts_with("error: ") && stderr.trim_end().ends_with("(data_revision)"),
+        "{stderr}"
+    );
+
+    // import then export: one commit of three; the export holds them and q3.
+    let lines: String = (1..=3)
+        .map(|i| format!("{}\n", json!({"uid": {"type": "Report", "id": format!("acme/r{i}")}, "attrs": {"department": "sales"}})))
+        .collect();
+    let import = dir.join("import.ndjson");
+    std::fs::write(&import, &lines).unwrap();
+    let (code, stdout, stderr) = run(&["import", "acme", import.to_str().unwrap()], "");
+    assert_eq!(code, 0, "{stderr}");
+    let imported: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(
+        (imported["revision"].clone(), imported["written"].clone()),
+        (json!(2), json!(3))
+    );
+    let export = dir.join("export.ndjson");
+    let (code, stdout, stderr) = run(&["export", "acme", "-o", export.to_str().unwrap()], "");
+    assert_eq!((code, stdout.as_str()), (0, ""), "{stderr}");
+    assert!(stderr.contains("at revision 2"), "{stderr}");
+    let exported = std::fs::read_to_string(&export).unwrap();
+    let entities = ndjson(&exported);
+    assert_eq!(entities.len(), 4, "{exported}");
+    for line in ndjson(&lines) {
+        assert!(
+            entities.iter().any(|e| e["uid"] == line["uid"]
+                && e["attrs"]["department"] == line["attrs"]["department"]),
+            "{line} not in {exported}"
+        );
+    }
+    // The export imported again (from standard input) is the same data.
+    let (code, stdout, stderr) = run(&["import", "acme", "-"], &exported);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&stdout).unwrap()["written"],
+        4
+    );
+    let (code, again, stderr) = run(&["export", "acme"], "");
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(ndjson(&again), entities);
+
+    // list follows `next` across pages of two: the same entities, in order.
+    let (code, stdout, stderr) = run(
+        &["list", "acme", "--type", "Report", "--page-size", "2"],
+        "",
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let listed = ndjson(&stdout);
+    let ids: Vec<&str> = listed
+        .iter()
+        .map(|e| e["uid"]["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["acme/q3", "acme/r1", "acme/r2", "acme/r3"]);
+    let (_, stdout, _) = run(&["list", "acme", "--type", "Folder"], "");
+    assert_eq!(stdout, "");
+
+    // delete: gone, and a get of it is the service's `data_not_found`.
+    let (code, stdout, stderr) = run(&["delete", "acme", "Report", "q3"], "");
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&stdout).unwrap()["revision"],
+        4
+    );
+    let (code, _, stderr) = run(&["get", "acme", "Report", "q3"], "");
+    assert_eq!(code, 1);
+    assert_eq!(stderr.trim_end(), "error: no such entity (data_not_found)");
+
+    // Refused writes and reads: a parent in another tenant, another tenant's path.
+    let (code, _, stderr) = run(
+        &["put", "acme", "Report", "x"],
+        r#"{"parents": [{"type": "Folder", "id": "globex/team"}]}"#,
+    );
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.trim_end().ends_with("(data_parent_tenant)"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = run(&["get", "globex", "Report", "q3"], "");
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.trim_end().ends_with("(data_other_tenant)"),
+        "{stderr}"
+    );
+
+    // No token, an unreadable token file, a service that is not there: exit 2, saying so.
+    let (code, _, stderr) = data(base, &["get", "acme", "Report", "r1"], None, "", &token);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("no bearer token"), "{stderr}");
+    assert!(stderr.contains("PORTCULLIS_TOKEN"), "{stderr}");
+    let (code, _, stderr) = data(
+        base,
+        &[
+            "get",
+            "acme",
+            "Report",
+            "r1",
+            "--token-file",
+            "/nonexistent",
+        ],
+        None,
+        "",
+        &token,
+    );
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("cannot read the token file `/nonexistent`"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = data(
+        "http://127.0.0.1:9",
+        &["get", "acme", "Report", "r1"],
+        env,
+        "",
+        &token,
+    );
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("cannot reach `http://127.0.0.1:9/v1/data/acme/entities/Report/r1`"),
+        "{stderr}"
+    );
+    // A broken token is the service's `unauthenticated`, and is not echoed either.
+    let (code, _, stderr) = data(
+        base,
+        &["get", "acme", "Report", "r1"],
+        Some("x.y.z"),
+        "",
+        "x.y.z",
+    );
+    assert_eq!(code, 1);
+    assert!(stderr.trim_end().ends_with("(unauthenticated)"), "{stderr}");
+    drop(running);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
