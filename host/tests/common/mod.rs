@@ -185,3 +185,38 @@ pub fn techfin_storing_reports(name: &str) -> PathBuf {
     std::fs::create_dir(dir.join("tests")).unwrap();
     dir
 }
+
+/// [`techfin_storing_reports`], storing more: departments (a report's parent), teams and the
+/// users themselves (a user in teams), for a signed-in user's slice. The routes stop giving
+/// users' attributes too.
+pub fn techfin_storing_slices(name: &str) -> PathBuf {
+    let dir = techfin_storing_reports(name);
+    std::fs::write(
+        dir.join("bundle.json"),
+        r#"{"data": {"stored": ["Report", "Department", "Team", "User"]}}"#,
+    )
+    .unwrap();
+    let schema = std::fs::read_to_string(dir.join("schema.cedarschema")).unwrap();
+    let (user, report) = ("entity User in [Role, Group] {", "entity Report {");
+    assert!(
+        schema.contains(user) && schema.contains(report),
+        "the TechFin schema changed"
+    );
+    let schema = schema
+        .replace(user, "entity User in [Role, Group, Team] {")
+        .replace(report, "entity Report in [Department] {")
+        + "entity Department { tenant: String };\nentity Team { tenant: String };\n";
+    std::fs::write(dir.join("schema.cedarschema"), schema).unwrap();
+    let routes = std::fs::read_to_string(dir.join("routes.json")).unwrap();
+    let from = r#""resource": { "type": "User", "id": "{tenant}/{id}", "attrs": { "tenant": "{tenant}" } }"#;
+    assert!(routes.contains(from), "the TechFin routes changed");
+    std::fs::write(
+        dir.join("routes.json"),
+        routes.replace(
+            from,
+            r#""resource": { "type": "User", "id": "{tenant}/{id}" }"#,
+        ),
+    )
+    .unwrap();
+    dir
+}
