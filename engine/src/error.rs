@@ -332,6 +332,12 @@ pub enum RequestError {
     /// A chain of stored parents deeper than the bundle's `data.max_depth`.
     #[error("stored entities have a chain of parents deeper than {0} levels")]
     DataDepth(usize),
+    /// The engine holds only a signed-in user's slice of the tenant's data, and the decision
+    /// is outside it: another principal's, or about a stored resource the slice was not cut
+    /// for (or that its principal may do nothing with). Decided on the slice, it would miss
+    /// facts the server decides on.
+    #[error("`{0}` is outside the data slice the engine holds: fetch a slice that asks for it")]
+    OutsideSlice(String),
 }
 
 impl RequestError {
@@ -347,6 +353,7 @@ impl RequestError {
             Self::TenantRequired => "request_tenant",
             Self::StoredAttributes(_) => "request_stored_attrs",
             Self::DataDepth(_) => "data_depth",
+            Self::OutsideSlice(_) => "data_outside_slice",
         }
     }
 

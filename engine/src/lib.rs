@@ -80,8 +80,9 @@ pub use crypto::RustCryptoVerifier;
 pub use crypto::sha256;
 pub use crypto::{SignatureBudget, SignatureVerifier};
 pub use data::{
-    CheckedWrite, DataChange, DataDocument, DataError, DataLoaded, DataSet, EntityWrite,
-    MAX_DATA_DOCUMENT, MAX_ENTITY_BYTES, TenantData,
+    CheckedWrite, DataChange, DataDocument, DataError, DataLoaded, DataSet, EntityRef, EntityWrite,
+    MAX_DATA_DOCUMENT, MAX_ENTITY_BYTES, MAX_SLICE_DOCUMENT, MAX_SLICE_QUERY, MAX_SLICE_RESOURCES,
+    SliceRequest, SliceScope, TenantData,
 };
 pub use decision::{
     AuditRecord, Decision, DecisionError, MAX_ECHOED_ACTION, MAX_ECHOED_RESOURCE, Outcome,
@@ -93,8 +94,8 @@ pub use edge::{
     ResourceSpec, RouteSpec, RoutesFile, TokenSource, Unmatched, ValueSpec,
 };
 pub use engine::{
-    DecisionIds, DecisionRequest, Engine, EngineOptions, PendingSignature, ResourceRef, TokenStep,
-    TrustedRequest,
+    DataSlice, DecisionIds, DecisionRequest, Engine, EngineOptions, PendingSignature, ResourceRef,
+    SliceError, TokenStep, TrustedRequest,
 };
 pub use error::{
     BundleError, BundleProblem, ErrorInfo, KeyError, RequestError, SourceLocation, TokenError,

@@ -4,8 +4,10 @@
 //! Evaluating a token request is a pure function of the bundle, the verified token, the
 //! request's action, resource (type, id, attributes) and context, and of `now` only through
 //! the `session_age` the engine puts in the context. A memo belongs to one verified token of
-//! one engine (one bundle), so its key is the rest: `session_age`, the revision of the
-//! tenant's stored data (a change of the data is a new key), action, resource and context,
+//! one engine (one bundle), so its key is the rest: `session_age`, the version of the
+//! tenant's stored data the engine holds (`TenantData::version`: every change, and every
+//! document handed over, is a new key — two slices of one revision differ), action, resource
+//! and context,
 //! compared in full. It lives as long as the token's cache entry (until `exp`, or
 //! until the issuer's keys change) and is bounded: [`PER_TOKEN`] requests per token, first in
 //! first out, and only requests whose key is small ([`MAX_KEY_BYTES`]), so that a client
@@ -38,7 +40,7 @@ pub(crate) struct Memo {
 #[derive(Debug)]
 struct Slot {
     session_age: Option<i64>,
-    data_revision: Option<u64>,
+    data_version: Option<u64>,
     action: Box<str>,
     resource_type: Box<str>,
     resource_id: Box<str>,
@@ -51,11 +53,11 @@ impl Slot {
     fn matches(
         &self,
         session_age: Option<i64>,
-        data_revision: Option<u64>,
+        data_version: Option<u64>,
         request: &DecisionRequest,
     ) -> bool {
         self.session_age == session_age
-            && self.data_revision == data_revision
+            && self.data_version == data_version
             && *self.action == *request.action
             && *self.resource_id == *request.resource.id
             && *self.resource_type == *request.resource.entity_type
@@ -83,14 +85,14 @@ impl Memo {
     pub fn get_or_evaluate(
         &self,
         session_age: Option<i64>,
-        data_revision: Option<u64>,
+        data_version: Option<u64>,
         request: &DecisionRequest,
         evaluate: impl FnOnce() -> Evaluated,
     ) -> Evaluated {
         if let Some(slot) = self
             .lock()
             .iter()
-            .find(|s| s.matches(session_age, data_revision, request))
+            .find(|s| s.matches(session_age, data_version, request))
         {
             return slot.result.clone();
         }
@@ -100,14 +102,14 @@ impl Memo {
             // Another thread may have evaluated the same request meanwhile.
             if !slots
                 .iter()
-                .any(|s| s.matches(session_age, data_revision, request))
+                .any(|s| s.matches(session_age, data_version, request))
             {
                 if slots.len() >= PER_TOKEN {
                     slots.pop_front();
                 }
                 slots.push_back(Slot {
                     session_age,
-                    data_revision,
+                    data_version,
                     action: request.action.as_str().into(),
                     resource_type: request.resource.entity_type.as_str().into(),
                     resource_id: request.resource.id.as_str().into(),

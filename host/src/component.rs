@@ -109,6 +109,30 @@ pub struct Decided {
     pub tenant: Option<String>,
 }
 
+/// A signed-in user's slice of their tenant's data, cut by the component.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sliced {
+    /// The slice document, JSON.
+    pub document_json: String,
+    /// The revision of the tenant's data it was cut from.
+    pub revision: u64,
+    /// Its audit line, JSON (no token).
+    pub audit_json: String,
+}
+
+/// Why the component cut no slice.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SliceRefused {
+    /// Stable code (`token_*`, `request_invalid`, `data_other_tenant`, ...).
+    pub code: String,
+    /// The HTTP status that goes with it.
+    pub status: u16,
+    /// Message; never contains a token.
+    pub message: String,
+    /// The issuer whose keys the token lacked: bring its key fetch forward.
+    pub keys_wanted: Option<String>,
+}
+
 /// A remote issuer whose keys the host must fetch.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RemoteIssuer {
@@ -665,6 +689,37 @@ impl Instance {
             api.call_decide(&mut self.store, request_json, bearer, now)
                 .map_err(trap)??,
         ))
+    }
+
+    /// Cut the slice of `tenant`'s data the holder of `bearer` may have, for the resources of
+    /// a slice `query` (`resource=<Type>/<id>&…`). The inner `Err` is the engine's refusal.
+    ///
+    /// # Errors
+    /// A sandbox failure.
+    pub fn data_slice(
+        &mut self,
+        tenant: &str,
+        query: &str,
+        bearer: &str,
+        now: i64,
+    ) -> Result<Result<Sliced, SliceRefused>, CallError> {
+        self.store.set_epoch_deadline(self.decide_ticks);
+        let api = self.bindings.portcullis_engine_engine();
+        let answer = api
+            .call_data_slice(&mut self.store, tenant, query, bearer, now)
+            .map_err(trap)?;
+        Ok(answer
+            .map(|s| Sliced {
+                document_json: s.document_json,
+                revision: s.revision,
+                audit_json: s.audit_json,
+            })
+            .map_err(|r| SliceRefused {
+                code: r.code,
+                status: r.status,
+                message: r.message,
+                keys_wanted: r.keys_wanted,
+            }))
     }
 
     /// Decide a trusted-principal request (JSON).

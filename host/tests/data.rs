@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::{Running, agent, send, techfin_storing_reports, token_of};
+use common::{Running, agent, send, techfin_storing_reports, techfin_storing_slices, token_of};
 use portcullis::service::{AuditTarget, BundleSource, DataOptions, Options};
 use serde_json::{Value, json};
 use std::net::SocketAddr;
@@ -385,6 +385,303 @@ fn no_one_writes_another_tenants_data_or_what_the_schema_does_not_declare() {
         b"",
     );
     assert_eq!((status, code(&body)), (403, "data_other_tenant".into()));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn entity(ty: &str, id: &str, attrs: Value, parents: &[(&str, &str)]) -> String {
+    let parents: Vec<Value> = parents
+        .iter()
+        .map(|(t, i)| json!({"type": t, "id": i}))
+        .collect();
+    json!({"uid": {"type": ty, "id": id}, "attrs": attrs, "parents": parents}).to_string()
+}
+
+/// The ids of a slice document's entities, `Type::id`, and the resources it covers.
+fn slice_of(body: &str) -> (Vec<String>, Vec<String>) {
+    let document: Value = serde_json::from_str(body).unwrap();
+    let name = |e: &Value| {
+        format!(
+            "{}::{}",
+            e["type"].as_str().unwrap(),
+            e["id"].as_str().unwrap()
+        )
+    };
+    let entities = document["entities"].as_array().cloned().unwrap_or_default();
+    let resources = document["slice"]["resources"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    (
+        entities.iter().map(|e| name(&e["uid"])).collect(),
+        resources.iter().map(name).collect(),
+    )
+}
+
+#[test]
+fn a_users_slice_holds_their_own_facts_and_only_what_they_may_act_on() {
+    let dir = techfin_storing_slices("data-slice");
+    let store = dir.join("data.db");
+    let audit = dir.join("audit.jsonl");
+    let mut options = options(&dir, &format!("sqlite:{}", store.display()));
+    options.audit.target = AuditTarget::File(audit.clone());
+    let running = Running::start(options);
+    let (base, agent) = (&running.base, agent());
+    let writer = bearer(&back_office(&dir, "acme"));
+    let lines = [
+        entity("Team", "acme/analysts", json!({}), &[]),
+        entity("Team", "acme/admins", json!({}), &[]),
+        entity(
+            "User",
+            "acme/alice",
+            json!({"email": "alice@acme.example"}),
+            &[("Team", "acme/analysts")],
+        ),
+        entity(
+            "User",
+            "acme/bob",
+            json!({"department": "finance", "email": "bob@acme.example"}),
+            &[("Team", "acme/admins")],
+        ),
+        entity("Department", "acme/risk", json!({}), &[]),
+        entity("Department", "acme/finance", json!({}), &[]),
+        entity(
+            "Report",
+            "acme/q3",
+            json!({"department": "risk"}),
+            &[("Department", "acme/risk")],
+        ),
+        entity(
+            "Report",
+            "acme/q9",
+            json!({"department": "finance"}),
+            &[("Department", "acme/finance")],
+        ),
+    ]
+    .join("\n");
+    let (status, _, body) = send(
+        &agent,
+        "POST",
+        &format!("{base}/v1/data/acme/import"),
+        &[("authorization", writer.as_str())],
+        lines.as_bytes(),
+    );
+    assert_eq!(status, 200, "{body}");
+    let alice = token_of(
+        &dir,
+        "acme",
+        json!({"oid": "alice", "roles": ["FinanceAnalyst"], "department": "finance", "amr": ["pwd", "mfa"]}),
+    );
+    let slice_url = |query: &str| format!("{base}/v1/data/acme/slice?{query}");
+    let get = |url: &str, token: &str, extra: &[(&str, &str)]| {
+        let auth = bearer(token);
+        let mut headers = vec![("authorization", auth.as_str())];
+        headers.extend_from_slice(extra);
+        send(&agent, "GET", url, &headers, b"")
+    };
+    let asked = "resource=Report/q3&resource=Report/q9&resource=User/bob";
+
+    // Her own entity and team; the finance report and its department. Not the risk report
+    // (she may do nothing with it), not bob (a user she may not manage) nor his team.
+    let (status, headers, body) = get(&slice_url(asked), &alice, &[]);
+    assert_eq!(status, 200, "{body}");
+    let (entities, covered) = slice_of(&body);
+    assert_eq!(
+        entities,
+        [
+            "Department::acme/finance",
+            "Report::acme/q9",
+            "Team::acme/analysts",
+            "User::acme/alice"
+        ]
+    );
+    assert_eq!(covered, ["Report::acme/q9"]);
+    assert!(!body.contains("bob"), "{body}");
+    let document: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(document["revision"], 1);
+    assert_eq!(document["slice"]["principal"]["id"], "acme/alice");
+    assert_eq!(headers["cache-control"], "private, no-store");
+    assert_eq!(headers["vary"], "authorization");
+    let tag = headers["etag"].to_str().unwrap().to_owned();
+    assert!(tag.starts_with("\"1-"), "{tag}");
+    let (status, headers, _) = get(&slice_url(asked), &alice, &[("if-none-match", &tag)]);
+    assert_eq!(
+        (status, headers["etag"].to_str().unwrap()),
+        (304, tag.as_str())
+    );
+
+    // An engine holding only the slice (a browser's: the tenant's distributable bundle)
+    // decides the requested resources as the service does on the whole data.
+    let compiled = portcullis::bundle_dir::compile(&dir).unwrap();
+    let browser = portcullis_engine::Engine::new(
+        portcullis_engine::Bundle::load(compiled.for_tenant("acme").unwrap()).unwrap(),
+    );
+    browser.load_data_slice("acme", &body).unwrap();
+    let now = common::now();
+    for report in ["acme/q3", "acme/q9"] {
+        for action in ["view", "export"] {
+            let request = json!({"action": action, "resource": {"type": "Report", "id": report}});
+            let (_, _, text) = send(
+                &agent,
+                "POST",
+                &format!("{base}/v1/decide"),
+                &[("authorization", bearer(&alice).as_str())],
+                request.to_string().as_bytes(),
+            );
+            let served: Value = serde_json::from_str(&text).unwrap();
+            let mut local: portcullis_engine::DecisionRequest =
+                serde_json::from_value(request).unwrap();
+            local.token = Some(alice.clone());
+            let decided = browser.decide(&local, now);
+            assert_eq!(
+                (decided.decision.as_str(), json!(decided.reasons)),
+                (
+                    served["decision"].as_str().unwrap(),
+                    served["reasons"].clone()
+                ),
+                "{action} {report}: {text}"
+            );
+            if report == "acme/q3" {
+                assert_eq!(decided.errors[0].code, "data_outside_slice");
+            }
+        }
+    }
+
+    // The report moves to finance: the next slice holds it, at the new revision.
+    let (status, _, body) = send(
+        &agent,
+        "PATCH",
+        &format!("{base}/v1/data/acme/entities/Report/q3"),
+        &[("authorization", writer.as_str())],
+        br#"{"attrs": {"department": "finance"}, "parents": [{"type": "Department", "id": "acme/finance"}]}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    let (status, headers, body) = get(&slice_url(asked), &alice, &[("if-none-match", &tag)]);
+    assert_eq!(status, 200, "{body}");
+    assert!(headers["etag"].to_str().unwrap().starts_with("\"2-"));
+    assert_eq!(slice_of(&body).1, ["Report::acme/q3", "Report::acme/q9"]);
+
+    // A tenant administrator may manage bob: bob's entity comes, with his team.
+    let admin = token_of(
+        &dir,
+        "acme",
+        json!({"oid": "tess", "roles": ["TenantAdmin"], "amr": ["pwd", "mfa"]}),
+    );
+    let (status, _, body) = get(&slice_url("resource=User/bob"), &admin, &[]);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        slice_of(&body),
+        (
+            vec!["Team::acme/admins".into(), "User::acme/bob".into()],
+            vec!["User::acme/bob".into()]
+        )
+    );
+    // Asked for nothing: only one's own entity and ancestors (tess has none stored).
+    let (status, _, body) = get(&format!("{base}/v1/data/acme/slice"), &admin, &[]);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(slice_of(&body), (vec![], vec![]));
+
+    // Who was given what is in the audit log, without the token.
+    drop(running);
+    let audit = std::fs::read_to_string(&audit).unwrap();
+    let slices: Vec<Value> = audit
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|r| r["kind"] == "data_slice")
+        .collect();
+    assert_eq!(slices.len(), 5, "{audit}");
+    assert_eq!(slices[0]["principal"], "User::\"acme/alice\"");
+    assert_eq!(slices[0]["resources"], json!(["Report::\"acme/q9\""]));
+    assert_eq!(slices[0]["asked"], 3);
+    assert!(!audit.contains(&alice), "no token in the audit trail");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_slice_is_never_another_tenants_and_never_without_a_valid_token() {
+    let dir = techfin_storing_slices("data-slice-abuse");
+    let store = dir.join("data.db");
+    let running = Running::start(options(&dir, &format!("sqlite:{}", store.display())));
+    let (base, agent) = (&running.base, agent());
+    let writer = bearer(&back_office(&dir, "acme"));
+    let (status, _, body) = send(
+        &agent,
+        "PUT",
+        &format!("{base}/v1/data/acme/entities/Report/q3"),
+        &[("authorization", writer.as_str())],
+        br#"{"attrs": {"department": "finance"}}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    let get = |url: &str, auth: Option<&str>| {
+        let headers: Vec<(&str, &str)> = auth.map(|a| ("authorization", a)).into_iter().collect();
+        let (status, headers, body) = send(&agent, "GET", url, &headers, b"");
+        (status, headers, code(&body), body)
+    };
+    let acme_slice = format!("{base}/v1/data/acme/slice?resource=Report/q3");
+    // wonka's finance analyst (Entra too) asks for acme's slice: refused by the tenant
+    // binding; wonka's own slice asking for acme's report holds nothing of acme.
+    let wonka = bearer(&analyst(&dir, "wonka"));
+    let (status, _, code_, _) = get(&acme_slice, Some(&wonka));
+    assert_eq!((status, code_.as_str()), (403, "data_other_tenant"));
+    let (status, _, _, body) = get(
+        &format!("{base}/v1/data/wonka/slice?resource=Report/q3&resource=Report/acme%2Fq3"),
+        Some(&wonka),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(!body.contains("\"acme"), "{body}");
+    assert_eq!(slice_of(&body), (vec![], vec![]));
+    // No token, a broken one, another scheme: 401 with a challenge.
+    for auth in [None, Some("Bearer x.y.z"), Some("Basic YWxpY2U6cHc=")] {
+        let (status, headers, code_, body) = get(&acme_slice, auth);
+        assert_eq!(
+            (status, code_.as_str()),
+            (401, "unauthenticated"),
+            "{auth:?}: {body}"
+        );
+        assert!(headers.contains_key("www-authenticate"));
+    }
+    // Malformed, unknown and too many parameters; an overlong query.
+    let alice = bearer(&analyst(&dir, "acme"));
+    let many = (0..=100)
+        .map(|i| format!("resource=Report/r{i}"))
+        .collect::<Vec<_>>()
+        .join("&");
+    let long = format!("resource=Report/{}", "x".repeat(40_000));
+    for query in [
+        "resource=Report",
+        "resource=/q3",
+        "resource=Report/%ZZ",
+        "since=1",
+        "resource=Not%20a%20type/q3",
+        many.as_str(),
+        long.as_str(),
+    ] {
+        let (status, _, code_, body) =
+            get(&format!("{base}/v1/data/acme/slice?{query}"), Some(&alice));
+        assert_eq!(
+            (status, code_.as_str()),
+            (400, "request_invalid"),
+            "{}: {body}",
+            query.chars().take(40).collect::<String>()
+        );
+    }
+    // 100 resources are fine; an unknown tenant is not.
+    let hundred = (0..100)
+        .map(|i| format!("resource=Report/r{i}"))
+        .collect::<Vec<_>>()
+        .join("&");
+    let (status, _, _, body) = get(
+        &format!("{base}/v1/data/acme/slice?{hundred}"),
+        Some(&alice),
+    );
+    assert_eq!(status, 200, "{body}");
+    let (status, _, code_, _) = get(&format!("{base}/v1/data/nosuch/slice"), Some(&alice));
+    assert_eq!((status, code_.as_str()), (404, "data_tenant"));
+    // The analyst needs no data permission for her own slice, but still has none for the
+    // tenant's whole data.
+    let (status, _, _, _) = get(&acme_slice, Some(&alice));
+    assert_eq!(status, 200);
+    let (status, _, code_, _) = get(&format!("{base}/v1/data/acme"), Some(&alice));
+    assert_eq!((status, code_.as_str()), (403, "forbidden"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -13,13 +13,13 @@ mod bindings;
 
 use bindings::exports::portcullis::engine::engine::{
     Decided, EdgeAction as WitEdgeAction, EdgeVerdict, Error, Guest, HttpRequest as WitRequest,
-    HttpResponse, Outcome as WitOutcome, RemoteIssuer,
+    HttpResponse, Outcome as WitOutcome, RemoteIssuer, SliceRefused, Sliced as WitSlice,
 };
 use bindings::portcullis::engine::crypto;
 use portcullis_engine::{
     Algorithm, Bundle, Curve, Decision, DecisionIds, DecisionRequest, Edge, EdgeAction,
     EdgeOptions, Engine, EngineOptions, ErrorInfo, HeaderPairs, HttpRequest, KeyMaterial, KeyUrl,
-    Outcome, SignatureVerifier, TrustedRequest, VerificationKey, apply_bearer,
+    Outcome, SignatureVerifier, SliceRequest, TrustedRequest, VerificationKey, apply_bearer,
 };
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -105,9 +105,14 @@ fn parse<T: serde::de::DeserializeOwned>(what: &str, text: &str) -> Result<T, Er
 }
 
 fn not_loaded() -> Error {
-    Error {
-        code: "bundle_missing".to_owned(),
+    error(&not_loaded_info())
+}
+
+fn not_loaded_info() -> ErrorInfo {
+    ErrorInfo {
+        code: "bundle_missing",
         message: "no bundle is loaded".to_owned(),
+        help: None,
     }
 }
 
@@ -218,6 +223,38 @@ impl Guest for Component {
             engine
                 .as_ref()
                 .is_some_and(|e| e.forget_tenant_data(&tenant))
+        })
+    }
+
+    fn data_slice(
+        tenant: String,
+        query: String,
+        bearer: String,
+        now: i64,
+    ) -> Result<WitSlice, SliceRefused> {
+        let refused = |info: &ErrorInfo, status: u16, keys_wanted: Option<String>| SliceRefused {
+            code: info.code.to_owned(),
+            status,
+            message: info.message.clone(),
+            keys_wanted,
+        };
+        let request =
+            SliceRequest::from_query(&tenant, &query).map_err(|info| refused(&info, 400, None))?;
+        ENGINE.with_borrow(|engine| {
+            let Some(engine) = engine else {
+                return Err(refused(&not_loaded_info(), 503, None));
+            };
+            engine
+                .data_slice(&bearer, &request, now)
+                .map(|slice| WitSlice {
+                    document_json: slice.json,
+                    revision: slice.revision,
+                    audit_json: slice.audit_json,
+                })
+                .map_err(|e| {
+                    let keys = e.keys_wanted().map(str::to_owned);
+                    refused(&e.info(), e.http_status(), keys)
+                })
         })
     }
 

@@ -43,6 +43,10 @@ export type DecisionErrorCode =
   | "request_context"
   | "request_schema"
   | "request_tenant"
+  | "request_stored_attrs"
+  | "data_unavailable"
+  | "data_depth"
+  | "data_outside_slice"
   | "policy_evaluation";
 
 /** The subset of decision error codes a rejected token gets (thrown by `authenticate`). */
@@ -58,7 +62,44 @@ export type ErrorCode =
   | "request_invalid"
   | "edge_invalid"
   | "clock"
-  | "disposed";
+  | "disposed"
+  | DataErrorCode
+  | FetchDataErrorCode;
+
+/** Codes of tenant data the engine refuses (`loadTenantData`, `fetchData`): nothing of it is kept. */
+export type DataErrorCode =
+  | "data_malformed"
+  | "data_too_large"
+  | "data_tenant"
+  | "data_type"
+  | "data_other_tenant"
+  | "data_schema"
+  | "data_parent_tenant"
+  | "data_cycle"
+  | "data_depth"
+  | "data_static"
+  | "data_duplicate"
+  | "data_revision";
+
+/**
+ * Codes `fetchData` rejects with besides `DataErrorCode` and `TokenErrorCode`: `data_fetch`
+ * (no answer, a redirect, an answer that is not a slice of the tenant), and the decision
+ * service's own codes.
+ */
+export type FetchDataErrorCode =
+  | "data_fetch"
+  | "unauthenticated"
+  | "request_invalid"
+  | "data_other_tenant"
+  | "data_tenant"
+  | "data_off"
+  | "data_unavailable"
+  | "data_depth"
+  | "data_too_large"
+  | "data_store_unavailable"
+  | "overloaded"
+  | "not_ready"
+  | "unavailable";
 
 /** Codes of the problems of a bundle that does not load (`BundleError.problems[].code`). */
 export type BundleProblemCode =
@@ -116,9 +157,12 @@ export class KeyError extends PortcullisError {
   readonly code: "keys_unknown_issuer" | "keys_invalid" | "keys_fetch";
 }
 
-/** A request or argument does not have the documented shape, or the engine was disposed. */
+/**
+ * A request or argument does not have the documented shape, the engine was disposed, or
+ * tenant data could not be loaded or fetched.
+ */
 export class RequestError extends PortcullisError {
-  readonly code: "request_invalid" | "clock" | "disposed";
+  readonly code: "request_invalid" | "clock" | "disposed" | DataErrorCode | FetchDataErrorCode;
 }
 
 /** A Cedar entity reference. */
@@ -483,13 +527,52 @@ export type EdgeVerdict = ForwardVerdict | RespondVerdict;
 export function initialize(options?: InitializeOptions): Promise<void>;
 
 /** A loaded bundle. */
-/** A tenant's stored data: a snapshot (`entities`) or changes since a revision (`since`, `changes`). */
+/**
+ * A tenant's stored data: a snapshot (`entities`) or changes since a revision (`since`,
+ * `changes`). A signed-in user's slice is a snapshot with the `slice` it was cut for.
+ */
 export interface DataDocument {
   tenant: string;
   revision: number;
   since?: number;
   entities?: unknown[];
   changes?: { revision: number; type: string; id: string; entity?: unknown | null }[];
+  /** For a slice: its principal and the resources it covers; decisions outside them are denied. */
+  slice?: { principal: EntityRef; resources: EntityRef[] };
+}
+
+/** What a `fetch` answer must offer `fetchData` (a `Response` does). */
+export interface DataFetchResponse {
+  readonly status: number;
+  /** `"opaqueredirect"` for a refused redirect. */
+  readonly type?: string;
+  readonly headers?: { get(name: string): string | null };
+  arrayBuffer(): Promise<ArrayBuffer>;
+}
+
+/** What `fetchData` needs of `fetch` (the global `fetch` is one). */
+export type DataFetchFunction = (
+  url: string,
+  init: { headers: Record<string, string>; redirect: "error"; cache: "no-store" },
+) => Promise<DataFetchResponse>;
+
+/** Options of `fetchData`. */
+export interface FetchDataOptions {
+  /** The decision service's base URL (`https://authz.example.com`; in a browser, the same origin's `/authz` works too). */
+  url: string;
+  /** The signed-in user's access token: it authenticates the fetch, and the slice is theirs. */
+  token: string;
+  /** The resources the application will decide on (full ids, as in decisions; at most 100). */
+  resources?: EntityRef[];
+  /** The `fetch` to use (default `globalThis.fetch`). */
+  fetch?: DataFetchFunction;
+}
+
+/** Tenant data the engine holds now. */
+export interface DataLoaded {
+  tenant: string;
+  revision: number;
+  entities: number;
 }
 
 export class Portcullis {
@@ -511,6 +594,14 @@ export class Portcullis {
    * held); returns the revision now held. Throws `RequestError` with a `data_*` code.
    */
   loadTenantData(document: DataDocument | string): number;
+  /**
+   * Fetch the signed-in user's slice of their tenant's data from the decision service
+   * (`GET {url}/v1/data/{tenant}/slice`) and load it in place of the tenant data held: their
+   * own stored entity and its ancestors, and each of `resources` they may do something with.
+   * Decisions on stored resources it does not cover are denied (`data_outside_slice`).
+   * Rejects with `TokenError` (the token is not accepted here) or `RequestError`.
+   */
+  fetchData(options: FetchDataOptions): Promise<DataLoaded>;
   /** Decide one request. Never rejects for a bad token: that is an `unauthenticated` decision. */
   decide(request: DecisionRequest): Promise<Decision>;
   /**

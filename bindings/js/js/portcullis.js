@@ -6,7 +6,7 @@
 // elsewhere; the engine says which key and algorithm), reads the clock and, optionally, fetches
 // issuers' keys.
 
-import init, { initSync, RawEngine, RawKeySchedule } from "./portcullis_js.js";
+import init, { initSync, maxSliceDocument, RawEngine, RawKeySchedule, sliceQuery } from "./portcullis_js.js";
 
 // ---------------------------------------------------------------------------------------------
 // Errors
@@ -47,7 +47,11 @@ export class KeyError extends PortcullisError {
   }
 }
 
-/** A request or argument does not have the documented shape (`request_invalid`, `clock`, `disposed`). */
+/**
+ * A request or argument does not have the documented shape (`request_invalid`, `clock`,
+ * `disposed`), or tenant data could not be loaded or fetched (`data_*`, and the decision
+ * service's own codes for `fetchData`).
+ */
 export class RequestError extends PortcullisError {
   constructor(info) {
     super(info);
@@ -532,6 +536,12 @@ class KeyFetcher {
 
 const constructing = Symbol("Portcullis.load");
 
+/** The decision service's codes `fetchData` passes on (any other answer is `data_fetch`). */
+const SERVICE_CODES = new Set([
+  "unauthenticated", "request_invalid", "data_other_tenant", "data_tenant", "data_off", "data_unavailable",
+  "data_depth", "data_too_large", "data_store_unavailable", "overloaded", "not_ready", "unavailable",
+]);
+
 /**
  * A loaded bundle: decides requests. Create with `await Portcullis.load(bundle)`.
  */
@@ -653,6 +663,99 @@ export class Portcullis {
     } catch (thrown) {
       rethrow(thrown);
     }
+  }
+
+  /**
+   * Fetch the signed-in user's slice of their tenant's data from the decision service
+   * (`GET {url}/v1/data/{tenant}/slice?resource=…`, authenticated with `token`) and load it:
+   * their own stored entity and its ancestors, and each of `resources` (`[{type, id}]`, full
+   * ids as in decisions, at most 100) that they may do something with, with its ancestors.
+   * The slice replaces the tenant data the engine held; decisions on stored resources it does
+   * not cover, or for another principal, are denied (`data_outside_slice`). Resolves to
+   * `{tenant, revision, entities}`. Rejects with `TokenError` when the token is not accepted
+   * here, and with `RequestError` otherwise: `data_fetch` (network, redirect, not a slice),
+   * `data_too_large`, or the service's code (`unauthenticated`, `data_other_tenant`,
+   * `request_invalid`, `data_unavailable`, ...). No message ever holds the token.
+   */
+  async fetchData(options) {
+    const { url, token, resources = [], fetch, ...rest } = objectArgument(options, "`fetchData` options");
+    const extra = Object.keys(rest);
+    if (extra.length > 0) {
+      throw new RequestError({ code: "request_invalid", message: `invalid \`fetchData\` options: unknown field \`${extra[0]}\`` });
+    }
+    if (typeof url !== "string" || url === "") {
+      throw new RequestError({ code: "request_invalid", message: "`fetchData`: `url` is the decision service's base URL" });
+    }
+    if (typeof token !== "string" || token === "") {
+      throw new RequestError({ code: "request_invalid", message: "`fetchData`: `token` is the signed-in user's access token" });
+    }
+    if (!Array.isArray(resources)) {
+      throw new RequestError({ code: "request_invalid", message: "`fetchData`: `resources` is an array of `{type, id}`" });
+    }
+    const get = fetch ?? globalThis.fetch?.bind(globalThis);
+    if (typeof get !== "function") {
+      throw new RequestError({ code: "data_fetch", message: "no `fetch` in this runtime; pass `fetchData`'s `fetch`" });
+    }
+    // The token's tenant, as the engine verifies it (a token it refuses is never sent).
+    const { tenant } = await this.authenticate(token);
+    let query;
+    try {
+      query = sliceQuery(tenant, utf8(toJson(resources)));
+    } catch (thrown) {
+      rethrow(thrown);
+    }
+    const base = url.replace(/\/+$/, "");
+    const target = `${base}/v1/data/${encodeURIComponent(tenant)}/slice${query === "" ? "" : `?${query}`}`;
+    // A message never holds the token, even one a service echoed.
+    const scrub = (text) => String(text).split(token).join("[token]");
+    const failed = (code, message) => new RequestError({ code, message: scrub(message) });
+    let response;
+    try {
+      response = await get(target, {
+        headers: { accept: "application/json", authorization: `Bearer ${token}` },
+        redirect: "error",
+        cache: "no-store",
+      });
+    } catch (cause) {
+      throw failed("data_fetch", `cannot fetch the data slice from \`${base}\` (redirects are not followed): ${cause?.message ?? cause}`);
+    }
+    const status = response.type === "opaqueredirect" ? 302 : response.status;
+    const limit = maxSliceDocument();
+    const declared = Number(response.headers?.get?.("content-length"));
+    if (status === 200 && declared > limit) {
+      await response.body?.cancel?.().catch(() => {});
+      throw failed("data_too_large", `the data slice is larger than ${limit} bytes`);
+    }
+    const body = await readAtMost(response, status === 200 ? limit : 64 * 1024);
+    if (status !== 200) {
+      let answer = null;
+      try {
+        answer = body === null ? null : JSON.parse(new TextDecoder().decode(body));
+      } catch {
+        answer = null;
+      }
+      const code = SERVICE_CODES.has(answer?.code) ? answer.code : "data_fetch";
+      const said = typeof answer?.message === "string" ? `: ${answer.message.slice(0, 500)}` : "";
+      throw failed(code, `the data service answered ${status}${said}`);
+    }
+    if (body === null) throw failed("data_too_large", `the data slice is larger than ${limit} bytes`);
+    let loaded;
+    try {
+      loaded = this.#engine().loadDataSlice(tenant, new TextDecoder().decode(body));
+    } catch (thrown) {
+      if (typeof thrown === "string") {
+        let info = null;
+        try {
+          info = JSON.parse(thrown);
+        } catch {
+          info = null;
+        }
+        // A document that is not JSON, or not a slice of this tenant, is the service's fault.
+        if (info?.code === "data_malformed") throw failed("data_fetch", `the data service did not answer a data slice: ${info.message}`);
+      }
+      rethrow(thrown);
+    }
+    return JSON.parse(loaded);
   }
 
   /** Fetch every remote issuer's keys now (with `fetchKeys`); rejects with the first failure. */

@@ -282,6 +282,26 @@ impl RawEngine {
         Ok(loaded.revision as f64)
     }
 
+    /// Hand over a signed-in user's slice of `tenant`'s data (the document of
+    /// `GET /v1/data/{tenant}/slice`, JSON text), which must be a slice of that tenant.
+    /// Returns `{tenant, revision, entities}` as JSON text.
+    ///
+    /// # Errors
+    /// `data_*` codes; the data held stays as it was.
+    #[wasm_bindgen(js_name = loadDataSlice)]
+    pub fn load_data_slice(&self, tenant: &str, document_json: &str) -> Result<String, JsValue> {
+        let loaded = self
+            .engine
+            .load_data_slice(tenant, document_json)
+            .map_err(|e| convert::error(&e.info()))?;
+        Ok(serde_json::json!({
+            "tenant": loaded.tenant,
+            "revision": loaded.revision,
+            "entities": loaded.entities,
+        })
+        .to_string())
+    }
+
     /// Decide one request (`{token?, action, resource, context}`, JSON as UTF-8) at unix time
     /// `now`. A string token comes apart, as UTF-8 (empty: none), so that neither side writes or
     /// reads it as JSON. Returns the decision as JSON text, or a [`Pending`] signature for the
@@ -527,4 +547,25 @@ impl RawEngine {
             .map(|p| JsValue::from_str(&convert::principal(&p)))
             .map_err(|e| convert::token_error(&e))
     }
+}
+
+/// The query of `GET /v1/data/{tenant}/slice` asking for `resources_json` (`[{type, id}]`,
+/// full ids as decisions name them): `resource=<Type>/<id>&…`, ids relative to the tenant
+/// (resources of another tenant left out). Empty for none.
+///
+/// # Errors
+/// `request_invalid`: not an array of `{type, id}`, more resources than a slice takes, or a
+/// type that is not an entity type name.
+#[wasm_bindgen(js_name = sliceQuery)]
+pub fn slice_query(tenant: &str, resources_json: &[u8]) -> Result<String, JsValue> {
+    let resources: Vec<portcullis_engine::EntityRef> = parse(resources_json, "resources")?;
+    portcullis_engine::SliceRequest::new(tenant, &resources)
+        .map(|request| request.query())
+        .map_err(|info| convert::error(&info))
+}
+
+/// The largest slice document the SDK reads, bytes (the service serves none larger).
+#[wasm_bindgen(js_name = maxSliceDocument)]
+pub fn max_slice_document() -> u32 {
+    u32::try_from(portcullis_engine::MAX_SLICE_DOCUMENT).unwrap_or(u32::MAX)
 }

@@ -492,6 +492,32 @@ impl Bundle {
         self.known_actions.get(id)
     }
 
+    /// The schema actions that apply to this principal type and resource type, by the names
+    /// a request gives them (`view`, or `Ns::Action::"view"` outside the `Action` type), in
+    /// order.
+    pub(crate) fn actions_applying(
+        &self,
+        principal: &EntityTypeName,
+        resource: &EntityTypeName,
+    ) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .action_shapes
+            .iter()
+            .filter(|(_, (principals, resources, _))| {
+                principals.contains(principal) && resources.contains(resource)
+            })
+            .map(|(uid, _)| {
+                if uid.type_name().to_string() == "Action" {
+                    uid.id().unescaped().to_owned()
+                } else {
+                    uid.to_string()
+                }
+            })
+            .collect();
+        names.sort();
+        names
+    }
+
     pub(crate) fn is_schema_action(&self, uid: &EntityUid) -> bool {
         self.action_uids.contains(uid)
     }

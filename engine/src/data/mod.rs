@@ -15,6 +15,11 @@
 //! revision, or its changes since one. The engine does no I/O.
 
 mod graph;
+mod slice;
+
+pub use slice::{
+    EntityRef, MAX_SLICE_DOCUMENT, MAX_SLICE_QUERY, MAX_SLICE_RESOURCES, SliceRequest, SliceScope,
+};
 
 use crate::bundle::{Bundle, DataSettings, MAX_DATA_DEPTH, SchemaInfo};
 use crate::error::{BundleProblem, SourceLocation, sanitize};
@@ -24,6 +29,7 @@ use serde_json::{Map, Value};
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The largest data document (a snapshot or a set of changes) the engine reads.
 pub const MAX_DATA_DOCUMENT: usize = 64 * 1024 * 1024;
@@ -115,7 +121,9 @@ pub(crate) fn stored_types(
 
 /// A tenant's data document: its snapshot at `revision` (`entities`), or its changes from
 /// `since` to `revision` (`changes`). What `GET /v1/data/{tenant}` serves and every host hands
-/// to [`crate::Engine::load_tenant_data`].
+/// to [`crate::Engine::load_tenant_data`]. A signed-in user's slice
+/// ([`crate::Engine::data_slice`]) is a snapshot of part of the data, with the `slice` it was
+/// cut for.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataDocument {
@@ -132,6 +140,10 @@ pub struct DataDocument {
     /// For changes: each change, in revision order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub changes: Vec<DataChange>,
+    /// For a slice: the principal and the resources it was cut for. An engine holding a slice
+    /// decides only for them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slice: Option<SliceScope>,
 }
 
 /// Several tenants' entities as one document: `{"tenants": {"acme": [entity, …]}}`. The form
@@ -335,6 +347,17 @@ pub(crate) struct Stored {
     pub attrs: Option<HashMap<String, RestrictedExpression>>,
 }
 
+/// What a slice held by an engine covers (see [`SliceScope`]).
+#[derive(Debug)]
+pub(crate) struct Scope {
+    pub principal: EntityUid,
+    pub resources: HashSet<EntityUid>,
+}
+
+/// Where [`TenantData::version`]s come from: one counter for the process, so that no two
+/// contents of any tenant's data share a version.
+static VERSIONS: AtomicU64 = AtomicU64::new(1);
+
 /// A tenant's stored entities at one revision, indexed by uid and by parent.
 #[derive(Clone, Debug)]
 pub struct TenantData {
@@ -343,6 +366,10 @@ pub struct TenantData {
     entities: HashMap<EntityUid, Arc<Stored>>,
     /// Parent → the stored entities that name it as a parent.
     children: HashMap<EntityUid, HashSet<EntityUid>>,
+    /// For a signed-in user's slice: what it covers. `None` for the tenant's data.
+    scope: Option<Arc<Scope>>,
+    /// This content's version (see [`TenantData::version`]).
+    version: u64,
 }
 
 impl TenantData {
@@ -353,7 +380,25 @@ impl TenantData {
             revision: 0,
             entities: HashMap::new(),
             children: HashMap::new(),
+            scope: None,
+            version: VERSIONS.fetch_add(1, Ordering::Relaxed),
         }
+    }
+
+    /// A number that names this content: every change (and every document applied) makes a
+    /// new one. Unlike the revision, it tells apart two documents of one revision, such as
+    /// two slices cut for different resources.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// Whether this is a signed-in user's slice rather than the tenant's data.
+    pub fn is_slice(&self) -> bool {
+        self.scope.is_some()
+    }
+
+    pub(crate) fn scope(&self) -> Option<&Scope> {
+        self.scope.as_deref()
     }
 
     /// The tenant.
@@ -401,22 +446,52 @@ impl TenantData {
         }
     }
 
-    /// The snapshot document of only the entities `starts` names (type, id) and their stored
-    /// ancestors: what a decision about them can join, and nothing else of the tenant (a
-    /// signed-in user's slice, for a browser). Unknown uids are left out.
-    pub fn slice(&self, bundle: &Bundle, starts: &[(String, String)]) -> DataDocument {
-        let uids = starts.iter().filter_map(|(ty, id)| parse_uid(ty, id).ok());
+    /// The slice document for `principal` covering `resources`: the principal's stored
+    /// entity and its stored ancestors, each of `resources` that is stored and its stored
+    /// ancestors — what a decision of that principal about them joins, and nothing else of
+    /// the tenant — with the [`SliceScope`] that says so. Which resources a user's slice may
+    /// cover is [`crate::Engine::data_slice`]'s to decide; unknown uids are left out of the
+    /// entities (a decision about them has no stored facts either) but stay covered.
+    ///
+    /// # Errors
+    /// `data_depth`: a chain of parents deeper than the bundle's `max_depth` (data loaded
+    /// before a bundle lowered it). Decisions on it are refused, so a slice that cut the chain
+    /// would decide what the server does not.
+    pub fn slice(
+        &self,
+        bundle: &Bundle,
+        principal: &EntityRef,
+        resources: &[EntityRef],
+    ) -> Result<DataDocument, crate::error::RequestError> {
+        let parse = |r: &EntityRef| parse_uid(&r.entity_type, &r.id).ok();
         let mut seen = HashSet::new();
         let mut found = Vec::new();
-        // A chain deeper than `max_depth` (loaded under an older bundle) is cut there: the
-        // browser's decision then lacks what the server's would refuse on anyway.
-        let _ = self.ancestors_into(
-            uids,
-            bundle.compiled().settings.data.max_depth,
+        let depth = bundle.compiled().settings.data.max_depth;
+        // As a decision joins them: the principal's stored entity, then its parents counted
+        // from the first level, as a resource is.
+        if let Some(uid) = parse(principal) {
+            seen.insert(uid.clone());
+            if let Some(stored) = self.entities.get(&uid) {
+                found.push(stored.entity.clone());
+                let parents = stored.parents.iter().cloned();
+                self.ancestors_into(parents, depth, &mut seen, &mut found)?;
+            }
+        }
+        self.ancestors_into(
+            resources.iter().filter_map(parse),
+            depth,
             &mut seen,
             &mut found,
-        );
-        self.snapshot_of(found.iter())
+        )?;
+        let mut covered = resources.to_vec();
+        covered.sort();
+        covered.dedup();
+        let mut document = self.snapshot_of(found.iter());
+        document.slice = Some(SliceScope {
+            principal: principal.clone(),
+            resources: covered,
+        });
+        Ok(document)
     }
 
     /// Check `writes` against the schema and this data, as one change: every entity is this
@@ -462,15 +537,27 @@ impl TenantData {
                     "a snapshot (no `since`) has `changes`".into(),
                 ));
             }
+            let scope = match &document.slice {
+                Some(slice) => Some(Arc::new(scope_of(bundle, &self.tenant, slice)?)),
+                None => None,
+            };
             let mut fresh = Self::new(&self.tenant);
             let writes = document.entities.into_iter().map(EntityWrite::Put);
             fresh.commit(bundle, document.revision, writes.collect())?;
+            fresh.scope = scope;
             *self = fresh;
             return Ok(());
         };
         if !document.entities.is_empty() {
             return Err(DataError::Malformed(
                 "changes (with `since`) have `entities`".into(),
+            ));
+        }
+        if document.slice.is_some() || self.scope.is_some() {
+            // A slice is cut for one principal and its resources: another principal's change
+            // could not be told from one that belongs in it.
+            return Err(DataError::Malformed(
+                "changes never apply to a signed-in user's slice: fetch a new slice".into(),
             ));
         }
         let refused = |reason| DataError::Revision {
@@ -558,6 +645,7 @@ impl TenantData {
             }
         }
         self.revision = revision;
+        self.version = VERSIONS.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
@@ -678,6 +766,43 @@ impl Bundle {
         }
         (action.clone(), resource)
     }
+}
+
+/// The scope of a slice document for `tenant`, checked: its principal and resources are
+/// the tenant's (a principal's id is tenant-qualified too), and the resources of stored types.
+fn scope_of(bundle: &Bundle, tenant: &str, slice: &SliceScope) -> Result<Scope, DataError> {
+    if slice.resources.len() > MAX_SLICE_RESOURCES {
+        return Err(DataError::Malformed(format!(
+            "a slice covers at most {MAX_SLICE_RESOURCES} resources"
+        )));
+    }
+    let owned = |r: &EntityRef| -> Result<EntityUid, DataError> {
+        let uid = parse_uid(&r.entity_type, &r.id)?;
+        if !in_tenant(tenant, &uid) {
+            return Err(DataError::OtherTenant {
+                entity: sanitize(&uid.to_string(), 120),
+                tenant: tenant.to_owned(),
+                reason: "a slice is cut from one tenant's data".into(),
+            });
+        }
+        Ok(uid)
+    };
+    let principal = owned(&slice.principal)?;
+    let mut resources = HashSet::with_capacity(slice.resources.len());
+    for resource in &slice.resources {
+        let uid = owned(resource)?;
+        if !bundle.stored.contains(uid.type_name()) {
+            return Err(DataError::Malformed(format!(
+                "the slice covers `{}`, which is not of a stored type",
+                sanitize(&uid.to_string(), 120)
+            )));
+        }
+        resources.insert(uid);
+    }
+    Ok(Scope {
+        principal,
+        resources,
+    })
 }
 
 /// Parse and check one entity for `tenant`.

@@ -62,7 +62,7 @@ impl Engine {
         }
     }
 
-    fn next_decision_id(&self) -> String {
+    pub(super) fn next_decision_id(&self) -> String {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         // splitmix64 of seed ^ counter: unique per (seed, counter), not guessable from a count.
         let mut z =

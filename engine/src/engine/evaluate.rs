@@ -5,7 +5,7 @@ use super::assemble::Asked;
 use super::authenticate::VerifiedToken;
 use super::{DecisionRequest, Engine, TrustedRequest};
 use crate::cedar_glue::{self, RESERVED_CONTEXT_KEYS};
-use crate::data::{Stored, TenantData};
+use crate::data::{Scope, Stored, TenantData};
 use crate::decision::{Decision, Outcome, PrincipalSummary, RequestSummary, TokenIdentity};
 use crate::error::{RequestError, sanitize};
 use cedar_policy::{Entities, Entity, EntityUid, RestrictedExpression};
@@ -25,6 +25,29 @@ fn merge_principal(token: &Entity, stored: &Stored) -> Result<Entity, RequestErr
     }
     parents.extend(stored.parents.iter().cloned());
     Entity::new(uid, attrs, parents).map_err(|e| RequestError::Schema(e.to_string()))
+}
+
+/// A decision on a signed-in user's slice is made only for its principal, and on a stored
+/// resource only when the slice covers it: anything else would be decided on missing facts.
+fn outside_slice(
+    scope: &Scope,
+    principal: &EntityUid,
+    resource: &EntityUid,
+    resource_stored: bool,
+) -> Result<(), RequestError> {
+    if scope.principal != *principal {
+        return Err(RequestError::OutsideSlice(sanitize(
+            &principal.to_string(),
+            120,
+        )));
+    }
+    if resource_stored && !scope.resources.contains(resource) {
+        return Err(RequestError::OutsideSlice(sanitize(
+            &resource.to_string(),
+            120,
+        )));
+    }
+    Ok(())
 }
 
 impl Engine {
@@ -67,9 +90,10 @@ impl Engine {
                 // Without a token cache the token, and its memo, is gone after this request.
                 if self.bundle.compiled().settings.tokens.cache_entries > 0 {
                     let age = cedar_glue::session_age(&verified.principal, now);
+                    let version = data.as_ref().map(|d| d.version());
                     verified
                         .memo
-                        .get_or_evaluate(age, data_revision, request, evaluate)
+                        .get_or_evaluate(age, version, request, evaluate)
                 } else {
                     evaluate()
                 }
@@ -96,7 +120,7 @@ impl Engine {
             .ok_or_else(|| RequestError::DataUnavailable(sanitize(tenant, 64)))
     }
 
-    fn evaluate_token_request(
+    pub(super) fn evaluate_token_request(
         &self,
         verified: &VerifiedToken,
         request: &DecisionRequest,
@@ -114,6 +138,9 @@ impl Engine {
                 &request.resource.entity_type,
                 80,
             )));
+        }
+        if let Some(scope) = data.and_then(TenantData::scope) {
+            outside_slice(scope, &verified.uid, &resource_uid, resource_stored)?;
         }
         let mut context = cedar_glue::token_context(&verified.principal, now);
         for (key, value) in &request.context {
@@ -307,6 +334,10 @@ impl Engine {
             }
         }
         if let Some(data) = data {
+            if let Some(scope) = data.scope() {
+                let stored = self.bundle.stored.contains(resource.type_name());
+                outside_slice(scope, &principal, &resource, stored)?;
+            }
             for (reference, uid) in [
                 (&request.principal, &principal),
                 (&request.resource, &resource),

@@ -5,9 +5,11 @@ mod authenticate;
 mod data;
 mod evaluate;
 mod request;
+mod slice;
 
 pub use authenticate::{PendingSignature, TokenStep};
 pub use request::{DecisionRequest, ResourceRef, TrustedRequest};
+pub use slice::{DataSlice, SliceError};
 
 use authenticate::{Rejected, VerifiedToken};
 

@@ -13,6 +13,9 @@ mod key_rotation;
 // Signs tokens with the development keys.
 #[cfg(feature = "mint")]
 mod data;
+// A user's slice: signs tokens with the development keys too.
+#[cfg(feature = "mint")]
+mod slice;
 mod trusted;
 // Checks the built-in pure-Rust crypto.
 #[cfg(feature = "rust-crypto")]

@@ -981,3 +981,80 @@ pub(super) async fn admin_sync(
         .await,
     )
 }
+
+/// `GET /v1/data/{tenant}/slice?resource=<Type>/<id>&…` on the decision listener: the slice
+/// of the tenant's data that the caller's own bearer token may have in a browser — their
+/// stored entity and its ancestors, and each resource asked for (ids relative to the
+/// tenant), with its ancestors, that they may do at least one action on. The engine decides
+/// what goes in; no data permission is needed, since a user gets only the facts their own
+/// decisions rest on. The answer is private to the token (`Cache-Control: private,
+/// no-store`, `Vary: Authorization`); its `ETag` is the revision and a digest of the slice.
+pub(super) async fn slice(
+    State(shared): State<Arc<Shared>>,
+    Path(tenant): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    either(
+        async {
+            context(&shared, &tenant)?;
+            let unauthenticated =
+                |message: &str| Box::new(admin::challenge(message, "Bearer realm=\"portcullis\""));
+            let token = admin::bearer(&headers)
+                .ok_or_else(|| unauthenticated("a valid bearer token of the tenant is required"))?;
+            let query = query.unwrap_or_default();
+            let now = shared.clock.now();
+            let asked = tenant.clone();
+            let answer = shared
+                .run(Priority::Interactive, move |i| {
+                    i.data_slice(&asked, &query, &token, now)
+                })
+                .await?;
+            let sliced = match answer {
+                Ok(sliced) => sliced,
+                Err(refusal) => {
+                    if let Some(issuer) = &refusal.keys_wanted {
+                        shared.keys.wanted(issuer);
+                    }
+                    if refusal.status == 401 {
+                        // The token's own code, in the message: the body's code is the one
+                        // every endpoint gives a token it does not accept.
+                        return Err(unauthenticated(&format!(
+                            "the bearer token is not accepted ({}): {}",
+                            refusal.code, refusal.message
+                        )));
+                    }
+                    let status = StatusCode::from_u16(refusal.status)
+                        .ok()
+                        .filter(|s| s.is_client_error() || s.is_server_error())
+                        .unwrap_or(StatusCode::FORBIDDEN);
+                    return Err(refused(status, &refusal.code, &refusal.message));
+                }
+            };
+            // Who was given which facts: withheld when the audit log does not take it.
+            shared
+                .audit
+                .record_all(vec![sliced.audit_json])
+                .await
+                .map_err(|_| shared.audit_withheld())?;
+            let digest = crate::crypto::sha256(sliced.document_json.as_bytes());
+            let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+            let tag = HeaderValue::from_str(&format!("\"{}-{hex}\"", sliced.revision))
+                .unwrap_or(HeaderValue::from_static("\"\""));
+            let mut response = if admin::names_etag(&headers, &tag) {
+                StatusCode::NOT_MODIFIED.into_response()
+            } else {
+                super::json_response(StatusCode::OK, sliced.document_json)
+            };
+            let out = response.headers_mut();
+            out.insert(header::ETAG, tag);
+            out.insert(
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("private, no-store"),
+            );
+            out.insert(header::VARY, HeaderValue::from_static("authorization"));
+            Ok(response)
+        }
+        .await,
+    )
+}

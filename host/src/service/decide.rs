@@ -42,6 +42,7 @@ pub(super) fn router(shared: Arc<Shared>, timeout: Duration) -> Router {
         )
         .route("/v1/data/{tenant}/import", post(data::import))
         .route("/v1/data/{tenant}/export", get(data::export))
+        .route("/v1/data/{tenant}/slice", get(data::slice))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready::readyz))
         .fallback(not_found)

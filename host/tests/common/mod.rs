@@ -181,3 +181,33 @@ pub fn seeded_store(name: &str, bundle: &Path) -> portcullis::service::DataOptio
         ..portcullis::service::DataOptions::default()
     }
 }
+
+/// [`techfin_storing_reports`], storing more: teams and the users themselves (a user in
+/// teams), for a signed-in user's slice. The routes stop giving
+/// users' attributes too.
+pub fn techfin_storing_slices(name: &str) -> PathBuf {
+    let dir = techfin_storing_reports(name);
+    std::fs::write(
+        dir.join("bundle.json"),
+        r#"{"data": {"stored": ["Division", "Department", "Folder", "Report", "Team", "User"], "access": {"resource": "Tenant", "read": "data.read", "write": "data.write"}}}"#,
+    )
+    .unwrap();
+    let schema = std::fs::read_to_string(dir.join("schema.cedarschema")).unwrap();
+    let user = "entity User in [Role, Group] {";
+    assert!(schema.contains(user), "the TechFin schema changed");
+    let schema = schema.replace(user, "entity User in [Role, Group, Team] {")
+        + "entity Team { tenant: String };\n";
+    std::fs::write(dir.join("schema.cedarschema"), schema).unwrap();
+    let routes = std::fs::read_to_string(dir.join("routes.json")).unwrap();
+    let from = r#""resource": { "type": "User", "id": "{tenant}/{id}", "attrs": { "tenant": "{tenant}" } }"#;
+    assert!(routes.contains(from), "the TechFin routes changed");
+    std::fs::write(
+        dir.join("routes.json"),
+        routes.replace(
+            from,
+            r#""resource": { "type": "User", "id": "{tenant}/{id}" }"#,
+        ),
+    )
+    .unwrap();
+    dir
+}

@@ -9,7 +9,9 @@ import {
   KeyError,
   Portcullis,
   PortcullisError,
+  type DataLoaded,
   type Principal,
+  RequestError,
   type SubtleCryptoLike,
   TokenError,
 } from "portcullis";
@@ -67,6 +69,25 @@ export async function example(): Promise<void> {
   await edged.decideHttp({ method: "GET", path: "/", headers: new Headers({ cookie: "access_token=x" }) });
   // @ts-expect-error: unmatched is deny or pass
   await Portcullis.load(bundleJson, { edge: { unmatched: "allow" } });
+  const loaded: DataLoaded = await pc.fetchData({
+    url: "https://authz.example",
+    token,
+    resources: [{ type: "Report", id: "acme/q3" }],
+    fetch: globalThis.fetch,
+  });
+  const revision: number = loaded.revision;
+  await pc.fetchData({ url: "/authz", token, fetch: (url, init) => fetch(url, init) });
+  try {
+    await pc.fetchData({ url: "/authz", token });
+  } catch (err) {
+    if (err instanceof RequestError && (err.code === "data_fetch" || err.code === "data_other_tenant")) console.log(err.message);
+  }
+  // @ts-expect-error: the token is required
+  await pc.fetchData({ url: "/authz" });
+  // @ts-expect-error: resources are `{type, id}`
+  await pc.fetchData({ url: "/authz", token, resources: ["Report::\"acme/q3\""] });
+  const outside: DecisionErrorCode = "data_outside_slice";
+  console.log(revision, outside);
   pc.dispose();
 
   const now: Decision | null = pc.decideSync({ token, action: "view", resource: { type: "Report", id: "q3" } });
