@@ -622,7 +622,16 @@ impl SharedTenantData {
             Ok(Some(found)) => found,
         };
         let snapshot = document.since.is_none();
-        let unchanged = !snapshot && document.since == Some(document.revision);
+        // Changes since the revision held that bring none, or a snapshot of it (a source
+        // that ignores `since`): nothing to load.
+        let same = state.held == Some(document.revision) && !state.full;
+        if same && (snapshot || document.since == Some(document.revision)) {
+            state.in_flight = None;
+            state.failures = 0;
+            state.due_at = now.saturating_add(poll);
+            set_lease(store, &lease_key(&fetch.tenant), state.due_at);
+            return (Vec::new(), None);
+        }
         let loaded = match engine.apply_tenant_data(document) {
             Ok(loaded) => loaded,
             Err(DataError::Revision { .. }) if !snapshot => {
@@ -644,9 +653,6 @@ impl SharedTenantData {
         state.full = false;
         state.due_at = now.saturating_add(poll);
         set_lease(store, &lease_key(&fetch.tenant), state.due_at);
-        if unchanged && state.held == Some(loaded.revision) {
-            return (Vec::new(), None);
-        }
         // What every worker loads: the snapshot as it came, or the engine's own after changes.
         let json = if snapshot {
             body
@@ -1098,6 +1104,12 @@ mod tests {
             .into_bytes();
         let (events, _) = a.answer(&store, &engine, &poll, ok(&body), || body.clone(), 1_001);
         assert!(events.is_empty(), "{events:?}");
+        // A source that ignores `since`: the snapshot of the revision held changes nothing.
+        let [poll] = <[DataFetch; 1]>::try_from(a.due(&store, 1_501)).unwrap();
+        let body = snapshot("acme", 6, &[]);
+        let (events, _) = a.answer(&store, &engine, &poll, ok(&body), || body.clone(), 1_501);
+        assert!(events.is_empty(), "{events:?}");
+        assert_eq!(engine.tenant_data("acme").unwrap().len(), 1);
     }
 
     #[test]

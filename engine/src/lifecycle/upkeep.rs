@@ -558,7 +558,7 @@ mod tests {
     use super::*;
     use crate::bundle::{Bundle, BundleSources};
     use crate::lifecycle::shared::tests::Store;
-    use crate::lifecycle::{FetchStage, RefreshPolicy};
+    use crate::lifecycle::{DataPolicy, FetchStage, RefreshPolicy};
     use serde_json::json;
 
     const ISS: &str = "https://idp.example";
@@ -824,6 +824,101 @@ mod tests {
                 retry_ms: 5_000
             }
         );
+    }
+
+    /// A bundle storing `Report` for tenant `a` (keys inline).
+    fn storing() -> CompiledBundle {
+        let jwks: serde_json::Value = serde_json::from_str(JWKS).unwrap();
+        let tenants = json!({"tenants": {"a": {"issuers": [{"issuer": ISS,
+            "audiences": ["api"], "algorithms": ["RS256"], "jwks": jwks}]}}});
+        BundleSources {
+            schema: Some((
+                "schema.cedarschema".into(),
+                "entity Report { tenant: String };\nentity Tenant;\naction \"data.read\", \"data.write\" appliesTo { principal: Report, resource: Tenant };\n".into(),
+            )),
+            policies: vec![crate::bundle::PolicySource {
+                file: "p.cedar".into(),
+                tenant: None,
+                source: "@id(\"all\")\npermit(principal, action, resource);".into(),
+            }],
+            tenants: Some(("tenants.json".into(), tenants.to_string())),
+            settings: Some((
+                "bundle.json".into(),
+                json!({"data": {"stored": ["Report"]}}).to_string(),
+            )),
+            ..BundleSources::default()
+        }
+        .compile(&mut |_| Err("no files".into()))
+        .unwrap()
+    }
+
+    fn data_worker() -> Upkeep {
+        let data = SharedTenantData::new("http://127.0.0.1:9901", DataPolicy::default());
+        keys_worker().with_data(data)
+    }
+
+    #[test]
+    fn a_tenant_wanted_by_a_decision_is_fetched_once_and_loaded_by_every_worker() {
+        let store = Store::default();
+        let (mut a, mut b) = (data_worker(), data_worker());
+        assert!(a.fetches());
+        for w in [&mut a, &mut b] {
+            w.install(&store, engine(storing()).unwrap(), BundleOrigin::Inline);
+        }
+        assert_eq!(a.data_wanted(&store, "a", 0).0, Some(false));
+        assert_eq!(a.data_wanted(&store, "nope", 0).0, None, "not a tenant");
+        assert!(a.data_pending("a"));
+        assert!(!a.data_pending("nope"));
+        let [UpkeepFetch::Data(fetch)] = <[UpkeepFetch; 1]>::try_from(a.due(&store, 0)).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(fetch.url, "http://127.0.0.1:9901/v1/data/a");
+        assert_eq!(b.data_wanted(&store, "a", 1).0, Some(false));
+        assert!(b.due(&store, 1).is_empty(), "a fetches for both");
+        let body = json!({"tenant": "a", "revision": 2, "entities": []}).to_string();
+        let answer = ok(body.len(), Some("\"2\""));
+        let (events, next) = a.answer(
+            &store,
+            &UpkeepFetch::Data(fetch),
+            answer,
+            || body.clone().into_bytes(),
+            2,
+            engine,
+        );
+        assert_eq!(next, None);
+        assert!(
+            matches!(
+                &events[..],
+                [UpkeepEvent::Data(DataEvent::Loaded {
+                    revision: 2,
+                    fetched: true,
+                    ..
+                })]
+            ),
+            "{events:?}"
+        );
+        assert!(!a.data_pending("a"));
+        assert_eq!(b.data_wanted(&store, "a", 3).0, Some(true), "b loads a's");
+        // A new engine holds nothing: it loads what is stored on the next sync.
+        b.install(&store, engine(storing()).unwrap(), BundleOrigin::Inline);
+        assert!(b.data_pending("a"));
+        let events = b.sync_data(&store, 4);
+        assert!(
+            matches!(
+                &events[..],
+                [UpkeepEvent::Data(DataEvent::Loaded { fetched: false, .. })]
+            ),
+            "{events:?}"
+        );
+        assert!(!b.data_pending("a"));
+        // A fetch that could not be made.
+        let (mut c, store) = (data_worker(), Store::default());
+        c.install(&store, engine(storing()).unwrap(), BundleOrigin::Inline);
+        c.data_wanted(&store, "a", 10_000);
+        let [fetch] = <[UpkeepFetch; 1]>::try_from(c.due(&store, 10_000)).unwrap();
+        let event = c.failed(&store, &fetch, "no cluster", 10_000);
+        assert!(event.is_failure(), "{event}");
     }
 
     #[test]
