@@ -206,6 +206,9 @@ impl fmt::Display for DataEvent {
     }
 }
 
+/// A data document that came, and its body.
+type Found = (DataDocument, Vec<u8>);
+
 /// One tenant, as this worker sees it.
 #[derive(Clone, Debug)]
 struct TenantState {
@@ -591,7 +594,7 @@ impl SharedTenantData {
         }
         let url = sanitize(&fetch.url, 200);
         let refuse = |reason: String| (reason, true);
-        let outcome: Result<Option<(DataDocument, Vec<u8>)>, (String, bool)> = match status {
+        let outcome: Result<Option<Found>, (String, bool)> = match status {
             304 if fetch.if_none_match.is_some() && state.held.is_some() => Ok(None),
             200 if body_len > self.policy.max_document() => Err(refuse(format!(
                 "`{url}` is {body_len} bytes, over the budget of {} (`max_bytes`)",
