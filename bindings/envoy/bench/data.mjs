@@ -74,7 +74,7 @@ function filterConfig(dir, dataPort, extra = {}) {
 async function writeToEnforced() {
   const dir = techfinStoringReportsDir();
   const upstream = await echoServer();
-  const service = await serve(dir, ['--store', `sqlite:${join(tmp(), 'data.db')}`, '--audit-log', 'off']);
+  const service = await serve(dir, ['--store', `sqlite:${join(tmp(), 'data.db')}`]);
   const dataPort = Number(new URL(service.admin).port);
   const port = await freePort();
   const envoy = await startEnvoy(envoyYaml({
@@ -109,7 +109,7 @@ async function writeToEnforced() {
 async function memory() {
   const dir = manyTenantsDir(TENANTS);
   const names = Array.from({ length: TENANTS }, (_, i) => `t${String(i).padStart(3, '0')}`);
-  const service = await serve(dir, ['--store', `sqlite:${join(tmp(), 'data.db')}`, '--audit-log', 'off']);
+  const service = await serve(dir, ['--store', `sqlite:${join(tmp(), 'data.db')}`]);
   const dataPort = Number(new URL(service.admin).port);
   const tokens = {};
   let documentBytes = 0;
@@ -133,7 +133,8 @@ async function memory() {
       port, adminPort: await freePort(), upstreamPort: upstream.port, clusters: { data: dataPort },
       filterConfig: filterConfig(dir, dataPort, { max_bytes: 256 << 20, wait_ms: 10000 }),
     }), { concurrency: workers });
-    // Every tenant's token once on each connection pattern, so the token cache is warm alike.
+    // Every tenant's token once, spoiled (401: nothing fetched), so that the filter's other
+    // work has happened before the baseline is read.
     for (const tenant of names) await get(port, '/tenants/x/reports/q3', `${tokens[tenant]}x`);
     await sleep(3000);
     const before = rss(envoy.child.pid);

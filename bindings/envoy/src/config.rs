@@ -81,8 +81,9 @@ pub struct DataConfig {
     /// answered 503, milliseconds (default 1000).
     #[serde(default = "default_data_wait")]
     pub wait_ms: u64,
-    /// The most bytes of data documents (snapshot JSON) each worker holds (default 32 MiB);
-    /// past it the tenants least recently seen are forgotten.
+    /// The most bytes of data documents (snapshot JSON) each worker holds (default 16 MiB);
+    /// past it the tenants least recently seen are forgotten. A worker's memory grows by
+    /// about 17 times the bytes it holds (`BENCHMARKS.md`).
     #[serde(default = "default_data_max_bytes")]
     pub max_bytes: usize,
     /// A tenant no request was decided for in this many seconds is forgotten (default 600).
@@ -779,7 +780,7 @@ pub(crate) mod tests {
             ),
             (5000, 500, 1000, 600)
         );
-        assert_eq!(config.max_bytes, 32 << 20);
+        assert_eq!(config.max_bytes, 16 << 20);
         assert_eq!(config.policy().idle, 600_000);
         assert_eq!(target.origin, "http://127.0.0.1:9901");
         assert!(plan.data_authorization.is_none());

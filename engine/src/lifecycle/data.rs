@@ -27,7 +27,7 @@ pub struct DataPolicy {
     pub max_retry: u64,
     /// The timeout of one GET (5 s): a fetch lease lasts twice this and a second.
     pub timeout: u64,
-    /// The most bytes of data documents (snapshot JSON) a worker holds (32 MiB). Past it the
+    /// The most bytes of data documents (snapshot JSON) a worker holds (16 MiB). Past it the
     /// tenants least recently seen are forgotten; a tenant whose own document is larger is
     /// refused.
     pub max_bytes: usize,
@@ -42,7 +42,7 @@ impl Default for DataPolicy {
             retry: 1_000,
             max_retry: 10_000,
             timeout: 5_000,
-            max_bytes: 32 << 20,
+            max_bytes: 16 << 20,
             idle: 600_000,
         }
     }
