@@ -103,10 +103,10 @@ pub use error::{
 };
 pub use keys::{Algorithm, Curve, KeyMaterial, VerificationKey};
 pub use lifecycle::{
-    BundleEvent, BundleFetch, BundleOrigin, BundlePoll, FetchAnswer, FetchStage, HttpTarget,
-    IssuerKeyStatus, KeyEvent, KeyFetch, KeySchedule, MAX_BUNDLE_DOCUMENT, MAX_KEY_DOCUMENT,
-    RefreshPolicy, SharedBundle, SharedKeys, SharedStore, Upkeep, UpkeepAnswer, UpkeepEvent,
-    UpkeepFetch,
+    BundleEvent, BundleFetch, BundleOrigin, BundlePoll, DataEvent, DataFetch, DataPolicy,
+    FetchAnswer, FetchStage, HttpTarget, IssuerKeyStatus, KeyEvent, KeyFetch, KeySchedule,
+    MAX_BUNDLE_DOCUMENT, MAX_KEY_DOCUMENT, RefreshPolicy, SharedBundle, SharedKeys, SharedStore,
+    SharedTenantData, Upkeep, UpkeepAnswer, UpkeepEvent, UpkeepFetch,
 };
 #[cfg(feature = "mint")]
 pub use mint::{DevIssuer, sign_bundle, sign_bytes, sign_with_pem, tenant_issuer, unknown_tenant};

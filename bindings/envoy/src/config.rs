@@ -3,8 +3,9 @@
 //! (`routes.json` in its directory); the request logic is the engine's [`Edge`].
 
 use portcullis_engine::{
-    Bundle, BundleTrust, CompiledBundle, Edge, EdgeConfigError, EdgeOptions, Engine, EngineOptions,
-    HttpTarget, RefreshPolicy, RustCryptoVerifier, SignatureBudget,
+    Bundle, BundleTrust, CompiledBundle, DataPolicy, Edge, EdgeConfigError, EdgeOptions, Engine,
+    EngineOptions, HttpTarget, RefreshPolicy, RustCryptoVerifier, SignatureBudget,
+    acceptable_key_url,
 };
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -47,6 +48,59 @@ pub struct FilterConfig {
     /// Stats beyond the filter's totals.
     #[serde(default)]
     pub stats: StatsConfig,
+    /// Where the tenants' stored data comes from (required when the bundle stores data,
+    /// refused when it does not).
+    #[serde(default)]
+    pub data: Option<DataConfig>,
+}
+
+/// Where the tenants' stored data is fetched from: the decision service's admin listener
+/// (`GET /v1/data/{tenant}`), through an Envoy cluster. See
+/// [`portcullis_engine::SharedTenantData`].
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// The base URL of the data source (`http://127.0.0.1:9901`: `GET <url>/v1/data/<tenant>`);
+    /// `https`, or plain `http` to loopback only. Its authority and path go to `cluster`,
+    /// whose transport socket decides whether the connection uses TLS.
+    pub url: String,
+    /// The Envoy cluster serving `url`.
+    pub cluster: String,
+    /// The environment variable of the VM holding the admin listener's bearer credential
+    /// (`portcullis serve --admin-token-file`), sent with every fetch; none by default.
+    #[serde(default)]
+    pub token_env: Option<String>,
+    /// Timeout of one fetch, milliseconds (default 5000).
+    #[serde(default = "default_timeout")]
+    pub timeout_ms: u64,
+    /// How often each tenant's data is polled for changes, milliseconds (default 500: a
+    /// write is enforced within about a second).
+    #[serde(default = "default_data_poll")]
+    pub poll_ms: u64,
+    /// How long a request for a tenant whose data is not held yet waits for it before it is
+    /// answered 503, milliseconds (default 1000).
+    #[serde(default = "default_data_wait")]
+    pub wait_ms: u64,
+    /// The most bytes of data documents (snapshot JSON) each worker holds (default 16 MiB);
+    /// past it the tenants least recently seen are forgotten. A worker's memory grows by
+    /// about 17 times the bytes it holds (`BENCHMARKS.md`).
+    #[serde(default = "default_data_max_bytes")]
+    pub max_bytes: usize,
+    /// A tenant no request was decided for in this many seconds is forgotten (default 600).
+    #[serde(default = "default_data_idle")]
+    pub idle_seconds: u64,
+}
+
+impl DataConfig {
+    /// The engine's data policy of this configuration.
+    pub fn policy(&self) -> DataPolicy {
+        DataPolicy::default().with(
+            self.poll_ms,
+            self.timeout_ms,
+            self.max_bytes,
+            self.idle_seconds.saturating_mul(1000),
+        )
+    }
 }
 
 /// Stats beyond the filter's totals (`portcullis.allowed`, ...).
@@ -174,6 +228,18 @@ fn default_poll() -> u64 {
 fn default_timeout() -> u64 {
     5000
 }
+fn default_data_poll() -> u64 {
+    500
+}
+fn default_data_wait() -> u64 {
+    1000
+}
+fn default_data_max_bytes() -> usize {
+    DataPolicy::default().max_bytes
+}
+fn default_data_idle() -> u64 {
+    DataPolicy::default().idle / 1000
+}
 
 /// A configuration problem, reported by `on_configure` (which then refuses the configuration)
 /// or by a bundle poll (which then keeps the bundle in use).
@@ -213,6 +279,15 @@ pub enum ConfigError {
     /// A secret the bundle names is not in the VM's environment, or is unusable.
     #[error("{0}")]
     Secret(String),
+    /// `data` is not usable, missing for a bundle that stores data, or given for one that
+    /// does not.
+    #[error("`data{field}`: {problem}")]
+    Data {
+        /// The field (`.url`, `.cluster`, ...), or empty for the whole object.
+        field: &'static str,
+        /// What is wrong with it.
+        problem: String,
+    },
 }
 
 /// A validated configuration: what every request of this VM uses, beside the engine (which a
@@ -237,6 +312,10 @@ pub struct Plan {
     pub wasm_budget: Arc<SignatureBudget>,
     /// See [`StatsConfig::routes`].
     pub route_stats: bool,
+    /// Where the tenants' data comes from, and its base URL split for the cluster.
+    pub data: Option<(DataConfig, HttpTarget)>,
+    /// The `authorization` header of each data fetch (from [`DataConfig::token_env`]).
+    pub data_authorization: Option<String>,
 }
 
 impl Plan {
@@ -262,6 +341,7 @@ impl Plan {
             bundle_keys,
             wasm_signatures_per_second,
             stats,
+            data,
         } = config;
         let bundle_trust = bundle_keys
             .map(|jwks| {
@@ -279,26 +359,29 @@ impl Plan {
                 (None, Some((remote, target)))
             }
         };
-        let bundle_authorization = match remote_bundle
+        let bundle_authorization = remote_bundle
             .as_ref()
-            .and_then(|(r, _)| r.token_env.as_ref())
-        {
-            None => None,
-            Some(var) => {
-                let token = std::env::var(var)
-                    .ok()
-                    .filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_graphic()));
-                Some(format!(
-                    "Bearer {}",
-                    token.ok_or_else(|| ConfigError::RemoteBundle {
-                        field: ".token_env",
-                        problem: format!(
-                            "the VM has no usable `{var}` (vm_config.environment_variables.host_env_keys)"
-                        ),
-                    })?
-                ))
-            }
-        };
+            .and_then(|(r, _)| r.token_env.as_deref())
+            .map(|var| {
+                bearer_from_env(var).ok_or_else(|| ConfigError::RemoteBundle {
+                    field: ".token_env",
+                    problem: no_env(var),
+                })
+            })
+            .transpose()?;
+        let data = data
+            .map(|config| validate_data(&config).map(|target| (config, target)))
+            .transpose()?;
+        let data_authorization = data
+            .as_ref()
+            .and_then(|(d, _)| d.token_env.as_deref())
+            .map(|var| {
+                bearer_from_env(var).ok_or_else(|| ConfigError::Data {
+                    field: ".token_env",
+                    problem: no_env(var),
+                })
+            })
+            .transpose()?;
         let plan = Self {
             edge,
             log_level: log.level,
@@ -309,6 +392,8 @@ impl Plan {
             bundle_trust,
             wasm_budget: Arc::new(SignatureBudget::new(wasm_signatures_per_second)),
             route_stats: stats.routes,
+            data,
+            data_authorization,
         };
         let engine = inline
             .map(|compiled| plan.engine(*compiled, options(&plan)))
@@ -350,6 +435,24 @@ impl Plan {
                 )));
             }
         }
+        let stores_data = !bundle.compiled().settings.data.stored.is_empty();
+        match (stores_data, &self.data) {
+            (true, None) => {
+                return Err(ConfigError::Data {
+                    field: "",
+                    problem: "the bundle stores data (`settings.data.stored`): configure where the tenants' data is fetched from".into(),
+                });
+            }
+            (false, Some(_)) => {
+                return Err(ConfigError::Data {
+                    field: "",
+                    problem:
+                        "the bundle stores no data (`settings.data.stored` is empty): remove `data`"
+                            .into(),
+                });
+            }
+            _ => {}
+        }
         let secrets = bundle.secrets().into_iter().cloned().collect::<Vec<_>>();
         let engine = Engine::with_options(Arc::new(bundle), options);
         self.edge
@@ -371,6 +474,61 @@ impl Plan {
         }
         Ok(engine)
     }
+}
+
+/// `Bearer <the VM's variable var>`, when it holds a usable credential.
+fn bearer_from_env(var: &str) -> Option<String> {
+    std::env::var(var)
+        .ok()
+        .filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_graphic()))
+        .map(|token| format!("Bearer {token}"))
+}
+
+fn no_env(var: &str) -> String {
+    format!("the VM has no usable `{var}` (vm_config.environment_variables.host_env_keys)")
+}
+
+fn validate_data(data: &DataConfig) -> Result<HttpTarget, ConfigError> {
+    let fail = |field, problem: String| ConfigError::Data { field, problem };
+    let target = HttpTarget::parse(&data.url)
+        .filter(|t| !data.url.contains(['?', '#']) && !t.path.contains("//"))
+        .ok_or_else(|| {
+            fail(
+                ".url",
+                format!(
+                    "`{}` is not an http(s) base URL (no query, no fragment)",
+                    data.url
+                ),
+            )
+        })?;
+    if !acceptable_key_url(&data.url) {
+        return Err(fail(
+            ".url",
+            format!(
+                "`{}`: plain http is for loopback only; use https (and a TLS transport socket on the cluster)",
+                data.url
+            ),
+        ));
+    }
+    if data.cluster.is_empty() {
+        return Err(fail(".cluster", "must not be empty".into()));
+    }
+    if data.timeout_ms == 0
+        || data.poll_ms == 0
+        || data.wait_ms == 0
+        || data.max_bytes == 0
+        || data.idle_seconds == 0
+    {
+        return Err(fail(
+            "",
+            "`timeout_ms`, `poll_ms`, `wait_ms`, `max_bytes` and `idle_seconds` must be positive"
+                .into(),
+        ));
+    }
+    if data.wait_ms > 60_000 {
+        return Err(fail(".wait_ms", "must be at most 60000".into()));
+    }
+    Ok(target)
 }
 
 fn validate_remote_bundle(remote: &RemoteBundle) -> Result<HttpTarget, ConfigError> {
@@ -576,6 +734,105 @@ pub(crate) mod tests {
             err.to_string().starts_with("`edge`: invalid header name"),
             "{err}"
         );
+    }
+
+    /// A bundle that stores `Report`s, for tenant `a`.
+    fn storing() -> CompiledBundle {
+        let jwks: serde_json::Value = serde_json::from_str(include_str!(
+            "../../../policies/techfin/dev-keys/acme-rs256.jwks.json"
+        ))
+        .unwrap();
+        let tenants = json!({"tenants": {"a": {"issuers": [{"issuer": "https://idp.a",
+            "audiences": ["x"], "algorithms": ["RS256"], "jwks": jwks}]}}});
+        portcullis_engine::BundleSources {
+            schema: Some((
+                "schema.cedarschema".into(),
+                "entity Report { tenant: String };\nentity Tenant;\naction \"data.read\", \"data.write\" appliesTo { principal: Report, resource: Tenant };\n".into(),
+            )),
+            policies: vec![portcullis_engine::PolicySource {
+                file: "p.cedar".into(),
+                tenant: None,
+                source: "@id(\"all\")\npermit(principal, action, resource);".into(),
+            }],
+            tenants: Some(("tenants.json".into(), tenants.to_string())),
+            settings: Some((
+                "bundle.json".into(),
+                json!({"data": {"stored": ["Report"]}}).to_string(),
+            )),
+            ..BundleSources::default()
+        }
+        .compile(&mut |_| Err("no files".into()))
+        .unwrap()
+    }
+
+    #[test]
+    fn data_is_required_for_a_bundle_that_stores_data_and_refused_otherwise() {
+        let data = json!({"url": "http://127.0.0.1:9901", "cluster": "admin"});
+        let (plan, engine) = plan(json!({"bundle": {"inline": storing()}, "data": data})).unwrap();
+        assert!(engine.unwrap().stores_data());
+        let (config, target) = plan.data.unwrap();
+        assert_eq!(
+            (
+                config.timeout_ms,
+                config.poll_ms,
+                config.wait_ms,
+                config.idle_seconds
+            ),
+            (5000, 500, 1000, 600)
+        );
+        assert_eq!(config.max_bytes, 16 << 20);
+        assert_eq!(config.policy().idle, 600_000);
+        assert_eq!(target.origin, "http://127.0.0.1:9901");
+        assert!(plan.data_authorization.is_none());
+
+        let err = plan_err(json!({"bundle": {"inline": storing()}}));
+        assert!(err.starts_with("`data`: the bundle stores data"), "{err}");
+        let err = plan_err(json!({"bundle": {"inline": compiled(None)}, "data": data}));
+        assert!(
+            err.starts_with("`data`: the bundle stores no data"),
+            "{err}"
+        );
+        for (data, expected) in [
+            (
+                json!({"url": "http://127.0.0.1:9901/?x=1", "cluster": "c"}),
+                "`data.url`: `http://127.0.0.1:9901/?x=1` is not an http(s) base URL",
+            ),
+            (
+                json!({"url": "ftp://127.0.0.1", "cluster": "c"}),
+                "is not an http(s) base URL",
+            ),
+            (
+                json!({"url": "http://admin.internal:9901", "cluster": "c"}),
+                "plain http is for loopback only",
+            ),
+            (
+                json!({"url": "https://admin.internal", "cluster": ""}),
+                "`data.cluster`: must not be empty",
+            ),
+            (
+                json!({"url": "https://admin.internal", "cluster": "c", "poll_ms": 0}),
+                "must be positive",
+            ),
+            (
+                json!({"url": "https://admin.internal", "cluster": "c", "wait_ms": 60001}),
+                "`data.wait_ms`: must be at most 60000",
+            ),
+            (
+                json!({"url": "https://admin.internal", "cluster": "c", "token_env": "PORTCULLIS_TEST_NO_SUCH_VAR"}),
+                "`data.token_env`: the VM has no usable `PORTCULLIS_TEST_NO_SUCH_VAR`",
+            ),
+            (
+                json!({"url": "https://admin.internal", "cluster": "c", "tenants": ["a"]}),
+                "unknown field `tenants`",
+            ),
+        ] {
+            let err = plan_err(json!({"bundle": {"inline": storing()}, "data": data}));
+            assert!(err.contains(expected), "{err} lacks {expected}");
+        }
+    }
+
+    fn plan_err(config: serde_json::Value) -> String {
+        plan(config).err().unwrap().to_string()
     }
 
     #[test]

@@ -22,17 +22,31 @@ pub enum Counter {
     BundleUpdates,
     /// A fetched bundle was refused (it does not load); the previous one keeps serving.
     BundleRefused,
+    /// A tenant's data was fetched and loaded at a new revision (counted by the worker that
+    /// fetched it).
+    DataUpdates,
+    /// A tenant's data document was refused (too large, malformed, another tenant's, entities
+    /// the bundle refuses); the data held, if any, stays.
+    DataRefused,
+    /// A tenant's data was forgotten (the memory budget, or idle).
+    DataEvictions,
+    /// A request waited `data.wait_ms` for its tenant's data and was answered 503.
+    DataWaitTimeouts,
 }
 
 impl Counter {
     /// The stat names, by counter (Envoy shows them with a `wasmcustom.` prefix).
-    pub const NAMES: [&'static str; 6] = [
+    pub const NAMES: [&'static str; 10] = [
         "portcullis.allowed",
         "portcullis.denied",
         "portcullis.unauthenticated",
         "portcullis.errors",
         "portcullis.bundle_updates",
         "portcullis.bundle_refused",
+        "portcullis.data_updates",
+        "portcullis.data_refused",
+        "portcullis.data_evictions",
+        "portcullis.data_wait_timeouts",
     ];
 }
 
@@ -52,6 +66,11 @@ pub struct Verdict {
     /// The per-route stat to increment (`portcullis.route.<route>.<outcome>`), with
     /// `stats.routes` on and a route matched.
     pub route_stat: Option<String>,
+    /// The tenant whose stored data the decision lacked (the verified token's tenant): the
+    /// glue has it fetched and holds the request meanwhile.
+    pub data_wanted: Option<String>,
+    /// The tenant decided for, for a bundle that stores data (it stays recently seen).
+    pub data_tenant: Option<String>,
 }
 
 impl Counter {
@@ -59,7 +78,12 @@ impl Counter {
     /// `portcullis.`), for the outcome counters.
     fn outcome(self) -> Option<&'static str> {
         match self {
-            Self::BundleUpdates | Self::BundleRefused => None,
+            Self::BundleUpdates
+            | Self::BundleRefused
+            | Self::DataUpdates
+            | Self::DataRefused
+            | Self::DataEvictions
+            | Self::DataWaitTimeouts => None,
             Self::Allowed | Self::Denied | Self::Unauthenticated | Self::Errors => {
                 Self::NAMES.get(self as usize)?.strip_prefix("portcullis.")
             }
@@ -100,6 +124,8 @@ pub fn handle(plan: &Plan, engine: &Engine, headers: &dyn Headers, now: i64) -> 
             counter: Some(Counter::Errors),
             keys_wanted: None,
             route_stat: None,
+            data_wanted: None,
+            data_tenant: None,
         };
     };
     let verdict = plan.edge.decide(
@@ -127,8 +153,11 @@ pub fn handle(plan: &Plan, engine: &Engine, headers: &dyn Headers, now: i64) -> 
         (true, Some(template), Some(outcome)) => Some(route_stat(template, outcome)),
         _ => None,
     };
+    let stores_data = engine.stores_data();
     Verdict {
         keys_wanted: verdict.keys_wanted().map(str::to_owned),
+        data_wanted: verdict.data_wanted().map(str::to_owned),
+        data_tenant: verdict.tenant().filter(|_| stores_data).map(str::to_owned),
         action: verdict.action,
         counter,
         log,

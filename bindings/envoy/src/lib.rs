@@ -59,6 +59,7 @@
 //! | `crypto` | where `RS*` and `ES*` signatures are checked: `envoy` (Envoy's `verify_signature` foreign function, BoringSSL; in Wasm, with a warning, where the function is missing or refuses a key) or `wasm` (RustCrypto); `PS*`, `EdDSA` and `HS*` are always checked in Wasm (`envoy`) |
 //! | `wasm_signatures_per_second` | signatures a worker checks in Wasm per second; past it, a new token is answered 503 until the next second (cached tokens are not checked again) (`200`; `0`: unlimited) |
 //! | `keys` | required when the bundle has `jwks_uri`/`discovery` issuers: `clusters` (URL origin → Envoy cluster), `timeout_ms` of a fetch (5000), `refresh`: bounds of the IdP's `max-age` (60 s – 24 h), the age without one (300 s), retry delay (10 s), unknown-`kid` cooldown (30 s) |
+//! | `data` | required when the bundle stores data (`settings.data.stored`), refused otherwise: `{"url", "cluster", "token_env", "timeout_ms", "poll_ms", "wait_ms", "max_bytes", "idle_seconds"}` (none, none, none, 5000, 500, 1000, 16 MiB, 600): the tenants' data is fetched through `cluster` from `<url>/v1/data/<tenant>` (the decision service's admin listener; `https`, or `http` to loopback), with the bearer credential in the VM variable `token_env`; see "Tenants' stored data" below |
 //!
 //! HMAC issuers' secrets are never in the bundle: the filter reads the secret named `n` from
 //! the VM's environment variable `PORTCULLIS_SECRET_<N>` (upper case, `_` for other
@@ -77,12 +78,15 @@
 //!   in two places (`error="invalid_request"`); 403 `request_invalid` for a repeated input header.
 //! - 503 `unavailable` (with `Retry-After`) when the token's issuer has no keys yet or its
 //!   signature could not be checked (fail closed), or, whatever `failure_mode` says, when a
-//!   remote bundle has not arrived yet.
+//!   remote bundle has not arrived yet, or the tenant's stored data did not arrive within
+//!   `data.wait_ms`.
 //!
 //! ## Stats and logs
 //! Counters `portcullis.allowed`, `portcullis.denied`, `portcullis.unauthenticated`,
-//! `portcullis.errors`, and for a remote bundle `portcullis.bundle_updates` (new revisions
-//! accepted) and `portcullis.bundle_refused` (Envoy shows them as `wasmcustom.portcullis.*`). The decision log is the
+//! `portcullis.errors`, for a remote bundle `portcullis.bundle_updates` (new revisions
+//! accepted) and `portcullis.bundle_refused`, and with `data` `portcullis.data_updates`,
+//! `portcullis.data_refused`, `portcullis.data_evictions` and `portcullis.data_wait_timeouts`
+//! (Envoy shows them as `wasmcustom.portcullis.*`). The decision log is the
 //! engine's audit record (token fingerprint and `jti`, never the token) plus `http.method`,
 //! `http.path` (without query), `http.route`, `http.status` and `dry_run`.
 //!
@@ -95,6 +99,21 @@
 //! counted and dropped, and the previous bundle keeps serving, as it does while the source is
 //! down. The URL's scheme does not choose TLS: give the cluster a TLS `transport_socket` for
 //! anything but loopback. See [`portcullis_engine::Upkeep`].
+//!
+//! ## Tenants' stored data
+//! With `data`, the filter keeps the data of every tenant it sees, on the engine's schedule
+//! ([`portcullis_engine::SharedTenantData`]). The tenant of a request is the verified token's
+//! (never a header or path a client controls); a request whose tenant's data is not held is
+//! paused while one worker fetches the snapshot for all (Envoy shared data), then decided with
+//! it; after `wait_ms` it is answered 503, never forwarded, whatever `failure_mode` says
+//! (only `dry_run` forwards it). Held tenants are polled every `poll_ms` for changes
+//! (`?since=`, `If-None-Match`); a failure or a refused document (over `max_bytes`, malformed,
+//! another tenant's) keeps the last good data and is retried with a doubling delay. Each worker
+//! holds at most `max_bytes` of documents, forgetting the tenants least recently seen past it,
+//! and those idle for `idle_seconds`. Each worker's memory grows by about 17 times the
+//! document bytes it holds (100 tenants of 1,000 entities, 9.9 MiB of JSON: about 170 MiB per
+//! worker); a write is enforced at the edge within 0.6 s at p99 with the default `poll_ms`
+//! (`BENCHMARKS.md`).
 //!
 //! ## Keys of remote issuers
 //! Fetched through Envoy clusters on the engine's schedule ([`portcullis_engine::KeySchedule`],

@@ -4,9 +4,9 @@
 // service's suite) and are re-exported here. Every server listens on 127.0.0.1 only.
 
 import { execFileSync } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ROOT, compileBundle, sleep, start, tmp } from '../../../tests/idp/harness.mjs';
+import { PORTCULLIS, ROOT, compileBundle, sleep, start, techfinDir, tmp } from '../../../tests/idp/harness.mjs';
 
 export {
   ROOT, PORTCULLIS, tmp, freePort, startIdp, idpToken, compileBundle, techfinDir, techfinWithIdp, techfinDirWithIdp, serve,
@@ -243,3 +243,50 @@ export async function stats(adminPort) {
   return Object.fromEntries(text.split('\n').filter(Boolean).map((l) => { const i = l.lastIndexOf(': '); return [l.slice(0, i), l.slice(i + 2)]; }));
 }
 
+
+/**
+ * A copy of policies/techfin whose reports are stored facts: the pack itself once it stores
+ * them, else made so as `techfin_storing_reports` in host/tests/common/mod.rs does:
+ * `settings.data.stored: ["Report"]`, an `entity Tenant` and the `data.read`/`data.write`
+ * actions on it, permitted to back-office clients (`Client in Role::"DataWriter"`) and read by
+ * tenant admins; the routes give a report no attribute (its department comes from the tenant's
+ * data, never from the request).
+ */
+export function techfinStoringReportsDir() {
+  const dir = techfinDir();
+  const settings = join(dir, 'bundle.json');
+  if (existsSync(settings) && JSON.parse(readFileSync(settings, 'utf8')).data?.stored?.includes('Report')) return dir;
+  writeFileSync(join(dir, 'bundle.json'), JSON.stringify({ data: { stored: ['Report'] } }));
+  const schema = readFileSync(join(dir, 'schema.cedarschema'), 'utf8');
+  writeFileSync(join(dir, 'schema.cedarschema'), `${schema}entity Tenant { tenant: String };
+action "data.read", "data.write" appliesTo { principal: [User, Client], resource: Tenant, context: Session };
+`);
+  writeFileSync(join(dir, 'policies/data.cedar'), `@id("back-office-data")
+permit (principal is Client in Role::"DataWriter", action in [Action::"data.read", Action::"data.write"], resource is Tenant);
+@id("admins-read-data")
+permit (principal is User in Role::"TenantAdmin", action == Action::"data.read", resource is Tenant);
+`);
+  const routesFile = join(dir, 'routes.json');
+  const routes = JSON.parse(readFileSync(routesFile, 'utf8'));
+  for (const route of routes.routes) {
+    if (route.resource.type === 'Report') delete route.resource.attrs;
+  }
+  writeFileSync(routesFile, JSON.stringify(routes, null, 2));
+  rmSync(join(dir, 'tests'), { recursive: true, force: true });
+  mkdirSync(join(dir, 'tests'));
+  return dir;
+}
+
+/** A token of `tenant` signed with the bundle directory's dev keys (`portcullis token`). */
+export function devToken(dir, tenant, claims) {
+  return execFileSync(PORTCULLIS, ['token', '--bundle', dir, '--tenant', tenant, '--claims', JSON.stringify(claims)], { encoding: 'utf8' }).trim();
+}
+
+/** Claims of an Entra (acme, wonka) finance analyst of `department`. */
+export const analystClaims = (department, oid = 'alice') => ({ oid, roles: ['FinanceAnalyst'], department, amr: ['mfa'] });
+
+/** Claims of an Entra app-only token of a tenant's back office, with the `DataWriter` role. */
+export const backOfficeClaims = {
+  oid: 'b0ff1ce0-0000-4000-8000-000000000001', sub: 'b0ff1ce0-0000-4000-8000-000000000001',
+  azp: 'backoffice-app', idtyp: 'app', roles: ['DataWriter'],
+};

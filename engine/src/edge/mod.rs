@@ -276,7 +276,8 @@ pub enum EdgeOutcome {
     Unauthenticated,
     /// The request cannot be mapped (bad path, repeated input, two tokens, method override).
     Invalid,
-    /// No decision could be made (no keys for the token's issuer yet).
+    /// No decision could be made (no keys for the token's issuer yet, no stored data for its
+    /// tenant yet).
     Unavailable,
     /// A CORS preflight of a routed request, forwarded without a decision.
     Preflight,
@@ -337,6 +338,17 @@ impl EdgeVerdict<'_> {
     /// The issuer whose keys the decision lacked ([`Decision::keys_wanted`]).
     pub fn keys_wanted(&self) -> Option<&str> {
         self.decision.as_ref()?.keys_wanted()
+    }
+
+    /// The tenant whose stored data the decision lacked ([`Decision::data_wanted`]: the
+    /// tenant of the verified token).
+    pub fn data_wanted(&self) -> Option<&str> {
+        self.decision.as_ref()?.data_wanted()
+    }
+
+    /// The tenant the decision was made for (the verified token's), when there was one.
+    pub fn tenant(&self) -> Option<&str> {
+        Some(self.decision.as_ref()?.principal.as_ref()?.tenant.as_str())
     }
 
     /// The decision-log line of this verdict, JSON: the decision's audit record (no token:
@@ -689,6 +701,12 @@ impl Edge {
                         (EdgeAction::Forward(Vec::new()), EdgeOutcome::Unavailable)
                     }
                 }
+            }
+            // The tenant's stored data is not loaded (yet): no decision on its facts could be
+            // made. Unavailable whatever `failure_mode` says — the request is never forwarded
+            // on no facts (except in a dry run, which forwards every decision).
+            Outcome::Deny if has_error("data_unavailable") => {
+                (EdgeAction::unavailable(), EdgeOutcome::Unavailable)
             }
             Outcome::Unauthenticated => {
                 let challenge = if decision_request.token.is_none() {

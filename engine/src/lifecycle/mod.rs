@@ -21,17 +21,22 @@
 //!   checks the signature of) with the engine, then reports accepted or refused;
 //! - where workers each hold an engine but share a store ([`SharedStore`]: Envoy's shared
 //!   data), one of them fetches for all ([`SharedKeys`], [`SharedBundle`]); an [`Upkeep`] holds
-//!   a worker's engine and both, so that the host only performs GETs and logs what happened.
+//!   a worker's engine and both, so that the host only performs GETs and logs what happened;
+//! - a host that keeps every tenant's stored data (the Envoy filter) fetches a tenant's
+//!   document when a decision first lacks it, polls it for changes, and forgets the tenants
+//!   least recently seen past a byte budget ([`SharedTenantData`], in the [`Upkeep`] too).
 //!
 //! Times are unix milliseconds, passed in by the host: the engine reads no clock.
 
 mod bundle;
+mod data;
 mod keys;
 mod shared;
 mod target;
 mod upkeep;
 
 pub use bundle::{BundleEvent, BundleFetch, BundlePoll, MAX_BUNDLE_DOCUMENT};
+pub use data::{DataEvent, DataFetch, DataPolicy, SharedTenantData};
 pub use keys::{
     FetchAnswer, FetchStage, IssuerKeyStatus, KeyEvent, KeyFetch, KeySchedule, MAX_KEY_DOCUMENT,
     RefreshPolicy,

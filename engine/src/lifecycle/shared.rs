@@ -33,13 +33,18 @@ pub trait SharedStore {
 
 /// How long a fetch lease is held: twice the timeout and a second, so that a worker that never
 /// hears back does not hold the others off for long.
-fn lease_ms(timeout_ms: u64) -> i64 {
+pub(super) fn lease_ms(timeout_ms: u64) -> i64 {
     ms(timeout_ms.saturating_mul(2).saturating_add(1000))
 }
 
 /// Take the lease at `key` until `until`; when another worker holds it (or the store fails),
 /// until when to wait.
-fn take_lease(store: &dyn SharedStore, key: &str, now: i64, until: i64) -> Result<(), i64> {
+pub(super) fn take_lease(
+    store: &dyn SharedStore,
+    key: &str,
+    now: i64,
+    until: i64,
+) -> Result<(), i64> {
     let Some((current, version)) = store.get(key) else {
         return Err(now.saturating_add(1000));
     };
@@ -54,7 +59,7 @@ fn take_lease(store: &dyn SharedStore, key: &str, now: i64, until: i64) -> Resul
     }
 }
 
-fn set_lease(store: &dyn SharedStore, key: &str, until: i64) {
+pub(super) fn set_lease(store: &dyn SharedStore, key: &str, until: i64) {
     store.set(key, until.to_string().as_bytes(), None);
 }
 
@@ -67,12 +72,12 @@ fn decode_lease(entry: Option<&[u8]>) -> i64 {
 }
 
 /// The version of the entry at `key`, read back after writing it.
-fn version(store: &dyn SharedStore, key: &str) -> Option<u32> {
+pub(super) fn version(store: &dyn SharedStore, key: &str) -> Option<u32> {
     store.get(key).and_then(|(_, version)| version)
 }
 
 /// `<header line>\n<body>`.
-fn split(entry: &[u8]) -> Option<(&[u8], &[u8])> {
+pub(super) fn split(entry: &[u8]) -> Option<(&[u8], &[u8])> {
     let newline = entry.iter().position(|&b| b == b'\n')?;
     let (header, rest) = entry.split_at(newline);
     Some((header, rest.get(1..)?))

@@ -1,8 +1,8 @@
 //! One worker's upkeep of its engine (see [`Upkeep`]).
 
 use super::{
-    BundleEvent, BundleFetch, FetchAnswer, KeyEvent, KeyFetch, MAX_KEY_DOCUMENT, SharedBundle,
-    SharedKeys, SharedStore,
+    BundleEvent, BundleFetch, DataEvent, DataFetch, FetchAnswer, KeyEvent, KeyFetch,
+    MAX_KEY_DOCUMENT, SharedBundle, SharedKeys, SharedStore, SharedTenantData,
 };
 use crate::bundle::CompiledBundle;
 use crate::engine::Engine;
@@ -16,6 +16,9 @@ pub enum UpkeepFetch {
     Keys(KeyFetch),
     /// The bundle, with `If-None-Match` when it names an ETag.
     Bundle(BundleFetch),
+    /// A tenant's data document, with `If-None-Match` when it names an ETag, and the host's
+    /// credential for the data source.
+    Data(DataFetch),
 }
 
 /// What came back for an [`UpkeepFetch`]; the body is read only when it is needed.
@@ -99,12 +102,18 @@ pub enum UpkeepEvent {
         /// Why.
         reason: String,
     },
+    /// A tenant's stored data was loaded, refused or forgotten.
+    Data(DataEvent),
 }
 
 impl UpkeepEvent {
     /// Whether something failed (a warning, in a host's log).
     pub fn is_failure(&self) -> bool {
-        !matches!(self, Self::InUse { .. } | Self::KeysLoaded { .. })
+        match self {
+            Self::Data(event) => event.is_failure(),
+            Self::InUse { .. } | Self::KeysLoaded { .. } => false,
+            _ => true,
+        }
     }
 }
 
@@ -160,14 +169,15 @@ impl fmt::Display for UpkeepEvent {
             Self::SharedBundleRefused { reason } => {
                 write!(f, "the shared bundle was refused: {reason}")
             }
+            Self::Data(event) => event.fmt(f),
         }
     }
 }
 
 /// One worker's upkeep of its engine: the engine it decides with (built from an inline bundle,
-/// or from a bundle polled from a URL) and its remote issuers' keys, kept current by fetches
-/// shared with the other workers ([`SharedKeys`], [`SharedBundle`], over the host's
-/// [`SharedStore`]). The host performs the GETs it is handed, gives back what came, and logs or
+/// or from a bundle polled from a URL), its remote issuers' keys and, for a bundle that stores
+/// data, the tenants' data, kept current by fetches shared with the other workers
+/// ([`SharedKeys`], [`SharedBundle`], [`SharedTenantData`], over the host's [`SharedStore`]). The host performs the GETs it is handed, gives back what came, and logs or
 /// counts the [`UpkeepEvent`]s; building an engine from a compiled bundle (its signature, the
 /// host's own checks, its secrets) is the host's `build`. A host with one worker gives it a
 /// store of its own.
@@ -176,6 +186,7 @@ pub struct Upkeep {
     engine: Option<Arc<Engine>>,
     keys: SharedKeys,
     bundle: Option<SharedBundle>,
+    data: Option<SharedTenantData>,
 }
 
 /// A compiled bundle's JSON.
@@ -216,7 +227,21 @@ impl Upkeep {
             engine: None,
             keys,
             bundle,
+            data: None,
         }
+    }
+
+    /// Keep the tenants' data of bundles that store data as `data` says (the host's data
+    /// source).
+    #[must_use]
+    pub fn with_data(mut self, data: SharedTenantData) -> Self {
+        self.data = Some(data);
+        self
+    }
+
+    /// The tenants' data schedule, if the host has a data source.
+    pub fn data(&self) -> Option<&SharedTenantData> {
+        self.data.as_ref()
     }
 
     /// The engine in use.
@@ -226,7 +251,7 @@ impl Upkeep {
 
     /// Whether anything is ever fetched (if not, a host needs no timer).
     pub fn fetches(&self) -> bool {
-        self.bundle.is_some() || !self.keys.schedule().status().is_empty()
+        self.bundle.is_some() || self.data.is_some() || !self.keys.schedule().status().is_empty()
     }
 
     /// Use `engine` from now on: its remote issuers' keys are followed, and those other workers
@@ -238,6 +263,10 @@ impl Upkeep {
         origin: BundleOrigin,
     ) -> Vec<UpkeepEvent> {
         self.keys.follow(engine.bundle().remote_issuers());
+        if let Some(data) = &mut self.data {
+            // Held by the engine before this one: loaded again from the store, or fetched.
+            data.reset(i64::MIN);
+        }
         let engine = Arc::new(engine);
         self.engine = Some(Arc::clone(&engine));
         let (_, mut events) = self.sync_keys(store);
@@ -267,7 +296,64 @@ impl Upkeep {
             Some(Err(reason)) => vec![UpkeepEvent::SharedBundleRefused { reason }],
         };
         events.extend(self.sync_keys(store).1);
+        if let (Some(data), Some(engine)) = (&mut self.data, &self.engine) {
+            let loaded = data.sync(store, engine, now);
+            events.extend(loaded.into_iter().map(UpkeepEvent::Data));
+        }
         events
+    }
+
+    /// A decision lacked `tenant`'s data ([`crate::Decision::data_wanted`]): follow it, and
+    /// load what another worker stored of it. `Some(true)`: the engine holds it now (decide
+    /// again); `Some(false)`: it is being fetched (a host may hold the request until it is
+    /// held, [`Upkeep::data_pending`]); `None`: it is not fetched (no data source, or a tenant
+    /// that cannot be), so the request is answered now.
+    pub fn data_wanted(
+        &mut self,
+        store: &dyn SharedStore,
+        tenant: &str,
+        now: i64,
+    ) -> (Option<bool>, Vec<UpkeepEvent>) {
+        let (Some(data), Some(engine)) = (&mut self.data, &self.engine) else {
+            return (None, Vec::new());
+        };
+        if !engine.stores_data() || !data.wanted(engine, tenant, now) {
+            return (None, Vec::new());
+        }
+        let events = data.sync_tenant(store, engine, tenant, now);
+        let held = engine.tenant_data_revision(tenant).is_some();
+        (
+            Some(held),
+            events.into_iter().map(UpkeepEvent::Data).collect(),
+        )
+    }
+
+    /// Take in the tenants' data other workers stored (only that: [`Upkeep::sync`] also looks
+    /// for a new bundle and keys).
+    pub fn sync_data(&mut self, store: &dyn SharedStore, now: i64) -> Vec<UpkeepEvent> {
+        let (Some(data), Some(engine)) = (&mut self.data, &self.engine) else {
+            return Vec::new();
+        };
+        let events = data.sync(store, engine, now);
+        events.into_iter().map(UpkeepEvent::Data).collect()
+    }
+
+    /// Whether a request for `tenant` waits for its data: the engine in use stores data and
+    /// does not hold `tenant`'s, which is followed.
+    pub fn data_pending(&self, tenant: &str) -> bool {
+        let (Some(data), Some(engine)) = (&self.data, &self.engine) else {
+            return false;
+        };
+        engine.stores_data()
+            && engine.tenant_data_revision(tenant).is_none()
+            && data.follows(tenant)
+    }
+
+    /// A request was decided with `tenant`'s data: it stays among the tenants recently seen.
+    pub fn data_seen(&mut self, tenant: &str, now: i64) {
+        if let Some(data) = &mut self.data {
+            data.seen(tenant, now);
+        }
     }
 
     /// Load the keys other workers stored into the engine in use (a decision lacked keys:
@@ -298,9 +384,12 @@ impl Upkeep {
         if let Some(fetch) = self.bundle.as_mut().and_then(|b| b.due(store, now)) {
             out.push(UpkeepFetch::Bundle(fetch));
         }
-        if self.engine.is_some() {
+        if let Some(engine) = &self.engine {
             let keys = self.keys.due(store, now);
             out.extend(keys.into_iter().map(UpkeepFetch::Keys));
+            if let Some(data) = self.data.as_mut().filter(|_| engine.stores_data()) {
+                out.extend(data.due(store, now).into_iter().map(UpkeepFetch::Data));
+            }
         }
         out
     }
@@ -337,6 +426,24 @@ impl Upkeep {
                 bundle.failed(store, &reason, now);
                 bundle_failed(bundle, reason, false, serving)
             }
+            UpkeepFetch::Data(fetch) => {
+                let failed = self
+                    .data
+                    .as_mut()
+                    .and_then(|data| data.failed(store, fetch, &reason, now));
+                failed.map_or_else(
+                    || {
+                        UpkeepEvent::Data(DataEvent::Failed {
+                            tenant: fetch.tenant.clone(),
+                            reason,
+                            refused: false,
+                            held: false,
+                            retry_ms: 0,
+                        })
+                    },
+                    UpkeepEvent::Data,
+                )
+            }
         }
     }
 
@@ -355,6 +462,15 @@ impl Upkeep {
         match fetch {
             UpkeepFetch::Keys(fetch) => self.answer_keys(store, fetch, answer, body, now),
             UpkeepFetch::Bundle(_) => (self.answer_bundle(store, answer, body, now, build), None),
+            UpkeepFetch::Data(fetch) => {
+                let (Some(data), Some(engine)) = (&mut self.data, &self.engine) else {
+                    return (Vec::new(), None);
+                };
+                let status = (answer.status, answer.body_len);
+                let (events, next) = data.answer(store, engine, fetch, status, body, now);
+                let events = events.into_iter().map(UpkeepEvent::Data).collect();
+                (events, next.map(UpkeepFetch::Data))
+            }
         }
     }
 
@@ -442,7 +558,7 @@ mod tests {
     use super::*;
     use crate::bundle::{Bundle, BundleSources};
     use crate::lifecycle::shared::tests::Store;
-    use crate::lifecycle::{FetchStage, RefreshPolicy};
+    use crate::lifecycle::{DataPolicy, FetchStage, RefreshPolicy};
     use serde_json::json;
 
     const ISS: &str = "https://idp.example";
@@ -708,6 +824,101 @@ mod tests {
                 retry_ms: 5_000
             }
         );
+    }
+
+    /// A bundle storing `Report` for tenant `a` (keys inline).
+    fn storing() -> CompiledBundle {
+        let jwks: serde_json::Value = serde_json::from_str(JWKS).unwrap();
+        let tenants = json!({"tenants": {"a": {"issuers": [{"issuer": ISS,
+            "audiences": ["api"], "algorithms": ["RS256"], "jwks": jwks}]}}});
+        BundleSources {
+            schema: Some((
+                "schema.cedarschema".into(),
+                "entity Report { tenant: String };\nentity Tenant;\naction \"data.read\", \"data.write\" appliesTo { principal: Report, resource: Tenant };\n".into(),
+            )),
+            policies: vec![crate::bundle::PolicySource {
+                file: "p.cedar".into(),
+                tenant: None,
+                source: "@id(\"all\")\npermit(principal, action, resource);".into(),
+            }],
+            tenants: Some(("tenants.json".into(), tenants.to_string())),
+            settings: Some((
+                "bundle.json".into(),
+                json!({"data": {"stored": ["Report"]}}).to_string(),
+            )),
+            ..BundleSources::default()
+        }
+        .compile(&mut |_| Err("no files".into()))
+        .unwrap()
+    }
+
+    fn data_worker() -> Upkeep {
+        let data = SharedTenantData::new("http://127.0.0.1:9901", DataPolicy::default());
+        keys_worker().with_data(data)
+    }
+
+    #[test]
+    fn a_tenant_wanted_by_a_decision_is_fetched_once_and_loaded_by_every_worker() {
+        let store = Store::default();
+        let (mut a, mut b) = (data_worker(), data_worker());
+        assert!(a.fetches());
+        for w in [&mut a, &mut b] {
+            w.install(&store, engine(storing()).unwrap(), BundleOrigin::Inline);
+        }
+        assert_eq!(a.data_wanted(&store, "a", 0).0, Some(false));
+        assert_eq!(a.data_wanted(&store, "nope", 0).0, None, "not a tenant");
+        assert!(a.data_pending("a"));
+        assert!(!a.data_pending("nope"));
+        let [UpkeepFetch::Data(fetch)] = <[UpkeepFetch; 1]>::try_from(a.due(&store, 0)).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(fetch.url, "http://127.0.0.1:9901/v1/data/a");
+        assert_eq!(b.data_wanted(&store, "a", 1).0, Some(false));
+        assert!(b.due(&store, 1).is_empty(), "a fetches for both");
+        let body = json!({"tenant": "a", "revision": 2, "entities": []}).to_string();
+        let answer = ok(body.len(), Some("\"2\""));
+        let (events, next) = a.answer(
+            &store,
+            &UpkeepFetch::Data(fetch),
+            answer,
+            || body.clone().into_bytes(),
+            2,
+            engine,
+        );
+        assert_eq!(next, None);
+        assert!(
+            matches!(
+                &events[..],
+                [UpkeepEvent::Data(DataEvent::Loaded {
+                    revision: 2,
+                    fetched: true,
+                    ..
+                })]
+            ),
+            "{events:?}"
+        );
+        assert!(!a.data_pending("a"));
+        assert_eq!(b.data_wanted(&store, "a", 3).0, Some(true), "b loads a's");
+        // A new engine holds nothing: it loads what is stored on the next sync.
+        b.install(&store, engine(storing()).unwrap(), BundleOrigin::Inline);
+        assert!(b.data_pending("a"));
+        let events = b.sync_data(&store, 4);
+        assert!(
+            matches!(
+                &events[..],
+                [UpkeepEvent::Data(DataEvent::Loaded { fetched: false, .. })]
+            ),
+            "{events:?}"
+        );
+        assert!(!b.data_pending("a"));
+        // A fetch that could not be made.
+        let (mut c, store) = (data_worker(), Store::default());
+        c.install(&store, engine(storing()).unwrap(), BundleOrigin::Inline);
+        c.data_wanted(&store, "a", 10_000);
+        let [fetch] = <[UpkeepFetch; 1]>::try_from(c.due(&store, 10_000)).unwrap();
+        let event = c.failed(&store, &fetch, "no cluster", 10_000);
+        assert!(event.is_failure(), "{event}");
     }
 
     #[test]

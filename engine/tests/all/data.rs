@@ -647,3 +647,49 @@ fn stored_types_are_checked_at_load() {
     assert!(decision.is_allowed());
     assert_eq!(decision.data_revision, None);
 }
+
+/// At the edge, a decision that lacked its tenant's data is unavailable (503), whatever
+/// `failure_mode` says: never forwarded on no facts, and the tenant wanted is the token's.
+#[test]
+fn the_edge_answers_503_until_the_tenants_data_is_loaded_whatever_the_failure_mode() {
+    use portcullis_engine::{Edge, EdgeAction, EdgeOptions, EdgeOutcome, HeaderPairs, HttpRequest};
+    let routes = json!({"routes": [{"methods": ["GET"], "path": "/r/{tenant}/{id}", "action": "view",
+        "resource": {"type": "Report", "id": "{tenant}/{id}"}}]});
+    let engine = Engine::new(bundle_with_routes(&stored(), Some(&routes)).unwrap());
+    let alice = token("acme", "alice", &["FinanceAnalyst"], Some("finance"));
+    let headers = vec![(
+        "authorization".to_owned(),
+        format!("Bearer {alice}").into_bytes(),
+    )];
+    for mode in ["closed", "open"] {
+        let options: EdgeOptions = serde_json::from_value(json!({"failure_mode": mode})).unwrap();
+        let edge = Edge::new(options).unwrap();
+        let request = HttpRequest {
+            method: "GET",
+            path: "/r/globex/q3",
+            headers: &HeaderPairs(&headers),
+        };
+        let verdict = edge.decide(&engine, &request, NOW);
+        assert_eq!(verdict.outcome, EdgeOutcome::Unavailable, "{mode}");
+        assert!(
+            matches!(&verdict.action, EdgeAction::Respond { status: 503, .. }),
+            "{mode}: {:?}",
+            verdict.action
+        );
+        // The tenant wanted is the verified token's, not the path's.
+        assert_eq!(verdict.data_wanted(), Some("acme"));
+        assert_eq!(verdict.tenant(), Some("acme"));
+    }
+    engine
+        .load_tenant_data(&snapshot("acme", 1, acme_data()))
+        .unwrap();
+    let edge = Edge::new(EdgeOptions::default()).unwrap();
+    let request = HttpRequest {
+        method: "GET",
+        path: "/r/acme/q3",
+        headers: &HeaderPairs(&headers),
+    };
+    let verdict = edge.decide(&engine, &request, NOW);
+    assert_eq!(verdict.data_wanted(), None);
+    assert_ne!(verdict.outcome, EdgeOutcome::Unavailable);
+}

@@ -1,7 +1,11 @@
 //! The proxy-wasm glue: root context (configuration, metrics, and the GETs the engine's
-//! [`Upkeep`] asks for: the bundle's polls and the remote issuers' keys, one fetch for all
-//! workers through Envoy's shared data) and HTTP contexts (one per request, carrying out
-//! [`gate::handle`]). Header values are read as bytes: nothing here panics on what a client
+//! [`Upkeep`] asks for: the bundle's polls, the remote issuers' keys and the tenants' stored
+//! data, one fetch for all workers through Envoy's shared data) and HTTP contexts (one per
+//! request, carrying out [`gate::handle`]). A request whose tenant's data is not held yet is
+//! paused; the root context resumes it (deciding it again) when the data arrives — on the
+//! answer to its own fetch, or on a tick when another worker fetched it — or answers it 503
+//! after `data.wait_ms`. Every fetch is dispatched from the root context, so that it outlives
+//! the request that wanted it. Header values are read as bytes: nothing here panics on what a client
 //! sends. The request's headers come in one `get_map_bytes`, which needs header names to be
 //! UTF-8: Envoy's codecs answer 400 to any name that is not a token before a filter sees it, as
 //! the end-to-end tests check. The SDK's header calls panic on a status other than OK, which
@@ -13,19 +17,22 @@ mod verifier;
 use crate::config::{LogLevel, Plan};
 use crate::gate::{self, Counter};
 use portcullis_engine::{
-    BundleOrigin, CompiledBundle, EdgeAction, Engine, ForwardHeaders, HeaderPairs, Headers,
-    HttpTarget, Lookup, SharedBundle, SharedKeys, SharedStore, Upkeep, UpkeepAnswer, UpkeepEvent,
-    UpkeepFetch,
+    BundleOrigin, CompiledBundle, DataEvent, EdgeAction, Engine, ForwardHeaders, HeaderPairs,
+    Headers, HttpTarget, Lookup, SharedBundle, SharedKeys, SharedStore, SharedTenantData, Upkeep,
+    UpkeepAnswer, UpkeepEvent, UpkeepFetch,
 };
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, MapType, MetricType};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
 
 proxy_wasm::main! {{
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
+    proxy_wasm::set_root_context(|id| -> Box<dyn RootContext> {
+        Box::new(Root { id, ..Root::default() })
+    });
 }}
 
 fn log(level: proxy_wasm::types::LogLevel, message: &str) {
@@ -123,8 +130,31 @@ impl Metrics {
     }
 }
 
+/// The tick period without tenants' data: keys and bundles are due in seconds.
+const TICK: Duration = Duration::from_secs(1);
+/// The tick period with tenants' data: other workers' documents are loaded within this
+/// (write to enforcement: a poll interval, a GET and this).
+const DATA_TICK: Duration = Duration::from_millis(100);
+/// The tick period while requests wait for data.
+const WAIT_TICK: Duration = Duration::from_millis(20);
+/// Most requests a worker holds while their tenants' data is fetched; past it, 503 at once.
+const MAX_WAITING: usize = 1024;
+
+/// A request held until its tenant's data arrives.
+struct Waiter {
+    tenant: String,
+    /// Unix ms after which it is answered 503.
+    deadline: i64,
+    headers: RequestHeaders,
+}
+
+/// The requests this VM holds, by HTTP context id.
+type Waiting = Rc<RefCell<BTreeMap<u32, Waiter>>>;
+
 #[derive(Default)]
 struct Root {
+    /// This root context's id (the effective context to go back to after resuming requests).
+    id: u32,
     plan: Option<Rc<Plan>>,
     /// The engine this VM decides with (built in `on_configure` from an inline bundle, or from
     /// each new remote bundle on a tick; none until a remote bundle first arrives) and what it
@@ -133,6 +163,13 @@ struct Root {
     metrics: Rc<Metrics>,
     /// GETs in flight, by `dispatch_http_call` token.
     in_flight: Vec<(u32, UpkeepFetch)>,
+    /// Requests waiting for their tenant's data.
+    waiting: Waiting,
+    /// When the last full sync (bundle, keys, data) was, unix ms; ticks in between take in
+    /// only data.
+    synced_at: i64,
+    /// The tick period set (by the root, or by a request that starts waiting).
+    tick: Rc<Cell<Duration>>,
 }
 
 /// Envoy's shared data, which the VMs of every worker see.
@@ -209,6 +246,15 @@ fn report(metrics: &Metrics, events: Vec<UpkeepEvent>) {
             UpkeepEvent::BundleFailed { refused: true, .. } => {
                 metrics.increment(Counter::BundleRefused);
             }
+            UpkeepEvent::Data(DataEvent::Loaded { fetched: true, .. }) => {
+                metrics.increment(Counter::DataUpdates);
+            }
+            UpkeepEvent::Data(
+                DataEvent::Failed { refused: true, .. } | DataEvent::SharedRefused { .. },
+            ) => metrics.increment(Counter::DataRefused),
+            UpkeepEvent::Data(DataEvent::Evicted { .. }) => {
+                metrics.increment(Counter::DataEvictions);
+            }
             _ => {}
         }
         let level = if event.is_failure() { Warn } else { Info };
@@ -237,6 +283,18 @@ impl Root {
                     get(&remote.cluster, target, etag, authorization, timeout)
                 });
                 (token, "cannot dispatch the request")
+            }
+            UpkeepFetch::Data(data) => {
+                let token = plan.data.as_ref().and_then(|(config, base)| {
+                    let timeout = Duration::from_millis(config.timeout_ms);
+                    // The engine builds the URL from the configured base: never elsewhere.
+                    let target =
+                        HttpTarget::parse(&data.url).filter(|t| t.origin == base.origin)?;
+                    let etag = data.if_none_match.as_deref();
+                    let authorization = plan.data_authorization.as_deref();
+                    get(&config.cluster, &target, etag, authorization, timeout)
+                });
+                (token, "cannot dispatch the request to `data.cluster`")
             }
         };
         match token {
@@ -281,6 +339,69 @@ impl Context for Root {
         if let Some(next) = next {
             self.dispatch(&plan, next, now);
         }
+        if matches!(fetch, UpkeepFetch::Data(_)) {
+            self.settle(&plan, now);
+        }
+    }
+}
+
+impl Root {
+    /// Set the tick period, if it changes.
+    fn set_tick(&mut self, period: Duration) {
+        set_tick(&self.tick, period);
+    }
+
+    /// The tick period when no request waits.
+    fn idle_tick(plan: &Plan) -> Duration {
+        if plan.data.is_some() { DATA_TICK } else { TICK }
+    }
+
+    /// Finish the requests whose tenant's data arrived (decided again, with it) or whose wait
+    /// is over (decided again without it: 503), then go back to this root context.
+    fn settle(&mut self, plan: &Plan, now: i64) {
+        let ready: Vec<(u32, Waiter)> = {
+            let upkeep = self.upkeep.borrow();
+            let mut waiting = self.waiting.borrow_mut();
+            let ids: Vec<u32> = waiting
+                .iter()
+                .filter(|(_, w)| !upkeep.data_pending(&w.tenant) || now >= w.deadline)
+                .map(|(id, _)| *id)
+                .collect();
+            ids.into_iter()
+                .filter_map(|id| waiting.remove(&id).map(|w| (id, w)))
+                .collect()
+        };
+        if ready.is_empty() {
+            if self.waiting.borrow().is_empty() {
+                self.set_tick(Self::idle_tick(plan));
+            }
+            return;
+        }
+        for (id, waiter) in ready {
+            // The request may have gone (the client left): nothing to do then.
+            if hostcalls::set_effective_context(id).is_err() {
+                continue;
+            }
+            let Some(engine) = self.upkeep.borrow().engine().cloned() else {
+                self.metrics.increment(Counter::Errors);
+                let _ = respond(EdgeAction::unavailable());
+                continue;
+            };
+            let verdict = gate::handle(plan, &engine, &waiter.headers, now.div_euclid(1000));
+            if verdict.data_wanted.is_some() {
+                self.metrics.increment(Counter::DataWaitTimeouts);
+            }
+            if let Some(tenant) = &verdict.data_tenant {
+                self.upkeep.borrow_mut().data_seen(tenant, now);
+            }
+            if carry_out(plan, &self.metrics, verdict, &waiter.headers) == Action::Continue {
+                let _ = hostcalls::resume_http_request();
+            }
+        }
+        let _ = hostcalls::set_effective_context(self.id);
+        if self.waiting.borrow().is_empty() {
+            self.set_tick(Self::idle_tick(plan));
+        }
     }
 }
 
@@ -323,17 +444,21 @@ impl RootContext for Root {
                     )
                 });
                 let mut upkeep = Upkeep::new(keys, bundle);
+                if let Some((data, _)) = &plan.data {
+                    upkeep = upkeep.with_data(SharedTenantData::new(&data.url, data.policy()));
+                }
                 let events = match engine {
                     Some(engine) => upkeep.install(&SharedData, engine, BundleOrigin::Inline),
                     // Another worker may have fetched it already.
                     None => upkeep.sync(&SharedData, now_ms(), |c| build(&plan, c)),
                 };
                 report(&self.metrics, events);
-                if upkeep.fetches() {
-                    let _ = hostcalls::set_tick_period(Duration::from_secs(1));
-                }
+                let fetches = upkeep.fetches();
                 *self.upkeep.borrow_mut() = upkeep;
                 self.in_flight.clear();
+                if fetches {
+                    self.set_tick(Self::idle_tick(&plan));
+                }
                 self.plan = Some(Rc::new(plan));
                 true
             }
@@ -352,21 +477,31 @@ impl RootContext for Root {
             return;
         };
         let now = now_ms();
+        let full = now.saturating_sub(self.synced_at) >= ms(TICK);
         let mut upkeep = self.upkeep.borrow_mut();
-        let events = upkeep.sync(&SharedData, now, |c| build(&plan, c));
+        let events = if full {
+            self.synced_at = now;
+            upkeep.sync(&SharedData, now, |c| build(&plan, c))
+        } else {
+            upkeep.sync_data(&SharedData, now)
+        };
         let due = upkeep.due(&SharedData, now);
         drop(upkeep);
         report(&self.metrics, events);
         for fetch in due {
             self.dispatch(&plan, fetch, now);
         }
+        self.settle(&plan, now);
     }
 
-    fn create_http_context(&self, _: u32) -> Option<Box<dyn HttpContext>> {
+    fn create_http_context(&self, id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(Filter {
+            id,
             plan: self.plan.clone(),
             upkeep: Rc::clone(&self.upkeep),
             metrics: Rc::clone(&self.metrics),
+            waiting: Rc::clone(&self.waiting),
+            tick: Rc::clone(&self.tick),
         }))
     }
 
@@ -375,13 +510,39 @@ impl RootContext for Root {
     }
 }
 
+/// Set the root context's tick period (from a request's context too: the period is its
+/// root's), if it changes.
+fn set_tick(tick: &Cell<Duration>, period: Duration) {
+    if tick.get() != period {
+        tick.set(period);
+        let _ = hostcalls::set_tick_period(period);
+    }
+}
+
+/// Milliseconds of a duration, as `i64`.
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
 struct Filter {
+    id: u32,
     plan: Option<Rc<Plan>>,
     upkeep: Rc<RefCell<Upkeep>>,
     metrics: Rc<Metrics>,
+    waiting: Waiting,
+    tick: Rc<Cell<Duration>>,
 }
 
 impl Context for Filter {}
+
+impl Drop for Filter {
+    /// A request that ends while it waits (the client left) waits no more.
+    fn drop(&mut self) {
+        if let Ok(mut waiting) = self.waiting.try_borrow_mut() {
+            waiting.remove(&self.id);
+        }
+    }
+}
 
 impl HttpContext for Filter {
     fn on_http_request_headers(&mut self, _: usize, _: bool) -> Action {
@@ -396,7 +557,8 @@ impl HttpContext for Filter {
             return respond(EdgeAction::unavailable());
         };
         let headers = RequestHeaders::read(&plan.edge.options().forward);
-        let now = now();
+        let now_ms = now_ms();
+        let now = now_ms.div_euclid(1000);
         let mut verdict = gate::handle(plan, &engine, &headers, now);
         if verdict.keys_wanted.is_some() {
             // Another worker may have fetched the keys since this VM's last tick.
@@ -407,31 +569,75 @@ impl HttpContext for Filter {
                 verdict = gate::handle(plan, &engine, &headers, now);
             }
             if let Some(issuer) = &verdict.keys_wanted {
-                upkeep.wanted(issuer, now_ms());
+                upkeep.wanted(issuer, now_ms);
             }
         }
-        if let Some(counter) = verdict.counter {
-            self.metrics.increment(counter);
-        }
-        if let Some(name) = verdict.route_stat.take() {
-            self.metrics.increment_named(name);
-        }
-        let level = match plan.log_level {
-            LogLevel::Off => None,
-            LogLevel::Debug => Some(proxy_wasm::types::LogLevel::Debug),
-            LogLevel::Info => Some(proxy_wasm::types::LogLevel::Info),
-            LogLevel::Warn => Some(proxy_wasm::types::LogLevel::Warn),
-        };
-        if let (Some(level), Some(line)) = (level, &verdict.log) {
-            log(level, line);
-        }
-        match verdict.action {
-            EdgeAction::Forward(identity) => {
-                headers.forward(&identity);
-                Action::Continue
+        if let Some(tenant) = verdict.data_wanted.take() {
+            // The tenant of the verified token: its data is fetched (once for every worker),
+            // or loaded from what another worker stored.
+            let (followed, events) =
+                self.upkeep
+                    .borrow_mut()
+                    .data_wanted(&SharedData, &tenant, now_ms);
+            report(&self.metrics, events);
+            match followed {
+                Some(true) => verdict = gate::handle(plan, &engine, &headers, now),
+                Some(false) if self.waiting.borrow().len() < MAX_WAITING => {
+                    let wait = plan.data.as_ref().map_or(0, |(d, _)| d.wait_ms);
+                    let deadline = now_ms.saturating_add(i64::try_from(wait).unwrap_or(0));
+                    self.waiting.borrow_mut().insert(
+                        self.id,
+                        Waiter {
+                            tenant,
+                            deadline,
+                            headers,
+                        },
+                    );
+                    // The root dispatches the fetch on its next tick, and watches for the data.
+                    set_tick(&self.tick, WAIT_TICK);
+                    return Action::Pause;
+                }
+                // Too many requests waiting, or a tenant whose data is not fetched: answered
+                // now (503).
+                Some(false) | None => {}
             }
-            respond_action @ EdgeAction::Respond { .. } => respond(respond_action),
         }
+        if let Some(tenant) = &verdict.data_tenant {
+            self.upkeep.borrow_mut().data_seen(tenant, now_ms);
+        }
+        carry_out(plan, &self.metrics, verdict, &headers)
+    }
+}
+
+/// Count, log and carry out a verdict on the request in context: forward it with its
+/// identity headers (`Continue`) or answer it.
+fn carry_out(
+    plan: &Plan,
+    metrics: &Metrics,
+    mut verdict: gate::Verdict,
+    headers: &RequestHeaders,
+) -> Action {
+    if let Some(counter) = verdict.counter {
+        metrics.increment(counter);
+    }
+    if let Some(name) = verdict.route_stat.take() {
+        metrics.increment_named(name);
+    }
+    let level = match plan.log_level {
+        LogLevel::Off => None,
+        LogLevel::Debug => Some(proxy_wasm::types::LogLevel::Debug),
+        LogLevel::Info => Some(proxy_wasm::types::LogLevel::Info),
+        LogLevel::Warn => Some(proxy_wasm::types::LogLevel::Warn),
+    };
+    if let (Some(level), Some(line)) = (level, &verdict.log) {
+        log(level, line);
+    }
+    match verdict.action {
+        EdgeAction::Forward(identity) => {
+            headers.forward(&identity);
+            Action::Continue
+        }
+        respond_action @ EdgeAction::Respond { .. } => respond(respond_action),
     }
 }
 
