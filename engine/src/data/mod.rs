@@ -416,13 +416,16 @@ impl TenantData {
     /// ancestors: what a decision about them can join, and nothing else of the tenant (a
     /// signed-in user's slice, for a browser). Unknown uids are left out.
     pub fn slice(&self, bundle: &Bundle, starts: &[(String, String)]) -> DataDocument {
-        let uids = starts.iter().filter_map(|(ty, id)| parse_uid(ty, id).ok());
+        let uids: Vec<EntityUid> = starts
+            .iter()
+            .filter_map(|(ty, id)| parse_uid(ty, id).ok())
+            .collect();
         let mut seen = HashSet::new();
         let mut found = Vec::new();
         // A chain deeper than `max_depth` (loaded under an older bundle) is cut there: the
         // browser's decision then lacks what the server's would refuse on anyway.
         let _ = self.ancestors_into(
-            uids,
+            &uids,
             bundle.compiled().settings.data.max_depth,
             &mut seen,
             &mut found,
@@ -597,39 +600,42 @@ impl TenantData {
         Ok(staged)
     }
 
-    pub(crate) fn stored(&self, uid: &EntityUid) -> Option<&Stored> {
-        self.entities.get(uid).map(AsRef::as_ref)
+    pub(crate) fn stored(&self, uid: &EntityUid) -> Option<&Arc<Stored>> {
+        self.entities.get(uid)
     }
 
     /// The stored entities among `starts` and all their stored ancestors, at most `max_depth`
     /// levels up, added to `out` (skipping uids in `seen`, which gains them).
     ///
+    /// On a decision's path: uids are borrowed (from the caller and from this data), never
+    /// cloned; only the entities that go to Cedar are.
+    ///
     /// # Errors
     /// A chain deeper than `max_depth` (writes refuse those; data loaded before a bundle
     /// lowered its `max_depth` can have them).
-    pub(crate) fn ancestors_into(
-        &self,
-        starts: impl IntoIterator<Item = EntityUid>,
+    pub(crate) fn ancestors_into<'a>(
+        &'a self,
+        starts: impl IntoIterator<Item = &'a EntityUid>,
         max_depth: usize,
-        seen: &mut HashSet<EntityUid>,
+        seen: &mut HashSet<&'a EntityUid>,
         out: &mut Vec<Entity>,
     ) -> Result<(), crate::error::RequestError> {
-        let mut level: Vec<EntityUid> = starts.into_iter().collect();
+        let mut level: Vec<&EntityUid> = starts.into_iter().collect();
+        let mut next = Vec::new();
         for _ in 0..=max_depth {
-            let mut next = Vec::new();
-            for uid in level {
-                if !seen.insert(uid.clone()) {
+            for uid in level.drain(..) {
+                if !seen.insert(uid) {
                     continue;
                 }
-                if let Some(stored) = self.entities.get(&uid) {
+                if let Some(stored) = self.entities.get(uid) {
                     out.push(stored.entity.clone());
-                    next.extend(stored.parents.iter().cloned());
+                    next.extend(stored.parents.iter());
                 }
             }
             if next.is_empty() {
                 return Ok(());
             }
-            level = next;
+            std::mem::swap(&mut level, &mut next);
         }
         if level.iter().all(|uid| seen.contains(uid)) {
             return Ok(());
