@@ -12,7 +12,9 @@
 # cluster runs as the system user `portcullis-pg` (created if absent); otherwise as the
 # current user. It listens on 127.0.0.1 on a free port (password authentication) and on a Unix
 # socket in DIR. fsync is off: the cluster is thrown away, and the store's durability under
-# test is SQLite's (kill -9); PostgreSQL's own is not what these tests check.
+# test is SQLite's (kill -9); PostgreSQL's own is not what these tests check. PG_DURABLE=1
+# keeps PostgreSQL's durable defaults (fsync, synchronous_commit, full_page_writes on), for
+# benchmarks of commits.
 set -euo pipefail
 pg_user=portcullis-pg # the system user the server runs as, when we are root
 role=portcullis       # the database role and database the URL names
@@ -91,10 +93,12 @@ start() {
       >"$dir/initdb.log" 2>&1 || { cat "$dir/initdb.log" >&2; die "initdb failed"; }
   fi
   password=$(cat "$dir/password")
+  local durability="-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+  [[ "${PG_DURABLE:-0}" == 1 ]] && durability=""
   for attempt in 1 2 3 4 5; do # a port found free may be taken before the server binds it
     port=$(free_port)
     if as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 -o \
-      "-c listen_addresses=127.0.0.1 -p $port -k $dir -c fsync=off -c synchronous_commit=off -c full_page_writes=off" \
+      "-c listen_addresses=127.0.0.1 -p $port -k $dir $durability" \
       start >/dev/null; then
       break
     fi

@@ -464,21 +464,22 @@ impl TenantData {
         resources: &[EntityRef],
     ) -> Result<DataDocument, crate::error::RequestError> {
         let parse = |r: &EntityRef| parse_uid(&r.entity_type, &r.id).ok();
+        let principal_uid = parse(principal);
+        let resource_uids: Vec<EntityUid> = resources.iter().filter_map(parse).collect();
         let mut seen = HashSet::new();
         let mut found = Vec::new();
         let depth = bundle.compiled().settings.data.max_depth;
         // As a decision joins them: the principal's stored entity, then its parents counted
         // from the first level, as a resource is.
-        if let Some(uid) = parse(principal) {
-            seen.insert(uid.clone());
-            if let Some(stored) = self.entities.get(&uid) {
+        if let Some(uid) = &principal_uid {
+            seen.insert(uid);
+            if let Some(stored) = self.entities.get(uid) {
                 found.push(stored.entity.clone());
-                let parents = stored.parents.iter().cloned();
-                self.ancestors_into(parents, depth, &mut seen, &mut found)?;
+                self.ancestors_into(&stored.parents, depth, &mut seen, &mut found)?;
             }
         }
         self.ancestors_into(
-            resources.iter().filter_map(parse),
+            &resource_uids,
             depth,
             &mut seen,
             &mut found,
@@ -674,39 +675,42 @@ impl TenantData {
         Ok(staged)
     }
 
-    pub(crate) fn stored(&self, uid: &EntityUid) -> Option<&Stored> {
-        self.entities.get(uid).map(AsRef::as_ref)
+    pub(crate) fn stored(&self, uid: &EntityUid) -> Option<&Arc<Stored>> {
+        self.entities.get(uid)
     }
 
     /// The stored entities among `starts` and all their stored ancestors, at most `max_depth`
     /// levels up, added to `out` (skipping uids in `seen`, which gains them).
     ///
+    /// On a decision's path: uids are borrowed (from the caller and from this data), never
+    /// cloned; only the entities that go to Cedar are.
+    ///
     /// # Errors
     /// A chain deeper than `max_depth` (writes refuse those; data loaded before a bundle
     /// lowered its `max_depth` can have them).
-    pub(crate) fn ancestors_into(
-        &self,
-        starts: impl IntoIterator<Item = EntityUid>,
+    pub(crate) fn ancestors_into<'a>(
+        &'a self,
+        starts: impl IntoIterator<Item = &'a EntityUid>,
         max_depth: usize,
-        seen: &mut HashSet<EntityUid>,
+        seen: &mut HashSet<&'a EntityUid>,
         out: &mut Vec<Entity>,
     ) -> Result<(), crate::error::RequestError> {
-        let mut level: Vec<EntityUid> = starts.into_iter().collect();
+        let mut level: Vec<&EntityUid> = starts.into_iter().collect();
+        let mut next = Vec::new();
         for _ in 0..=max_depth {
-            let mut next = Vec::new();
-            for uid in level {
-                if !seen.insert(uid.clone()) {
+            for uid in level.drain(..) {
+                if !seen.insert(uid) {
                     continue;
                 }
-                if let Some(stored) = self.entities.get(&uid) {
+                if let Some(stored) = self.entities.get(uid) {
                     out.push(stored.entity.clone());
-                    next.extend(stored.parents.iter().cloned());
+                    next.extend(stored.parents.iter());
                 }
             }
             if next.is_empty() {
                 return Ok(());
             }
-            level = next;
+            std::mem::swap(&mut level, &mut next);
         }
         if level.iter().all(|uid| seen.contains(uid)) {
             return Ok(());

@@ -5,6 +5,7 @@ use super::Engine;
 use crate::bundle::IssuerEntry;
 use crate::cedar_glue;
 use crate::claims::Principal;
+use crate::data::Stored;
 use crate::decision::TokenIdentity;
 use crate::error::{TokenError, hex, sanitize};
 use crate::keys::{Algorithm, VerificationKey};
@@ -12,8 +13,8 @@ use crate::memo::Memo;
 use crate::token::{self, TokenTimes};
 use cedar_policy::{Entity, EntityUid};
 use serde_json::{Map, Value};
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 
 /// What the engine keeps for a verified token.
 #[derive(Debug)]
@@ -27,6 +28,9 @@ pub(crate) struct VerifiedToken {
     pub identity: TokenIdentity,
     /// The token's evaluations, for the same request sent again (see [`crate::memo`]).
     pub memo: Memo,
+    /// `entity` merged with the stored entity of its uid, and that stored entity (see
+    /// `VerifiedToken::merged_with`).
+    pub merged: Mutex<Option<(Arc<Stored>, Entity)>>,
 }
 
 /// A token that passed every check but the signature: what an asynchronous crypto host
@@ -358,6 +362,7 @@ impl Engine {
             times: pending.times,
             identity,
             memo: Memo::default(),
+            merged: Mutex::new(None),
         });
         let inserted = self.cache.insert_if(
             pending.token,

@@ -11,7 +11,24 @@ use crate::error::{RequestError, sanitize};
 use cedar_policy::{Entities, Entity, EntityUid, RestrictedExpression};
 use serde_json::Value;
 use std::collections::HashSet;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
+
+impl VerifiedToken {
+    /// The token's principal entity merged with its stored entity ([`merge_principal`]): made
+    /// once for each stored entity the token meets (a write of the entity makes a new one)
+    /// and cloned after, as merging costs several clones of the entity.
+    fn merged_with(&self, stored: &Arc<Stored>) -> Result<Entity, RequestError> {
+        let mut merged = self.merged.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((with, entity)) = merged.as_ref()
+            && Arc::ptr_eq(with, stored)
+        {
+            return Ok(entity.clone());
+        }
+        let entity = merge_principal(&self.entity, stored)?;
+        *merged = Some((Arc::clone(stored), entity.clone()));
+        Ok(entity)
+    }
+}
 
 /// The token's principal entity with its stored entity's attributes (which win, but for
 /// `tenant`, which is the token's and the same by construction) and parents (added to the
@@ -155,7 +172,8 @@ impl Engine {
         if let Err(why) = &verified.entity_conforms {
             return Err(RequestError::Schema(why.clone()));
         }
-        let mut entities: Vec<Entity> = Vec::with_capacity(3 + self.bundle.static_entities.len());
+        // The principal, the resource, the action, a few stored ancestors, static entities.
+        let mut entities: Vec<Entity> = Vec::with_capacity(8 + self.bundle.static_entities.len());
         match data {
             Some(data) => self.join_data(data, verified, &resource_uid, &mut entities)?,
             None => entities.push(verified.entity.clone()),
@@ -225,16 +243,16 @@ impl Engine {
         resource: &EntityUid,
         entities: &mut Vec<Entity>,
     ) -> Result<(), RequestError> {
-        let mut seen = HashSet::from([verified.uid.clone()]);
-        let mut starts: Vec<EntityUid> = Vec::new();
+        let mut seen = HashSet::from([&verified.uid]);
+        let mut starts: Vec<&EntityUid> = Vec::new();
         match data.stored(&verified.uid) {
             Some(stored) => {
-                entities.push(merge_principal(&verified.entity, stored)?);
-                starts.extend(stored.parents.iter().cloned());
+                entities.push(verified.merged_with(stored)?);
+                starts.extend(stored.parents.iter());
             }
             None => entities.push(verified.entity.clone()),
         }
-        starts.push(resource.clone());
+        starts.push(resource);
         let depth = self.bundle.compiled().settings.data.max_depth;
         data.ancestors_into(starts, depth, &mut seen, entities)?;
         self.add_unstored(data, resource, entities);
@@ -349,14 +367,10 @@ impl Engine {
                     )));
                 }
             }
-            let mut seen: HashSet<EntityUid> = entities.iter().map(Entity::uid).collect();
+            let known: Vec<EntityUid> = entities.iter().map(Entity::uid).collect();
+            let mut seen: HashSet<&EntityUid> = known.iter().collect();
             let depth = self.bundle.compiled().settings.data.max_depth;
-            data.ancestors_into(
-                [principal.clone(), resource.clone()],
-                depth,
-                &mut seen,
-                &mut entities,
-            )?;
+            data.ancestors_into([&principal, &resource], depth, &mut seen, &mut entities)?;
             self.add_unstored(data, &principal, &mut entities);
             self.add_unstored(data, &resource, &mut entities);
         }

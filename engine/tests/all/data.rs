@@ -266,6 +266,43 @@ fn ancestors_shares_and_team_folders_are_joined_transitively() {
 }
 
 #[test]
+fn a_change_of_the_stored_principal_reaches_the_same_token_at_once() {
+    let engine = engine();
+    engine
+        .load_tenant_data(&snapshot("acme", 1, acme_data()))
+        .unwrap();
+    // Bob's stored entity puts him in the team that owns the folder, and gives him a
+    // department that the token does not.
+    let bob = token("acme", "bob", &["FinanceAnalyst"], None);
+    let decision = engine.decide(&view(&bob, "acme/ledger"), NOW);
+    assert_eq!(decision.reasons, ["team-folder"], "{decision:?}");
+    assert!(!engine.decide(&view(&bob, "acme/q3"), NOW).is_allowed());
+    let change = |revision: u64, attrs: Value, parents: &[(&str, &str)]| {
+        json!({
+            "tenant": "acme", "since": revision - 1, "revision": revision,
+            "changes": [{ "revision": revision, "type": "User", "id": "acme/bob",
+                          "entity": entity("User", "acme/bob", &attrs, parents) }]
+        })
+        .to_string()
+    };
+    // He leaves the team and moves to risk: the same token, at the next decision, is out of
+    // the folder and in risk's reports (the merged principal is made again, not reused).
+    engine
+        .load_tenant_data(&change(2, json!({"department": "risk"}), &[]))
+        .unwrap();
+    assert!(!engine.decide(&view(&bob, "acme/ledger"), NOW).is_allowed());
+    let decision = engine.decide(&view(&bob, "acme/q3"), NOW);
+    assert_eq!(decision.reasons, ["analyst-own-department"], "{decision:?}");
+    // And back.
+    engine
+        .load_tenant_data(&change(3, json!({}), &[("Team", "acme/audit-team")]))
+        .unwrap();
+    let decision = engine.decide(&view(&bob, "acme/ledger"), NOW);
+    assert_eq!(decision.reasons, ["team-folder"], "{decision:?}");
+    assert!(!engine.decide(&view(&bob, "acme/q3"), NOW).is_allowed());
+}
+
+#[test]
 fn a_request_never_supplies_a_stored_types_facts() {
     let engine = engine();
     engine
