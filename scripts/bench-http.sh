@@ -22,16 +22,22 @@ B=policies/techfin
 token=$($bin token --bundle $B --tenant acme --ttl 86400 \
   --claims '{"oid":"alice","roles":["FinanceAnalyst"],"department":"finance","amr":["mfa"]}')
 port=${BENCH_PORT:-18080}
-$bin serve --bundle $B --listen 127.0.0.1:$port --audit-log off &
+store=$(mktemp -d)
+$bin serve --bundle $B --listen 127.0.0.1:$port --audit-log off --store "sqlite:$store/data.db" &
 server=$!
-trap 'kill $server 2>/dev/null; wait $server 2>/dev/null || true' EXIT
+trap 'kill $server 2>/dev/null; wait $server 2>/dev/null || true; rm -rf "$store"' EXIT
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.1; done
+# The pack stores its reports: acme's back office stores the one decided on, in finance.
+writer=$($bin token --bundle $B --tenant acme \
+  --claims '{"sub":"b0ff1ce0-0000-4000-8000-000000000001","idtyp":"app","roles":["DataWriter"]}')
+curl -sf -X PUT "http://127.0.0.1:$port/v1/data/acme/entities/Report/q3" -H "authorization: Bearer $writer" \
+  -d '{"attrs": {"department": "finance"}, "parents": [{"type": "Department", "id": "acme/finance"}]}' >/dev/null
 
 lua=$(mktemp)
 cat > "$lua" <<LUA
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
-wrk.body = '{"token":"$token","action":"view","resource":{"type":"Report","id":"q3","attrs":{"tenant":"acme","department":"finance"}}}'
+wrk.body = '{"token":"$token","action":"view","resource":{"type":"Report","id":"acme/q3"}}'
 LUA
 # Check the request really is an allow before measuring it.
 curl -sf "http://127.0.0.1:$port/v1/decide" -d "$(sed -n 's/^wrk.body = .\(.*\).$/\1/p' "$lua")" | grep -q '"decision":"allow"'

@@ -100,7 +100,24 @@ function globexToken() {
     .sign(globexKey);
 }
 
-const financeReport = { type: "Report", id: "acme/q3-finance", attrs: { tenant: "acme", department: "finance" } };
+// The TechFin pack stores its reports: a request names one, and every engine holds each
+// tenant's stored reports (in finance) before it decides.
+const financeReport = { type: "Report", id: "acme/q3-finance" };
+function storedReports(tenant) {
+  const department = { type: "Department", id: `${tenant}/finance` };
+  return {
+    tenant, revision: 1,
+    entities: [
+      { uid: department, attrs: { tenant }, parents: [] },
+      ...["q3", "q3-finance"].map((id) => ({ uid: { type: "Report", id: `${tenant}/${id}` }, attrs: { tenant, department: "finance" }, parents: [department] })),
+    ],
+  };
+}
+async function load(b, options) {
+  const engine = await Portcullis.load(b, options);
+  for (const tenant of Object.keys(b.tenants)) engine.loadTenantData(storedReports(tenant));
+  return engine;
+}
 const request = (token) => ({ token, action: "view", resource: financeReport });
 
 // ---------------------------------------------------------------------------------------------
@@ -149,7 +166,7 @@ const instantiate = {
 
 progress("cached-token decisions");
 await initialize();
-const pc = await Portcullis.load(bundle, { now: clock });
+const pc = await load(bundle, { now: clock });
 const cachedToken = await acmeToken();
 const first = await pc.decide(request(cachedToken));
 if (first.decision !== "allow") throw new Error(`scenario does not allow: ${JSON.stringify(first.errors)}`);
@@ -166,6 +183,7 @@ cpSync(pkg, webCopy, { recursive: true });
 const web = await import(pathToFileURL(join(webCopy, "portcullis.js")).href);
 await web.initialize({ wasm: readFileSync(join(webCopy, "portcullis_js_bg.wasm")) });
 const pcWeb = await web.Portcullis.load(bundle, { now: clock, subtle: globalThis.crypto.subtle });
+pcWeb.loadTenantData(storedReports("acme"));
 if ((await pcWeb.decide(request(cachedToken))).decision !== "allow") throw new Error("the browsers' module does not allow the scenario");
 
 progress("cedar-wasm");
@@ -271,12 +289,12 @@ const FRESH_ROUNDS = 3;
 const fresh = {};
 for (const [alg, make, jwks, issuer, resource] of [
   ["RS256", acmeToken, bundle.tenants.acme.issuers[0].jwks, acme, financeReport],
-  ["ES256", globexToken, bundle.tenants.globex.issuers[0].jwks, globex, { type: "Report", id: "globex/q3-finance", attrs: { tenant: "globex", department: "finance" } }],
+  ["ES256", globexToken, bundle.tenants.globex.issuers[0].jwks, globex, { type: "Report", id: "globex/q3-finance" }],
 ]) {
   // The SDK's default in Node (node:crypto, synchronous) and WebCrypto (what browsers use).
   const engines = {
-    node: await Portcullis.load(bundle, { now: clock }),
-    webcrypto: await Portcullis.load(bundle, { now: clock, subtle: globalThis.crypto.subtle }),
+    node: await load(bundle, { now: clock }),
+    webcrypto: await load(bundle, { now: clock, subtle: globalThis.crypto.subtle }),
   };
   const key = await jose.importJWK(jwks.keys[0], alg);
   const verifyOptions = { issuer: issuer.issuer, audience: issuer.audiences, currentDate: new Date(NOW * 1000) };
@@ -319,12 +337,13 @@ function manyTenants(count) {
 const loadMs = {};
 const tenantEngines = {};
 const tenantToken = await acmeToken({}, "https://login.example/tenant5/v2.0");
-const tenantResource = { type: "Report", id: "tenant5/q3", attrs: { tenant: "tenant5", department: "finance" } };
+const tenantResource = { type: "Report", id: "tenant5/q3" };
 for (const count of [10, 1000]) {
   const b = manyTenants(count);
   const t0 = performance.now();
   const engine = await Portcullis.load(b, { now: clock });
   loadMs[count] = performance.now() - t0;
+  engine.loadTenantData(storedReports("tenant5"));
   const d = await engine.decide({ token: tenantToken, action: "view", resource: tenantResource });
   if (d.decision !== "allow") throw new Error(`tenants ${count}: ${JSON.stringify(d)}`);
   tenantEngines[count] = engine;

@@ -441,7 +441,7 @@ fn loaded_engine(scale: Scale) -> (CompiledBundle, Engine, Built) {
                         break;
                     }
                     load(i);
-                    if (i + 1) % 1000 == 0 {
+                    if (i + 1).is_multiple_of(1000) {
                         eprintln!(
                             "  loaded {} of {} tenants ({:.0} s)",
                             i + 1,

@@ -19,6 +19,8 @@
 //!   per side, as in the service (a new instance per round would also time the page faults of
 //!   its fresh linear memory, which a running service has long paid).
 //!
+//! Every decision joins the reports' stored facts (`stored_reports`), as in the service.
+//!
 //! Run: `cargo bench -p portcullis --bench component` (`BENCH_QUICK=1` for a short run;
 //! `PORTCULLIS_BENCH_COMPONENT=path.wasm` measures another build of the component).
 
@@ -30,9 +32,9 @@
 )]
 
 use portcullis::bundle_dir::{compile, dev_token};
-use portcullis::component::{Instance, Limits, Loaded, Runtime};
+use portcullis::component::{DataState, Instance, Limits, Loaded, Runtime, TenantDocs};
 use portcullis::crypto::RingVerifier;
-use portcullis_engine::{Bundle, DecisionIds, DecisionRequest, Engine, EngineOptions};
+use portcullis_engine::{Bundle, DataSet, DecisionIds, DecisionRequest, Engine, EngineOptions};
 use serde_json::{Map, Value, json};
 use std::hint::black_box;
 use std::path::Path;
@@ -54,15 +56,37 @@ struct Setup {
     compiled_json: Arc<str>,
     bundle_json: String,
     runtime: Runtime,
+    /// The reports' stored facts both sides decide on.
+    data: DataSet,
+}
+
+/// Reports `q3` and `r0`…`r63` of acme and globex, each in finance: the facts every decision
+/// of this bench joins.
+fn stored_reports() -> DataSet {
+    let mut set = DataSet::default();
+    for tenant in ["acme", "globex"] {
+        let entities = set.tenants.entry(tenant.to_owned()).or_default();
+        entities.push(json!({"uid": {"type": "Department", "id": format!("{tenant}/finance")}}));
+        for id in std::iter::once("q3".to_owned()).chain((0..64).map(|n| format!("r{n}"))) {
+            entities.push(json!({
+                "uid": {"type": "Report", "id": format!("{tenant}/{id}")},
+                "attrs": {"department": "finance"},
+                "parents": [{"type": "Department", "id": format!("{tenant}/finance")}],
+            }));
+        }
+    }
+    set
 }
 
 impl Setup {
     fn native(&self) -> Engine {
         let bundle = Bundle::from_json(&self.bundle_json).unwrap();
-        Engine::with_options(
+        let engine = Engine::with_options(
             Arc::new(bundle),
             EngineOptions::new(Arc::new(RingVerifier), DecisionIds::Seed(1)),
-        )
+        );
+        engine.load_data_set(&self.data).unwrap();
+        engine
     }
 
     fn instance(&self) -> Instance {
@@ -77,6 +101,20 @@ impl Setup {
                 edge_json: std::sync::Arc::from("{}"),
             })
             .unwrap();
+        let engine = self.native();
+        let state = DataState {
+            generation: 1,
+            tenants: self
+                .data
+                .tenants
+                .keys()
+                .map(|t| {
+                    let docs = TenantDocs::new(engine.tenant_data(t).unwrap(), None);
+                    (t.clone(), Arc::new(docs))
+                })
+                .collect(),
+        };
+        instance.sync_data(&state).unwrap();
         instance
     }
 }
@@ -91,7 +129,7 @@ fn report_request(token: &str, tenant: &str, id: &str) -> (DecisionRequest, Stri
     let json = json!({
         "token": token,
         "action": "view",
-        "resource": {"type": "Report", "id": id, "attrs": {"tenant": tenant, "department": "finance"}},
+        "resource": {"type": "Report", "id": format!("{tenant}/{id}")},
     });
     (
         serde_json::from_value(json.clone()).unwrap(),
@@ -140,6 +178,7 @@ fn main() {
         compiled_json: Arc::from(bundle_json.as_str()),
         bundle_json,
         runtime,
+        data: stored_reports(),
     };
 
     // One token, verified once.

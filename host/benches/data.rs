@@ -97,8 +97,10 @@ fn free_port() -> u16 {
 }
 
 fn binary() -> PathBuf {
-    std::env::var_os("PORTCULLIS_BIN")
-        .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_portcullis")), PathBuf::from)
+    std::env::var_os("PORTCULLIS_BIN").map_or_else(
+        || PathBuf::from(env!("CARGO_BIN_EXE_portcullis")),
+        PathBuf::from,
+    )
 }
 
 impl Service {
@@ -438,7 +440,9 @@ fn throughput(
                             EntityKey::new("Report", format!("acme/{id}")),
                             stored_text(&id, department),
                         );
-                        revision = floor.commit("acme", revision, &[write], "bench", 0).unwrap();
+                        revision = floor
+                            .commit("acme", revision, &[write], "bench", 0)
+                            .unwrap();
                     }
                     puts.store.push(rate(plan.puts, started.elapsed()));
                     let started = Instant::now();
@@ -586,7 +590,10 @@ fn main() {
     eprintln!("binary: {}", binary().display());
     let mut report = serde_json::Map::new();
 
-    eprintln!("throughput, SQLite (WAL, synchronous=FULL) in {}", dir.display());
+    eprintln!(
+        "throughput, SQLite (WAL, synchronous=FULL) in {}",
+        dir.display()
+    );
     let mut bare = BareSqlite::open(&dir.join("bare.db"));
     report.insert(
         "sqlite".into(),
@@ -640,7 +647,10 @@ fn main() {
             // The second replica has caught up with the import before timing.
             let deadline = Instant::now() + Duration::from_secs(30);
             while client.view(&second.base, "x").1 < client.view(&first.base, "x").1 {
-                assert!(Instant::now() < deadline, "the second replica never caught up");
+                assert!(
+                    Instant::now() < deadline,
+                    "the second replica never caught up"
+                );
                 std::thread::sleep(Duration::from_millis(20));
             }
             let mut result = delays(&client, &first.base, &second.base, plan.delays, "r");

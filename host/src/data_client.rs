@@ -39,6 +39,15 @@ pub struct DataArgs {
     /// Seconds one HTTP call may take, connecting to reading the whole answer.
     #[arg(long, default_value_t = 30, global = true)]
     timeout: u64,
+    /// Work on a store itself (`sqlite:PATH`, `postgres://…`) instead of through a service:
+    /// `import` and `export` only, to fill a store before its first `serve` or to back one
+    /// up. The entities are checked against `--bundle` as the service checks them, but the
+    /// call is not authorized by policies nor audited: it takes what opening the store takes.
+    #[arg(long, global = true, value_name = "SPEC", requires = "bundle")]
+    store: Option<String>,
+    /// The bundle directory that checks `--store`'s entities.
+    #[arg(long, global = true, value_name = "DIR", requires = "store")]
+    bundle: Option<PathBuf>,
     #[command(subcommand)]
     command: DataCommand,
 }
@@ -137,6 +146,12 @@ impl From<String> for Failure {
 
 /// Run `portcullis data …`.
 pub fn run(args: DataArgs) -> ExitCode {
+    if let (Some(store), Some(bundle)) = (&args.store, &args.bundle) {
+        return match offline(store, bundle, args.command) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(&e, ""),
+        };
+    }
     let token = match token(args.token_file.as_deref()) {
         Ok(token) => token,
         Err(e) => return fail(&Failure::Other(e), ""),
@@ -145,6 +160,94 @@ pub fn run(args: DataArgs) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e, &token),
+    }
+}
+
+/// `import` and `export` on the store `spec` itself, checked against the bundle in `bundle`.
+/// Refusals of the engine's checks exit 1, as the service's do.
+fn offline(spec: &str, bundle: &Path, command: DataCommand) -> Result<(), Failure> {
+    use portcullis::store;
+    let (_, loaded) = portcullis::bundle_dir::load(bundle)
+        .map_err(|e| Failure::Other(format!("bundle `{}`: {e}", bundle.display())))?;
+    let opened = store::open(spec).map_err(|e| Failure::Other(format!("store: {e}")))?;
+    let refused = |message: String| {
+        // The checks' messages end with their code: `… (data_schema)`.
+        let (message, code) = match message.rsplit_once(" (") {
+            Some((message, code)) if code.ends_with(')') => {
+                (message.to_owned(), code.trim_end_matches(')').to_owned())
+            }
+            _ => (message, "data_store".to_owned()),
+        };
+        Failure::Refused { code, message }
+    };
+    match command {
+        DataCommand::Import {
+            tenant,
+            file,
+            if_match,
+        } => {
+            let body = read_input(Some(&file), "the import")?;
+            let text = String::from_utf8(body)
+                .map_err(|_| Failure::Other("the import is not UTF-8".into()))?;
+            let entities = store::checked::parse_ndjson(&text).map_err(|e| Failure::Refused {
+                code: e.code().to_owned(),
+                message: e.to_string(),
+            })?;
+            if let Some(expected) = if_match {
+                let held = store::checked::read_tenant(opened.as_ref(), &loaded, &tenant)
+                    .map_err(refused)?
+                    .revision();
+                if held != expected {
+                    return Err(Failure::Refused {
+                        code: "data_revision".into(),
+                        message: format!("tenant `{tenant}` is at revision {held}, not {expected}"),
+                    });
+                }
+            }
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+            let (revision, written) = store::checked::put_entities(
+                opened.as_ref(),
+                &loaded,
+                &tenant,
+                entities,
+                "portcullis data import --store",
+                now,
+            )
+            .map_err(refused)?;
+            println!(
+                "{}",
+                serde_json::json!({"revision": revision, "written": written.len()})
+            );
+            Ok(())
+        }
+        DataCommand::Export { tenant, output } => {
+            let data =
+                store::checked::read_tenant(opened.as_ref(), &loaded, &tenant).map_err(refused)?;
+            let mut out = String::new();
+            for entity in data.document().entities {
+                out.push_str(&entity.to_string());
+                out.push('\n');
+            }
+            match output.as_deref() {
+                Some(path) if path.as_os_str() != "-" => {
+                    std::fs::write(path, out).map_err(|e| {
+                        Failure::Other(format!("cannot write `{}`: {e}", path.display()))
+                    })?
+                }
+                _ => std::io::stdout()
+                    .lock()
+                    .write_all(out.as_bytes())
+                    .map_err(|e| Failure::Other(format!("cannot write the output: {e}")))?,
+            }
+            eprintln!("exported tenant `{tenant}` at revision {}", data.revision());
+            Ok(())
+        }
+        _ => Err(Failure::Other(
+            "`--store` serves `import` and `export` only: the other calls go through a service"
+                .into(),
+        )),
     }
 }
 

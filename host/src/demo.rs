@@ -247,9 +247,11 @@ pub fn request_body(
         None => tamper(&dev_token(compiled, dir, "acme", 0, &claims, now)?),
     };
     let (ty, id, attrs) = &step.resource;
-    let mut resource = json!({"type": ty, "id": id});
+    let mut resource = Map::new();
+    resource.insert("type".into(), json!(ty));
+    resource.insert("id".into(), json!(id));
     if !attrs.is_null() {
-        resource["attrs"] = attrs.clone();
+        resource.insert("attrs".into(), attrs.clone());
     }
     Ok(json!({"token": token, "action": step.action, "resource": resource}).to_string())
 }

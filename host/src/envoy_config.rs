@@ -27,7 +27,16 @@ pub struct Target<'a> {
     pub wasm: &'a str,
     /// The CA bundle that verifies the identity providers' TLS certificates.
     pub ca_file: &'a str,
+    /// Where the filter fetches the tenants' stored data, for a bundle that stores some: the
+    /// decision service's admin listener (`GET /v1/data/{tenant}`).
+    pub data: SocketAddr,
+    /// The VM environment variable holding the admin listener's bearer credential, if it has
+    /// one.
+    pub data_token_env: Option<&'a str>,
 }
+
+/// The cluster of the data source.
+const DATA_CLUSTER: &str = "portcullis_data";
 
 /// An identity provider's origin, as the filter looks its cluster up.
 struct Origin {
@@ -111,6 +120,22 @@ pub fn render(target: &Target<'_>) -> Result<String, String> {
             .collect();
         filter.insert("keys".into(), json!({"clusters": clusters}));
     }
+    let stores_data = !target.compiled.settings.data.stored.is_empty();
+    let mut env = String::new();
+    if stores_data {
+        let mut data = Map::new();
+        data.insert("url".into(), json!(format!("http://{}", target.data)));
+        data.insert("cluster".into(), json!(DATA_CLUSTER));
+        if let Some(name) = target.data_token_env {
+            data.insert("token_env".into(), json!(name));
+            env = format!(
+                "                  environment_variables:\n                    host_env_keys: [{name}]\n"
+            );
+        }
+        filter.insert("data".into(), Value::Object(data));
+    } else if target.data_token_env.is_some() {
+        return Err("`--data-token-env`: the bundle stores no data".into());
+    }
     let filter_json = serde_json::to_string_pretty(&Value::Object(filter))
         .map_err(|e| format!("cannot write the filter's configuration: {e}"))?;
     let ip = |a: SocketAddr| a.ip().to_string();
@@ -120,6 +145,14 @@ pub fn render(target: &Target<'_>) -> Result<String, String> {
         target.upstream.port(),
         false,
     );
+    if stores_data {
+        clusters.push_str(&cluster(
+            DATA_CLUSTER,
+            &ip(target.data),
+            target.data.port(),
+            false,
+        ));
+    }
     for o in &origins {
         let numeric = o.host.parse::<std::net::IpAddr>().is_ok();
         clusters.push_str(&cluster(&o.cluster, &o.host, o.port, !numeric));
@@ -175,7 +208,7 @@ static_resources:
                 vm_config:
                   vm_id: portcullis
                   runtime: envoy.wasm.runtime.v8
-                  code:
+{env}                  code:
                     local:
                       filename: {wasm}
                 configuration:

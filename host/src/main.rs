@@ -206,6 +206,14 @@ enum Command {
         /// CA certificates that verify the identity providers' TLS certificates.
         #[arg(long, default_value = "/etc/ssl/certs/ca-certificates.crt")]
         ca_file: String,
+        /// For a bundle that stores data: the decision service's admin listener, where the
+        /// filter fetches the tenants' data (`portcullis serve --admin-listen`).
+        #[arg(long, default_value = "127.0.0.1:8182", value_parser = listen_address)]
+        data: std::net::SocketAddr,
+        /// The environment variable (handed to the Wasm VM) holding the admin listener's
+        /// bearer credential (`serve --admin-token-file`).
+        #[arg(long)]
+        data_token_env: Option<String>,
         /// Output file (`-`: standard output).
         #[arg(short, long, default_value = "-")]
         output: PathBuf,
@@ -818,6 +826,8 @@ fn main() -> ExitCode {
             admin,
             wasm,
             ca_file,
+            data,
+            data_token_env,
             output,
         } => {
             let (compiled, loaded) = match bundle_dir::load(&bundle) {
@@ -841,6 +851,8 @@ fn main() -> ExitCode {
                 upstream,
                 wasm: &wasm,
                 ca_file: &ca_file,
+                data,
+                data_token_env: data_token_env.as_deref(),
             };
             let yaml = match envoy_config::render(&target) {
                 Ok(yaml) => yaml,

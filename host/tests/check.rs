@@ -67,8 +67,6 @@ fn a_request_and_an_http_request_are_decided_alike() {
         "view",
         "--resource",
         "Report::\"acme/q3\"",
-        "--resource-attrs",
-        r#"{"tenant": "acme"}"#,
     ]);
     assert_eq!(code, 0, "{request}");
     assert_eq!(request["decision"], "allow");

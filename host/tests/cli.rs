@@ -510,7 +510,7 @@ fn data_commands_read_and_write_a_tenants_entities_through_the_service() {
     use portcullis::service::{AuditTarget, BundleSource, DataOptions, Options};
     use serde_json::json;
 
-    let dir = techfin_storing_reports("cli-data");
+    let dir = techfin_storing_reports("cli-data-service");
     let mut options = Options::new(
         BundleSource::Path(dir.clone()),
         std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -713,4 +713,86 @@ fn data_commands_read_and_write_a_tenants_entities_through_the_service() {
     assert!(stderr.trim_end().ends_with("(unauthenticated)"), "{stderr}");
     drop(running);
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `portcullis data import|export --store`: a store filled before its first `serve`, checked
+/// against the bundle as the service checks a write, and read back; the other calls refused.
+#[test]
+fn data_import_and_export_work_on_a_store_itself_with_the_bundles_checks() {
+    use serde_json::json;
+    let dir = common::techfin_storing_reports("cli-data-offline");
+    let store = format!("sqlite:{}", dir.join("data.db").display());
+    let bundle = dir.to_str().unwrap();
+    let file = dir.join("acme.ndjson");
+    let offline = |args: &[&str]| {
+        let mut all = vec!["data"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--store", &store, "--bundle", bundle]);
+        run(&all)
+    };
+    std::fs::write(
+        &file,
+        concat!(
+            r#"{"uid": {"type": "Department", "id": "acme/finance"}}"#,
+            "\n\n",
+            r#"{"uid": {"type": "Report", "id": "acme/q3"}, "attrs": {"department": "finance"}, "parents": [{"type": "Department", "id": "acme/finance"}]}"#,
+            "\n"
+        ),
+    )
+    .unwrap();
+    let (code, stdout, stderr) = offline(&["import", "acme", file.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&stdout).unwrap(),
+        json!({"revision": 1, "written": 2})
+    );
+    let (code, stdout, stderr) = offline(&["export", "acme"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("at revision 1"), "{stderr}");
+    let exported = ndjson(&stdout);
+    assert_eq!(exported.len(), 2);
+    let report = exported
+        .iter()
+        .find(|e| e["uid"]["type"] == "Report")
+        .unwrap();
+    assert_eq!(report["attrs"]["tenant"], "acme", "the tenant filled in");
+
+    // The bundle's checks hold: another tenant's entity, an undeclared attribute, a line that is
+    // not JSON, a revision moved past; each exit 1 with its code, nothing written.
+    for (lines, code) in [
+        (
+            r#"{"uid": {"type": "Report", "id": "globex/q3"}}"#,
+            "data_other_tenant",
+        ),
+        (
+            r#"{"uid": {"type": "Report", "id": "acme/q9"}, "attrs": {"owner": "x"}}"#,
+            "data_schema",
+        ),
+        ("{not json", "data_malformed"),
+        ("", "data_malformed"),
+    ] {
+        std::fs::write(&file, lines).unwrap();
+        let (status, _, stderr) = offline(&["import", "acme", file.to_str().unwrap()]);
+        assert_eq!(status, 1, "{lines}: {stderr}");
+        assert!(stderr.contains(&format!("({code})")), "{lines}: {stderr}");
+    }
+    std::fs::write(
+        &file,
+        r#"{"uid": {"type": "Department", "id": "acme/risk"}}"#,
+    )
+    .unwrap();
+    let (status, _, stderr) =
+        offline(&["import", "acme", file.to_str().unwrap(), "--if-match", "7"]);
+    assert_eq!(status, 1, "{stderr}");
+    assert!(stderr.contains("(data_revision)"), "{stderr}");
+    let (_, stdout, _) = offline(&["export", "acme"]);
+    assert_eq!(ndjson(&stdout).len(), 2, "nothing more was written");
+
+    // What a store cannot do alone: calls that go through a service, and `--store` without
+    // the bundle that checks its entities.
+    let (status, _, stderr) = offline(&["get", "acme", "Report", "q3"]);
+    assert_eq!(status, 2);
+    assert!(stderr.contains("`import` and `export` only"), "{stderr}");
+    let (status, _, _) = run(&["data", "export", "acme", "--store", &store]);
+    assert_eq!(status, 2, "--store needs --bundle");
 }

@@ -16,7 +16,7 @@
 use portcullis::bundle_dir::{compile, dev_token};
 use portcullis::crypto::RingVerifier;
 use portcullis_engine::{
-    Bundle, CompiledBundle, DecisionIds, DecisionRequest, Engine, EngineOptions,
+    Bundle, CompiledBundle, DataSet, DecisionIds, DecisionRequest, Engine, EngineOptions,
 };
 use serde_json::Value;
 use std::path::Path;
@@ -30,6 +30,8 @@ fn engine(compiled: CompiledBundle, decision_id_seed: u64) -> Engine {
 }
 
 struct Case {
+    /// The index of its file's pair of engines (each holds that file's stored data).
+    file: usize,
     name: String,
     request: DecisionRequest,
     auth_time: Option<i64>,
@@ -42,13 +44,23 @@ fn remembered_evaluations_are_fresh_evaluations() {
     let mut without = compiled.clone();
     without.settings.tokens.cache_entries = 0;
     without.revision.clear();
-    let (with_memo, without_memo) = (engine(compiled.clone(), 1), engine(without, 2));
 
+    let mut engines = Vec::new();
     let mut cases = Vec::new();
     let mut minted_at = None;
     for file in ["analysts", "auditors", "admins", "tenancy"] {
         let text = std::fs::read_to_string(dir.join(format!("tests/{file}.json"))).unwrap();
         let suite: Value = serde_json::from_str(&text).unwrap();
+        // The pack stores its reports: both engines decide on the file's data.
+        let data: DataSet =
+            serde_json::from_value(suite.get("data").cloned().unwrap_or_default()).unwrap();
+        let pair = (
+            engine(compiled.clone(), 2 * engines.len() as u64 + 1),
+            engine(without.clone(), 2 * engines.len() as u64 + 2),
+        );
+        pair.0.load_data_set(&data).unwrap();
+        pair.1.load_data_set(&data).unwrap();
+        engines.push(pair);
         let now = suite["now"].as_i64().unwrap();
         assert_eq!(
             *minted_at.get_or_insert(now),
@@ -76,6 +88,7 @@ fn remembered_evaluations_are_fresh_evaluations() {
             .unwrap();
             request.token = Some(token);
             cases.push(Case {
+                file: engines.len() - 1,
                 name: test["name"].as_str().unwrap().to_owned(),
                 request,
                 auth_time: claims.get("auth_time").and_then(Value::as_i64),
@@ -107,6 +120,7 @@ fn remembered_evaluations_are_fresh_evaluations() {
         let n = cases.len();
         for step in 0..2 * n {
             let case = &cases[(step * (2 * round + 1) + round) % n];
+            let (with_memo, without_memo) = &engines[case.file];
             let (a, b) = (
                 with_memo.decide(&case.request, *now),
                 without_memo.decide(&case.request, *now),
@@ -127,5 +141,7 @@ fn remembered_evaluations_are_fresh_evaluations() {
     // The auditors' answers flip at the session limit: a memo that ignored the time would have
     // answered them from before it (and failed above).
     assert!(changed_with_time > 0, "no answer changed with the time");
-    assert!(with_memo.cached_tokens() > 0 && without_memo.cached_tokens() == 0);
+    for (with_memo, without_memo) in &engines {
+        assert!(with_memo.cached_tokens() > 0 && without_memo.cached_tokens() == 0);
+    }
 }

@@ -182,6 +182,24 @@ export async function storeReport(base, token, tenant, id, department) {
   });
 }
 
+/**
+ * A new SQLite store holding `documents` (data snapshots, `{tenant, entities}`: a conformance
+ * export's `data[bundle]`), written before any service opens it by `portcullis data import
+ * --store`, with the bundle `dir`'s checks. Returns the store's spec, for `serve(…, ['--store',
+ * spec])`.
+ */
+export function seedStore(dir, documents) {
+  const work = tmp();
+  const spec = `sqlite:${join(work, 'data.db')}`;
+  for (const { tenant, entities } of documents) {
+    if (!entities.length) continue;
+    const file = join(work, `${tenant}.ndjson`);
+    writeFileSync(file, entities.map((e) => JSON.stringify(e)).join('\n'));
+    execFileSync(PORTCULLIS, ['data', 'import', tenant, file, '--store', spec, '--bundle', dir], { stdio: ['ignore', 'ignore', 'pipe'] });
+  }
+  return spec;
+}
+
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /** Poll `fn` until it returns truthy or `timeoutMs` passes; returns the last value. */

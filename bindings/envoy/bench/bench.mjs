@@ -89,14 +89,16 @@ ${cache ? '                  jwt_cache_config: { jwt_cache_size: 1000 }\n' : ''}
 /**
  * The TechFin bundle with the benchmark's route (the department from a client header, as the
  * peers' configurations read it from the token: the same work on both sides), and the
- * engine's token cache off when `cache` is false.
+ * engine's token cache off when `cache` is false. The pack's `bundle.json` (which stores
+ * reports, so that no request may give a report's department) is replaced: Envoy's RBAC has no
+ * stored facts to compare with. Decisions on stored facts are `bench/data.mjs`'s.
  */
 function techfin(cache) {
   const dir = join(tmp(), 'techfin');
   cpSync(join(ROOT, 'policies/techfin'), dir, { recursive: true });
   writeFileSync(join(dir, 'routes.json'), JSON.stringify({ routes: [{ methods: ['GET'], path: '/tenants/{tenant}/reports/{id}', action: 'view',
     resource: { type: 'Report', id: '{tenant}/{id}', attrs: { tenant: '{tenant}', department: { client_header: 'x-report-department' } } } }] }));
-  if (!cache) writeFileSync(join(dir, 'bundle.json'), JSON.stringify({ tokens: { cache_entries: 0 } }));
+  writeFileSync(join(dir, 'bundle.json'), JSON.stringify(cache ? {} : { tokens: { cache_entries: 0 } }));
   return compileBundle(dir);
 }
 

@@ -17,7 +17,7 @@ import { request } from 'node:http';
 import { join } from 'node:path';
 import {
   analystClaims, backOfficeClaims, compileBundle, devToken, echoServer, envoyYaml, freePort, serve, sleep, startEnvoy,
-  techfinStoringReportsDir, tmp, until,
+  techfinDir, tmp, until,
 } from '../test/lib.mjs';
 
 const WRITES = Number(process.env.BENCH_WRITES ?? 100);
@@ -42,7 +42,7 @@ const rss = (pid) => Number(readFileSync(`/proc/${pid}/status`, 'utf8').match(/V
 
 /** The storing TechFin pack with `n` more tenants `t000`… (Entra, acme's dev key). */
 function manyTenantsDir(n) {
-  const dir = techfinStoringReportsDir();
+  const dir = techfinDir();
   const file = join(dir, 'tenants.json');
   const tenants = JSON.parse(readFileSync(file, 'utf8'));
   const acme = tenants.tenants.acme.issuers[0];
@@ -72,7 +72,7 @@ function filterConfig(dir, dataPort, extra = {}) {
 }
 
 async function writeToEnforced() {
-  const dir = techfinStoringReportsDir();
+  const dir = techfinDir();
   const upstream = await echoServer();
   const service = await serve(dir, ['--store', `sqlite:${join(tmp(), 'data.db')}`]);
   const dataPort = Number(new URL(service.admin).port);

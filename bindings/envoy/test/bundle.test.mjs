@@ -35,6 +35,8 @@ describe('a bundle polled from the decision service', () => {
     const idpPort = Number(new URL(issuer).port);
     const filterConfig = {
       bundle: { remote: { url: `http://127.0.0.1:${sourcePort}/v1/bundle`, cluster: 'policy', poll_seconds: 1, retry_seconds: 1, timeout_ms: 1000 } },
+      // The pack stores reports: the same admin listener serves the tenants' data.
+      data: { url: `http://127.0.0.1:${sourcePort}`, cluster: 'policy' },
       keys: { clusters: { [issuer]: 'idp' }, timeout_ms: 1000, refresh: { retry_seconds: 1, unknown_kid_cooldown_seconds: 1 } },
     };
     // Two workers: two VMs, which must share one poll.

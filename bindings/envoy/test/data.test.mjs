@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import {
   analystClaims, backOfficeClaims, compileBundle, devToken, echoServer, envoyYaml, freePort, serve, sleep, startEnvoy, stats,
-  techfinStoringReportsDir, tmp, until,
+  techfinDir, tmp, until,
 } from './lib.mjs';
 
 const ADMIN_TOKEN = 'e2e-admin-credential-0123456789';
@@ -82,7 +82,7 @@ describe('tenants\' data from the decision service', () => {
   before(async () => {
     upstream = await echoServer(0, { onRequest: (req) => seen.push(req.url) });
     [port, adminPort, dataPort] = [await freePort(), await freePort(), await freePort()];
-    dir = techfinStoringReportsDir();
+    dir = techfinDir();
     writer = devToken(dir, 'acme', backOfficeClaims);
     alice = devToken(dir, 'acme', analystClaims('finance'));
     wonka = devToken(dir, 'wonka', analystClaims('finance', 'willy'));
@@ -194,7 +194,7 @@ describe('tenants\' data from a source that misbehaves, with a tiny budget', () 
   before(async () => {
     upstream = await echoServer(0, { onRequest: (req) => seen.push(req.url) });
     [port, adminPort, sourcePort] = [await freePort(), await freePort(), await freePort()];
-    dir = techfinStoringReportsDir();
+    dir = techfinDir();
     acme = devToken(dir, 'acme', analystClaims('finance'));
     wonka = devToken(dir, 'wonka', analystClaims('finance', 'willy'));
     source = createServer((req, res) => {

@@ -11,9 +11,10 @@ import { connect } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import {
-  CONFORMANCE_BIN, CONFORMANCE_ROUTES, PORTCULLIS, ROOT, caseRequest, compileBundle, echoServer, envoyYaml, exampleFilterConfig,
+  CONFORMANCE_BIN, CONFORMANCE_ROUTES, PORTCULLIS, ROOT, caseRequest, compileBundle, dataSource, echoServer, envoyYaml, exampleFilterConfig,
   extAuthzFilter, freePort, httpCase, idpToken, serve, sleep, startEnvoy, startIdp, stats, techfinDir, techfinDirWithIdp, tmp, until,
 } from './lib.mjs';
+import { seedStore } from '../../../tests/idp/harness.mjs';
 
 const FORWARD = ['x-portcullis-tenant', 'x-portcullis-subject', 'x-portcullis-roles', 'x-portcullis-decision-id'];
 
@@ -76,11 +77,26 @@ function exportCases(now) {
   return exportDocument(now).cases;
 }
 
-/** The whole conformance export at `now`: decision `cases` and `http_cases`. */
+/** The whole conformance export at `now`: decision `cases`, `http_cases` and their `data`. */
 function exportDocument(now) {
   const file = join(tmp(), 'conformance.json');
   execFileSync(CONFORMANCE_BIN, ['export', '--now', String(now), '--out', file], { stdio: ['ignore', 'ignore', 'pipe'] });
   return JSON.parse(readFileSync(file, 'utf8'));
+}
+
+/** The stored data the cases decide on (every case is of the TechFin pack): one snapshot a tenant. */
+function conformanceData() {
+  const { data } = exportDocument(Math.floor(Date.now() / 1000));
+  assert.deepEqual(Object.keys(data), ['policies/techfin']);
+  return data['policies/techfin'];
+}
+
+/**
+ * Send `cases` once, answers unread: the first request of each tenant waits for its data to
+ * be fetched, which must not push a timed case out of its second.
+ */
+async function warmUp(port, cases) {
+  await pool(cases, 16, (c) => send(port, caseRequest(c)));
 }
 
 /**
@@ -235,20 +251,23 @@ async function conformanceOverHttp(port, records) {
 
 // `crypto: envoy` (the default) checks RSA and ECDSA signatures with Envoy's `verify_signature`,
 // `crypto: wasm` in Wasm: both must decide every case alike.
+// The filter fetches the cases' stored data from a decision service whose store holds it.
 for (const crypto of ['envoy', 'wasm']) describe(`conformance cases through Envoy (crypto: ${crypto})`, () => {
-  let upstream, envoy, port;
+  let upstream, envoy, port, source;
 
   before(async () => {
     upstream = await echoServer();
     port = await freePort();
-    const bundle = compileBundle(techfinDir({ routes: CONFORMANCE_ROUTES }));
+    const dir = techfinDir({ routes: CONFORMANCE_ROUTES });
+    source = await dataSource(dir, conformanceData());
     const yaml = envoyYaml({
-      port, adminPort: await freePort(), upstreamPort: upstream.port,
-      filterConfig: { bundle: { inline: bundle }, log: { level: 'info' }, crypto },
+      port, adminPort: await freePort(), upstreamPort: upstream.port, clusters: source.clusters,
+      filterConfig: { bundle: { inline: compileBundle(dir) }, data: source.data, log: { level: 'info' }, crypto },
     });
     envoy = await startEnvoy(yaml);
+    await warmUp(port, exportCases(Math.floor(Date.now() / 1000)).filter(httpCase));
   });
-  after(async () => { await envoy?.stop(); await upstream?.close(); });
+  after(async () => { await envoy?.stop(); await source?.service.stop(); await upstream?.close(); });
 
   test('every shared conformance case decides as expected over HTTP', async () => {
     const { failures, passed, known } = await conformanceOverHttp(port, () => decisionLog(envoy));
@@ -284,17 +303,22 @@ describe('HTTP conformance cases through Envoy', () => {
 
   test('the Wasm filter answers every case as expected', async () => {
     const port = await freePort();
+    const dir = join(ROOT, cases[0].bundle);
+    const source = await dataSource(dir, conformanceData());
+    stops.push(() => source.service.stop());
     const envoy = await startEnvoy(envoyYaml({
-      port, adminPort: await freePort(), upstreamPort: upstream.port, hardened: false,
-      filterConfig: { bundle: { inline: compileBundle(join(ROOT, cases[0].bundle)) }, edge: cases[0].edge, log: { level: 'info' } },
+      port, adminPort: await freePort(), upstreamPort: upstream.port, hardened: false, clusters: source.clusters,
+      filterConfig: { bundle: { inline: compileBundle(dir) }, data: source.data, edge: cases[0].edge, log: { level: 'info' } },
     }));
     stops.push(() => envoy.stop());
+    await warmUp(port, cases);
     assert.deepEqual(await httpConformance(port, cases, () => decisionLog(envoy), 'filter'), []);
     assert.doesNotMatch(envoy.output(), /panicked/i);
   });
 
   test('ext_authz to portcullis serve answers every case as expected', async () => {
-    const service = await serve(join(ROOT, cases[0].bundle), ['--edge', edgeFile]);
+    const dir = join(ROOT, cases[0].bundle);
+    const service = await serve(dir, ['--edge', edgeFile, '--store', seedStore(dir, conformanceData())]);
     stops.push(() => service.stop());
     const port = await freePort();
     const envoy = await startEnvoy(envoyYaml({
@@ -316,12 +340,13 @@ describe('conformance cases through Envoy ext_authz to portcullis serve', () => 
   before(async () => {
     upstream = await echoServer();
     port = await freePort();
-    service = await serve(techfinDir({ routes: CONFORMANCE_ROUTES }));
+    const dir = techfinDir({ routes: CONFORMANCE_ROUTES });
+    service = await serve(dir, ['--store', seedStore(dir, conformanceData())]);
     const servicePort = Number(new URL(service.base).port);
     const yaml = envoyYaml({
       port, adminPort: await freePort(), upstreamPort: upstream.port,
-      // The test routes read the resource's attributes from these headers.
-      extraFilters: extAuthzFilter({ allowedHeaders: ['x-report-tenant', 'x-report-department', 'x-user-tenant'] }),
+      // The test routes read a user's tenant from this header.
+      extraFilters: extAuthzFilter({ allowedHeaders: ['x-user-tenant'] }),
       clusters: { portcullis: servicePort },
     });
     envoy = await startEnvoy(yaml);
@@ -355,7 +380,7 @@ describe('conformance cases through Envoy ext_authz to portcullis serve', () => 
 });
 
 describe('with a real OpenID provider', () => {
-  let upstream, envoy, idp, port, adminPort, idpPort, keysFile, issuer, earlyToken;
+  let upstream, envoy, idp, port, adminPort, idpPort, keysFile, issuer, earlyToken, source;
   const admin = () => idpToken(issuer, 'admin', 'secret-admin');
   const analyst = () => idpToken(issuer, 'analyst-finance', 'secret-analyst');
   // The pack's own routes (routes.json): a tenant admin manages a user of her tenant.
@@ -370,9 +395,12 @@ describe('with a real OpenID provider', () => {
     idpPort = await freePort();
     keysFile = join(tmp(), 'idp-keys.json');
     issuer = `http://127.0.0.1:${idpPort}`;
-    const bundle = compileBundle(techfinDirWithIdp(issuer));
+    const dir = techfinDirWithIdp(issuer);
+    // The pack stores reports: the filter needs a data source, here one that stores nothing.
+    source = await dataSource(dir);
     const filterConfig = {
-      bundle: { inline: bundle },
+      bundle: { inline: compileBundle(dir) },
+      data: source.data,
       edge: {
         unmatched: 'pass',
         token: [{ header: { name: 'authorization', prefix: 'Bearer ' } }, { cookie: { name: 'access_token' } }, { query: { name: 'access_token' } }],
@@ -385,9 +413,9 @@ describe('with a real OpenID provider', () => {
     earlyToken = await admin();
     await idp.stop();
     // Not hardened: requests Envoy would refuse reach the filter, whose own rules are tested.
-    envoy = await startEnvoy(envoyYaml({ port, adminPort, upstreamPort: upstream.port, filterConfig, clusters: { idp: idpPort }, hardened: false }));
+    envoy = await startEnvoy(envoyYaml({ port, adminPort, upstreamPort: upstream.port, filterConfig, clusters: { idp: idpPort, ...source.clusters }, hardened: false }));
   });
-  after(async () => { await envoy?.stop(); await idp?.stop(); await upstream?.close(); });
+  after(async () => { await envoy?.stop(); await idp?.stop(); await source?.service.stop(); await upstream?.close(); });
 
   test('IdP down at start: fail closed (503), then recover without restarting Envoy', async () => {
     const token = earlyToken;
@@ -558,16 +586,18 @@ describe('with a real OpenID provider', () => {
 });
 
 describe('the shipped example configuration (Envoy normalizes, rejects underscores; routes deny)', () => {
-  let upstream, envoy, port;
+  let upstream, envoy, port, source;
   const seen = [];
   const DEV = join(ROOT, 'policies/techfin');
 
   before(async () => {
     upstream = await echoServer(0, { onRequest: (req) => seen.push(req.url) });
     port = await freePort();
-    envoy = await startEnvoy(envoyYaml({ port, adminPort: await freePort(), upstreamPort: upstream.port, filterConfig: exampleFilterConfig() }));
+    source = await dataSource(DEV);
+    const filterConfig = { ...exampleFilterConfig(), data: source.data };
+    envoy = await startEnvoy(envoyYaml({ port, adminPort: await freePort(), upstreamPort: upstream.port, filterConfig, clusters: source.clusters }));
   });
-  after(async () => { await envoy?.stop(); await upstream?.close(); });
+  after(async () => { await envoy?.stop(); await source?.service.stop(); await upstream?.close(); });
 
   test('no path reaches another tenant, however it is encoded', async () => {
     const token = execFileSync(PORTCULLIS, ['token', '--bundle', DEV, '--tenant', 'acme', '--claims', JSON.stringify({ oid: 'root', roles: ['TenantAdmin'], amr: ['mfa'] })], { encoding: 'utf8' }).trim();

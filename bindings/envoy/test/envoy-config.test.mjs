@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { rootCertificates } from 'node:tls';
 import { after, before, describe, test } from 'node:test';
 import {
-  PORTCULLIS, ROOT, WASM, echoServer, freePort, startEnvoy, techfinDir, tmp, validateEnvoy,
+  PORTCULLIS, ROOT, WASM, dataSource, echoServer, freePort, startEnvoy, techfinDir, tmp, validateEnvoy,
 } from './lib.mjs';
 
 const envoyConfig = (args, options = {}) => execFileSync(PORTCULLIS, ['envoy-config', ...args], { encoding: 'utf8', ...options });
@@ -26,7 +26,8 @@ test('the configuration of a pack with remote issuers is valid and names their c
   // Node's own CA list: a machine may have no system CA bundle, and Envoy loads the file.
   const ca = join(tmp(), 'ca.pem');
   writeFileSync(ca, `${rootCertificates.join('\n')}\n`);
-  envoyConfig(['--bundle', dir, '--upstream', '127.0.0.1:8080', '--wasm', WASM, '--ca-file', ca, '-o', file]);
+  envoyConfig(['--bundle', dir, '--upstream', '127.0.0.1:8080', '--wasm', WASM, '--ca-file', ca, '-o', file,
+    '--data', '127.0.0.1:8182', '--data-token-env', 'PORTCULLIS_DATA_TOKEN']);
   const yaml = readFileSync(file, 'utf8');
   const validated = validateEnvoy(file);
   assert.ok(validated.ok, validated.output);
@@ -36,6 +37,11 @@ test('the configuration of a pack with remote issuers is valid and names their c
   assert.match(yaml, /sni: login\.microsoftonline\.com/);
   assert.match(yaml, /- name: idp_127_0_0_1_8443\n {4}type: STATIC/);
   assert.match(yaml, /path_with_escaped_slashes_action: REJECT_REQUEST/);
+  // The pack stores reports: the filter fetches them from the admin listener, with its credential.
+  const data = JSON.parse(yaml.match(/value: \|\n([\s\S]*?)\n {10}- name: envoy\.filters\.http\.router/)[1]).data;
+  assert.deepEqual(data, { url: 'http://127.0.0.1:8182', cluster: 'portcullis_data', token_env: 'PORTCULLIS_DATA_TOKEN' });
+  assert.match(yaml, /host_env_keys: \[PORTCULLIS_DATA_TOKEN\]/);
+  assert.match(yaml, /- name: portcullis_data\n {4}type: STATIC/);
   // A bad edge file is refused, naming it.
   const edge = join(tmp(), 'edge.json');
   writeFileSync(edge, '{"token": [{"header": {"name": "Bad Name"}}]}');
@@ -43,15 +49,17 @@ test('the configuration of a pack with remote issuers is valid and names their c
 });
 
 describe('an Envoy run on the written configuration', () => {
-  let upstream, envoy, port;
+  let upstream, envoy, port, source;
   before(async () => {
     upstream = await echoServer(0);
     port = await freePort();
+    // The pack stores reports: the filter fetches them from a decision service's admin listener.
+    source = await dataSource(join(ROOT, 'policies/techfin'));
     const yaml = envoyConfig(['--bundle', join(ROOT, 'policies/techfin'), '--upstream', `127.0.0.1:${upstream.port}`,
-      '--listen', `127.0.0.1:${port}`, '--admin', `127.0.0.1:${await freePort()}`, '--wasm', WASM]);
+      '--listen', `127.0.0.1:${port}`, '--admin', `127.0.0.1:${await freePort()}`, '--wasm', WASM, '--data', new URL(source.service.admin).host]);
     envoy = await startEnvoy(yaml);
   });
-  after(async () => { await envoy?.stop(); await upstream?.close(); });
+  after(async () => { await envoy?.stop(); await source?.service.stop(); await upstream?.close(); });
 
   test('decides with the pack: an auditor reads, no token is a 401', async () => {
     const now = Math.floor(Date.now() / 1000);

@@ -10,14 +10,15 @@ import { ROOT, envoyYaml, exampleFilterConfig, extAuthzFilter, validateEnvoy } f
 
 /**
  * The example's configuration: `inline` the filter with the bundle in it, `remote` the filter
- * polling the bundle from `portcullis serve`, `ext_authz` no filter: Envoy asks `portcullis
+ * polling the bundle from `portcullis serve` (both fetch the stored data from its admin
+ * listener at 8182), `ext_authz` no filter: Envoy asks `portcullis
  * serve` (its decision listener at 8181) for every request.
  */
 function render(kind) {
   const base = { port: 10000, adminPort: 9901, upstreamPort: 8080, wasm: 'bindings/envoy/portcullis_envoy.wasm' };
   if (kind === 'ext_authz') return envoyYaml({ ...base, extraFilters: extAuthzFilter(), clusters: { portcullis: 8181 } });
-  const remote = kind === 'remote';
-  return envoyYaml({ ...base, filterConfig: exampleFilterConfig(remote), clusters: remote ? { policy: 8182 } : {} });
+  // The decision service's admin listener: the stored data, and the remote bundle.
+  return envoyYaml({ ...base, filterConfig: exampleFilterConfig(kind === 'remote'), clusters: { policy: 8182 } });
 }
 
 for (const [file, kind] of [['envoy.yaml', 'inline'], ['envoy-remote-bundle.yaml', 'remote'], ['envoy-ext-authz.yaml', 'ext_authz']]) {

@@ -4,9 +4,9 @@
 // service's suite) and are re-exported here. Every server listens on 127.0.0.1 only.
 
 import { execFileSync } from 'node:child_process';
-import { existsSync, readFileSync, rmSync, mkdirSync, writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { PORTCULLIS, ROOT, compileBundle, sleep, start, techfinDir, tmp } from '../../../tests/idp/harness.mjs';
+import { PORTCULLIS, ROOT, compileBundle, seedStore, serve, sleep, start, tmp } from '../../../tests/idp/harness.mjs';
 
 export {
   ROOT, PORTCULLIS, tmp, freePort, startIdp, idpToken, compileBundle, techfinDir, techfinWithIdp, techfinDirWithIdp, serve,
@@ -181,22 +181,27 @@ export function validateEnvoy(file) {
  * headers (`client_header`: a choice no real route should make for facts a policy relies on).
  */
 export const CONFORMANCE_ROUTES = [
+  // A report's facts are stored (the pack's `bundle.json`): the route names the report only.
   ...[['GET', '/reports/{t}/{id}', 'view'], ['POST', '/reports/{t}/{id}/export', 'export']].map(([method, path, action]) => ({
-    methods: [method], path, action,
-    resource: { type: 'Report', id: '{t}/{id}', attrs: { tenant: { client_header: 'x-report-tenant' }, department: { client_header: 'x-report-department' } } },
+    methods: [method], path, action, resource: { type: 'Report', id: '{t}/{id}' },
   })),
   { methods: ['POST'], path: '/users/{t}/{id}/manage', action: 'manage_user', resource: { type: 'User', id: '{t}/{id}', attrs: { tenant: { client_header: 'x-user-tenant' } } } },
 ];
 
+/** The entity types the TechFin pack stores: a request cannot give their attributes. */
+const STORED = new Set(JSON.parse(readFileSync(join(ROOT, 'policies/techfin/bundle.json'), 'utf8')).data.stored);
+
 /**
  * Whether a conformance case can be sent as an HTTP request: its action has a route, its
- * resource id is one path segment, and it sends no context (an HTTP request has none: the
+ * resource id is one path segment, it gives no attributes of a stored type (a route cannot:
+ * such cases are the engine's refusals, run by the other hosts), and it sends no context (an HTTP request has none: the
  * engine's own context keys, which such cases try to forge, cannot come from a client).
  */
 export function httpCase(c) {
   const { action, resource, context = {} } = c.request;
   const parts = resource.id.split('/');
   return ['view', 'export', 'manage_user'].includes(action) && Object.keys(context).length === 0
+    && !(STORED.has(resource.type) && resource.attrs !== undefined)
     && parts.length === 2 && parts.every((p) => p !== '' && p !== '.' && p !== '..');
 }
 
@@ -218,13 +223,15 @@ export function caseRequest(c) {
 
 /**
  * The filter configuration of examples/envoy: the TechFin pack (its routes are in the bundle),
- * inline or (`remote`) polled from `portcullis serve`'s admin listener.
+ * inline or (`remote`) polled from `portcullis serve`'s admin listener, which also serves the
+ * tenants' stored data.
  */
 export function exampleFilterConfig(remote = false) {
   return {
     bundle: remote
       ? { remote: { url: 'http://127.0.0.1:8182/v1/bundle', cluster: 'policy', poll_seconds: 30 } }
       : { inline: compileBundle(join(ROOT, 'policies/techfin')) },
+    data: { url: 'http://127.0.0.1:8182', cluster: 'policy' },
     edge: {
       unmatched: 'deny',
       token: [{ header: { name: 'authorization', prefix: 'Bearer ' } }, { cookie: { name: 'access_token' } }],
@@ -245,36 +252,14 @@ export async function stats(adminPort) {
 
 
 /**
- * A copy of policies/techfin whose reports are stored facts: the pack itself once it stores
- * them, else made so as `techfin_storing_reports` in host/tests/common/mod.rs does:
- * `settings.data.stored: ["Report"]`, an `entity Tenant` and the `data.read`/`data.write`
- * actions on it, permitted to back-office clients (`Client in Role::"DataWriter"`) and read by
- * tenant admins; the routes give a report no attribute (its department comes from the tenant's
- * data, never from the request).
+ * A decision service (`portcullis serve` of the bundle directory `dir`) whose store holds
+ * `documents` (data snapshots: a conformance export's `data[bundle]`), as the filter's data
+ * source: its admin listener, reached through the Envoy cluster `data`. `data` is the filter
+ * configuration's, `clusters` the cluster for `envoyYaml`.
  */
-export function techfinStoringReportsDir() {
-  const dir = techfinDir();
-  const settings = join(dir, 'bundle.json');
-  if (existsSync(settings) && JSON.parse(readFileSync(settings, 'utf8')).data?.stored?.includes('Report')) return dir;
-  writeFileSync(join(dir, 'bundle.json'), JSON.stringify({ data: { stored: ['Report'] } }));
-  const schema = readFileSync(join(dir, 'schema.cedarschema'), 'utf8');
-  writeFileSync(join(dir, 'schema.cedarschema'), `${schema}entity Tenant { tenant: String };
-action "data.read", "data.write" appliesTo { principal: [User, Client], resource: Tenant, context: Session };
-`);
-  writeFileSync(join(dir, 'policies/data.cedar'), `@id("back-office-data")
-permit (principal is Client in Role::"DataWriter", action in [Action::"data.read", Action::"data.write"], resource is Tenant);
-@id("admins-read-data")
-permit (principal is User in Role::"TenantAdmin", action == Action::"data.read", resource is Tenant);
-`);
-  const routesFile = join(dir, 'routes.json');
-  const routes = JSON.parse(readFileSync(routesFile, 'utf8'));
-  for (const route of routes.routes) {
-    if (route.resource.type === 'Report') delete route.resource.attrs;
-  }
-  writeFileSync(routesFile, JSON.stringify(routes, null, 2));
-  rmSync(join(dir, 'tests'), { recursive: true, force: true });
-  mkdirSync(join(dir, 'tests'));
-  return dir;
+export async function dataSource(dir, documents = []) {
+  const service = await serve(dir, ['--store', seedStore(dir, documents)]);
+  return { service, data: { url: service.admin, cluster: 'data' }, clusters: { data: Number(new URL(service.admin).port) } };
 }
 
 /** A token of `tenant` signed with the bundle directory's dev keys (`portcullis token`). */

@@ -15,28 +15,26 @@ import { serve, techfinDir, tmp } from "../../../tests/idp/harness.mjs";
 import { CHROMIUM, cargoRun, devTokens, launchChromium, pkgDir, sdk } from "./support.mjs";
 
 /**
- * A copy of policies/techfin that stores reports (children of departments), departments,
- * teams and users, as `host/tests/common/mod.rs::techfin_storing_slices` makes it: data calls
- * are `data.read`/`data.write` on `Tenant::"<tenant>"`, which a back-office client
- * (`Role::"DataWriter"`) may make; routes give no stored type's attributes.
+ * A copy of policies/techfin (which stores reports, departments, divisions and folders) that
+ * stores teams and users too, as `host/tests/common/mod.rs::techfin_storing_slices` makes it;
+ * routes give no stored type's attributes.
  */
 function techfinStoringSlices() {
   const dir = techfinDir();
-  writeFileSync(join(dir, "bundle.json"), JSON.stringify({ data: { stored: ["Report", "Department", "Team", "User"] } }));
+  const settingsFile = join(dir, "bundle.json");
+  const settings = JSON.parse(readFileSync(settingsFile, "utf8"));
+  settings.data.stored.push("Team", "User");
+  writeFileSync(settingsFile, JSON.stringify(settings));
   const schemaFile = join(dir, "schema.cedarschema");
   const schema = readFileSync(schemaFile, "utf8");
-  const [user, report] = ["entity User in [Role, Group] {", "entity Report {"];
-  assert.ok(schema.includes(user) && schema.includes(report), "the TechFin schema changed");
-  writeFileSync(schemaFile, schema.replace(user, "entity User in [Role, Group, Team] {").replace(report, "entity Report in [Department] {")
-    + "entity Department { tenant: String };\nentity Team { tenant: String };\nentity Tenant { tenant: String };\n"
-    + 'action "data.read", "data.write" appliesTo { principal: [User, Client], resource: Tenant, context: Session };\n');
-  writeFileSync(join(dir, "policies/data.cedar"), '@id("back-office-data")\n'
-    + 'permit (principal is Client in Role::"DataWriter", action in [Action::"data.read", Action::"data.write"], resource is Tenant);\n');
+  const user = "entity User in [Role, Group] {";
+  assert.ok(schema.includes(user), "the TechFin schema changed");
+  writeFileSync(schemaFile, schema.replace(user, "entity User in [Role, Group, Team] {") + "entity Team { tenant: String };\n");
   const routesFile = join(dir, "routes.json");
   const routes = JSON.parse(readFileSync(routesFile, "utf8"));
   for (const route of routes.routes) delete route.resource.attrs;
   writeFileSync(routesFile, JSON.stringify(routes, null, 2));
-  // Its policy tests give reports' attributes, which a bundle storing reports refuses.
+  // Its policy tests give users' attributes, which a bundle storing users refuses.
   rmSync(join(dir, "tests"), { recursive: true, force: true });
   mkdirSync(join(dir, "tests"));
   return dir;

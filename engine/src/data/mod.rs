@@ -478,12 +478,7 @@ impl TenantData {
                 self.ancestors_into(&stored.parents, depth, &mut seen, &mut found)?;
             }
         }
-        self.ancestors_into(
-            &resource_uids,
-            depth,
-            &mut seen,
-            &mut found,
-        )?;
+        self.ancestors_into(&resource_uids, depth, &mut seen, &mut found)?;
         let mut covered = resources.to_vec();
         covered.sort();
         covered.dedup();

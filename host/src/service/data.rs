@@ -808,38 +808,17 @@ pub(super) async fn import(
             let (bundle, data) = context(&shared, &tenant)?;
             let actor = authorize(&shared, &headers, &bundle, &tenant, true).await?;
             let text = read_body(&shared, body, data.options.max_import).await?;
-            let mut writes = Vec::new();
-            for (index, line) in text.lines().enumerate() {
-                if line.trim().is_empty() {
-                    continue;
-                }
-                if writes.len() == store::MAX_WRITES {
-                    return Err(refused(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "data_too_large",
-                        &format!("an import holds at most {} entities", store::MAX_WRITES),
-                    ));
-                }
-                let entity: Value = serde_json::from_str(line).map_err(|e| {
-                    refused(
-                        StatusCode::BAD_REQUEST,
-                        "data_malformed",
-                        &format!(
-                            "line {}: {}",
-                            index + 1,
-                            portcullis_engine::describe_json_error("entity", &e)
-                        ),
-                    )
-                })?;
-                writes.push(EntityWrite::Put(entity));
-            }
-            if writes.is_empty() {
-                return Err(refused(
-                    StatusCode::BAD_REQUEST,
-                    "data_malformed",
-                    "the import holds no entity",
-                ));
-            }
+            let writes = store::checked::parse_ndjson(&text)
+                .map_err(|e| {
+                    let status = match e {
+                        store::checked::NdjsonError::TooMany => StatusCode::PAYLOAD_TOO_LARGE,
+                        store::checked::NdjsonError::Malformed(_) => StatusCode::BAD_REQUEST,
+                    };
+                    refused(status, e.code(), &e.to_string())
+                })?
+                .into_iter()
+                .map(EntityWrite::Put)
+                .collect();
             commit(
                 &shared,
                 &bundle,

@@ -2,7 +2,7 @@
 //! and entities written only after the engine checked them. The decision service, `portcullis
 //! data --store` and test harnesses go through here, so nothing reaches a store unchecked.
 
-use super::{EntityKey, Store, StoreError, Write};
+use super::{EntityKey, MAX_WRITES, Store, StoreError, Write};
 use portcullis_engine::{Bundle, CheckedWrite, DataDocument, EntityWrite, TenantData};
 use serde_json::Value;
 
@@ -77,4 +77,61 @@ pub fn put_entities(
         )
         .map_err(|e: StoreError| e.to_string())?;
     Ok((revision, checked))
+}
+
+/// Why an NDJSON import was refused before any of its entities was checked.
+#[derive(Debug)]
+pub enum NdjsonError {
+    /// More than [`MAX_WRITES`] entities (`data_too_large`).
+    TooMany,
+    /// A line is not JSON, or there is no entity at all (`data_malformed`).
+    Malformed(String),
+}
+
+impl NdjsonError {
+    /// The stable error code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::TooMany => "data_too_large",
+            Self::Malformed(_) => "data_malformed",
+        }
+    }
+}
+
+impl std::fmt::Display for NdjsonError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::TooMany => write!(f, "an import holds at most {MAX_WRITES} entities"),
+            Self::Malformed(message) => f.write_str(message),
+        }
+    }
+}
+
+/// The entities of an NDJSON import: one JSON entity a line, blank lines skipped, at least one
+/// and at most [`MAX_WRITES`]. The entities themselves are the engine's to check.
+///
+/// # Errors
+/// See [`NdjsonError`].
+pub fn parse_ndjson(text: &str) -> Result<Vec<Value>, NdjsonError> {
+    let mut entities = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        if entities.len() == MAX_WRITES {
+            return Err(NdjsonError::TooMany);
+        }
+        let entity = serde_json::from_str(line).map_err(|e| {
+            NdjsonError::Malformed(format!(
+                "line {}: {}",
+                index + 1,
+                portcullis_engine::describe_json_error("entity", &e)
+            ))
+        })?;
+        entities.push(entity);
+    }
+    if entities.is_empty() {
+        return Err(NdjsonError::Malformed("the import holds no entity".into()));
+    }
+    Ok(entities)
 }

@@ -153,7 +153,14 @@ pub fn techfin_storing_reports(name: &str) -> PathBuf {
 /// (finance), each in its department. Put through the engine's checks against `bundle`.
 pub fn seeded_store(name: &str, bundle: &Path) -> portcullis::service::DataOptions {
     use portcullis::store;
-    let dir = std::env::temp_dir().join(format!("portcullis-store-{name}-{}", std::process::id()));
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    // One store a call: tests of one binary run at once, and may share a name.
+    static STORES: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "portcullis-store-{name}-{}-{}",
+        std::process::id(),
+        STORES.fetch_add(1, Ordering::Relaxed)
+    ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let spec = format!("sqlite:{}", dir.join("data.db").display());

@@ -473,8 +473,8 @@ fn merge_data(into: &mut DataSet, more: DataSet) -> Result<(), String> {
     for (tenant, entities) in more.tenants {
         let held = into.tenants.entry(tenant.clone()).or_default();
         for entity in entities {
-            let uid = &entity["uid"];
-            match held.iter().find(|e| e["uid"] == *uid) {
+            let uid = entity.get("uid").cloned().unwrap_or(Value::Null);
+            match held.iter().find(|e| e.get("uid") == Some(&uid)) {
                 Some(same) if *same == entity => {}
                 Some(_) => {
                     return Err(format!(

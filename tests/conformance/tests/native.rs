@@ -12,13 +12,15 @@ use portcullis_engine::{Edge, Engine, HeaderPairs, HttpRequest};
 use std::collections::BTreeMap;
 
 /// An engine with the bundle at `dir` and the cases' stored data for it (`bundle`).
-fn engine_with_data(all: &Cases, bundle: &str, dir: &std::path::Path) -> Engine {
-    let (_, loaded) = load_bundle(dir).unwrap_or_else(|e| panic!("{e}"));
+fn engine_with_data(all: &Cases, bundle: &str, dir: &std::path::Path) -> Result<Engine, String> {
+    let (_, loaded) = load_bundle(dir).map_err(|e| e.to_string())?;
     let engine = Engine::new(loaded);
     for document in all.data_documents(bundle) {
-        engine.apply_tenant_data(document).unwrap();
+        engine
+            .apply_tenant_data(document)
+            .map_err(|e| format!("{bundle}: {e}"))?;
     }
-    engine
+    Ok(engine)
 }
 
 #[test]
@@ -30,9 +32,9 @@ fn native_host_decides_every_case_as_expected() {
     assert!(!cases.is_empty(), "no conformance cases found");
     let mut engines: BTreeMap<String, Engine> = BTreeMap::new();
     let result = run_cases(cases, |case| {
-        let engine = engines
-            .entry(case.file.clone())
-            .or_insert_with(|| engine_with_data(&all, &case.bundle, &case.bundle_dir));
+        let engine = engines.entry(case.file.clone()).or_insert_with(|| {
+            engine_with_data(&all, &case.bundle, &case.bundle_dir).unwrap_or_else(|e| panic!("{e}"))
+        });
         serde_json::to_value(engine.decide(&case.decision_request(), case.now))
             .map_err(|e| e.to_string())
     });
@@ -51,7 +53,9 @@ fn native_edge_answers_every_http_case_as_expected() {
     let result = run_http_cases(cases, |case| {
         let (engine, edge) = engines.entry(case.file.clone()).or_insert_with(|| {
             let edge = Edge::new(case.edge_options().unwrap()).unwrap();
-            (engine_with_data(&all, &case.bundle, &case.bundle_dir), edge)
+            let engine = engine_with_data(&all, &case.bundle, &case.bundle_dir)
+                .unwrap_or_else(|e| panic!("{e}"));
+            (engine, edge)
         });
         let headers = case.header_pairs();
         let request = HttpRequest {
