@@ -92,11 +92,14 @@ function conformanceData() {
 }
 
 /**
- * Send `cases` once, answers unread: the first request of each tenant waits for its data to
- * be fetched, which must not push a timed case out of its second.
+ * Send `cases` (decision cases, or with `http` HTTP cases) once, answers unread: the first
+ * request of each tenant waits for its data to be fetched, which must not push a timed case out
+ * of its second.
  */
-async function warmUp(port, cases) {
-  await pool(cases, 16, (c) => send(port, caseRequest(c)));
+async function warmUp(port, cases, http = false) {
+  await pool(cases, 16, (c) => (http
+    ? sendRaw(port, c.request.path, c.request.headers.flat(), c.request.method)
+    : send(port, caseRequest(c))));
 }
 
 /**
@@ -311,7 +314,7 @@ describe('HTTP conformance cases through Envoy', () => {
       filterConfig: { bundle: { inline: compileBundle(dir) }, data: source.data, edge: cases[0].edge, log: { level: 'info' } },
     }));
     stops.push(() => envoy.stop());
-    await warmUp(port, cases);
+    await warmUp(port, cases, true);
     assert.deepEqual(await httpConformance(port, cases, () => decisionLog(envoy), 'filter'), []);
     assert.doesNotMatch(envoy.output(), /panicked/i);
   });

@@ -29,7 +29,8 @@ test('the configuration of a pack with remote issuers is valid and names their c
   envoyConfig(['--bundle', dir, '--upstream', '127.0.0.1:8080', '--wasm', WASM, '--ca-file', ca, '-o', file,
     '--data', '127.0.0.1:8182', '--data-token-env', 'PORTCULLIS_DATA_TOKEN']);
   const yaml = readFileSync(file, 'utf8');
-  const validated = validateEnvoy(file);
+  // The VM reads the data source's credential from Envoy's environment.
+  const validated = validateEnvoy(file, { PORTCULLIS_DATA_TOKEN: 'envoy-config-test-credential' });
   assert.ok(validated.ok, validated.output);
   assert.match(yaml, /"https:\/\/login\.microsoftonline\.com": "idp_login_microsoftonline_com"/);
   assert.match(yaml, /"http:\/\/127\.0\.0\.1:8443": "idp_127_0_0_1_8443"/);

@@ -166,9 +166,11 @@ export async function startEnvoy(yaml, { concurrency = 2, logLevel = 'info' } = 
 }
 
 /** `envoy --mode validate -c file`; returns {ok, output}. */
-export function validateEnvoy(file) {
+export function validateEnvoy(file, env = {}) {
   try {
-    const out = execFileSync(ENVOY, ['--mode', 'validate', '-c', file, '-l', 'error', '--disable-hot-restart'], { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+    const out = execFileSync(ENVOY, ['--mode', 'validate', '-c', file, '-l', 'error', '--disable-hot-restart'], {
+      cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env },
+    });
     return { ok: true, output: out };
   } catch (e) {
     return { ok: false, output: `${e.stdout}${e.stderr}` };
@@ -177,8 +179,9 @@ export function validateEnvoy(file) {
 
 /**
  * The routes the conformance cases are mapped onto (see `caseRequest`), for a bundle of their
- * own: the cases give every resource attribute, which in these test routes the client sends in
- * headers (`client_header`: a choice no real route should make for facts a policy relies on).
+ * own: a user's tenant, which the cases give, comes from a header the client sends here
+ * (`client_header`: a choice no real route should make for facts a policy relies on); a
+ * report's facts are stored.
  */
 export const CONFORMANCE_ROUTES = [
   // A report's facts are stored (the pack's `bundle.json`): the route names the report only.
@@ -201,7 +204,7 @@ export function httpCase(c) {
   const { action, resource, context = {} } = c.request;
   const parts = resource.id.split('/');
   return ['view', 'export', 'manage_user'].includes(action) && Object.keys(context).length === 0
-    && !(STORED.has(resource.type) && resource.attrs !== undefined)
+    && !(STORED.has(resource.type) && Object.keys(resource.attrs ?? {}).length > 0)
     && parts.length === 2 && parts.every((p) => p !== '' && p !== '.' && p !== '..');
 }
 
