@@ -4,7 +4,7 @@
 # durable insert, and the write → enforced delay on one replica and on two replicas sharing one
 # PostgreSQL. Prints the results as JSON (also in target/data-writes.json).
 #
-#   scripts/bench-data.sh                 full run: builds `cargo build --release -p portcullis`,
+#   scripts/bench-data.sh                 full run: builds `portcullis` (bench profile),
 #                                         starts a throwaway PostgreSQL (scripts/postgres.sh),
 #                                         runs the benchmark, stops the cluster
 #   BENCH_QUICK=1 scripts/bench-data.sh   a short run
@@ -19,7 +19,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
 
-cargo build --release -p portcullis --locked
+# The bench profile (optimised, no fat LTO): the build the other service benchmarks use.
+cargo build -q --profile bench -p portcullis --locked --bin portcullis
 export PORTCULLIS_BIN=$PWD/target/release/portcullis
 
 pg_dir=""
