@@ -170,15 +170,16 @@ fn offline(spec: &str, bundle: &Path, command: DataCommand) -> Result<(), Failur
     let (_, loaded) = portcullis::bundle_dir::load(bundle)
         .map_err(|e| Failure::Other(format!("bundle `{}`: {e}", bundle.display())))?;
     let opened = store::open(spec).map_err(|e| Failure::Other(format!("store: {e}")))?;
-    let refused = |message: String| {
-        // The checks' messages end with their code: `… (data_schema)`.
-        let (message, code) = match message.rsplit_once(" (") {
-            Some((message, code)) if code.ends_with(')') => {
-                (message.to_owned(), code.trim_end_matches(')').to_owned())
-            }
-            _ => (message, "data_store".to_owned()),
-        };
-        Failure::Refused { code, message }
+    // As the service's refusals: exit 1 with a code (a store that fails mid-call included).
+    let refused = |e: store::checked::CheckedError| match e {
+        store::checked::CheckedError::Refused { code, message } => Failure::Refused {
+            code: code.to_owned(),
+            message,
+        },
+        store::checked::CheckedError::Store(message) => Failure::Refused {
+            code: "data_store".to_owned(),
+            message,
+        },
     };
     match command {
         DataCommand::Import {
@@ -193,27 +194,14 @@ fn offline(spec: &str, bundle: &Path, command: DataCommand) -> Result<(), Failur
                 code: e.code().to_owned(),
                 message: e.to_string(),
             })?;
-            if let Some(expected) = if_match {
-                let held = store::checked::read_tenant(opened.as_ref(), &loaded, &tenant)
-                    .map_err(refused)?
-                    .revision();
-                if held != expected {
-                    return Err(Failure::Refused {
-                        code: "data_revision".into(),
-                        message: format!("tenant `{tenant}` is at revision {held}, not {expected}"),
-                    });
-                }
-            }
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
             let (revision, written) = store::checked::put_entities(
                 opened.as_ref(),
                 &loaded,
                 &tenant,
                 entities,
+                if_match,
                 "portcullis data import --store",
-                now,
+                super::now_unix(),
             )
             .map_err(refused)?;
             println!(

@@ -206,9 +206,11 @@ pub fn seed_store(spec: &str, dir: &Path, now: i64) -> Result<(), String> {
             &bundle,
             &tenant,
             entities,
+            None,
             "portcullis demo",
             now,
-        )?;
+        )
+        .map_err(|e| e.to_string())?;
     }
     Ok(())
 }

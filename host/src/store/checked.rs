@@ -6,17 +6,56 @@ use super::{EntityKey, MAX_WRITES, Store, StoreError, Write};
 use portcullis_engine::{Bundle, CheckedWrite, DataDocument, EntityWrite, TenantData};
 use serde_json::Value;
 
+/// Why a tenant's data could not be read or written through the engine's checks.
+#[derive(Debug)]
+pub enum CheckedError {
+    /// The store cannot be read or written, or holds an entity that is not JSON.
+    Store(String),
+    /// The engine refused the data or the write: its stable code, and why.
+    Refused {
+        /// A `data_*` code.
+        code: &'static str,
+        /// The engine's message.
+        message: String,
+    },
+}
+
+impl std::fmt::Display for CheckedError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Store(message) => f.write_str(message),
+            Self::Refused { code, message } => write!(f, "{message} ({code})"),
+        }
+    }
+}
+
+impl From<portcullis_engine::DataError> for CheckedError {
+    fn from(e: portcullis_engine::DataError) -> Self {
+        Self::Refused {
+            code: e.code(),
+            message: e.to_string(),
+        }
+    }
+}
+
 /// A tenant's data read from the store and checked against `bundle` (blocking).
 ///
 /// # Errors
 /// The store cannot be read, or what it holds is not JSON or is refused by the bundle.
-pub fn read_tenant(store: &dyn Store, bundle: &Bundle, tenant: &str) -> Result<TenantData, String> {
-    let snapshot = store.snapshot(tenant).map_err(|e| e.to_string())?;
+pub fn read_tenant(
+    store: &dyn Store,
+    bundle: &Bundle,
+    tenant: &str,
+) -> Result<TenantData, CheckedError> {
+    let snapshot = store
+        .snapshot(tenant)
+        .map_err(|e| CheckedError::Store(e.to_string()))?;
     let mut entities = Vec::with_capacity(snapshot.entities.len());
     for (key, text) in snapshot.entities {
         entities.push(
-            serde_json::from_str(&text)
-                .map_err(|e| format!("stored entity `{key}` is not JSON: {e}"))?,
+            serde_json::from_str(&text).map_err(|e| {
+                CheckedError::Store(format!("stored entity `{key}` is not JSON: {e}"))
+            })?,
         );
     }
     let mut data = TenantData::new(tenant);
@@ -28,8 +67,7 @@ pub fn read_tenant(store: &dyn Store, bundle: &Bundle, tenant: &str) -> Result<T
             entities,
             ..DataDocument::default()
         },
-    )
-    .map_err(|e| format!("{e} ({})", e.code()))?;
+    )?;
     Ok(data)
 }
 
@@ -45,25 +83,35 @@ pub fn store_writes(checked: &[CheckedWrite]) -> Vec<Write> {
 }
 
 /// Put `entities` in `tenant`'s data as one commit, after the engine checked them against the
-/// data the store holds (blocking). Returns the new revision and the checked writes (for audit
-/// records). For one writer at a time (bootstrapping a store, tests): a concurrent commit makes
-/// this fail with a conflict rather than retry.
+/// data the store holds (blocking); with `if_match`, only if the tenant is at that revision.
+/// Returns the new revision and the checked writes (for audit records). For one writer at a
+/// time (bootstrapping a store, tests): a concurrent commit makes this fail with a conflict
+/// rather than retry.
 ///
 /// # Errors
-/// The store cannot be read or written, or an entity is refused (`data_*` code in the message).
+/// The store cannot be read or written, the tenant is not at `if_match` (`data_revision`), or
+/// an entity is refused.
 pub fn put_entities(
     store: &dyn Store,
     bundle: &Bundle,
     tenant: &str,
     entities: Vec<Value>,
+    if_match: Option<u64>,
     actor: &str,
     time: i64,
-) -> Result<(u64, Vec<CheckedWrite>), String> {
+) -> Result<(u64, Vec<CheckedWrite>), CheckedError> {
     let data = read_tenant(store, bundle, tenant)?;
+    if let Some(expected) = if_match.filter(|expected| *expected != data.revision()) {
+        return Err(CheckedError::Refused {
+            code: "data_revision",
+            message: format!(
+                "tenant `{tenant}` is at revision {}, not {expected}",
+                data.revision()
+            ),
+        });
+    }
     let writes = entities.into_iter().map(EntityWrite::Put).collect();
-    let checked = data
-        .check_writes(bundle, writes)
-        .map_err(|e| format!("{e} ({})", e.code()))?;
+    let checked = data.check_writes(bundle, writes)?;
     if checked.is_empty() {
         return Ok((data.revision(), checked));
     }
@@ -75,7 +123,7 @@ pub fn put_entities(
             actor,
             time,
         )
-        .map_err(|e: StoreError| e.to_string())?;
+        .map_err(|e: StoreError| CheckedError::Store(e.to_string()))?;
     Ok((revision, checked))
 }
 

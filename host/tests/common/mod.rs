@@ -180,7 +180,7 @@ pub fn seeded_store(name: &str, bundle: &Path) -> portcullis::service::DataOptio
         ("acme", acme),
         ("globex", report("globex", "q3", "finance")),
     ] {
-        store::checked::put_entities(opened.as_ref(), &loaded, tenant, entities, "test", 0)
+        store::checked::put_entities(opened.as_ref(), &loaded, tenant, entities, None, "test", 0)
             .unwrap();
     }
     portcullis::service::DataOptions {

@@ -166,6 +166,7 @@ fn http_service_decides_every_case_as_expected() {
                         &bundle,
                         &document.tenant,
                         document.entities,
+                        None,
                         "conformance",
                         case.now,
                     )
