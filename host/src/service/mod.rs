@@ -560,6 +560,10 @@ async fn read_body(shared: &Shared, body: Body, limit: usize) -> Result<String, 
             &format!("the request body is larger than {limit} bytes"),
         ))
     };
+    // A declared `content-length` is the body's lower bound: over the limit, nothing is read.
+    if usize::try_from(axum::body::HttpBody::size_hint(&body).lower()).map_or(true, |n| n > limit) {
+        return Err(too_large());
+    }
     let bytes = axum::body::to_bytes(body, limit)
         .await
         .map_err(|_| too_large())?;
