@@ -8,9 +8,13 @@ use cedar_policy::{
     Authorizer, Context, Entities, Entity, EntityId, EntityTypeName, EntityUid, PolicySet, Request,
     RestrictedExpression, Schema,
 };
+use cedar_policy_core::ast;
+use cedar_policy_core::entities::{self as core_entities, NoEntitiesSchema, TCComputation};
+use cedar_policy_core::extensions::Extensions;
 use serde_json::{Map, Value};
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
+use std::sync::Arc;
 
 /// Most nested levels accepted in request-supplied attribute and context values.
 const MAX_VALUE_DEPTH: usize = 16;
@@ -337,6 +341,96 @@ pub(crate) fn resource_attrs_conform(
         return Err(bad(format!("required attribute `{missing}` is missing")));
     }
     Ok(true)
+}
+
+/// A Cedar entity that decisions share rather than copy: a stored entity, a bundle-wide one,
+/// an action. Its ancestors are closed (every ancestor, not only its parents), which is what
+/// lets a decision's store take it as it is (see [`decision_entities`]).
+pub(crate) type SharedEntity = Arc<ast::Entity>;
+
+/// A shared entity as a plain Cedar entity (a copy), for the paths that take those: JSON, the
+/// schema-checked store of [`Entities::from_entities`].
+pub(crate) fn unshared(entity: &SharedEntity) -> Entity {
+    Entity::from(ast::Entity::clone(entity))
+}
+
+/// The entity store of one decision: `shared` entities, each with its ancestors closed
+/// already, taken by reference count (never copied, whatever data they come from: a decision
+/// over a large tenant touches only what it reads); then `owned` ones, built for this request
+/// (the principal, a resource from its attributes), whose ancestors Cedar closes over the
+/// shared ones, refusing a cycle through them. No schema pass: every entity is known to
+/// conform (see the callers).
+pub(crate) fn decision_entities(
+    shared: Vec<SharedEntity>,
+    owned: Vec<ast::Entity>,
+) -> Result<Entities, RequestError> {
+    let extensions = Extensions::all_available();
+    let schema: Option<&NoEntitiesSchema> = None;
+    let refused = |e: core_entities::err::EntitiesError| RequestError::Schema(e.to_string());
+    let store = core_entities::Entities::new()
+        .add_entities(
+            shared,
+            schema,
+            TCComputation::AssumeAlreadyComputed,
+            extensions,
+        )
+        .map_err(refused)?;
+    store
+        .add_entities(
+            owned.into_iter().map(Arc::new),
+            schema,
+            TCComputation::ComputeNow,
+            extensions,
+        )
+        .map(Entities::from)
+        .map_err(refused)
+}
+
+/// Close the ancestors of `entities` (each uid with its parents): the closure of each is its
+/// parents and, for each parent, the parent's own closed ancestors — computed here for a
+/// parent among `entities`, looked up in `closed` for any other (an unchanged stored entity,
+/// a bundle-wide one; a parent neither knows is an ancestor by its uid alone).
+///
+/// Writes refuse parent cycles, so the graph through `entities` is acyclic and each chain is
+/// at most the bundle's `max_depth`; were it not, an entity met again on its own chain adds
+/// nothing more (no unbounded recursion, whatever the data).
+pub(crate) fn close_ancestors<'a>(
+    entities: &HashMap<&'a EntityUid, &'a [EntityUid]>,
+    closed: &dyn Fn(&EntityUid) -> Option<SharedEntity>,
+) -> HashMap<&'a EntityUid, HashSet<ast::EntityUID>> {
+    fn walk<'a>(
+        uid: &'a EntityUid,
+        entities: &HashMap<&'a EntityUid, &'a [EntityUid]>,
+        closed: &dyn Fn(&EntityUid) -> Option<SharedEntity>,
+        out: &mut HashMap<&'a EntityUid, HashSet<ast::EntityUID>>,
+    ) {
+        if out.contains_key(uid) {
+            return;
+        }
+        // On the chain now: met again (a cycle), it adds nothing.
+        out.insert(uid, HashSet::new());
+        let mut ancestors = HashSet::new();
+        for parent in entities.get(uid).copied().unwrap_or_default() {
+            ancestors.insert(ast::EntityUID::from(parent.clone()));
+            match entities.get_key_value(parent) {
+                Some((parent, _)) => {
+                    walk(parent, entities, closed, out);
+                    ancestors.extend(out.get(parent).into_iter().flatten().cloned());
+                }
+                None => {
+                    if let Some(entity) = closed(parent) {
+                        ancestors.extend(entity.ancestors().cloned());
+                    }
+                }
+            }
+        }
+        out.insert(uid, ancestors);
+    }
+    let mut out = HashMap::with_capacity(entities.len());
+    for uid in entities.keys() {
+        walk(uid, entities, closed, &mut out);
+    }
+    out
 }
 
 /// The result of evaluating one request.

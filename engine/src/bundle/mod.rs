@@ -35,9 +35,10 @@ use issuers::{issuer_aliases, resolve_issuers};
 use policies::{parse_policies, validate_policies};
 use schema::{parse_schema, resolve_types};
 
+use crate::cedar_glue::SharedEntity;
 use crate::edge::routes::Route;
 use crate::error::{BundleError, BundleProblem, SourceLocation, sanitize};
-use cedar_policy::{Entities, Entity, EntityTypeName, EntityUid, PolicySet, Schema};
+use cedar_policy::{Entities, EntityTypeName, EntityUid, PolicySet, Schema};
 use miette::Diagnostic;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::str::FromStr;
@@ -54,11 +55,11 @@ pub struct Bundle {
     /// Other spellings of an issuer's `iss` its IdP documents (Google's `accounts.google.com`
     /// for `https://accounts.google.com`), to the configured one.
     issuer_aliases: HashMap<String, String>,
-    pub(crate) static_entities: Vec<Entity>,
-    pub(crate) static_uids: HashSet<EntityUid>,
+    /// The bundle-wide entities (`entities.json`), their ancestors closed.
+    pub(crate) static_entities: HashMap<EntityUid, SharedEntity>,
     pub(crate) action_uids: HashSet<EntityUid>,
-    /// The schema's action entities (with their action groups as parents).
-    action_entities: HashMap<EntityUid, Entity>,
+    /// The schema's action entities (with their action groups as ancestors).
+    action_entities: HashMap<EntityUid, SharedEntity>,
     /// The action groups each schema action is in.
     action_ancestors: HashMap<EntityUid, HashSet<EntityUid>>,
     slices: slice::Slices,
@@ -245,28 +246,28 @@ impl Bundle {
                             .map(|a| a.cloned().collect())
                             .unwrap_or_default();
                         action_ancestors.insert(uid.clone(), ancestors);
-                        action_entities.insert(uid, action.clone());
+                        action_entities.insert(uid, Arc::new(action.as_ref().clone()));
                     }
                 }
                 Err(err) => problems.push(BundleProblem::new("schema", err.to_string())),
             }
         }
         let action_uids: HashSet<EntityUid> = action_entities.keys().cloned().collect();
-        let mut static_entities = Vec::new();
+        let mut static_entities = HashMap::new();
         match Entities::from_json_value(compiled.entities.clone(), schema.as_ref()) {
-            // With a schema, Cedar adds the schema's action entities; `from_entities` adds them
-            // again per request, so they are not kept here.
+            // With a schema, Cedar adds the schema's action entities; decisions add the one
+            // they name, so they are not kept here. Cedar has closed their ancestors.
             Ok(entities) => static_entities.extend(
                 entities
                     .into_iter()
-                    .filter(|e| !action_uids.contains(&e.uid())),
+                    .filter(|e| !action_uids.contains(&e.uid()))
+                    .map(|e| (e.uid(), Arc::new(e.as_ref().clone()))),
             ),
             Err(err) => problems.push(
                 BundleProblem::new("entities", diagnostic_text(&err))
                     .at(SourceLocation::file("entities.json")),
             ),
         }
-        let static_uids = static_entities.iter().map(Entity::uid).collect();
         let mut known_types: HashMap<String, EntityTypeName> = schema_info
             .iter()
             .flat_map(|info| info.entity_types.keys())
@@ -333,7 +334,6 @@ impl Bundle {
             tenant_policies,
             issuers,
             static_entities,
-            static_uids,
             action_uids,
             action_entities,
             action_ancestors,
@@ -438,7 +438,7 @@ impl Bundle {
     }
 
     /// The schema's entity for an action, if the schema declares it.
-    pub(crate) fn action_entity(&self, uid: &EntityUid) -> Option<&Entity> {
+    pub(crate) fn action_entity(&self, uid: &EntityUid) -> Option<&SharedEntity> {
         self.action_entities.get(uid)
     }
 

@@ -22,8 +22,10 @@ pub use slice::{
 };
 
 use crate::bundle::{Bundle, DataSettings, MAX_DATA_DEPTH, SchemaInfo};
+use crate::cedar_glue::{SharedEntity, close_ancestors};
 use crate::error::{BundleProblem, SourceLocation, sanitize};
 use cedar_policy::{Entity, EntityTypeName, EntityUid, RestrictedExpression};
+use cedar_policy_core::ast;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::{HashMap, HashSet};
@@ -338,13 +340,36 @@ pub struct DataLoaded {
     pub entities: usize,
 }
 
-/// One stored entity: Cedar's entity, its parents, and (for principal types, which decisions
-/// merge with the token's entity) its attributes.
-#[derive(Debug)]
+/// One stored entity: Cedar's entity, shared by the decisions that join it, with its ancestors
+/// closed (every ancestor, through stored and bundle-wide parents) once it is committed; and
+/// its parents as written.
+#[derive(Clone, Debug)]
 pub(crate) struct Stored {
-    pub entity: Entity,
+    pub entity: SharedEntity,
     pub parents: Vec<EntityUid>,
-    pub attrs: Option<HashMap<String, RestrictedExpression>>,
+}
+
+impl Stored {
+    /// The entity as written: its parents, not its closed ancestors.
+    fn written(&self) -> Entity {
+        let e = &*self.entity;
+        Entity::from(ast::Entity::new_with_attr_partial_value(
+            e.uid().clone(),
+            e.attrs().map(|(k, v)| (k.clone(), v.clone())),
+            HashSet::new(),
+            self.parents
+                .iter()
+                .cloned()
+                .map(ast::EntityUID::from)
+                .collect(),
+            e.tags().map(|(k, v)| (k.clone(), v.clone())),
+        ))
+    }
+
+    /// The entity as written, as canonical Cedar entity JSON.
+    fn json(&self) -> Value {
+        entity_json(&self.written())
+    }
 }
 
 /// What a slice held by an engine covers (see [`SliceScope`]).
@@ -424,18 +449,18 @@ impl TenantData {
     /// The entity with this type and id, as canonical Cedar entity JSON.
     pub fn get(&self, entity_type: &str, id: &str) -> Option<Value> {
         let uid = parse_uid(entity_type, id).ok()?;
-        self.entities.get(&uid).map(|s| entity_json(&s.entity))
+        self.entities.get(&uid).map(|s| s.json())
     }
 
     /// The snapshot document of this data.
     pub fn document(&self) -> DataDocument {
-        self.snapshot_of(self.entities.values().map(|s| &s.entity))
+        self.snapshot_of(self.entities.values().map(|s| &**s))
     }
 
     /// A snapshot document at this revision holding `entities`, ordered by uid.
-    fn snapshot_of<'a>(&self, entities: impl Iterator<Item = &'a Entity>) -> DataDocument {
+    fn snapshot_of<'a>(&self, entities: impl Iterator<Item = &'a Stored>) -> DataDocument {
         let mut entities: Vec<(String, Value)> = entities
-            .map(|e| (e.uid().to_string(), entity_json(e)))
+            .map(|s| (s.entity.uid().to_string(), s.json()))
             .collect();
         entities.sort_by(|a, b| a.0.cmp(&b.0));
         DataDocument {
@@ -474,7 +499,7 @@ impl TenantData {
         if let Some(uid) = &principal_uid {
             seen.insert(uid);
             if let Some(stored) = self.entities.get(uid) {
-                found.push(stored.entity.clone());
+                found.push(stored);
                 self.ancestors_into(&stored.parents, depth, &mut seen, &mut found)?;
             }
         }
@@ -482,7 +507,7 @@ impl TenantData {
         let mut covered = resources.to_vec();
         covered.sort();
         covered.dedup();
-        let mut document = self.snapshot_of(found.iter());
+        let mut document = self.snapshot_of(found.into_iter().map(|s| &**s));
         document.slice = Some(SliceScope {
             principal: principal.clone(),
             resources: covered,
@@ -507,8 +532,8 @@ impl TenantData {
             .map(|(uid, after)| CheckedWrite {
                 entity_type: uid.type_name().to_string(),
                 id: uid.id().unescaped().to_owned(),
-                before: self.entities.get(uid).map(|s| entity_json(&s.entity)),
-                after: after.map(|s| entity_json(&s.entity)),
+                before: self.entities.get(uid).map(|s| s.json()),
+                after: after.map(Stored::json),
             })
             .collect())
     }
@@ -619,6 +644,7 @@ impl TenantData {
         writes: Vec<EntityWrite>,
     ) -> Result<(), DataError> {
         let changes = self.stage(bundle, writes)?.into_writes();
+        let written: Vec<EntityUid> = changes.iter().map(|(uid, _)| uid.clone()).collect();
         for (uid, after) in changes {
             if let Some(old) = self.entities.remove(&uid) {
                 for parent in &old.parents {
@@ -640,9 +666,58 @@ impl TenantData {
                 self.entities.insert(uid, new);
             }
         }
+        self.close(bundle, written);
         self.revision = revision;
         self.version = VERSIONS.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Close the ancestors of the `written` entities and of their descendants, whose closure
+    /// goes through them (a department moved to another division moves its reports too); a
+    /// descendant of a deleted entity keeps its uid alone as an ancestor, as Cedar has it.
+    /// Every other entity's closure is unchanged.
+    fn close(&mut self, bundle: &Bundle, written: Vec<EntityUid>) {
+        let mut affected: HashSet<EntityUid> = HashSet::new();
+        let mut next = written;
+        while let Some(uid) = next.pop() {
+            if let Some(children) = self.children.get(&uid) {
+                next.extend(children.iter().filter(|c| !affected.contains(*c)).cloned());
+            }
+            affected.insert(uid);
+        }
+        let closures: Vec<(EntityUid, HashSet<ast::EntityUID>)> = {
+            let graph: HashMap<&EntityUid, &[EntityUid]> = affected
+                .iter()
+                .filter_map(|uid| self.entities.get_key_value(uid))
+                .map(|(uid, stored)| (uid, stored.parents.as_slice()))
+                .collect();
+            let closed = |uid: &EntityUid| {
+                self.entities
+                    .get(uid)
+                    .map(|s| Arc::clone(&s.entity))
+                    .or_else(|| bundle.static_entities.get(uid).cloned())
+            };
+            close_ancestors(&graph, &closed)
+                .into_iter()
+                .map(|(uid, ancestors)| (uid.clone(), ancestors))
+                .collect()
+        };
+        for (uid, ancestors) in closures {
+            let Some(stored) = self.entities.get_mut(&uid) else {
+                continue;
+            };
+            if stored.entity.ancestors().count() == ancestors.len()
+                && stored.entity.ancestors().all(|a| ancestors.contains(a))
+            {
+                continue;
+            }
+            // A copy of this entity only when an earlier revision (or a decision) still holds it.
+            let entity = Arc::make_mut(&mut Arc::make_mut(stored).entity);
+            entity.remove_all_indirect_ancestors();
+            for ancestor in ancestors {
+                entity.add_indirect_ancestor(ancestor);
+            }
+        }
     }
 
     /// `writes` parsed, checked one by one and staged over this data, with the graph checked.
@@ -656,7 +731,10 @@ impl TenantData {
             staged.push(match write {
                 EntityWrite::Put(value) => {
                     let stored = parse_entity(bundle, &self.tenant, value)?;
-                    (stored.entity.uid(), Some(Arc::new(stored)))
+                    (
+                        EntityUid::from(stored.entity.uid().clone()),
+                        Some(Arc::new(stored)),
+                    )
                 }
                 EntityWrite::Delete { entity_type, id } => {
                     let uid = parse_uid(&entity_type, &id)?;
@@ -677,8 +755,8 @@ impl TenantData {
     /// The stored entities among `starts` and all their stored ancestors, at most `max_depth`
     /// levels up, added to `out` (skipping uids in `seen`, which gains them).
     ///
-    /// On a decision's path: uids are borrowed (from the caller and from this data), never
-    /// cloned; only the entities that go to Cedar are.
+    /// On a decision's path: nothing is cloned (uids and entities are borrowed from the caller
+    /// and from this data).
     ///
     /// # Errors
     /// A chain deeper than `max_depth` (writes refuse those; data loaded before a bundle
@@ -688,7 +766,7 @@ impl TenantData {
         starts: impl IntoIterator<Item = &'a EntityUid>,
         max_depth: usize,
         seen: &mut HashSet<&'a EntityUid>,
-        out: &mut Vec<Entity>,
+        out: &mut Vec<&'a Arc<Stored>>,
     ) -> Result<(), crate::error::RequestError> {
         let mut level: Vec<&EntityUid> = starts.into_iter().collect();
         let mut next = Vec::new();
@@ -698,7 +776,7 @@ impl TenantData {
                     continue;
                 }
                 if let Some(stored) = self.entities.get(uid) {
-                    out.push(stored.entity.clone());
+                    out.push(stored);
                     next.extend(stored.parents.iter());
                 }
             }
@@ -856,8 +934,12 @@ pub(crate) fn parse_entity(
             entity: shown(),
             reason: sanitize(&e.to_string(), 400),
         })?;
-    let (_, attrs, parents) = entity.clone().into_inner();
-    let mut parents: Vec<EntityUid> = parents.into_iter().collect();
+    let mut parents: Vec<EntityUid> = entity
+        .as_ref()
+        .parents()
+        .cloned()
+        .map(EntityUid::from)
+        .collect();
     parents.sort_by_key(ToString::to_string);
     for parent in &parents {
         if bundle.stored.contains(parent.type_name()) && !in_tenant(tenant, parent) {
@@ -867,12 +949,9 @@ pub(crate) fn parse_entity(
             });
         }
     }
-    let types = &bundle.types;
-    let principal_type = *uid.type_name() == types.user || *uid.type_name() == types.client;
     Ok(Stored {
-        entity,
+        entity: Arc::new(ast::Entity::clone(entity.as_ref())),
         parents,
-        attrs: principal_type.then_some(attrs),
     })
 }
 
@@ -899,7 +978,7 @@ fn owned_uid(bundle: &Bundle, tenant: &str, uid: &EntityUid) -> Result<(), DataE
             reason: format!("a stored entity's id starts with `{tenant}/`"),
         });
     }
-    if bundle.static_uids.contains(uid) {
+    if bundle.static_entities.contains_key(uid) {
         return Err(DataError::Static { entity: shown() });
     }
     Ok(())

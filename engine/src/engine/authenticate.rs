@@ -30,7 +30,7 @@ pub(crate) struct VerifiedToken {
     pub memo: Memo,
     /// `entity` merged with the stored entity of its uid, and that stored entity (see
     /// `VerifiedToken::merged_with`).
-    pub merged: Mutex<Option<(Arc<Stored>, Entity)>>,
+    pub merged: Mutex<Option<(Arc<Stored>, cedar_policy_core::ast::Entity)>>,
 }
 
 /// A token that passed every check but the signature: what an asynchronous crypto host

@@ -4,44 +4,53 @@
 use super::assemble::Asked;
 use super::authenticate::VerifiedToken;
 use super::{DecisionRequest, Engine, TrustedRequest};
-use crate::cedar_glue::{self, RESERVED_CONTEXT_KEYS};
+use crate::cedar_glue::{self, RESERVED_CONTEXT_KEYS, SharedEntity, unshared};
 use crate::data::{Scope, Stored, TenantData};
 use crate::decision::{Decision, Outcome, PrincipalSummary, RequestSummary, TokenIdentity};
 use crate::error::{RequestError, sanitize};
 use cedar_policy::{Entities, Entity, EntityUid, RestrictedExpression};
+use cedar_policy_core::ast;
 use serde_json::Value;
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, PoisonError};
 
 impl VerifiedToken {
     /// The token's principal entity merged with its stored entity ([`merge_principal`]): made
     /// once for each stored entity the token meets (a write of the entity makes a new one)
-    /// and cloned after, as merging costs several clones of the entity.
-    fn merged_with(&self, stored: &Arc<Stored>) -> Result<Entity, RequestError> {
+    /// and cloned after.
+    fn merged_with(&self, stored: &Arc<Stored>) -> ast::Entity {
         let mut merged = self.merged.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some((with, entity)) = merged.as_ref()
             && Arc::ptr_eq(with, stored)
         {
-            return Ok(entity.clone());
+            return entity.clone();
         }
-        let entity = merge_principal(&self.entity, stored)?;
+        let entity = merge_principal(&self.entity, stored);
         *merged = Some((Arc::clone(stored), entity.clone()));
-        Ok(entity)
+        entity
     }
 }
 
 /// The token's principal entity with its stored entity's attributes (which win, but for
 /// `tenant`, which is the token's and the same by construction) and parents (added to the
-/// token's roles and groups).
-fn merge_principal(token: &Entity, stored: &Stored) -> Result<Entity, RequestError> {
-    let (uid, mut attrs, mut parents) = token.clone().into_inner();
-    for (name, value) in stored.attrs.iter().flatten() {
+/// token's roles and groups). Its ancestors are closed with the decision's store.
+fn merge_principal(token: &Entity, stored: &Stored) -> ast::Entity {
+    let token = token.as_ref();
+    let mut attrs: BTreeMap<_, _> = token.attrs().map(|(k, v)| (k.clone(), v.clone())).collect();
+    for (name, value) in stored.entity.attrs() {
         if name != "tenant" {
             attrs.insert(name.clone(), value.clone());
         }
     }
-    parents.extend(stored.parents.iter().cloned());
-    Entity::new(uid, attrs, parents).map_err(|e| RequestError::Schema(e.to_string()))
+    let mut parents: HashSet<ast::EntityUID> = token.parents().cloned().collect();
+    parents.extend(stored.parents.iter().cloned().map(ast::EntityUID::from));
+    ast::Entity::new_with_attr_partial_value(
+        token.uid().clone(),
+        attrs,
+        HashSet::new(),
+        parents,
+        token.tags().map(|(k, v)| (k.clone(), v.clone())),
+    )
 }
 
 /// A decision on a signed-in user's slice is made only for its principal, and on a stored
@@ -172,43 +181,46 @@ impl Engine {
         if let Err(why) = &verified.entity_conforms {
             return Err(RequestError::Schema(why.clone()));
         }
-        // The principal, the resource, the action, a few stored ancestors, static entities.
-        let mut entities: Vec<Entity> = Vec::with_capacity(8 + self.bundle.static_entities.len());
+        // Shared: stored entities, static entities, the action. Owned: the principal, a
+        // resource from its attributes.
+        let mut shared: Vec<SharedEntity> =
+            Vec::with_capacity(8 + self.bundle.static_entities.len());
+        let mut owned: Vec<ast::Entity> = Vec::with_capacity(2);
         match data {
-            Some(data) => self.join_data(data, verified, &resource_uid, &mut entities)?,
-            None => entities.push(verified.entity.clone()),
+            Some(data) => self.join_data(data, verified, &resource_uid, &mut shared, &mut owned)?,
+            None => owned.push(ast::Entity::clone(verified.entity.as_ref())),
         }
         // The principal's own entity, the bundle's static entities and stored entities are
         // authoritative: a request cannot redefine them through resource attributes.
         let mut checked = true;
         if resource_uid != verified.uid
             && !resource_stored
-            && !self.bundle.static_uids.contains(&resource_uid)
+            && !self.bundle.static_entities.contains_key(&resource_uid)
         {
             checked = cedar_glue::resource_attrs_conform(
                 &self.bundle,
                 &request.resource.entity_type,
                 &request.resource.attrs,
             )?;
-            entities.push(cedar_glue::entity_from_attrs(
-                &resource_uid,
-                &request.resource.attrs,
-            )?);
+            let resource = cedar_glue::entity_from_attrs(&resource_uid, &request.resource.attrs)?;
+            owned.push(ast::Entity::clone(resource.as_ref()));
         }
-        entities.extend(self.bundle.static_entities.iter().cloned());
+        shared.extend(self.bundle.static_entities.values().cloned());
         let store = if checked {
             // Every entity is known to conform (the principal since verification, the resource
-            // just now, static entities since load): skip Cedar's per-request schema pass and
-            // add only the action this request names.
-            entities.extend(self.bundle.action_entity(&action).cloned());
-            // `add_entities` repairs the hierarchy of the entities it adds; `from_entities` runs
-            // Cedar's general cycle-aware closure, which costs a quarter of a cached decision.
-            // Same result: every entity's ancestors closed, cycles refused.
-            Entities::empty().add_entities(entities, None)
+            // just now, stored entities since written, static entities since load): skip
+            // Cedar's per-request schema pass, add only the action this request names, and
+            // share what is shared.
+            shared.extend(self.bundle.action_entity(&action).cloned());
+            cedar_glue::decision_entities(shared, owned)?
         } else {
+            let entities = shared
+                .iter()
+                .map(unshared)
+                .chain(owned.into_iter().map(Entity::from));
             Entities::from_entities(entities, self.bundle.schema.as_ref())
-        }
-        .map_err(|e| RequestError::Schema(e.to_string()))?;
+                .map_err(|e| RequestError::Schema(e.to_string()))?
+        };
         let validated = request.context.is_empty()
             && self.bundle.request_conforms(
                 &action,
@@ -241,32 +253,36 @@ impl Engine {
         data: &TenantData,
         verified: &VerifiedToken,
         resource: &EntityUid,
-        entities: &mut Vec<Entity>,
+        shared: &mut Vec<SharedEntity>,
+        owned: &mut Vec<ast::Entity>,
     ) -> Result<(), RequestError> {
         let mut seen = HashSet::from([&verified.uid]);
         let mut starts: Vec<&EntityUid> = Vec::new();
         match data.stored(&verified.uid) {
             Some(stored) => {
-                entities.push(verified.merged_with(stored)?);
+                owned.push(verified.merged_with(stored));
                 starts.extend(stored.parents.iter());
             }
-            None => entities.push(verified.entity.clone()),
+            None => owned.push(ast::Entity::clone(verified.entity.as_ref())),
         }
         starts.push(resource);
         let depth = self.bundle.compiled().settings.data.max_depth;
-        data.ancestors_into(starts, depth, &mut seen, entities)?;
-        self.add_unstored(data, resource, entities);
+        let mut found = Vec::new();
+        data.ancestors_into(starts, depth, &mut seen, &mut found)?;
+        shared.extend(found.into_iter().map(|s| Arc::clone(&s.entity)));
+        owned.extend(self.unstored(data, resource));
         Ok(())
     }
 
     /// The entity of `uid` when it is of a stored type its tenant does not store (see
     /// `Bundle::unstored_entity`).
-    fn add_unstored(&self, data: &TenantData, uid: &EntityUid, entities: &mut Vec<Entity>) {
-        if data.stored(uid).is_none()
-            && let Some(entity) = self.bundle.unstored_entity(uid)
-        {
-            entities.push(entity);
+    fn unstored(&self, data: &TenantData, uid: &EntityUid) -> Option<ast::Entity> {
+        if data.stored(uid).is_some() {
+            return None;
         }
+        self.bundle
+            .unstored_entity(uid)
+            .map(|entity| ast::Entity::clone(entity.as_ref()))
     }
 
     /// Decide for an explicit, already-authenticated principal (no token).
@@ -331,7 +347,8 @@ impl Engine {
                 .map(|(k, v)| Ok((k.clone(), cedar_glue::value_to_expr(v, 0)?)))
                 .collect::<Result<_, RequestError>>()?,
         };
-        let mut entities: Vec<Entity> = self.bundle.static_entities.clone();
+        let mut entities: Vec<Entity> =
+            self.bundle.static_entities.values().map(unshared).collect();
         if let Some(extra) = &request.entities {
             let parsed = Entities::from_json_value(extra.clone(), self.bundle.schema.as_ref())
                 .map_err(|e| RequestError::Entity {
@@ -370,9 +387,12 @@ impl Engine {
             let known: Vec<EntityUid> = entities.iter().map(Entity::uid).collect();
             let mut seen: HashSet<&EntityUid> = known.iter().collect();
             let depth = self.bundle.compiled().settings.data.max_depth;
-            data.ancestors_into([&principal, &resource], depth, &mut seen, &mut entities)?;
-            self.add_unstored(data, &principal, &mut entities);
-            self.add_unstored(data, &resource, &mut entities);
+            let mut found = Vec::new();
+            data.ancestors_into([&principal, &resource], depth, &mut seen, &mut found)?;
+            entities.extend(found.into_iter().map(|s| unshared(&s.entity)));
+            for uid in [&principal, &resource] {
+                entities.extend(self.unstored(data, uid).map(Entity::from));
+            }
         }
         // The principal's and the resource's `attrs`, as in token mode (no parents: give an
         // entity with parents in `entities` instead); an entity given twice is ambiguous.

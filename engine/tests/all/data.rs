@@ -266,6 +266,89 @@ fn ancestors_shares_and_team_folders_are_joined_transitively() {
 }
 
 #[test]
+fn a_change_of_an_ancestor_moves_every_descendant_and_entities_are_kept_as_written() {
+    let engine = engine();
+    let mut data = acme_data();
+    data.push(entity("Division", "acme/retail", &json!({}), &[]));
+    data.push(entity("Folder", "acme/vault", &json!({}), &[]));
+    data.push(entity("Folder", "acme/drafts", &json!({}), &[]));
+    data.push(entity(
+        "Report",
+        "acme/memo",
+        &json!({}),
+        &[("Folder", "acme/drafts"), ("Department", "acme/risk")],
+    ));
+    engine.load_tenant_data(&snapshot("acme", 1, data)).unwrap();
+    let rita = token("acme", "rita", &["RiskOfficer"], None);
+    let change = |revision: u64, ty: &str, id: &str, parents: &[(&str, &str)]| {
+        json!({
+            "tenant": "acme", "since": revision - 1, "revision": revision,
+            "changes": [{ "revision": revision, "type": ty, "id": id,
+                          "entity": entity(ty, id, &json!({}), parents) }]
+        })
+        .to_string()
+    };
+    let reasons = |report: &str| engine.decide(&view(&rita, report), NOW).reasons;
+    assert_eq!(reasons("acme/q3"), ["division-risk"]);
+    assert_eq!(reasons("acme/memo"), ["division-risk"]);
+    // Risk moves to retail: its reports are out of markets, though neither was written.
+    engine
+        .load_tenant_data(&change(
+            2,
+            "Department",
+            "acme/risk",
+            &[("Division", "acme/retail")],
+        ))
+        .unwrap();
+    assert!(reasons("acme/q3").is_empty());
+    assert!(reasons("acme/memo").is_empty());
+    // Drafts goes into the vault: the memo two levels under it is forbidden; out again, not.
+    engine
+        .load_tenant_data(&change(
+            3,
+            "Folder",
+            "acme/drafts",
+            &[("Folder", "acme/vault")],
+        ))
+        .unwrap();
+    engine
+        .load_tenant_data(&change(
+            4,
+            "Department",
+            "acme/risk",
+            &[("Division", "acme/markets")],
+        ))
+        .unwrap();
+    let decision = engine.decide(&view(&rita, "acme/memo"), NOW);
+    assert!(!decision.is_allowed());
+    assert_eq!(decision.reasons, ["nothing-from-the-vault"], "{decision:?}");
+    assert_eq!(reasons("acme/q3"), ["division-risk"]);
+    engine
+        .load_tenant_data(&change(5, "Folder", "acme/drafts", &[]))
+        .unwrap();
+    assert_eq!(reasons("acme/memo"), ["division-risk"]);
+    // What the engine keeps and gives back is the entity as written: its parents, not the
+    // ancestors decisions see.
+    let held = engine.tenant_data("acme").unwrap();
+    let memo = held.get("Report", "acme/memo").unwrap();
+    let mut parents: Vec<String> = memo["parents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap().to_owned())
+        .collect();
+    parents.sort();
+    assert_eq!(parents, ["acme/drafts", "acme/risk"], "{memo}");
+    let document = held.document();
+    let q3 = document
+        .entities
+        .iter()
+        .find(|e| e["uid"]["id"] == "acme/q3")
+        .unwrap();
+    assert_eq!(q3["parents"].as_array().unwrap().len(), 1, "{q3}");
+}
+
+#[test]
 fn a_change_of_the_stored_principal_reaches_the_same_token_at_once() {
     let engine = engine();
     engine
