@@ -9,6 +9,7 @@
 use super::{DataError, Stored, TenantData};
 use crate::error::sanitize;
 use cedar_policy::EntityUid;
+use cedar_policy_core::ast;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -148,4 +149,51 @@ impl<'a> Staged<'a> {
 enum Direction {
     Up,
     Down,
+}
+
+/// Close the ancestors of `entities` (each uid with its parents): the closure of each is its
+/// parents and, for each parent, the parent's own closed ancestors — computed here for a
+/// parent among `entities`, looked up in `closed` for any other (an unchanged stored entity,
+/// a bundle-wide one; a parent neither knows is an ancestor by its uid alone).
+///
+/// Writes refuse parent cycles, so the graph through `entities` is acyclic and each chain is
+/// at most the bundle's `max_depth`; were it not, an entity met again on its own chain adds
+/// nothing more (no unbounded recursion, whatever the data).
+pub(super) fn close_ancestors<'a, 'b>(
+    entities: &HashMap<&'a EntityUid, &'a [EntityUid]>,
+    closed: &dyn Fn(&EntityUid) -> Option<&'b ast::Entity>,
+) -> HashMap<&'a EntityUid, HashSet<ast::EntityUID>> {
+    fn walk<'a, 'b>(
+        uid: &'a EntityUid,
+        entities: &HashMap<&'a EntityUid, &'a [EntityUid]>,
+        closed: &dyn Fn(&EntityUid) -> Option<&'b ast::Entity>,
+        out: &mut HashMap<&'a EntityUid, HashSet<ast::EntityUID>>,
+    ) {
+        if out.contains_key(uid) {
+            return;
+        }
+        // On the chain now: met again (a cycle), it adds nothing.
+        out.insert(uid, HashSet::new());
+        let mut ancestors = HashSet::new();
+        for parent in entities.get(uid).copied().unwrap_or_default() {
+            ancestors.insert(ast::EntityUID::from(parent.clone()));
+            match entities.get_key_value(parent) {
+                Some((parent, _)) => {
+                    walk(parent, entities, closed, out);
+                    ancestors.extend(out.get(parent).into_iter().flatten().cloned());
+                }
+                None => {
+                    if let Some(entity) = closed(parent) {
+                        ancestors.extend(entity.ancestors().cloned());
+                    }
+                }
+            }
+        }
+        out.insert(uid, ancestors);
+    }
+    let mut out = HashMap::with_capacity(entities.len());
+    for uid in entities.keys() {
+        walk(uid, entities, closed, &mut out);
+    }
+    out
 }

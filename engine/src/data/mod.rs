@@ -22,7 +22,7 @@ pub use slice::{
 };
 
 use crate::bundle::{Bundle, DataSettings, MAX_DATA_DEPTH, SchemaInfo};
-use crate::cedar_glue::{SharedEntity, close_ancestors};
+use crate::cedar_glue::SharedEntity;
 use crate::error::{BundleProblem, SourceLocation, sanitize};
 use cedar_policy::{Entity, EntityTypeName, EntityUid, RestrictedExpression};
 use cedar_policy_core::ast;
@@ -694,10 +694,10 @@ impl TenantData {
             let closed = |uid: &EntityUid| {
                 self.entities
                     .get(uid)
-                    .map(|s| Arc::clone(&s.entity))
-                    .or_else(|| bundle.static_entities.get(uid).cloned())
+                    .map(|s| &*s.entity)
+                    .or_else(|| bundle.static_entities.get(uid).map(|e| &**e))
             };
-            close_ancestors(&graph, &closed)
+            graph::close_ancestors(&graph, &closed)
                 .into_iter()
                 .map(|(uid, ancestors)| (uid.clone(), ancestors))
                 .collect()
